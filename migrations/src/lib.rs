@@ -1,0 +1,15 @@
+//! Schema migrations, applied at start-up by `sesame-vault serve` and by
+//! `sesame-vault migrate`. One code path for SQLite and PostgreSQL.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_core;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_core::Migration)]
+    }
+}

@@ -1,0 +1,167 @@
+//! Configuration: defaults, then an optional TOML file, then environment
+//! (`SESAME_<SECTION>__<KEY>`, plus the conventional `DATABASE_URL`,
+//! `ENCRYPTION_KEY`, `ENCRYPTION_KEYS_OLD` and the system-wide agent keys).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Provider;
+
+/// A configured secret: prints as `***` in Debug and never serialises its value.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+#[serde(transparent)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    pub fn new(value: impl Into<String>) -> Self {
+        SecretValue(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for SecretValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the SQLite file and the generated key live.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`; unset means `<data_dir>/sesame.db`.
+    #[serde(skip_serializing)]
+    pub database_url: Option<SecretValue>,
+    #[serde(skip_serializing)]
+    pub encryption_key: Option<SecretValue>,
+    /// Comma-separated keys that decrypt only (for rotation).
+    #[serde(skip_serializing)]
+    pub encryption_keys_old: Option<SecretValue>,
+    pub graphql: GraphqlConfig,
+    /// System-wide agent keys, used when a user has none.
+    #[serde(skip_serializing, default)]
+    pub system_keys: SystemKeys,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphqlConfig {
+    pub introspection: bool,
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+}
+
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        GraphqlConfig {
+            introspection: true,
+            max_depth: 16,
+            max_complexity: 1000,
+            max_batch: 10,
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// The administrator's default keys, from the environment variables the
+/// agents themselves read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemKeys {
+    pub anthropic_api_key: Option<SecretValue>,
+    pub openai_api_key: Option<SecretValue>,
+    pub gemini_api_key: Option<SecretValue>,
+    pub copilot_github_token: Option<SecretValue>,
+}
+
+impl SystemKeys {
+    pub fn get(&self, provider: Provider) -> Option<&SecretValue> {
+        match provider {
+            Provider::Anthropic => self.anthropic_api_key.as_ref(),
+            Provider::Openai => self.openai_api_key.as_ref(),
+            Provider::Google => self.gemini_api_key.as_ref(),
+            Provider::Github => self.copilot_github_token.as_ref(),
+        }
+        .filter(|v| !v.expose().trim().is_empty())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            encryption_key: None,
+            encryption_keys_old: None,
+            graphql: GraphqlConfig::default(),
+            system_keys: SystemKeys::default(),
+        }
+    }
+}
+
+/// Configuration could not be loaded; the message names the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads configuration from the process environment and `file` (or
+    /// `SESAME_CONFIG`) if given.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("SESAME_CONFIG").map(PathBuf::from));
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let system_keys = ["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "COPILOT_GITHUB_TOKEN"];
+        figment = figment
+            .merge(Env::raw().only(&["DATABASE_URL", "ENCRYPTION_KEY", "ENCRYPTION_KEYS_OLD"]))
+            .merge(Env::raw().only(&system_keys).map(|k| format!("system_keys.{}", k.as_str().to_lowercase()).into()))
+            .merge(Env::prefixed("SESAME_").ignore(&["CONFIG"]).split("__"));
+        figment.extract().map_err(|e| {
+            // figment's message names the key and, for a type mismatch, the
+            // value; keep the key and the expectation, drop the value.
+            let keys = e.path.join(".");
+            let key = if keys.is_empty() { String::from("(root)") } else { keys };
+            let what = match &e.kind {
+                figment::error::Kind::InvalidType(_, expected) => format!("expected {expected}"),
+                figment::error::Kind::InvalidValue(_, expected) => format!("expected {expected}"),
+                figment::error::Kind::UnknownField(field, _) => format!("unknown setting `{field}`"),
+                other => other.to_string(),
+            };
+            let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            ConfigError(format!("{key}: {what}{source}"))
+        })
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.expose().is_empty() => url.expose().to_owned(),
+            _ => format!("sqlite://{}?mode=rwc", self.data_dir.join("sesame.db").display()),
+        }
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url().starts_with("sqlite:")
+    }
+}

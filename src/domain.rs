@@ -1,0 +1,176 @@
+//! Domain vocabulary shared by the store, the GraphQL API and the task
+//! materialiser. Every enum here round-trips through a stable upper-case
+//! string, which is also how it is stored in the database.
+
+use std::fmt;
+use std::str::FromStr;
+
+use async_graphql::Enum;
+
+/// Declares a fieldless enum with a stable string form (`as_str`/`FromStr`).
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownVariant { kind: stringify!($name), value: s.chars().take(40).collect() }),
+                }
+            }
+        }
+    };
+}
+
+/// A stored string that names no known variant (a corrupt row or a newer
+/// schema); it is an internal error, never user input.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {kind} value {value:?}")]
+pub struct UnknownVariant {
+    kind: &'static str,
+    value: String,
+}
+
+string_enum!(
+    /// A person's role. Runners are service tokens, not people, so they are
+    /// not a `Role`.
+    Role { User => "USER", Admin => "ADMIN" }
+);
+
+string_enum!(Agent {
+    ClaudeCode => "CLAUDE_CODE",
+    Codex => "CODEX",
+    Copilot => "COPILOT",
+    Gemini => "GEMINI",
+    Opencode => "OPENCODE",
+});
+
+string_enum!(Provider {
+    Anthropic => "ANTHROPIC",
+    Openai => "OPENAI",
+    Google => "GOOGLE",
+    Github => "GITHUB",
+});
+
+string_enum!(CredentialKind { ApiKey => "API_KEY", Subscription => "SUBSCRIPTION" });
+
+string_enum!(CredentialStatus {
+    Active => "ACTIVE",
+    Expiring => "EXPIRING",
+    Expired => "EXPIRED",
+    NeedsReauth => "NEEDS_REAUTH",
+});
+
+string_enum!(CredentialSource {
+    Subscription => "SUBSCRIPTION",
+    UserApiKey => "USER_API_KEY",
+    SystemKey => "SYSTEM_KEY",
+});
+
+string_enum!(AuthMethod {
+    ApiKey => "API_KEY",
+    PasteToken => "PASTE_TOKEN",
+    DeviceCode => "DEVICE_CODE",
+    AuthorizationCode => "AUTHORIZATION_CODE",
+});
+
+string_enum!(FlowStatus {
+    Pending => "PENDING",
+    Authorized => "AUTHORIZED",
+    Denied => "DENIED",
+    Expired => "EXPIRED",
+    Cancelled => "CANCELLED",
+    Failed => "FAILED",
+});
+
+string_enum!(CredentialEventKind {
+    Created => "CREATED",
+    Updated => "UPDATED",
+    Expiring => "EXPIRING",
+    Expired => "EXPIRED",
+    Refreshed => "REFRESHED",
+    NeedsReauth => "NEEDS_REAUTH",
+    Removed => "REMOVED",
+});
+
+impl Agent {
+    /// The name a person sees in the Agent Credentials dialog.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Agent::ClaudeCode => "Claude Code",
+            Agent::Codex => "Codex",
+            Agent::Copilot => "Copilot",
+            Agent::Gemini => "Gemini",
+            Agent::Opencode => "OpenCode",
+        }
+    }
+
+    /// The provider an agent uses when none is named; OpenCode has several
+    /// and needs one named.
+    pub fn default_provider(self) -> Option<Provider> {
+        match self {
+            Agent::ClaudeCode => Some(Provider::Anthropic),
+            Agent::Codex => Some(Provider::Openai),
+            Agent::Copilot => Some(Provider::Github),
+            Agent::Gemini => Some(Provider::Google),
+            Agent::Opencode => None,
+        }
+    }
+
+    /// Providers this agent can run against.
+    pub fn providers(self) -> &'static [Provider] {
+        match self {
+            Agent::ClaudeCode => &[Provider::Anthropic],
+            Agent::Codex => &[Provider::Openai],
+            Agent::Copilot => &[Provider::Github],
+            Agent::Gemini => &[Provider::Google],
+            Agent::Opencode => &[Provider::Anthropic, Provider::Openai],
+        }
+    }
+}
+
+impl Provider {
+    /// The environment variable holding the system-wide key for this provider
+    /// (and the one the agents read).
+    pub fn system_env_var(self) -> &'static str {
+        match self {
+            Provider::Anthropic => "ANTHROPIC_API_KEY",
+            Provider::Openai => "OPENAI_API_KEY",
+            Provider::Google => "GEMINI_API_KEY",
+            Provider::Github => "COPILOT_GITHUB_TOKEN",
+        }
+    }
+
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Provider::Anthropic => "Anthropic",
+            Provider::Openai => "OpenAI",
+            Provider::Google => "Google",
+            Provider::Github => "GitHub",
+        }
+    }
+}
+
+impl FlowStatus {
+    pub fn is_final(self) -> bool {
+        !matches!(self, FlowStatus::Pending)
+    }
+}

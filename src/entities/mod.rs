@@ -1,0 +1,7 @@
+//! Database rows. These are separate from the GraphQL types on purpose: no
+//! column reaches the API unless a GraphQL type names it.
+
+pub mod access_token;
+pub mod audit_log;
+pub mod credential;
+pub mod user;

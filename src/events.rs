@@ -1,0 +1,44 @@
+//! Credential events, fanned out to subscribers in this process.
+
+use async_graphql::{SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use tokio::sync::broadcast;
+
+use crate::domain::{Agent, CredentialEventKind, CredentialStatus, Provider};
+
+/// Metadata only: an event never carries secret material.
+#[derive(Clone, Debug, SimpleObject)]
+pub struct CredentialEvent {
+    pub kind: CredentialEventKind,
+    pub credential_id: ID,
+    pub owner_id: ID,
+    pub provider: Provider,
+    pub agent: Option<Agent>,
+    pub status: Option<CredentialStatus>,
+    pub at: DateTime<Utc>,
+    pub message: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<CredentialEvent>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        // A slow subscriber that falls this far behind misses events (and is
+        // told so) rather than holding memory for everyone.
+        EventBus { tx: broadcast::channel(1024).0 }
+    }
+}
+
+impl EventBus {
+    pub fn publish(&self, event: CredentialEvent) {
+        // No subscribers is not an error.
+        let _ = self.tx.send(event);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<CredentialEvent> {
+        self.tx.subscribe()
+    }
+}

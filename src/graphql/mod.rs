@@ -1,0 +1,51 @@
+//! The GraphQL schema, independent of any HTTP framework: tests and the
+//! `schema` command use it directly; `crate::http` serves it.
+
+mod guards;
+mod mutation;
+mod query;
+mod subscription;
+pub mod types;
+
+use async_graphql::{Context, SDLExportOptions, Schema};
+
+pub use mutation::MutationRoot;
+pub use query::QueryRoot;
+pub use subscription::SubscriptionRoot;
+
+use crate::auth::Principal;
+use crate::config::GraphqlConfig;
+use crate::error::{ApiError, ApiResult};
+use crate::store::Store;
+
+pub type VaultSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// Builds the schema with its safety limits. The caller's `Principal`, if
+/// any, goes into each request's data.
+pub fn build_schema(store: Store, config: &GraphqlConfig) -> VaultSchema {
+    let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+        .data(store)
+        .limit_depth(config.max_depth)
+        .limit_complexity(config.max_complexity)
+        .limit_recursive_depth(32)
+        .limit_directives(16);
+    if !config.introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.finish()
+}
+
+/// The SDL as checked in under `schema/schema.graphql`.
+pub fn sdl(schema: &VaultSchema) -> String {
+    schema.sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_arguments().sorted_enum_items())
+}
+
+pub(crate) fn store<'a>(ctx: &Context<'a>) -> &'a Store {
+    ctx.data_unchecked::<Store>()
+}
+
+pub(crate) fn principal<'a>(ctx: &Context<'a>) -> ApiResult<&'a Principal> {
+    ctx.data_opt::<Principal>().ok_or_else(|| {
+        ApiError::Unauthenticated("sign in first: send the header `Authorization: Bearer <token>`".into())
+    })
+}

@@ -1,0 +1,155 @@
+use async_graphql::{Context, Object, ID};
+use chrono::{DateTime, Utc};
+
+use super::guards::{AdminGuard, PersonGuard, RunnerGuard};
+use super::types::{
+    AuthorizationFlow, Credential, CredentialFileInput, DeviceFlow, NewUser, SubscriptionCredentialInput,
+    TaskCredentials,
+};
+use super::{principal, store};
+use crate::credential_input::{parse_subscription, ApiKey, SubscriptionInput};
+use crate::domain::{Agent, Provider, Role};
+use crate::ids::parse_id;
+use async_graphql::Result;
+
+pub struct MutationRoot;
+
+#[Object(name = "Mutation")]
+impl MutationRoot {
+    /// Sets (or replaces, keeping its id) the caller's API key for a provider.
+    #[graphql(guard = "PersonGuard")]
+    async fn set_api_key(
+        &self,
+        ctx: &Context<'_>,
+        provider: Provider,
+        #[graphql(secret)] key: String,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<Credential> {
+        let owner = store(ctx).owner(principal(ctx)?)?;
+        let key = ApiKey::parse(provider, &key)?;
+        Ok(owner.set_api_key(key, expires_at).await.map(Credential)?)
+    }
+
+    /// Saves (or replaces) the caller's subscription credential for an agent.
+    #[graphql(guard = "PersonGuard")]
+    async fn save_subscription_credential(
+        &self,
+        ctx: &Context<'_>,
+        input: SubscriptionCredentialInput,
+    ) -> Result<Credential> {
+        let owner = store(ctx).owner(principal(ctx)?)?;
+        let parsed = parse_subscription(
+            SubscriptionInput {
+                agent: input.agent,
+                provider: input.provider,
+                token: input.token.as_deref(),
+                access_token: input.access_token.as_deref(),
+                refresh_token: input.refresh_token.as_deref(),
+                auth_json: input.auth_json.as_deref(),
+                expires_at: input.expires_at,
+            },
+            Utc::now(),
+        )?;
+        Ok(owner.save_subscription(input.agent, parsed).await.map(Credential)?)
+    }
+
+    /// Owner only.
+    #[graphql(guard = "PersonGuard")]
+    async fn remove_credential(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let id = parse_id("id", &id)?;
+        store(ctx).owner(principal(ctx)?)?.remove(&id).await?;
+        Ok(true)
+    }
+
+    /// Owner only: every subscription credential of that agent (Agent Credentials -> Remove Credentials).
+    /// API keys serve every agent of a provider and are removed from the API Keys tab.
+    #[graphql(guard = "PersonGuard")]
+    async fn remove_agent_credentials(&self, ctx: &Context<'_>, agent: Agent) -> Result<i32> {
+        let removed = store(ctx).owner(principal(ctx)?)?.remove_agent(agent).await?;
+        Ok(i32::try_from(removed).unwrap_or(i32::MAX))
+    }
+
+    #[graphql(guard = "PersonGuard")]
+    async fn start_device_flow(&self, ctx: &Context<'_>, agent: Agent, provider: Provider) -> Result<DeviceFlow> {
+        Ok(crate::flows::start_device_flow(ctx, agent, provider).await?)
+    }
+
+    #[graphql(guard = "PersonGuard")]
+    async fn start_authorization_flow(
+        &self,
+        ctx: &Context<'_>,
+        agent: Agent,
+        provider: Provider,
+    ) -> Result<AuthorizationFlow> {
+        Ok(crate::flows::start_authorization_flow(ctx, agent, provider).await?)
+    }
+
+    /// code is what the provider showed, e.g. 'abc#state'.
+    #[graphql(guard = "PersonGuard")]
+    async fn complete_authorization_flow(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(secret)] code: String,
+    ) -> Result<Credential> {
+        Ok(crate::flows::complete_authorization_flow(ctx, &id, &code).await?)
+    }
+
+    #[graphql(guard = "PersonGuard")]
+    async fn cancel_flow(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        Ok(crate::flows::cancel_flow(ctx, &id).await?)
+    }
+
+    /// ADMIN only.
+    #[graphql(guard = "AdminGuard")]
+    async fn create_user(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        #[graphql(default_with = "Some(Role::User)")] role: Option<Role>,
+    ) -> Result<NewUser> {
+        let admin = store(ctx).admin(principal(ctx)?)?;
+        let (user, token) = admin.create_user(&email, role.unwrap_or(Role::User)).await?;
+        Ok(NewUser { user, token: token.to_string() })
+    }
+
+    /// ADMIN only: delete without reading.
+    #[graphql(guard = "AdminGuard")]
+    async fn delete_credential(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let id = parse_id("id", &id)?;
+        store(ctx).admin(principal(ctx)?)?.delete_credential(&id).await?;
+        Ok(true)
+    }
+
+    /// ADMIN only.
+    #[graphql(guard = "AdminGuard")]
+    async fn delete_user_credentials(&self, ctx: &Context<'_>, user_id: ID) -> Result<i32> {
+        let user_id = parse_id("userId", &user_id)?;
+        let removed = store(ctx).admin(principal(ctx)?)?.delete_user_credentials(&user_id).await?;
+        Ok(i32::try_from(removed).unwrap_or(i32::MAX))
+    }
+
+    /// RUNNER only: resolve by priority, record an audit entry, return what the agent needs.
+    #[graphql(guard = "RunnerGuard")]
+    async fn issue_task_credentials(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        agent: Agent,
+        provider: Option<Provider>,
+        task_id: String,
+    ) -> Result<TaskCredentials> {
+        Ok(crate::tasks::issue(ctx, &user_id, agent, provider, &task_id).await?)
+    }
+
+    /// RUNNER only: after a run, hand back credential files the agent may have refreshed.
+    #[graphql(guard = "RunnerGuard")]
+    async fn return_task_credentials(
+        &self,
+        ctx: &Context<'_>,
+        task_id: String,
+        files: Vec<CredentialFileInput>,
+    ) -> Result<Vec<Credential>> {
+        Ok(crate::tasks::return_files(ctx, &task_id, files).await?)
+    }
+}

@@ -1,0 +1,117 @@
+use async_graphql::{Context, Object, ID};
+
+use super::guards::{AdminGuard, PersonGuard, SignedIn};
+use super::types::{
+    AgentInfo, AuditEntryConnection, Credential, CredentialConnection, DeviceFlow, SystemKey, UserConnection,
+};
+use super::{principal, store};
+use crate::catalog;
+use crate::domain::{CredentialStatus, Provider};
+use crate::ids::{decode_cursor, page_size, parse_id};
+use crate::store::User;
+use async_graphql::Result;
+
+pub struct QueryRoot;
+
+#[Object(name = "Query")]
+impl QueryRoot {
+    /// The signed-in person.
+    #[graphql(guard = "PersonGuard")]
+    async fn me(&self, ctx: &Context<'_>) -> Result<User> {
+        Ok(store(ctx).owner(principal(ctx)?)?.me().await?)
+    }
+
+    /// Every agent, with the ways to authenticate it and the setup steps.
+    #[graphql(guard = "SignedIn")]
+    async fn agents(&self) -> Vec<AgentInfo> {
+        catalog::catalog().iter().map(AgentInfo::from).collect()
+    }
+
+    /// The system-wide keys set by environment: configured or not, never the value.
+    #[graphql(guard = "SignedIn")]
+    async fn system_keys(&self, ctx: &Context<'_>) -> Vec<SystemKey> {
+        let keys = store(ctx).system_keys();
+        Provider::ALL
+            .iter()
+            .map(|&provider| SystemKey {
+                provider,
+                env_var: provider.system_env_var().to_owned(),
+                configured: keys.get(provider).is_some(),
+            })
+            .collect()
+    }
+
+    #[graphql(guard = "PersonGuard")]
+    async fn my_credentials(&self, ctx: &Context<'_>) -> Result<Vec<Credential>> {
+        Ok(store(ctx).owner(principal(ctx)?)?.credentials().await?.into_iter().map(Credential).collect())
+    }
+
+    /// Owner: everything. Admin: metadata only (hint is FORBIDDEN). Anyone else: null, as if it did not exist.
+    #[graphql(guard = "SignedIn")]
+    async fn credential(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Credential>> {
+        let id = parse_id("id", &id)?;
+        let principal = principal(ctx)?;
+        let store = store(ctx);
+        if principal.user_id().is_none() {
+            return Ok(None);
+        }
+        if let Some(own) = store.owner(principal)?.credential(&id).await? {
+            return Ok(Some(Credential(own)));
+        }
+        match store.admin(principal) {
+            Ok(admin) => Ok(admin.credential(&id).await?.map(Credential)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Owner only.
+    #[graphql(guard = "PersonGuard")]
+    async fn device_flow(&self, ctx: &Context<'_>, id: ID) -> Result<Option<DeviceFlow>> {
+        Ok(crate::flows::device_flow(ctx, &id).await?)
+    }
+
+    /// ADMIN only.
+    #[graphql(guard = "AdminGuard")]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<UserConnection> {
+        let admin = store(ctx).admin(principal(ctx)?)?;
+        let page = admin.users(page_size(first)?, decode_cursor(after.as_deref())?).await?;
+        Ok(UserConnection { nodes: page.nodes, next_cursor: page.next_cursor })
+    }
+
+    /// ADMIN only: metadata of every user's credentials.
+    #[graphql(guard = "AdminGuard")]
+    async fn credentials(
+        &self,
+        ctx: &Context<'_>,
+        owner_id: Option<ID>,
+        status: Option<CredentialStatus>,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<CredentialConnection> {
+        let admin = store(ctx).admin(principal(ctx)?)?;
+        let owner_id = owner_id.map(|id| parse_id("ownerId", &id)).transpose()?;
+        let page = admin.credentials(owner_id, status, page_size(first)?, decode_cursor(after.as_deref())?).await?;
+        Ok(CredentialConnection {
+            nodes: page.nodes.into_iter().map(Credential).collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// ADMIN only: who did what to which credential, oldest first. Never secret material.
+    #[graphql(guard = "AdminGuard")]
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<AuditEntryConnection> {
+        let admin = store(ctx).admin(principal(ctx)?)?;
+        let page = admin.audit_log(page_size(first)?, decode_cursor(after.as_deref())?).await?;
+        Ok(AuditEntryConnection { nodes: page.nodes, next_cursor: page.next_cursor })
+    }
+}

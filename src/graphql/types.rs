@@ -1,0 +1,243 @@
+//! API object types. They wrap store views; no database row is exposed.
+
+use async_graphql::{ComplexObject, Context, InputObject, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+
+use super::guards::PersonGuard;
+use super::{principal, store};
+use crate::catalog;
+use crate::domain::{Agent, AuthMethod, CredentialKind, CredentialSource, CredentialStatus, FlowStatus, Provider};
+use async_graphql::Result;
+
+use crate::error::ApiError;
+use crate::store::{AuditEntry, CredentialMeta, User};
+
+/// A stored credential's metadata. The secret itself is never a field.
+pub struct Credential(pub CredentialMeta);
+
+#[Object]
+impl Credential {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    async fn owner(&self, ctx: &Context<'_>) -> Result<User> {
+        Ok(store(ctx).user(&self.0.owner_id).await?.ok_or_else(|| ApiError::not_found("user"))?)
+    }
+
+    async fn provider(&self) -> Provider {
+        self.0.provider
+    }
+
+    /// Null for API keys: an API key serves every agent of its provider.
+    async fn agent(&self) -> Option<Agent> {
+        self.0.agent
+    }
+
+    async fn kind(&self) -> CredentialKind {
+        self.0.kind
+    }
+
+    async fn status(&self) -> CredentialStatus {
+        self.0.status
+    }
+
+    /// Why the credential needs attention (e.g. sign in again), when it does.
+    async fn status_message(&self) -> Option<&str> {
+        self.0.status_message.as_deref()
+    }
+
+    async fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.0.expires_at
+    }
+
+    async fn last_used_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_used_at
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    /// Masked preview such as sk-ant-…9f2c. Owner only: anyone else, admins included, gets a FORBIDDEN error.
+    #[graphql(guard = "PersonGuard")]
+    async fn hint(&self, ctx: &Context<'_>) -> Result<String> {
+        let principal = principal(ctx)?;
+        if principal.user_id() != Some(self.0.owner_id.as_str()) {
+            return Err(ApiError::forbidden("only the credential's owner may see its hint").into());
+        }
+        // The owner handle itself filters by owner: a second check, in the data layer.
+        Ok(store(ctx).owner(principal)?.hint(&self.0.id).await?)
+    }
+
+    async fn has_refresh_token(&self) -> bool {
+        self.0.has_refresh_token
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct CredentialConnection {
+    pub nodes: Vec<Credential>,
+    /// Opaque cursor for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct UserConnection {
+    pub nodes: Vec<User>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct AuditEntryConnection {
+    pub nodes: Vec<AuditEntry>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct NewUser {
+    pub user: User,
+    /// Shown once; only its hash is stored.
+    pub token: String,
+}
+
+#[derive(SimpleObject)]
+pub struct AgentAuthMethod {
+    pub provider: Provider,
+    pub method: AuthMethod,
+    /// Environment variable the agent reads, where there is one.
+    pub env_var: Option<String>,
+    /// Accepted token prefixes, e.g. sk-ant-oat01-.
+    pub token_prefixes: Vec<String>,
+    /// Setup steps a person follows, in plain text.
+    pub instructions: String,
+}
+
+#[derive(SimpleObject)]
+pub struct AgentInfo {
+    pub agent: Agent,
+    pub name: String,
+    pub methods: Vec<AgentAuthMethod>,
+}
+
+impl From<&catalog::AgentEntry> for AgentInfo {
+    fn from(entry: &catalog::AgentEntry) -> Self {
+        AgentInfo {
+            agent: entry.agent,
+            name: entry.agent.display_name().to_owned(),
+            methods: entry
+                .methods
+                .iter()
+                .map(|m| AgentAuthMethod {
+                    provider: m.provider,
+                    method: m.method,
+                    env_var: m.env_var.map(str::to_owned),
+                    token_prefixes: m.token_prefixes.iter().map(|p| (*p).to_owned()).collect(),
+                    instructions: m.instructions.to_owned(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct SystemKey {
+    pub provider: Provider,
+    pub env_var: String,
+    pub configured: bool,
+}
+
+/// A device sign-in in progress (RFC 8628 or OpenAI's device login).
+#[derive(SimpleObject, Clone)]
+#[graphql(complex)]
+pub struct DeviceFlow {
+    pub id: ID,
+    pub agent: Agent,
+    pub provider: Provider,
+    pub status: FlowStatus,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    /// Current poll interval in seconds (grows on slow_down).
+    pub interval: i32,
+    /// Why the flow failed or was denied, in words a person understands.
+    pub message: Option<String>,
+    #[graphql(skip)]
+    pub credential_id: Option<String>,
+}
+
+#[ComplexObject]
+impl DeviceFlow {
+    /// Set once status is AUTHORIZED.
+    async fn credential(&self, ctx: &Context<'_>) -> Result<Option<Credential>> {
+        let Some(id) = &self.credential_id else { return Ok(None) };
+        let owner = store(ctx).owner(principal(ctx)?)?;
+        Ok(owner.credential(id).await?.map(Credential))
+    }
+}
+
+#[derive(SimpleObject, Clone)]
+pub struct AuthorizationFlow {
+    pub id: ID,
+    pub agent: Agent,
+    pub provider: Provider,
+    pub status: FlowStatus,
+    pub authorize_url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(SimpleObject, Clone)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(SimpleObject, Clone)]
+pub struct CredentialFile {
+    /// Path relative to the agent's home directory, e.g. .codex/auth.json
+    pub path: String,
+    /// Unix permission bits, e.g. 384 (0600).
+    pub mode: i32,
+    pub content: String,
+}
+
+#[derive(SimpleObject)]
+pub struct TaskCredentials {
+    pub source: CredentialSource,
+    /// Null when source is SYSTEM_KEY.
+    pub credential_id: Option<ID>,
+    pub provider: Provider,
+    pub env: Vec<EnvVar>,
+    pub files: Vec<CredentialFile>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(InputObject)]
+pub struct SubscriptionCredentialInput {
+    pub agent: Agent,
+    /// Needed where the agent has several providers (OPENCODE).
+    pub provider: Option<Provider>,
+    /// A pasted token: Claude setup-token, Copilot token.
+    #[graphql(secret)]
+    pub token: Option<String>,
+    #[graphql(secret)]
+    pub access_token: Option<String>,
+    #[graphql(secret)]
+    pub refresh_token: Option<String>,
+    /// The whole contents of ~/.codex/auth.json, pasted.
+    #[graphql(secret)]
+    pub auth_json: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(InputObject)]
+pub struct CredentialFileInput {
+    pub path: String,
+    #[graphql(secret)]
+    pub content: String,
+}

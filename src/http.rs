@@ -1,0 +1,273 @@
+//! HTTP wiring: poem routes around the GraphQL schema.
+//!
+//! - `POST /graphql`: JSON only (a browser cannot send it cross-site without
+//!   a CORS preflight, which this server never grants), size- and
+//!   batch-limited.
+//! - `GET /graphql`: queries only; mutations and subscriptions get 405.
+//! - `GET /graphql/ws`: subscriptions (graphql-transport-ws and graphql-ws).
+//! - `GET /health`, `GET /` (playground).
+
+use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::parser::types::OperationType;
+use async_graphql::{BatchRequest, BatchResponse, Data, ErrorExtensions, ServerError};
+use async_graphql_poem::{GraphQLProtocol, GraphQLWebSocket};
+use poem::http::{header, StatusCode};
+use poem::web::websocket::WebSocket;
+use poem::web::{Data as PoemData, Html};
+use poem::{get, handler, Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+
+use crate::auth::{BearerToken, Principal};
+use crate::config::GraphqlConfig;
+use crate::error::{ApiError, REQUEST_ID};
+use crate::graphql::VaultSchema;
+use crate::store::Store;
+
+#[derive(Clone)]
+struct AppState {
+    schema: VaultSchema,
+    store: Store,
+    limits: GraphqlConfig,
+}
+
+/// All routes of the service.
+pub fn routes(schema: VaultSchema, store: Store, limits: GraphqlConfig) -> impl Endpoint {
+    Route::new()
+        .at("/", get(playground))
+        .at("/health", get(health))
+        .at("/graphql", get(graphql_get).post(graphql_post))
+        .at("/graphql/ws", get(graphql_ws))
+        .data(AppState { schema, store, limits })
+}
+
+/// A GraphQL-shaped error response with a code, outside normal execution.
+fn error_response(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code, "requestId": request_id } }]
+    });
+    Response::builder()
+        .status(status)
+        .content_type("application/json")
+        .header("x-request-id", request_id)
+        .body(body.to_string())
+}
+
+fn api_error_response(e: ApiError, request_id: &str) -> Response {
+    let status = match e {
+        ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let code = e.code();
+    let gql: async_graphql::Error = REQUEST_ID.sync_scope(request_id.to_owned(), || e.into());
+    error_response(status, code, &gql.message, request_id)
+}
+
+/// The caller's principal from the `Authorization` header; `None` when
+/// there is no header (introspection works anonymously, data does not).
+async fn authenticate(store: &Store, req: &Request) -> Result<Option<Principal>, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else { return Ok(None) };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthenticated("the Authorization header must be `Bearer <token>`".into()))?;
+    let token = BearerToken::from_header(value)?;
+    store.authenticate(&token).await.map(Some)
+}
+
+/// Gives every error a stable code: errors raised by our resolvers carry
+/// one already; parse and validation errors get BAD_USER_INPUT.
+fn ensure_codes(errors: &mut [ServerError]) {
+    for error in errors {
+        let has_code = error.extensions.as_ref().is_some_and(|ext| ext.get("code").is_some());
+        if !has_code {
+            let coded = async_graphql::Error::new(String::new()).extend_with(|_, e| e.set("code", "BAD_USER_INPUT"));
+            error.extensions = coded.extensions;
+        }
+    }
+}
+
+async fn execute(state: &AppState, batch: BatchRequest, principal: Option<Principal>, request_id: String) -> Response {
+    let batch = match principal {
+        Some(p) => batch.data(p),
+        None => batch,
+    };
+    let mut response = REQUEST_ID.scope(request_id.clone(), state.schema.execute_batch(batch)).await;
+    match &mut response {
+        BatchResponse::Single(r) => ensure_codes(&mut r.errors),
+        BatchResponse::Batch(rs) => rs.iter_mut().for_each(|r| ensure_codes(&mut r.errors)),
+    }
+    let body = serde_json::to_vec(&response).unwrap_or_default();
+    Response::builder().content_type("application/json").header("x-request-id", request_id).body(body)
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[handler]
+async fn graphql_post(req: &Request, body: Body, PoemData(state): PoemData<&AppState>) -> Response {
+    let request_id = new_request_id();
+    let is_json = req
+        .content_type()
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "BAD_USER_INPUT",
+            "send GraphQL requests with `Content-Type: application/json`",
+            &request_id,
+        );
+    }
+    let bytes = match body.into_bytes_limit(state.limits.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BAD_USER_INPUT",
+                &format!("the request body is larger than {} bytes", state.limits.max_body_bytes),
+                &request_id,
+            )
+        }
+        Err(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                "the request body could not be read",
+                &request_id,
+            )
+        }
+    };
+    let batch: BatchRequest = match serde_json::from_slice(&bytes) {
+        Ok(batch) => batch,
+        Err(e) => {
+            // Only the position: serde's message can quote the (secret) value.
+            let message = format!(
+                "the body is not a GraphQL request: expected JSON like {{\"query\": \"…\", \"variables\": {{…}}}} \
+                 (problem at line {} column {})",
+                e.line(),
+                e.column()
+            );
+            return error_response(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message, &request_id);
+        }
+    };
+    if let BatchRequest::Batch(requests) = &batch {
+        if requests.is_empty() || requests.len() > state.limits.max_batch {
+            let message = format!("a batch must hold 1 to {} operations", state.limits.max_batch);
+            return error_response(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message, &request_id);
+        }
+    }
+    let principal = match authenticate(&state.store, req).await {
+        Ok(p) => p,
+        Err(e) => return api_error_response(e, &request_id),
+    };
+    execute(state, batch, principal, request_id).await
+}
+
+/// A GraphQL request in a query string. async-graphql's own parser reads
+/// `operation_name`; clients send `operationName`, so accept both.
+#[derive(serde::Deserialize)]
+struct GetRequest {
+    #[serde(default)]
+    query: String,
+    #[serde(rename = "operationName", alias = "operation_name")]
+    operation_name: Option<String>,
+    variables: Option<String>,
+}
+
+fn parse_get(query_string: &str) -> Result<async_graphql::Request, String> {
+    let get: GetRequest =
+        serde_urlencoded::from_str(query_string).map_err(|_| "the query string is malformed".to_owned())?;
+    if get.query.trim().is_empty() {
+        return Err("GET /graphql needs ?query=…; or POST JSON to /graphql".into());
+    }
+    let mut request = async_graphql::Request::new(get.query);
+    if let Some(name) = get.operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = get.variables {
+        let value: serde_json::Value = serde_json::from_str(&variables)
+            .map_err(|e| format!("variables is not JSON (problem at line {} column {})", e.line(), e.column()))?;
+        request = request.variables(async_graphql::Variables::from_json(value));
+    }
+    Ok(request)
+}
+
+/// Whether a GET would carry anything but queries. Any mutation or
+/// subscription in the document refuses the request, whichever operation
+/// is named: GET must never change state.
+fn writes_over_get(request: &async_graphql::Request) -> Option<OperationType> {
+    let doc = async_graphql::parser::parse_query(&request.query).ok()?;
+    doc.operations.iter().map(|(_, op)| op.node.ty).find(|ty| *ty != OperationType::Query)
+}
+
+#[handler]
+async fn graphql_get(req: &Request, PoemData(state): PoemData<&AppState>) -> Response {
+    let request_id = new_request_id();
+    let request = match parse_get(req.uri().query().unwrap_or_default()) {
+        Ok(r) => r,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message, &request_id),
+    };
+    if let Some(ty) = writes_over_get(&request) {
+        let message = match ty {
+            OperationType::Mutation => "mutations must be sent with POST",
+            _ => "subscriptions must use the WebSocket endpoint /graphql/ws",
+        };
+        let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "BAD_USER_INPUT", message, &request_id);
+        response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return response;
+    }
+    let principal = match authenticate(&state.store, req).await {
+        Ok(p) => p,
+        Err(e) => return api_error_response(e, &request_id),
+    };
+    execute(state, BatchRequest::Single(request), principal, request_id).await
+}
+
+#[handler]
+async fn graphql_ws(
+    protocol: GraphQLProtocol,
+    websocket: WebSocket,
+    PoemData(state): PoemData<&AppState>,
+) -> impl IntoResponse {
+    let schema = state.schema.clone();
+    let store = state.store.clone();
+    websocket.protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |stream| {
+        GraphQLWebSocket::new(stream, schema, protocol)
+            .on_connection_init(move |payload| async move {
+                let header = payload
+                    .get("Authorization")
+                    .or_else(|| payload.get("authorization"))
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| {
+                        async_graphql::Error::new("connection_init must carry {\"Authorization\": \"Bearer <token>\"}")
+                    })?;
+                let principal = async {
+                    let token = BearerToken::from_header(header)?;
+                    store.authenticate(&token).await
+                }
+                .await
+                .map_err(async_graphql::Error::from)?;
+                let mut data = Data::default();
+                data.insert(principal);
+                Ok(data)
+            })
+            .serve()
+    })
+}
+
+#[handler]
+async fn health(PoemData(state): PoemData<&AppState>) -> Response {
+    if state.store.ping().await {
+        Response::builder().content_type("application/json").body(r#"{"status":"ok"}"#)
+    } else {
+        Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .content_type("application/json")
+            .body(r#"{"status":"unavailable"}"#)
+    }
+}
+
+#[handler]
+async fn playground() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
+}

@@ -1,0 +1,22 @@
+//! sesame-vault: an encrypted credential service for AI coding agents.
+//!
+//! The GraphQL schema ([`graphql`]) is independent of HTTP; [`http`] wires
+//! it to poem routes, and the binary only parses commands.
+
+pub mod app;
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod credential_input;
+pub mod crypto;
+pub mod domain;
+pub mod entities;
+pub mod error;
+pub mod events;
+pub mod flows;
+pub mod graphql;
+pub mod http;
+pub mod ids;
+pub mod keys;
+pub mod store;
+pub mod tasks;

@@ -1,0 +1,152 @@
+//! The `sesame-vault` command: wires configuration to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use sesame_vault::app::{api_to_anyhow, App};
+use sesame_vault::config::Config;
+use sesame_vault::domain::Role;
+use sesame_vault::store::audit::Actor;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "sesame-vault", version, about = "Encrypted credential service for AI coding agents")]
+struct Cli {
+    /// TOML configuration file (also SESAME_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (migrates the database first).
+    Serve,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage service tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print a fresh encryption key (64 hex characters).
+    Keygen,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL).
+    Schema,
+    /// Re-encrypt every stored secret under the current ENCRYPTION_KEY
+    /// (old keys go in ENCRYPTION_KEYS_OLD until this has run).
+    RotateKey,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user and print their token.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Give the user the ADMIN role.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a service token.
+    Create {
+        /// A RUNNER token for the task executor (the only kind there is).
+        #[arg(long, required = true)]
+        runner: bool,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+#[derive(Args)]
+struct Output {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = || Config::load(cli.config.as_deref());
+    match cli.command {
+        Command::Keygen => println!("{}", sesame_vault::crypto::Key::generate()),
+        Command::Schema => {
+            // The schema does not depend on data: build it over an in-memory store.
+            let mut config = config()?;
+            config.database_url = Some(sesame_vault::config::SecretValue::new("sqlite::memory:"));
+            config.encryption_key = Some(sesame_vault::config::SecretValue::new(sesame_vault::crypto::Key::generate()));
+            config.encryption_keys_old = None;
+            let app = App::open(config).await?;
+            print!("{}", sesame_vault::graphql::sdl(&app.schema));
+        }
+        Command::Migrate => {
+            App::open(config()?).await?;
+            println!("database is up to date");
+        }
+        Command::Serve => App::open(config()?).await?.serve().await?,
+        Command::RotateKey => {
+            let app = App::open(config()?).await?;
+            let n = app.store.rotate_keys().await.map_err(api_to_anyhow)?;
+            println!("re-encrypted {n} credentials under key {}", app.store.key_fingerprint());
+        }
+        Command::User(UserCommand::Create { email, admin, output }) => {
+            let app = App::open(config()?).await?;
+            let role = if admin { Role::Admin } else { Role::User };
+            let (user, token) = app.store.create_user(Actor::System, &email, role).await.map_err(api_to_anyhow)?;
+            if output.json {
+                let json = serde_json::json!({"id": user.id.as_str(), "email": user.email, "role": role.as_str(), "token": token.as_str()});
+                println!("{json}");
+            } else {
+                println!("created {} {} (id {})", role.as_str(), user.email, user.id.as_str());
+                println!("token (shown once): {}", token.as_str());
+            }
+        }
+        Command::Token(TokenCommand::Create { runner: _, name, output }) => {
+            let app = App::open(config()?).await?;
+            let (id, token) = app.store.create_runner_token(&name).await.map_err(api_to_anyhow)?;
+            if output.json {
+                println!("{}", serde_json::json!({"id": id, "name": name.trim(), "token": token.as_str()}));
+            } else {
+                println!("created RUNNER token {} (id {id})", name.trim());
+                println!("token (shown once): {}", token.as_str());
+            }
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            let app = App::open(config()?).await?;
+            if app.store.revoke_token(&id).await.map_err(api_to_anyhow)? {
+                println!("revoked token {id}");
+            } else {
+                anyhow::bail!("no live token has id {id}");
+            }
+        }
+    }
+    Ok(())
+}

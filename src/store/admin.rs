@@ -1,0 +1,152 @@
+//! What an admin may do: see metadata, create users, delete credentials.
+//! There is deliberately no method here that decrypts anything.
+
+use async_graphql::{SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use zeroize::Zeroizing;
+
+use super::audit::{Action, Actor};
+use super::{CredentialMeta, Page, Store, User};
+use crate::auth::Principal;
+use crate::domain::{CredentialStatus, Role};
+use crate::entities::{audit_log, credential, user};
+use crate::error::{ApiError, ApiResult};
+use crate::ids::encode_cursor;
+
+pub struct AdminHandle {
+    store: Store,
+    principal: Principal,
+}
+
+/// One audit entry, as admins page through them.
+#[derive(Clone, Debug, SimpleObject)]
+pub struct AuditEntry {
+    pub id: ID,
+    pub at: DateTime<Utc>,
+    /// USER, ADMIN, RUNNER or SYSTEM.
+    pub actor_kind: String,
+    pub actor_id: Option<ID>,
+    pub action: String,
+    pub owner_id: Option<ID>,
+    pub credential_id: Option<ID>,
+    pub provider: Option<String>,
+    pub agent: Option<String>,
+    pub task_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Turns `limit + 1` fetched rows into a page with a cursor.
+fn paginate<T>(mut rows: Vec<T>, limit: u64, key: impl Fn(&T) -> String) -> Page<T> {
+    let has_more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if has_more { rows.last().map(|r| encode_cursor(&key(r))) } else { None };
+    Page { nodes: rows, next_cursor }
+}
+
+impl AdminHandle {
+    pub(super) fn new(store: Store, principal: Principal) -> AdminHandle {
+        AdminHandle { store, principal }
+    }
+
+    fn actor(&self) -> Actor<'_> {
+        Actor::Principal(&self.principal)
+    }
+
+    pub async fn users(&self, limit: u64, after: Option<String>) -> ApiResult<Page<User>> {
+        let mut query = user::Entity::find().order_by_asc(user::Column::Id).limit(limit + 1);
+        if let Some(after) = after {
+            query = query.filter(user::Column::Id.gt(after));
+        }
+        let rows = query.all(self.store.db()).await?.into_iter().map(User::try_from).collect::<ApiResult<Vec<_>>>()?;
+        Ok(paginate(rows, limit, |u| u.id.to_string()))
+    }
+
+    pub async fn credentials(
+        &self,
+        owner_id: Option<String>,
+        status: Option<CredentialStatus>,
+        limit: u64,
+        after: Option<String>,
+    ) -> ApiResult<Page<CredentialMeta>> {
+        let mut query = credential::Entity::find().order_by_asc(credential::Column::Id).limit(limit + 1);
+        if let Some(owner_id) = owner_id {
+            query = query.filter(credential::Column::OwnerId.eq(owner_id));
+        }
+        if let Some(status) = status {
+            query = query.filter(credential::Column::Status.eq(status.as_str()));
+        }
+        if let Some(after) = after {
+            query = query.filter(credential::Column::Id.gt(after));
+        }
+        let rows =
+            query.all(self.store.db()).await?.iter().map(CredentialMeta::try_from).collect::<ApiResult<Vec<_>>>()?;
+        Ok(paginate(rows, limit, |c| c.id.clone()))
+    }
+
+    pub async fn credential(&self, id: &str) -> ApiResult<Option<CredentialMeta>> {
+        credential::Entity::find_by_id(id)
+            .one(self.store.db())
+            .await?
+            .as_ref()
+            .map(CredentialMeta::try_from)
+            .transpose()
+    }
+
+    pub async fn create_user(&self, email: &str, role: Role) -> ApiResult<(User, Zeroizing<String>)> {
+        self.store.create_user(self.actor(), email, role).await
+    }
+
+    /// Deletes any user's credential without reading it.
+    pub async fn delete_credential(&self, id: &str) -> ApiResult<()> {
+        let txn = self.store.db().begin().await?;
+        let row =
+            credential::Entity::find_by_id(id).one(&txn).await?.ok_or_else(|| ApiError::not_found("credential"))?;
+        let removed =
+            self.store.delete_credentials(&txn, self.actor(), Action::AdminDeletedCredential, vec![row]).await?;
+        txn.commit().await?;
+        self.store.publish_removed(&removed, Some("removed by an administrator"));
+        Ok(())
+    }
+
+    pub async fn delete_user_credentials(&self, user_id: &str) -> ApiResult<usize> {
+        let txn = self.store.db().begin().await?;
+        if user::Entity::find_by_id(user_id).one(&txn).await?.is_none() {
+            return Err(ApiError::not_found("user"));
+        }
+        let rows = credential::Entity::find().filter(credential::Column::OwnerId.eq(user_id)).all(&txn).await?;
+        let removed = self.store.delete_credentials(&txn, self.actor(), Action::AdminDeletedCredential, rows).await?;
+        txn.commit().await?;
+        self.store.publish_removed(&removed, Some("removed by an administrator"));
+        Ok(removed.len())
+    }
+
+    /// The audit trail, oldest first.
+    pub async fn audit_log(&self, limit: u64, after: Option<String>) -> ApiResult<Page<AuditEntry>> {
+        let mut query = audit_log::Entity::find().order_by_asc(audit_log::Column::Id).limit(limit + 1);
+        if let Some(after) = after {
+            let after: i64 =
+                after.parse().map_err(|_| ApiError::bad_input("after is not a cursor this server issued"))?;
+            query = query.filter(audit_log::Column::Id.gt(after));
+        }
+        let rows = query
+            .all(self.store.db())
+            .await?
+            .into_iter()
+            .map(|m| AuditEntry {
+                id: ID(m.id.to_string()),
+                at: m.at,
+                actor_kind: m.actor_kind,
+                actor_id: m.actor_id.map(ID),
+                action: m.action,
+                owner_id: m.owner_id.map(ID),
+                credential_id: m.credential_id.map(ID),
+                provider: m.provider,
+                agent: m.agent,
+                task_id: m.task_id,
+                detail: m.detail,
+            })
+            .collect();
+        Ok(paginate(rows, limit, |e: &AuditEntry| e.id.to_string()))
+    }
+}

@@ -1,0 +1,83 @@
+//! The audit trail: written in the same transaction as the change it records.
+
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
+
+use crate::auth::Principal;
+use crate::domain::{Agent, Provider};
+use crate::entities::audit_log;
+use crate::error::ApiResult;
+
+/// What an audit entry says happened. Never secret material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    CredentialCreated,
+    CredentialReplaced,
+    CredentialRemoved,
+    AdminDeletedCredential,
+    TaskCredentialsIssued,
+    TaskCredentialsReturned,
+    CredentialRefreshed,
+    UserCreated,
+    RunnerTokenCreated,
+    TokenRevoked,
+    KeyRotated,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::CredentialCreated => "CREDENTIAL_CREATED",
+            Action::CredentialReplaced => "CREDENTIAL_REPLACED",
+            Action::CredentialRemoved => "CREDENTIAL_REMOVED",
+            Action::AdminDeletedCredential => "ADMIN_DELETED_CREDENTIAL",
+            Action::TaskCredentialsIssued => "TASK_CREDENTIALS_ISSUED",
+            Action::TaskCredentialsReturned => "TASK_CREDENTIALS_RETURNED",
+            Action::CredentialRefreshed => "CREDENTIAL_REFRESHED",
+            Action::UserCreated => "USER_CREATED",
+            Action::RunnerTokenCreated => "RUNNER_TOKEN_CREATED",
+            Action::TokenRevoked => "TOKEN_REVOKED",
+            Action::KeyRotated => "KEY_ROTATED",
+        }
+    }
+}
+
+/// Who acted: a principal, or the service itself (CLI, scheduler).
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    Principal(&'a Principal),
+    System,
+}
+
+#[derive(Debug, Default)]
+pub struct Entry<'a> {
+    pub owner_id: Option<&'a str>,
+    pub credential_id: Option<&'a str>,
+    pub provider: Option<Provider>,
+    pub agent: Option<Agent>,
+    pub task_id: Option<&'a str>,
+    pub detail: Option<String>,
+}
+
+pub async fn record<C: ConnectionTrait>(db: &C, actor: Actor<'_>, action: Action, entry: Entry<'_>) -> ApiResult<()> {
+    let (actor_kind, actor_id) = match actor {
+        Actor::Principal(p) => (p.actor_kind(), Some(p.actor_id().to_owned())),
+        Actor::System => ("SYSTEM", None),
+    };
+    audit_log::ActiveModel {
+        at: Set(Utc::now()),
+        actor_kind: Set(actor_kind.to_owned()),
+        actor_id: Set(actor_id),
+        action: Set(action.as_str().to_owned()),
+        owner_id: Set(entry.owner_id.map(str::to_owned)),
+        credential_id: Set(entry.credential_id.map(str::to_owned)),
+        provider: Set(entry.provider.map(|p| p.as_str().to_owned())),
+        agent: Set(entry.agent.map(|a| a.as_str().to_owned())),
+        task_id: Set(entry.task_id.map(str::to_owned)),
+        detail: Set(entry.detail),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}

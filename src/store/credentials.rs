@@ -1,0 +1,256 @@
+//! Credential rows: metadata views, the encrypted payload, and the writes
+//! shared by the role handles.
+
+use async_graphql::ID;
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use serde::{Deserialize, Serialize};
+
+use super::audit::{self, Action, Actor};
+use super::Store;
+use crate::credential_input::{hint, Secret, SubscriptionSecret};
+use crate::crypto::Binding;
+use crate::domain::{Agent, CredentialEventKind, CredentialKind, CredentialStatus, Provider};
+use crate::entities::credential;
+use crate::error::{ApiError, ApiResult};
+use crate::events::CredentialEvent;
+use crate::ids::new_id;
+
+pub(crate) const FIELD_SECRET: &str = "secret";
+pub(crate) const FIELD_HINT: &str = "hint";
+
+pub(crate) fn binding<'a>(row: &'a credential::Model, field: &'a str) -> Binding<'a> {
+    Binding { owner_id: &row.owner_id, record_id: &row.id, field }
+}
+
+/// What is encrypted in the `secret` column.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum StoredSecret {
+    ApiKey { key: Secret },
+    Subscription(SubscriptionSecret),
+}
+
+impl StoredSecret {
+    fn primary(&self) -> &str {
+        match self {
+            StoredSecret::ApiKey { key } => key.expose(),
+            StoredSecret::Subscription(s) => s.access_token.expose(),
+        }
+    }
+
+    fn has_refresh_token(&self) -> bool {
+        matches!(self, StoredSecret::Subscription(s) if s.refresh_token.is_some())
+    }
+}
+
+/// Everything about a credential except its secret and hint.
+#[derive(Clone, Debug)]
+pub struct CredentialMeta {
+    pub id: String,
+    pub owner_id: String,
+    pub provider: Provider,
+    pub agent: Option<Agent>,
+    pub kind: CredentialKind,
+    pub status: CredentialStatus,
+    pub status_message: Option<String>,
+    pub has_refresh_token: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<&credential::Model> for CredentialMeta {
+    type Error = ApiError;
+    fn try_from(m: &credential::Model) -> ApiResult<Self> {
+        let internal = ApiError::internal;
+        Ok(CredentialMeta {
+            id: m.id.clone(),
+            owner_id: m.owner_id.clone(),
+            provider: m.provider.parse().map_err(internal)?,
+            agent: m.agent.as_deref().map(str::parse).transpose().map_err(internal)?,
+            kind: m.kind.parse().map_err(internal)?,
+            status: m.status.parse().map_err(internal)?,
+            status_message: m.status_message.clone(),
+            has_refresh_token: m.has_refresh_token,
+            expires_at: m.expires_at,
+            last_used_at: m.last_used_at,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        })
+    }
+}
+
+impl CredentialMeta {
+    pub(crate) fn event(&self, kind: CredentialEventKind, message: Option<String>) -> CredentialEvent {
+        CredentialEvent {
+            kind,
+            credential_id: ID(self.id.clone()),
+            owner_id: ID(self.owner_id.clone()),
+            provider: self.provider,
+            agent: self.agent,
+            status: Some(self.status),
+            at: Utc::now(),
+            message,
+        }
+    }
+}
+
+/// Where a credential lives: one API key per provider, one subscription per
+/// (agent, provider).
+pub(crate) fn slot(kind: CredentialKind, agent: Option<Agent>, provider: Provider) -> String {
+    match (kind, agent) {
+        (CredentialKind::Subscription, Some(agent)) => format!("sub:{agent}:{provider}"),
+        _ => format!("api:{provider}"),
+    }
+}
+
+/// A credential to store: where, and what.
+pub(crate) struct NewCredential {
+    pub provider: Provider,
+    pub agent: Option<Agent>,
+    pub kind: CredentialKind,
+    pub secret: StoredSecret,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Inserts or replaces the credential in its slot (the id is kept on
+    /// replace), with an audit entry in the same transaction; publishes the
+    /// event after commit.
+    pub(crate) async fn put_credential(
+        &self,
+        actor: Actor<'_>,
+        owner_id: &str,
+        new: NewCredential,
+    ) -> ApiResult<CredentialMeta> {
+        let slot = slot(new.kind, new.agent, new.provider);
+        let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&new.secret).map_err(ApiError::internal)?);
+        let hint_text = hint(new.secret.primary());
+        let now = Utc::now();
+        let db = self.db();
+        let txn = sea_orm::TransactionTrait::begin(db).await?;
+        let existing = credential::Entity::find()
+            .filter(credential::Column::OwnerId.eq(owner_id))
+            .filter(credential::Column::Slot.eq(slot.as_str()))
+            .one(&txn)
+            .await?;
+        let replaced = existing.is_some();
+        let row = match existing {
+            Some(row) => {
+                let mut active: credential::ActiveModel = row.clone().into();
+                active.secret = Set(self.keys().encrypt(&plaintext, binding(&row, FIELD_SECRET)));
+                active.hint = Set(self.keys().encrypt(hint_text.as_bytes(), binding(&row, FIELD_HINT)));
+                active.status = Set(CredentialStatus::Active.as_str().into());
+                active.status_message = Set(None);
+                active.has_refresh_token = Set(new.secret.has_refresh_token());
+                active.expires_at = Set(new.expires_at);
+                active.updated_at = Set(now);
+                active.version = Set(row.version + 1);
+                active.update(&txn).await?
+            }
+            None => {
+                let mut row = credential::Model {
+                    id: new_id(),
+                    owner_id: owner_id.to_owned(),
+                    slot,
+                    provider: new.provider.as_str().into(),
+                    agent: new.agent.map(|a| a.as_str().into()),
+                    kind: new.kind.as_str().into(),
+                    status: CredentialStatus::Active.as_str().into(),
+                    status_message: None,
+                    secret: String::new(),
+                    hint: String::new(),
+                    has_refresh_token: new.secret.has_refresh_token(),
+                    expires_at: new.expires_at,
+                    last_used_at: None,
+                    created_at: now,
+                    updated_at: now,
+                    version: 1,
+                };
+                row.secret = self.keys().encrypt(&plaintext, binding(&row, FIELD_SECRET));
+                row.hint = self.keys().encrypt(hint_text.as_bytes(), binding(&row, FIELD_HINT));
+                credential::ActiveModel::from(row).insert(&txn).await?
+            }
+        };
+        let meta = CredentialMeta::try_from(&row)?;
+        audit::record(
+            &txn,
+            actor,
+            if replaced { Action::CredentialReplaced } else { Action::CredentialCreated },
+            audit::Entry {
+                owner_id: Some(owner_id),
+                credential_id: Some(&meta.id),
+                provider: Some(meta.provider),
+                agent: meta.agent,
+                ..Default::default()
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        let kind = if replaced { CredentialEventKind::Updated } else { CredentialEventKind::Created };
+        self.events().publish(meta.event(kind, None));
+        Ok(meta)
+    }
+
+    /// Deletes the given rows (already authorised by the caller), audits
+    /// each, and publishes REMOVED events. Returns how many were deleted.
+    pub(crate) async fn delete_credentials<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        actor: Actor<'_>,
+        action: Action,
+        rows: Vec<credential::Model>,
+    ) -> ApiResult<Vec<CredentialMeta>> {
+        let mut removed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let meta = CredentialMeta::try_from(&row)?;
+            let deleted = credential::Entity::delete_by_id(row.id.clone()).exec(txn).await?.rows_affected;
+            if deleted == 0 {
+                continue;
+            }
+            audit::record(
+                txn,
+                actor,
+                action,
+                audit::Entry {
+                    owner_id: Some(&meta.owner_id),
+                    credential_id: Some(&meta.id),
+                    provider: Some(meta.provider),
+                    agent: meta.agent,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            removed.push(meta);
+        }
+        Ok(removed)
+    }
+
+    pub(crate) fn publish_removed(&self, removed: &[CredentialMeta], message: Option<&str>) {
+        for meta in removed {
+            self.events().publish(meta.event(CredentialEventKind::Removed, message.map(str::to_owned)));
+        }
+    }
+
+    /// Decrypts a row's secret payload. Only the owner and runner handles call this.
+    #[allow(dead_code)] // used by task issuance (next change)
+    pub(crate) fn open_secret(&self, row: &credential::Model) -> ApiResult<StoredSecret> {
+        let plain = self.keys().decrypt(&row.secret, binding(row, FIELD_SECRET))?;
+        // serde's message can quote the value; report only where it broke.
+        serde_json::from_slice(&plain).map_err(|e| {
+            ApiError::internal(anyhow::anyhow!(
+                "stored secret of {} does not parse ({:?} at line {} column {})",
+                row.id,
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })
+    }
+
+    pub(crate) fn open_hint(&self, row: &credential::Model) -> ApiResult<String> {
+        Ok(self.keys().decrypt_string(&row.hint, binding(row, FIELD_HINT))?.to_string())
+    }
+}

@@ -1,0 +1,44 @@
+//! Opening the database: SQLite (WAL, busy timeout, one writer) or PostgreSQL.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, SqlxSqliteConnector};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+/// Connects and brings the schema up to date.
+pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let db = open(url).await?;
+    Migrator::up(&db, None).await.context("applying database migrations")?;
+    Ok(db)
+}
+
+/// Connects without migrating (the `migrate` command and tests use this).
+pub async fn open(url: &str) -> anyhow::Result<DatabaseConnection> {
+    if url.starts_with("sqlite:") {
+        let options = SqliteConnectOptions::from_str(url)
+            .context("DATABASE_URL is not a valid sqlite:// URL")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        // One connection: SQLite allows one writer, and a deferred
+        // transaction that reads then writes would fail with SQLITE_BUSY
+        // under concurrency. Other processes (the CLI) wait on the busy timeout.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .context("opening the SQLite database")?;
+        Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options.max_connections(32).min_connections(1).connect_timeout(Duration::from_secs(10)).sqlx_logging(false);
+        Database::connect(options).await.context("connecting to PostgreSQL")
+    } else {
+        anyhow::bail!("DATABASE_URL must start with sqlite:// or postgres://")
+    }
+}

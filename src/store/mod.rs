@@ -1,0 +1,329 @@
+//! The credential store. Callers never get the store's full power: they get
+//! a handle for their role (`OwnerHandle`, `AdminHandle`, `RunnerHandle`)
+//! whose methods are exactly what that role may do. An admin handle has no
+//! method that returns a secret or a hint, so no query shape can leak one.
+
+mod admin;
+pub mod audit;
+mod credentials;
+pub mod db;
+mod owner;
+
+use std::sync::Arc;
+
+use async_graphql::{SimpleObject, ID};
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, Set, TransactionTrait,
+};
+use zeroize::Zeroizing;
+
+pub use admin::{AdminHandle, AuditEntry};
+pub use credentials::CredentialMeta;
+pub use owner::OwnerHandle;
+
+use crate::auth::{generate_token, hashes_match, BearerToken, Principal};
+use crate::config::SystemKeys;
+use crate::crypto::Keyring;
+use crate::domain::Role;
+use crate::entities::{access_token, credential, user};
+use crate::error::{ApiError, ApiResult};
+use crate::events::EventBus;
+use crate::ids::new_id;
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    keys: Keyring,
+    events: EventBus,
+    system_keys: SystemKeys,
+}
+
+/// A person, as the API shows them.
+#[derive(Clone, Debug, SimpleObject)]
+pub struct User {
+    pub id: ID,
+    pub email: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+impl TryFrom<user::Model> for User {
+    type Error = ApiError;
+    fn try_from(m: user::Model) -> ApiResult<User> {
+        Ok(User {
+            id: ID(m.id),
+            email: m.email,
+            role: m.role.parse().map_err(ApiError::internal)?,
+            created_at: m.created_at,
+        })
+    }
+}
+
+/// A page of results and the cursor for the next one.
+pub struct Page<T> {
+    pub nodes: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// An email address, checked at the edge and stored in lower case.
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> ApiResult<Email> {
+        let email = raw.trim().to_lowercase();
+        let valid = email.len() <= 320
+            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !domain.starts_with('.')
+            });
+        if valid {
+            Ok(Email(email))
+        } else {
+            Err(ApiError::bad_input("email must be an address like name@example.com (at most 320 characters)"))
+        }
+    }
+}
+
+const TOKEN_TOUCH_INTERVAL: Duration = Duration::minutes(5);
+
+impl Store {
+    pub fn new(db: DatabaseConnection, keys: Keyring, system_keys: SystemKeys) -> Store {
+        Store { inner: Arc::new(Inner { db, keys, events: EventBus::default(), system_keys }) }
+    }
+
+    pub(crate) fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    pub(crate) fn keys(&self) -> &Keyring {
+        &self.inner.keys
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    pub fn system_keys(&self) -> &SystemKeys {
+        &self.inner.system_keys
+    }
+
+    pub fn key_fingerprint(&self) -> &str {
+        self.inner.keys.current_fingerprint()
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        self.inner.db.ping().await.is_ok()
+    }
+
+    /// Resolves a bearer token to its principal; revoked or unknown tokens
+    /// are refused alike.
+    pub async fn authenticate(&self, token: &BearerToken) -> ApiResult<Principal> {
+        let hash = token.hash();
+        let refused =
+            || ApiError::Unauthenticated("the token is unknown or revoked; ask an admin for a new one".into());
+        let row = access_token::Entity::find()
+            .filter(access_token::Column::TokenHash.eq(hash.as_str()))
+            .filter(access_token::Column::RevokedAt.is_null())
+            .one(self.db())
+            .await?
+            .ok_or_else(refused)?;
+        // The lookup was by hash; compare again in constant time so timing
+        // reveals nothing about near-misses in any index implementation.
+        if !hashes_match(&row.token_hash, &hash) {
+            return Err(refused());
+        }
+        let principal = match (row.kind.as_str(), row.user_id.as_deref()) {
+            ("RUNNER", _) => Principal::Runner { token_id: row.id.clone(), name: row.name.clone().unwrap_or_default() },
+            ("USER", Some(user_id)) => {
+                let user = user::Entity::find_by_id(user_id).one(self.db()).await?.ok_or_else(refused)?;
+                Principal::Person {
+                    user_id: user.id,
+                    role: user.role.parse().map_err(ApiError::internal)?,
+                    token_id: row.id.clone(),
+                }
+            }
+            _ => return Err(ApiError::internal(anyhow::anyhow!("access token {} has an invalid kind", row.id))),
+        };
+        let now = Utc::now();
+        if row.last_used_at.is_none_or(|t| now - t > TOKEN_TOUCH_INTERVAL) {
+            access_token::Entity::update_many()
+                .col_expr(access_token::Column::LastUsedAt, Expr::value(now))
+                .filter(access_token::Column::Id.eq(row.id))
+                .exec(self.db())
+                .await?;
+        }
+        Ok(principal)
+    }
+
+    /// The caller's own credentials. Any person may hold credentials; a
+    /// runner is not a person.
+    pub fn owner(&self, principal: &Principal) -> ApiResult<OwnerHandle> {
+        match principal {
+            Principal::Person { .. } => Ok(OwnerHandle::new(self.clone(), principal.clone())),
+            Principal::Runner { .. } => Err(ApiError::forbidden("a runner token cannot manage credentials")),
+        }
+    }
+
+    pub fn admin(&self, principal: &Principal) -> ApiResult<AdminHandle> {
+        if principal.is_admin() {
+            Ok(AdminHandle::new(self.clone(), principal.clone()))
+        } else {
+            Err(ApiError::forbidden("this needs the ADMIN role"))
+        }
+    }
+
+    /// User metadata (email, role); nothing secret.
+    pub async fn user(&self, id: &str) -> ApiResult<Option<User>> {
+        user::Entity::find_by_id(id).one(self.db()).await?.map(User::try_from).transpose()
+    }
+
+    /// Creates a user and their first token (shown once, stored hashed).
+    pub async fn create_user(
+        &self,
+        actor: audit::Actor<'_>,
+        email: &str,
+        role: Role,
+    ) -> ApiResult<(User, Zeroizing<String>)> {
+        let email = Email::parse(email)?;
+        let txn = self.db().begin().await?;
+        if user::Entity::find().filter(user::Column::Email.eq(email.0.as_str())).count(&txn).await? > 0 {
+            return Err(ApiError::bad_input("a user with that email already exists"));
+        }
+        let user = user::ActiveModel {
+            id: Set(new_id()),
+            email: Set(email.0),
+            role: Set(role.as_str().to_owned()),
+            created_at: Set(Utc::now()),
+        }
+        .insert(&txn)
+        .await?;
+        let (token, hash) = generate_token();
+        access_token::ActiveModel {
+            id: Set(new_id()),
+            kind: Set("USER".into()),
+            user_id: Set(Some(user.id.clone())),
+            name: Set(None),
+            token_hash: Set(hash),
+            created_at: Set(Utc::now()),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        audit::record(
+            &txn,
+            actor,
+            audit::Action::UserCreated,
+            audit::Entry { owner_id: Some(&user.id), detail: Some(format!("role {}", role)), ..Default::default() },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok((User::try_from(user)?, token))
+    }
+
+    /// Creates a RUNNER service token; returns its id and the token.
+    pub async fn create_runner_token(&self, name: &str) -> ApiResult<(String, Zeroizing<String>)> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(ApiError::bad_input("the runner name must be 1 to 200 characters"));
+        }
+        let (token, hash) = generate_token();
+        let id = new_id();
+        let txn = self.db().begin().await?;
+        access_token::ActiveModel {
+            id: Set(id.clone()),
+            kind: Set("RUNNER".into()),
+            user_id: Set(None),
+            name: Set(Some(name.to_owned())),
+            token_hash: Set(hash),
+            created_at: Set(Utc::now()),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        audit::record(
+            &txn,
+            audit::Actor::System,
+            audit::Action::RunnerTokenCreated,
+            audit::Entry { detail: Some(format!("runner token {id}")), ..Default::default() },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok((id, token))
+    }
+
+    /// Revokes a token by id; false when no live token has that id.
+    pub async fn revoke_token(&self, id: &str) -> ApiResult<bool> {
+        let id = crate::ids::parse_id("token id", id)?;
+        let txn = self.db().begin().await?;
+        let updated = access_token::Entity::update_many()
+            .col_expr(access_token::Column::RevokedAt, Expr::value(Utc::now()))
+            .filter(access_token::Column::Id.eq(id.as_str()))
+            .filter(access_token::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if updated > 0 {
+            audit::record(
+                &txn,
+                audit::Actor::System,
+                audit::Action::TokenRevoked,
+                audit::Entry { detail: Some(format!("token {id}")), ..Default::default() },
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(updated > 0)
+    }
+
+    /// On first start, creates an admin so someone can sign in at all.
+    pub async fn bootstrap_admin(&self) -> ApiResult<Option<(User, Zeroizing<String>)>> {
+        if user::Entity::find().count(self.db()).await? > 0 {
+            return Ok(None);
+        }
+        self.create_user(audit::Actor::System, "admin@localhost", Role::Admin).await.map(Some)
+    }
+
+    /// Re-encrypts every stored secret under the current key. Returns how
+    /// many ciphertexts were rewritten.
+    pub async fn rotate_keys(&self) -> ApiResult<usize> {
+        let txn = self.db().begin().await?;
+        let mut rewritten = 0;
+        for row in credential::Entity::find().all(&txn).await? {
+            let keys = self.keys();
+            if keys.is_current(&row.secret) && keys.is_current(&row.hint) {
+                continue;
+            }
+            let secret = keys.decrypt(&row.secret, credentials::binding(&row, credentials::FIELD_SECRET))?;
+            let hint = keys.decrypt(&row.hint, credentials::binding(&row, credentials::FIELD_HINT))?;
+            let mut active: credential::ActiveModel = row.clone().into();
+            active.secret = Set(keys.encrypt(&secret, credentials::binding(&row, credentials::FIELD_SECRET)));
+            active.hint = Set(keys.encrypt(&hint, credentials::binding(&row, credentials::FIELD_HINT)));
+            active.update(&txn).await?;
+            rewritten += 1;
+        }
+        audit::record(
+            &txn,
+            audit::Actor::System,
+            audit::Action::KeyRotated,
+            audit::Entry {
+                detail: Some(format!(
+                    "{rewritten} credentials re-encrypted under key {}",
+                    self.keys().current_fingerprint()
+                )),
+                ..Default::default()
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(rewritten)
+    }
+}

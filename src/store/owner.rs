@@ -1,0 +1,134 @@
+//! What a person may do with their own credentials. Every query here is
+//! filtered by the owner's id, so another user's rows are simply not there.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+
+use super::audit::{Action, Actor};
+use super::credentials::{NewCredential, StoredSecret};
+use super::{CredentialMeta, Store, User};
+use crate::auth::Principal;
+use crate::credential_input::{ApiKey, ParsedSubscription};
+use crate::domain::{Agent, CredentialKind};
+use crate::entities::credential;
+use crate::error::{ApiError, ApiResult};
+
+pub struct OwnerHandle {
+    store: Store,
+    principal: Principal,
+    user_id: String,
+}
+
+impl OwnerHandle {
+    pub(super) fn new(store: Store, principal: Principal) -> OwnerHandle {
+        let user_id = principal.user_id().expect("owner handles are only made for people").to_owned();
+        OwnerHandle { store, principal, user_id }
+    }
+
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    fn actor(&self) -> Actor<'_> {
+        Actor::Principal(&self.principal)
+    }
+
+    async fn own_row(&self, id: &str) -> ApiResult<Option<credential::Model>> {
+        Ok(credential::Entity::find_by_id(id)
+            .filter(credential::Column::OwnerId.eq(self.user_id.as_str()))
+            .one(self.store.db())
+            .await?)
+    }
+
+    pub async fn me(&self) -> ApiResult<User> {
+        self.store
+            .user(&self.user_id)
+            .await?
+            .ok_or_else(|| ApiError::Unauthenticated("this user no longer exists".into()))
+    }
+
+    pub async fn credentials(&self) -> ApiResult<Vec<CredentialMeta>> {
+        credential::Entity::find()
+            .filter(credential::Column::OwnerId.eq(self.user_id.as_str()))
+            .order_by_asc(credential::Column::Id)
+            .all(self.store.db())
+            .await?
+            .iter()
+            .map(CredentialMeta::try_from)
+            .collect()
+    }
+
+    /// The credential if the caller owns it; `None` otherwise, so existence
+    /// of other people's credentials does not leak.
+    pub async fn credential(&self, id: &str) -> ApiResult<Option<CredentialMeta>> {
+        self.own_row(id).await?.as_ref().map(CredentialMeta::try_from).transpose()
+    }
+
+    /// The masked preview of one of the caller's credentials.
+    pub async fn hint(&self, id: &str) -> ApiResult<String> {
+        let row = self.own_row(id).await?.ok_or_else(|| ApiError::not_found("credential"))?;
+        self.store.open_hint(&row)
+    }
+
+    pub async fn set_api_key(&self, key: ApiKey, expires_at: Option<DateTime<Utc>>) -> ApiResult<CredentialMeta> {
+        if expires_at.is_some_and(|t| t <= Utc::now()) {
+            return Err(ApiError::bad_input("expiresAt is in the past; give a future time or leave it out"));
+        }
+        let provider = key.provider();
+        let secret = StoredSecret::ApiKey { key: key.secret().clone() };
+        self.store
+            .put_credential(
+                self.actor(),
+                &self.user_id,
+                NewCredential { provider, agent: None, kind: CredentialKind::ApiKey, secret, expires_at },
+            )
+            .await
+    }
+
+    pub async fn save_subscription(&self, agent: Agent, parsed: ParsedSubscription) -> ApiResult<CredentialMeta> {
+        let ParsedSubscription { provider, secret, expires_at } = parsed;
+        self.store
+            .put_credential(
+                self.actor(),
+                &self.user_id,
+                NewCredential {
+                    provider,
+                    agent: Some(agent),
+                    kind: CredentialKind::Subscription,
+                    secret: StoredSecret::Subscription(secret),
+                    expires_at,
+                },
+            )
+            .await
+    }
+
+    /// Removes one of the caller's credentials; NOT_FOUND for anyone else's.
+    pub async fn remove(&self, id: &str) -> ApiResult<()> {
+        let txn = self.store.db().begin().await?;
+        let row = credential::Entity::find_by_id(id)
+            .filter(credential::Column::OwnerId.eq(self.user_id.as_str()))
+            .one(&txn)
+            .await?
+            .ok_or_else(|| ApiError::not_found("credential"))?;
+        let removed = self.store.delete_credentials(&txn, self.actor(), Action::CredentialRemoved, vec![row]).await?;
+        txn.commit().await?;
+        self.store.publish_removed(&removed, None);
+        Ok(())
+    }
+
+    /// Removes the caller's subscription credentials for an agent (the
+    /// dialog's "Remove Credentials"). API keys serve every agent of their
+    /// provider, so they stay; they are removed from the API Keys tab.
+    pub async fn remove_agent(&self, agent: Agent) -> ApiResult<usize> {
+        let txn = self.store.db().begin().await?;
+        let rows = credential::Entity::find()
+            .filter(credential::Column::OwnerId.eq(self.user_id.as_str()))
+            .filter(credential::Column::Agent.eq(agent.as_str()))
+            .all(&txn)
+            .await?;
+        let removed = self.store.delete_credentials(&txn, self.actor(), Action::CredentialRemoved, rows).await?;
+        txn.commit().await?;
+        self.store.publish_removed(&removed, None);
+        Ok(removed.len())
+    }
+}

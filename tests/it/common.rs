@@ -1,0 +1,193 @@
+//! Test harness: every test gets the real `sesame-vault` binary on port 0
+//! with its own data directory, and talks to it over HTTP like a client.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sesame-vault");
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub admin_token: String,
+    pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    http: reqwest::Client,
+}
+
+/// The environment a server or CLI run gets: nothing inherited but PATH, so
+/// the developer's own keys or settings cannot leak into a test.
+fn base_command(data_dir: &Path, env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("SESAME_DATA_DIR", data_dir)
+        .env("SESAME_LISTEN", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::start_with(&[]).await
+    }
+
+    pub async fn start_with(env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Server::spawn(dir, env, true).await
+    }
+
+    /// Starts the binary on an existing data directory.
+    pub async fn spawn(dir: tempfile::TempDir, env: Vec<(String, String)>, expect_bootstrap: bool) -> Server {
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let mut child = base_command(dir.path(), &env)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sesame-vault");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut admin = None;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(token) = line.strip_prefix("Admin token (shown once, keep it safe): ") {
+                    admin = Some(token.trim().to_owned());
+                }
+                if let Some(url) = line.strip_prefix("sesame-vault listening on ") {
+                    let _ = tx.send((url.trim().to_owned(), admin.take()));
+                }
+            }
+        });
+        let (url, admin) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(v) => v,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start; log:\n{}",
+                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+                );
+            }
+        };
+        if expect_bootstrap {
+            assert!(admin.is_some(), "a fresh server prints the bootstrap admin token");
+        }
+        Server { child, url, admin_token: admin.unwrap_or_default(), dir, env, http: reqwest::Client::new() }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops the process, returning the data directory for a restart.
+    pub fn stop(mut self) -> (tempfile::TempDir, Vec<(String, String)>) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (dir, std::mem::take(&mut self.env))
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// POSTs one GraphQL operation; returns the whole JSON response.
+    pub async fn gql(&self, token: &str, query: &str, variables: Value) -> Value {
+        self.post_json(token, &json!({ "query": query, "variables": variables })).await.1
+    }
+
+    pub async fn post_json(&self, token: &str, body: &Value) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}/graphql", self.url)).json(body);
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        (status, res.json().await.expect("json body"))
+    }
+
+    /// Runs a query that must succeed and returns its `data`.
+    pub async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let res = self.gql(token, query, variables).await;
+        assert!(res.get("errors").is_none(), "unexpected errors: {res}");
+        res["data"].clone()
+    }
+
+    /// Runs an operation that must fail; returns (code, message) of the first error.
+    pub async fn err(&self, token: &str, query: &str, variables: Value) -> (String, String) {
+        let res = self.gql(token, query, variables).await;
+        let error = &res["errors"][0];
+        assert!(!error.is_null(), "expected an error: {res}");
+        (
+            error["extensions"]["code"].as_str().unwrap_or("").to_owned(),
+            error["message"].as_str().unwrap_or("").to_owned(),
+        )
+    }
+
+    pub async fn create_user(&self, email: &str) -> (String, String) {
+        let data = self
+            .ok(
+                &self.admin_token,
+                "mutation($e: String!) { createUser(email: $e) { user { id } token } }",
+                json!({ "e": email }),
+            )
+            .await;
+        (
+            data["createUser"]["user"]["id"].as_str().unwrap().to_owned(),
+            data["createUser"]["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Runs the CLI against this server's data directory and environment.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        base_command(self.dir.path(), &self.env).args(args).output().expect("run cli")
+    }
+
+    pub fn runner_token(&self) -> String {
+        let out = self.cli(&["token", "create", "--runner", "--name", "ci-runner", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["token"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI on a fresh directory (no server).
+pub fn cli_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    base_command(dir, &env).args(args).output().expect("run cli")
+}
+
+// Realistic-looking but fake credentials of each kind.
+pub const ANTHROPIC_KEY: &str = "sk-ant-api03-TESTkeyAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA9f2c";
+pub const OPENAI_KEY: &str = "sk-proj-TESTkeyBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB1a2b";
+pub const GEMINI_KEY: &str = "AIzaSyTESTkeyCCCCCCCCCCCCCCCCCCCCCCC123"; // AIza + 35
+pub const COPILOT_TOKEN: &str = "github_pat_11TESTkeyDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD7e8f";
+pub const CLAUDE_OAT: &str = "sk-ant-oat01-TESTsubEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE4d5e";
+
+/// A JWT with the given claims (unsigned: the vault never verifies provider JWTs).
+pub fn jwt(claims: Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    format!("{header}.{body}.c2lnbmF0dXJl")
+}

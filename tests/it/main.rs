@@ -1,0 +1,9 @@
+//! Integration tests: one binary, each test against a real server process.
+
+mod admin;
+mod cli;
+mod common;
+mod credentials;
+mod postgres;
+mod safety;
+mod schema;

@@ -1,0 +1,199 @@
+//! The HTTP surface is safe to expose: methods, content types, limits,
+//! authentication, error codes, and no secret in logs or on disk.
+
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn transport_rules() {
+    let server = Server::start().await;
+    let http = server.http();
+    let url = format!("{}/graphql", server.url);
+    let token = server.admin_token.clone();
+
+    // Queries over GET work; mutations and subscriptions over GET are 405.
+    let res = http.get(&url).query(&[("query", "{ me { email } }")]).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["data"]["me"]["email"], "admin@localhost");
+    for query in
+        ["mutation { createUser(email: \"x@example.com\") { token } }", "subscription { credentialEvents { kind } }"]
+    {
+        let res = http.get(&url).query(&[("query", query)]).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(res.status(), 405, "{query}");
+    }
+    let named = http
+        .get(&url)
+        .query(&[
+            ("query", "query Q { me { id } } mutation M { removeAgentCredentials(agent: CODEX) }"),
+            ("operationName", "M"),
+        ])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.status(), 405);
+
+    // POST must be JSON: no form or text/plain "simple requests" (CSRF).
+    for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let res = http
+            .post(&url)
+            .header("content-type", ct)
+            .bearer_auth(&token)
+            .body(r#"{"query":"mutation { createUser(email: \"csrf@example.com\") { token } }"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 415, "{ct}");
+    }
+    let users = server.ok(&token, "{ users { nodes { email } } }", json!({})).await;
+    assert!(!users.to_string().contains("csrf@"));
+
+    // Broken JSON, an oversized body, an oversized batch.
+    let res = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .bearer_auth(&token)
+        .body("{\"query\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("line 1"));
+    let huge = json!({ "query": "{ me { id } }", "variables": { "x": "a".repeat(400_000) } });
+    let (status, body) = server.post_json(&token, &huge).await;
+    assert_eq!(status, 413, "{body}");
+    let batch: Vec<_> = (0..11).map(|_| json!({ "query": "{ me { id } }" })).collect();
+    let (status, body) = server.post_json(&token, &json!(batch)).await;
+    assert_eq!(status, 400);
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("batch"));
+
+    // Depth limit.
+    let nested = format!(
+        "{{ __schema {{ types {{ fields {{ type {} name {} }} }} }} }}",
+        "{ ofType ".repeat(20),
+        "} ".repeat(20)
+    );
+    let (code, _) = server.err(&token, &nested, json!({})).await;
+    assert_eq!(code, "BAD_USER_INPUT");
+
+    // Syntax errors carry a code.
+    let (code, _) = server.err(&token, "{ me { ", json!({})).await;
+    assert_eq!(code, "BAD_USER_INPUT");
+
+    let health = http.get(format!("{}/health", server.url)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn authentication_and_roles() {
+    let server = Server::start().await;
+    // No token: data is refused, introspection still answers.
+    let (code, _) = server.err("", "{ me { email } }", json!({})).await;
+    assert_eq!(code, "UNAUTHENTICATED");
+    server.ok("", "{ __schema { queryType { name } } }", json!({})).await;
+
+    for bad in ["sv_short", "ghp_notours", "sv_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        let (status, body) = server.post_json(bad, &json!({ "query": "{ me { email } }" })).await;
+        assert_eq!(status, 401, "{bad}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+        assert!(!body.to_string().contains(bad), "token echoed");
+    }
+
+    // A runner is not a person.
+    let runner = server.runner_token();
+    let (code, _) = server.err(&runner, "{ me { email } }", json!({})).await;
+    assert_eq!(code, "FORBIDDEN");
+    let (code, _) = server
+        .err(
+            &runner,
+            "mutation($k: String!) { setApiKey(provider: OPENAI, key: $k) { id } }",
+            json!({ "k": OPENAI_KEY }),
+        )
+        .await;
+    assert_eq!(code, "FORBIDDEN");
+
+    // People may not act as the runner.
+    let (code, _) = server
+        .err(&server.admin_token, "mutation { issueTaskCredentials(userId: \"0190c1d2-0000-7000-8000-000000000000\", agent: CODEX, taskId: \"t1\") { source } }", json!({}))
+        .await;
+    assert_eq!(code, "FORBIDDEN");
+
+    // Revoked tokens stop working at once.
+    let out = server.cli(&["token", "create", "--runner", "--name", "temp", "--json"]);
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let temp = created["token"].as_str().unwrap();
+    server.ok(temp, "{ agents { agent } }", json!({})).await;
+    let out = server.cli(&["token", "revoke", created["id"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, _) = server.post_json(temp, &json!({ "query": "{ agents { agent } }" })).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn introspection_can_be_turned_off() {
+    let server = Server::start_with(&[("SESAME_GRAPHQL__INTROSPECTION", "false")]).await;
+    let res = server.gql(&server.admin_token, "{ __schema { queryType { name } } }", json!({})).await;
+    assert!(res["data"]["__schema"].is_null(), "{res}");
+    let res = server.gql(&server.admin_token, "{ __type(name: \"Credential\") { fields { name } } }", json!({})).await;
+    assert!(res["data"]["__type"].is_null(), "{res}");
+    // Data queries still work.
+    server.ok(&server.admin_token, "{ me { email } }", json!({})).await;
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_log_or_the_database_in_plaintext() {
+    let server = Server::start().await;
+    let (_, token) = server.create_user("eve@example.com").await;
+    server
+        .ok(
+            &token,
+            "mutation($k: String!) { setApiKey(provider: ANTHROPIC, key: $k) { id } }",
+            json!({ "k": ANTHROPIC_KEY }),
+        )
+        .await;
+    server
+        .ok(
+            &token,
+            "mutation($t: String!) { saveSubscriptionCredential(input: {agent: CLAUDE_CODE, token: $t}) { id } }",
+            json!({ "t": CLAUDE_OAT }),
+        )
+        .await;
+    // Failing inputs too.
+    server
+        .err(
+            &token,
+            "mutation($k: String!) { setApiKey(provider: OPENAI, key: $k) { id } }",
+            json!({ "k": ANTHROPIC_KEY }),
+        )
+        .await;
+
+    let mut haystack = server.log().into_bytes();
+    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("sesame.db") {
+            haystack.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    let haystack = String::from_utf8_lossy(&haystack);
+    for secret in [ANTHROPIC_KEY, CLAUDE_OAT, &ANTHROPIC_KEY[13..40], &CLAUDE_OAT[13..40]] {
+        assert!(!haystack.contains(secret), "plaintext secret found on disk or in the log");
+    }
+    // The hint is encrypted too (nothing in the database is readable without the key).
+    assert!(!haystack.contains("…9f2c"));
+    assert!(!haystack.contains(&server.admin_token), "a bearer token was stored or logged");
+}
+
+#[tokio::test]
+async fn unknown_ids_and_bad_ids() {
+    let server = Server::start().await;
+    let token = server.admin_token.clone();
+    let (code, msg) = server.err(&token, "{ credential(id: \"nope\") { id } }", json!({})).await;
+    assert_eq!(code, "BAD_USER_INPUT");
+    assert!(msg.contains("id"), "{msg}");
+    let none =
+        server.ok(&token, "{ credential(id: \"0190c1d2-0000-7000-8000-000000000000\") { id } }", json!({})).await;
+    assert!(none["credential"].is_null());
+}
