@@ -24,7 +24,7 @@ impl App {
         }
         let keys = crate::keys::load_keyring(&config)?;
         let db = db::connect(&config.database_url()).await?;
-        let store = Store::new(db, keys, config.system_keys.clone());
+        let store = Store::new(db, keys, config.system_keys.clone(), config.tasks.lease);
         let schema = build_schema(store.clone(), &config.graphql);
         Ok(App { config, store, schema })
     }

@@ -52,6 +52,7 @@ pub struct Config {
     #[serde(skip_serializing)]
     pub encryption_keys_old: Option<SecretValue>,
     pub graphql: GraphqlConfig,
+    pub tasks: TasksConfig,
     /// System-wide agent keys, used when a user has none.
     #[serde(skip_serializing, default)]
     pub system_keys: SystemKeys,
@@ -76,6 +77,22 @@ impl Default for GraphqlConfig {
             max_batch: 10,
             max_body_bytes: 256 * 1024,
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    /// How long a task holds the credentials it was issued: it may return
+    /// refreshed files until then, and the scheduler does not refresh them
+    /// behind its back. Durations like `90s`, `30m`, `2h`.
+    #[serde(with = "humantime_serde")]
+    pub lease: std::time::Duration,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig { lease: std::time::Duration::from_secs(2 * 3600) }
     }
 }
 
@@ -111,6 +128,7 @@ impl Default for Config {
             encryption_key: None,
             encryption_keys_old: None,
             graphql: GraphqlConfig::default(),
+            tasks: TasksConfig::default(),
             system_keys: SystemKeys::default(),
         }
     }
@@ -137,7 +155,7 @@ impl Config {
         figment = figment
             .merge(Env::raw().only(&["DATABASE_URL", "ENCRYPTION_KEY", "ENCRYPTION_KEYS_OLD"]))
             .merge(Env::raw().only(&system_keys).map(|k| format!("system_keys.{}", k.as_str().to_lowercase()).into()))
-            .merge(Env::prefixed("SESAME_").ignore(&["CONFIG"]).split("__"));
+            .merge(Env::prefixed("SESAME_").ignore(&["CONFIG", "VAULT_URL", "VAULT_TOKEN"]).split("__"));
         figment.extract().map_err(|e| {
             // figment's message names the key and, for a type mismatch, the
             // value; keep the key and the expectation, drop the value.

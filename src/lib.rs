@@ -18,5 +18,7 @@ pub mod graphql;
 pub mod http;
 pub mod ids;
 pub mod keys;
+pub mod materialize;
+pub mod runner_cli;
 pub mod store;
 pub mod tasks;

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use sesame_vault::app::{api_to_anyhow, App};
 use sesame_vault::config::Config;
 use sesame_vault::domain::Role;
+use sesame_vault::runner_cli::{task_env, task_return, Client, TaskEnv};
 use sesame_vault::store::audit::Actor;
 use tracing_subscriber::EnvFilter;
 
@@ -39,6 +40,41 @@ enum Command {
     /// Re-encrypt every stored secret under the current ENCRYPTION_KEY
     /// (old keys go in ENCRYPTION_KEYS_OLD until this has run).
     RotateKey,
+    /// For shell-based runners: fetch a task's credentials, write its files
+    /// under --home and print `export NAME='value'` lines.
+    TaskEnv {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long)]
+        task: String,
+        #[arg(long)]
+        home: PathBuf,
+    },
+    /// After a run: send the agent's (possibly refreshed) login files back.
+    TaskReturn {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long)]
+        task: String,
+        #[arg(long)]
+        home: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// The vault's base URL.
+    #[arg(long, env = "SESAME_VAULT_URL")]
+    server: String,
+    /// A RUNNER token (prefer the environment: arguments show up in `ps`).
+    #[arg(long, env = "SESAME_VAULT_TOKEN", hide_env_values = true)]
+    token: String,
 }
 
 #[derive(Subcommand)]
@@ -106,6 +142,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.encryption_keys_old = None;
             let app = App::open(config).await?;
             print!("{}", sesame_vault::graphql::sdl(&app.schema));
+        }
+        Command::TaskEnv { server, user, agent, provider, task, home } => {
+            let client = Client::new(&server.server, &server.token)?;
+            let request =
+                TaskEnv { user: &user, agent: &agent, provider: provider.as_deref(), task: &task, home: &home };
+            print!("{}", task_env(&client, request).await?);
+        }
+        Command::TaskReturn { server, task, home } => {
+            let client = Client::new(&server.server, &server.token)?;
+            let n = task_return(&client, &task, &home).await?;
+            println!("returned task {task} ({n} credentials)");
         }
         Command::Migrate => {
             App::open(config()?).await?;

@@ -1,25 +1,55 @@
-//! Task credentials: resolution by priority and materialisation (issue 5).
+//! GraphQL glue for task credentials: the runner's handle does the work.
 
 use async_graphql::{Context, ID};
 
 use crate::domain::{Agent, Provider};
-use crate::error::{ApiError, ApiResult};
-use crate::graphql::types::{Credential, CredentialFileInput, TaskCredentials};
+use crate::error::ApiResult;
+use crate::graphql::types::{Credential, CredentialFile, CredentialFileInput, EnvVar, TaskCredentials};
+use crate::graphql::{principal, store};
+use crate::ids::parse_id;
+use crate::store::TaskId;
 
 pub async fn issue(
-    _ctx: &Context<'_>,
-    _user_id: &ID,
-    _agent: Agent,
-    _provider: Option<Provider>,
-    _task_id: &str,
+    ctx: &Context<'_>,
+    user_id: &ID,
+    agent: Agent,
+    provider: Option<Provider>,
+    task_id: &str,
 ) -> ApiResult<TaskCredentials> {
-    Err(ApiError::Unavailable("task credential issuance is not available on this server yet".into()))
+    let runner = store(ctx).runner(principal(ctx)?)?;
+    let user_id = parse_id("userId", user_id)?;
+    let task = TaskId::parse(task_id)?;
+    let issued = runner.issue(&user_id, agent, provider, &task).await?;
+    let materialized = issued.materialized;
+    Ok(TaskCredentials {
+        source: issued.source,
+        credential_id: issued.credential_id.map(ID),
+        provider: issued.provider,
+        env: materialized
+            .env
+            .iter()
+            .map(|e| EnvVar { name: e.name.clone(), value: e.value.expose().to_owned() })
+            .collect(),
+        files: materialized
+            .files
+            .iter()
+            .map(|f| CredentialFile {
+                path: f.path.clone(),
+                mode: f.mode as i32,
+                content: f.content.expose().to_owned(),
+            })
+            .collect(),
+        expires_at: issued.expires_at,
+    })
 }
 
 pub async fn return_files(
-    _ctx: &Context<'_>,
-    _task_id: &str,
-    _files: Vec<CredentialFileInput>,
+    ctx: &Context<'_>,
+    task_id: &str,
+    files: Vec<CredentialFileInput>,
 ) -> ApiResult<Vec<Credential>> {
-    Err(ApiError::Unavailable("task credential return is not available on this server yet".into()))
+    let runner = store(ctx).runner(principal(ctx)?)?;
+    let task = TaskId::parse(task_id)?;
+    let files = files.into_iter().map(|f| (f.path, f.content)).collect();
+    Ok(runner.return_files(&task, files).await?.into_iter().map(Credential).collect())
 }

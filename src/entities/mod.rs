@@ -4,4 +4,5 @@
 pub mod access_token;
 pub mod audit_log;
 pub mod credential;
+pub mod task_lease;
 pub mod user;

@@ -234,8 +234,49 @@ impl Store {
         }
     }
 
+    /// Replaces a credential's secret if its version is still `expected`
+    /// (compare-and-swap): a refresh or a returned file never overwrites a
+    /// change it did not see. `None` when the version moved on.
+    pub(crate) async fn swap_secret<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        id: &str,
+        owner_id: &str,
+        expected: i64,
+        secret: StoredSecret,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> ApiResult<Option<CredentialMeta>> {
+        use sea_orm::sea_query::Expr;
+        let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&secret).map_err(ApiError::internal)?);
+        let hint_text = hint(secret.primary());
+        let bind = |field| Binding { owner_id, record_id: id, field };
+        let updated = credential::Entity::update_many()
+            .col_expr(credential::Column::Secret, Expr::value(self.keys().encrypt(&plaintext, bind(FIELD_SECRET))))
+            .col_expr(
+                credential::Column::Hint,
+                Expr::value(self.keys().encrypt(hint_text.as_bytes(), bind(FIELD_HINT))),
+            )
+            .col_expr(credential::Column::HasRefreshToken, Expr::value(secret.has_refresh_token()))
+            .col_expr(credential::Column::ExpiresAt, Expr::value(expires_at))
+            .col_expr(credential::Column::Status, Expr::value(CredentialStatus::Active.as_str()))
+            .col_expr(credential::Column::StatusMessage, Expr::value(Option::<String>::None))
+            .col_expr(credential::Column::UpdatedAt, Expr::value(Utc::now()))
+            .col_expr(credential::Column::Version, Expr::value(expected + 1))
+            .filter(credential::Column::Id.eq(id))
+            .filter(credential::Column::OwnerId.eq(owner_id))
+            .filter(credential::Column::Version.eq(expected))
+            .exec(txn)
+            .await?
+            .rows_affected;
+        if updated == 0 {
+            return Ok(None);
+        }
+        let row =
+            credential::Entity::find_by_id(id).one(txn).await?.ok_or_else(|| ApiError::not_found("credential"))?;
+        CredentialMeta::try_from(&row).map(Some)
+    }
+
     /// Decrypts a row's secret payload. Only the owner and runner handles call this.
-    #[allow(dead_code)] // used by task issuance (next change)
     pub(crate) fn open_secret(&self, row: &credential::Model) -> ApiResult<StoredSecret> {
         let plain = self.keys().decrypt(&row.secret, binding(row, FIELD_SECRET))?;
         // serde's message can quote the value; report only where it broke.

@@ -8,6 +8,7 @@ pub mod audit;
 mod credentials;
 pub mod db;
 mod owner;
+mod runner;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use zeroize::Zeroizing;
 pub use admin::{AdminHandle, AuditEntry};
 pub use credentials::CredentialMeta;
 pub use owner::OwnerHandle;
+pub use runner::{Issued, RunnerHandle, TaskId};
 
 use crate::auth::{generate_token, hashes_match, BearerToken, Principal};
 use crate::config::SystemKeys;
@@ -42,6 +44,7 @@ struct Inner {
     keys: Keyring,
     events: EventBus,
     system_keys: SystemKeys,
+    task_lease: Duration,
 }
 
 /// A person, as the API shows them.
@@ -93,8 +96,18 @@ impl Email {
 const TOKEN_TOUCH_INTERVAL: Duration = Duration::minutes(5);
 
 impl Store {
-    pub fn new(db: DatabaseConnection, keys: Keyring, system_keys: SystemKeys) -> Store {
-        Store { inner: Arc::new(Inner { db, keys, events: EventBus::default(), system_keys }) }
+    pub fn new(
+        db: DatabaseConnection,
+        keys: Keyring,
+        system_keys: SystemKeys,
+        task_lease: std::time::Duration,
+    ) -> Store {
+        let task_lease = Duration::from_std(task_lease).unwrap_or(Duration::hours(2));
+        Store { inner: Arc::new(Inner { db, keys, events: EventBus::default(), system_keys, task_lease }) }
+    }
+
+    pub(crate) fn task_lease(&self) -> Duration {
+        self.inner.task_lease
     }
 
     pub(crate) fn db(&self) -> &DatabaseConnection {
@@ -168,6 +181,14 @@ impl Store {
         match principal {
             Principal::Person { .. } => Ok(OwnerHandle::new(self.clone(), principal.clone())),
             Principal::Runner { .. } => Err(ApiError::forbidden("a runner token cannot manage credentials")),
+        }
+    }
+
+    /// The task runner's handle: the only way to plaintext.
+    pub fn runner(&self, principal: &Principal) -> ApiResult<RunnerHandle> {
+        match principal {
+            Principal::Runner { .. } => Ok(RunnerHandle::new(self.clone(), principal.clone())),
+            Principal::Person { .. } => Err(ApiError::forbidden("only the task runner's token may do this")),
         }
     }
 

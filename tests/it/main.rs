@@ -7,3 +7,4 @@ mod credentials;
 mod postgres;
 mod safety;
 mod schema;
+mod tasks;
