@@ -5,13 +5,16 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::Server;
 
 use crate::config::Config;
+use crate::flows::FlowEngine;
 use crate::graphql::{build_schema, VaultSchema};
+use crate::oauth::Providers;
 use crate::store::{db, Store};
 
 /// The opened service: store and schema, ready to serve or to run a command.
 pub struct App {
     pub config: Config,
     pub store: Store,
+    pub flows: FlowEngine,
     pub schema: VaultSchema,
 }
 
@@ -25,8 +28,9 @@ impl App {
         let keys = crate::keys::load_keyring(&config)?;
         let db = db::connect(&config.database_url()).await?;
         let store = Store::new(db, keys, config.system_keys.clone(), config.tasks.lease);
-        let schema = build_schema(store.clone(), &config.graphql);
-        Ok(App { config, store, schema })
+        let flows = FlowEngine::new(store.clone(), Providers::new(config.oauth.clone())?);
+        let schema = build_schema(store.clone(), flows.clone(), &config.graphql);
+        Ok(App { config, store, flows, schema })
     }
 
     /// Serves until Ctrl-C / SIGTERM. Prints the URL (and, on first start,
@@ -45,6 +49,9 @@ impl App {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .context("the listener has no address")?;
+        // A SQLite database has one instance by construction: leases left by
+        // its previous run are its own, so pending flows resume at once.
+        self.flows.run_background(self.config.is_sqlite());
         println!("sesame-vault listening on http://{addr}");
         tracing::info!(%addr, "listening");
         let routes = crate::http::routes(self.schema, self.store, self.config.graphql.clone());

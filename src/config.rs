@@ -53,6 +53,7 @@ pub struct Config {
     pub encryption_keys_old: Option<SecretValue>,
     pub graphql: GraphqlConfig,
     pub tasks: TasksConfig,
+    pub oauth: OauthConfig,
     /// System-wide agent keys, used when a user has none.
     #[serde(skip_serializing, default)]
     pub system_keys: SystemKeys,
@@ -66,6 +67,9 @@ pub struct GraphqlConfig {
     pub max_complexity: usize,
     pub max_batch: usize,
     pub max_body_bytes: usize,
+    /// How long a WebSocket may take to send `connection_init`.
+    #[serde(with = "humantime_serde")]
+    pub ws_init_timeout: std::time::Duration,
 }
 
 impl Default for GraphqlConfig {
@@ -76,6 +80,7 @@ impl Default for GraphqlConfig {
             max_complexity: 1000,
             max_batch: 10,
             max_body_bytes: 256 * 1024,
+            ws_init_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -93,6 +98,96 @@ pub struct TasksConfig {
 impl Default for TasksConfig {
     fn default() -> Self {
         TasksConfig { lease: std::time::Duration::from_secs(2 * 3600) }
+    }
+}
+
+/// Sign-in providers. Defaults are the real endpoints and the agent CLIs'
+/// public client ids; tests point them at fake providers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OauthConfig {
+    pub github: GithubOauth,
+    pub openai: OpenaiOauth,
+    pub anthropic: AnthropicOauth,
+    /// Per-request timeout towards providers.
+    #[serde(with = "humantime_serde")]
+    pub http_timeout: std::time::Duration,
+    /// Consecutive network/5xx failures before a flow is FAILED.
+    pub max_poll_failures: u32,
+    /// Sign-ins a person may have in progress at once.
+    pub max_pending_per_user: u64,
+    /// How long a person has to paste back an authorization code.
+    #[serde(with = "humantime_serde")]
+    pub authorization_timeout: std::time::Duration,
+}
+
+impl Default for OauthConfig {
+    fn default() -> Self {
+        OauthConfig {
+            github: GithubOauth::default(),
+            openai: OpenaiOauth::default(),
+            anthropic: AnthropicOauth::default(),
+            http_timeout: std::time::Duration::from_secs(15),
+            max_poll_failures: 4,
+            max_pending_per_user: 5,
+            authorization_timeout: std::time::Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubOauth {
+    pub client_id: String,
+    pub device_authorization_url: String,
+    pub token_url: String,
+    pub scope: String,
+}
+
+impl Default for GithubOauth {
+    fn default() -> Self {
+        GithubOauth {
+            client_id: "Iv1.b507a08c87ecfe98".into(),
+            device_authorization_url: "https://github.com/login/device/code".into(),
+            token_url: "https://github.com/login/oauth/access_token".into(),
+            scope: "read:user".into(),
+        }
+    }
+}
+
+/// OpenAI's device login (Codex, OpenCode); endpoints hang off the issuer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenaiOauth {
+    pub client_id: String,
+    pub issuer: String,
+}
+
+impl Default for OpenaiOauth {
+    fn default() -> Self {
+        OpenaiOauth { client_id: "app_EMoamEEZ73f0CkXaXp7hrann".into(), issuer: "https://auth.openai.com".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnthropicOauth {
+    pub client_id: String,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub redirect_uri: String,
+    pub scope: String,
+}
+
+impl Default for AnthropicOauth {
+    fn default() -> Self {
+        AnthropicOauth {
+            client_id: "9d1c250a-e61b-44d9-88ed-5944d1962f5e".into(),
+            authorize_url: "https://claude.ai/oauth/authorize".into(),
+            token_url: "https://console.anthropic.com/v1/oauth/token".into(),
+            redirect_uri: "https://console.anthropic.com/oauth/code/callback".into(),
+            scope: "org:create_api_key user:profile user:inference".into(),
+        }
     }
 }
 
@@ -129,6 +224,7 @@ impl Default for Config {
             encryption_keys_old: None,
             graphql: GraphqlConfig::default(),
             tasks: TasksConfig::default(),
+            oauth: OauthConfig::default(),
             system_keys: SystemKeys::default(),
         }
     }

@@ -11,8 +11,9 @@ use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse, Data, ErrorExtensions, ServerError};
 use async_graphql_poem::{GraphQLProtocol, GraphQLWebSocket};
+use futures_util::{SinkExt, StreamExt};
 use poem::http::{header, StatusCode};
-use poem::web::websocket::WebSocket;
+use poem::web::websocket::{Message, WebSocket};
 use poem::web::{Data as PoemData, Html};
 use poem::{get, handler, Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 
@@ -223,6 +224,27 @@ async fn graphql_get(req: &Request, PoemData(state): PoemData<&AppState>) -> Res
     execute(state, BatchRequest::Single(request), principal, request_id).await
 }
 
+/// The next text frame, skipping pings; `None` when the socket closes.
+async fn next_text<S>(stream: &mut S) -> Option<String>
+where
+    S: futures_util::Stream<Item = std::io::Result<Message>> + Unpin,
+{
+    while let Some(Ok(message)) = stream.next().await {
+        match message {
+            Message::Text(text) => return Some(text),
+            Message::Binary(bytes) => return String::from_utf8(bytes).ok(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Close(_) => return None,
+        }
+    }
+    None
+}
+
+/// WebSocket subscriptions. The token comes in `connection_init` (browsers
+/// cannot set headers on a WebSocket); it is checked before the GraphQL
+/// protocol starts, so refusals get the graphql-ws close codes: 4401
+/// without a token, 4403 with a bad one, 4408 when no `connection_init`
+/// arrives in time.
 #[handler]
 async fn graphql_ws(
     protocol: GraphQLProtocol,
@@ -231,27 +253,63 @@ async fn graphql_ws(
 ) -> impl IntoResponse {
     let schema = state.schema.clone();
     let store = state.store.clone();
-    websocket.protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |stream| {
-        GraphQLWebSocket::new(stream, schema, protocol)
-            .on_connection_init(move |payload| async move {
-                let header = payload
-                    .get("Authorization")
-                    .or_else(|| payload.get("authorization"))
-                    .and_then(|v| v.as_str())
-                    .ok_or_else(|| {
-                        async_graphql::Error::new("connection_init must carry {\"Authorization\": \"Bearer <token>\"}")
-                    })?;
-                let principal = async {
-                    let token = BearerToken::from_header(header)?;
+    let init_timeout = state.limits.ws_init_timeout;
+    websocket.protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
+        let (mut sink, mut stream) = socket.split();
+        let first = match tokio::time::timeout(init_timeout, next_text(&mut stream)).await {
+            Ok(Some(first)) => first,
+            Ok(None) => return,
+            Err(_) => {
+                let _ = sink.send(Message::close_with(4408u16, "Connection initialisation timeout")).await;
+                return;
+            }
+        };
+        let init: serde_json::Value = serde_json::from_str(&first).unwrap_or_default();
+        let header = init["payload"]
+            .get("Authorization")
+            .or_else(|| init["payload"].get("authorization"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        let refuse = |code: u16, reason: &'static str| Message::close_with(code, reason);
+        let principal = match (init["type"].as_str(), header) {
+            (Some("connection_init"), Some(header)) => {
+                let checked = async {
+                    let token = BearerToken::from_header(&header)?;
                     store.authenticate(&token).await
+                };
+                match checked.await {
+                    Ok(principal) => principal,
+                    Err(ApiError::Internal(e)) => {
+                        tracing::error!(error = format!("{e:#}"), "authenticating a WebSocket failed");
+                        let _ = sink.send(refuse(1011, "Internal error")).await;
+                        return;
+                    }
+                    Err(_) => {
+                        let _ = sink.send(refuse(4403, "Forbidden: the token is unknown, revoked or malformed")).await;
+                        return;
+                    }
                 }
-                .await
-                .map_err(async_graphql::Error::from)?;
+            }
+            _ => {
+                let _ = sink
+                    .send(refuse(
+                        4401,
+                        "Unauthorized: send connection_init with {\"Authorization\": \"Bearer <token>\"}",
+                    ))
+                    .await;
+                return;
+            }
+        };
+        // Hand the connection_init on to the protocol, already authenticated.
+        let replay = futures_util::stream::once(async move { Ok(Message::Text(first)) }).chain(stream);
+        GraphQLWebSocket::new_with_pair(sink, replay, schema, protocol)
+            .on_connection_init(move |_| async move {
                 let mut data = Data::default();
                 data.insert(principal);
                 Ok(data)
             })
             .serve()
+            .await;
     })
 }
 

@@ -19,6 +19,7 @@ pub mod http;
 pub mod ids;
 pub mod keys;
 pub mod materialize;
+pub mod oauth;
 pub mod runner_cli;
 pub mod store;
 pub mod tasks;

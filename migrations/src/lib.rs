@@ -5,12 +5,17 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_core;
 mod m20261127_000002_task_leases;
+mod m20261127_000003_oauth_flows;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261127_000001_core::Migration), Box::new(m20261127_000002_task_leases::Migration)]
+        vec![
+            Box::new(m20261127_000001_core::Migration),
+            Box::new(m20261127_000002_task_leases::Migration),
+            Box::new(m20261127_000003_oauth_flows::Migration),
+        ]
     }
 }

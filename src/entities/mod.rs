@@ -4,5 +4,6 @@
 pub mod access_token;
 pub mod audit_log;
 pub mod credential;
+pub mod oauth_flow;
 pub mod task_lease;
 pub mod user;

@@ -16,15 +16,17 @@ pub use subscription::SubscriptionRoot;
 use crate::auth::Principal;
 use crate::config::GraphqlConfig;
 use crate::error::{ApiError, ApiResult};
+use crate::flows::FlowEngine;
 use crate::store::Store;
 
 pub type VaultSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema with its safety limits. The caller's `Principal`, if
 /// any, goes into each request's data.
-pub fn build_schema(store: Store, config: &GraphqlConfig) -> VaultSchema {
+pub fn build_schema(store: Store, flows: FlowEngine, config: &GraphqlConfig) -> VaultSchema {
     let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(store)
+        .data(flows)
         .limit_depth(config.max_depth)
         .limit_complexity(config.max_complexity)
         .limit_recursive_depth(32)

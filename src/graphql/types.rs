@@ -152,7 +152,7 @@ pub struct SystemKey {
 }
 
 /// A device sign-in in progress (RFC 8628 or OpenAI's device login).
-#[derive(SimpleObject, Clone)]
+#[derive(SimpleObject, Clone, Debug)]
 #[graphql(complex)]
 pub struct DeviceFlow {
     pub id: ID,

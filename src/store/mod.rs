@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 
 pub use admin::{AdminHandle, AuditEntry};
 pub use credentials::CredentialMeta;
+pub(crate) use credentials::{NewCredential, StoredSecret};
 pub use owner::OwnerHandle;
 pub use runner::{Issued, RunnerHandle, TaskId};
 

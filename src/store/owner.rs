@@ -102,6 +102,11 @@ impl OwnerHandle {
             .await
     }
 
+    /// Stores a credential the caller obtained by signing in.
+    pub(crate) async fn put(&self, new: NewCredential) -> ApiResult<CredentialMeta> {
+        self.store.put_credential(self.actor(), &self.user_id, new).await
+    }
+
     /// Removes one of the caller's credentials; NOT_FOUND for anyone else's.
     pub async fn remove(&self, id: &str) -> ApiResult<()> {
         let txn = self.store.db().begin().await?;

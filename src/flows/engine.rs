@@ -1,0 +1,651 @@
+//! The sign-in flow engine: stores flows (secrets encrypted), polls device
+//! flows in the background with the provider's rules, resumes after a
+//! restart, and fans status changes out to subscribers.
+//!
+//! Each pending device flow is polled by one instance at a time: the
+//! poller holds a lease in the database (`lease_owner`, `lease_until`) and
+//! renews it every loop; a sweep picks up flows whose lease ran out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_graphql::ID;
+use chrono::{DateTime, Duration, Utc};
+use futures_util::Stream;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use tokio::sync::{broadcast, Notify};
+
+use crate::catalog;
+use crate::crypto::Binding;
+use crate::domain::{Agent, CredentialKind, FlowStatus, Provider};
+use crate::entities::oauth_flow;
+use crate::error::{ApiError, ApiResult};
+use crate::graphql::types::{AuthorizationFlow, DeviceFlow};
+use crate::ids::new_id;
+use crate::oauth::{FlowSecret, Poll, Providers, Tokens};
+use crate::store::audit::Actor;
+use crate::store::{CredentialMeta, NewCredential, OwnerHandle, Store, StoredSecret};
+
+const KIND_DEVICE: &str = "DEVICE";
+const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
+const FIELD: &str = "flow";
+/// How long a poller's claim on a flow lasts without renewal.
+const LEASE: Duration = Duration::seconds(20);
+/// The poller wakes at least this often to renew its lease.
+const MAX_SLEEP: Duration = Duration::seconds(5);
+/// How often each instance looks for pending flows nobody polls.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A visible change of a device flow.
+#[derive(Clone, Debug)]
+pub struct FlowUpdate {
+    pub owner_id: String,
+    pub revision: i64,
+    pub flow: DeviceFlow,
+}
+
+#[derive(Clone)]
+pub struct FlowEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    providers: Providers,
+    bus: broadcast::Sender<FlowUpdate>,
+    /// This process's id as a lease owner.
+    instance: String,
+    /// Flows polled by this process, with the handle that wakes the poller.
+    running: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+fn binding<'a>(row: &'a oauth_flow::Model) -> Binding<'a> {
+    Binding { owner_id: &row.owner_id, record_id: &row.id, field: FIELD }
+}
+
+fn view(row: &oauth_flow::Model) -> ApiResult<DeviceFlow> {
+    Ok(DeviceFlow {
+        id: ID(row.id.clone()),
+        agent: row.agent.parse().map_err(ApiError::internal)?,
+        provider: row.provider.parse().map_err(ApiError::internal)?,
+        status: row.status.parse().map_err(ApiError::internal)?,
+        user_code: row.user_code.clone(),
+        verification_uri: row.verification_uri.clone(),
+        verification_uri_complete: row.verification_uri_complete.clone(),
+        expires_at: row.expires_at,
+        interval: row.interval_secs,
+        message: row.message.clone(),
+        credential_id: row.credential_id.clone(),
+    })
+}
+
+/// The sign-in method an (agent, provider) pair uses, if any.
+fn method_for(agent: Agent, provider: Provider) -> Option<&'static str> {
+    match (agent, provider) {
+        (Agent::Copilot, Provider::Github) | (Agent::Codex | Agent::Opencode, Provider::Openai) => Some(KIND_DEVICE),
+        (Agent::ClaudeCode | Agent::Opencode, Provider::Anthropic) => Some(KIND_AUTHORIZATION),
+        _ => None,
+    }
+}
+
+fn wrong_method(agent: Agent, provider: Provider, wanted: &str) -> ApiError {
+    let hint = match method_for(agent, provider) {
+        Some(KIND_DEVICE) => " (use startDeviceFlow for this pair)",
+        Some(_) => " (use startAuthorizationFlow for this pair)",
+        None => "",
+    };
+    ApiError::bad_input(format!(
+        "{} with {} has no {wanted} sign-in{hint}. {}",
+        agent.display_name(),
+        provider.display_name(),
+        catalog::supported_methods(agent)
+    ))
+}
+
+impl FlowEngine {
+    pub fn new(store: Store, providers: Providers) -> FlowEngine {
+        FlowEngine {
+            inner: Arc::new(Inner {
+                store,
+                providers,
+                bus: broadcast::channel(1024).0,
+                instance: new_id(),
+                running: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn config(&self) -> &crate::config::OauthConfig {
+        self.inner.providers.config()
+    }
+
+    /// Receives every flow change made in this process (and, with a shared
+    /// database and a relay, others).
+    pub fn updates(&self) -> broadcast::Receiver<FlowUpdate> {
+        self.inner.bus.subscribe()
+    }
+
+    /// Publishes a change to local subscribers.
+    pub fn publish(&self, update: FlowUpdate) {
+        let _ = self.inner.bus.send(update);
+    }
+
+    fn publish_row(&self, row: &oauth_flow::Model) {
+        if row.kind != KIND_DEVICE {
+            return;
+        }
+        match view(row) {
+            Ok(flow) => self.publish(FlowUpdate { owner_id: row.owner_id.clone(), revision: row.revision, flow }),
+            Err(e) => tracing::error!(flow = %row.id, error = ?e, "flow row does not parse"),
+        }
+    }
+
+    fn seal(&self, owner_id: &str, id: &str, secret: &FlowSecret) -> ApiResult<String> {
+        let plain = zeroize::Zeroizing::new(serde_json::to_vec(secret).map_err(ApiError::internal)?);
+        Ok(self.store().keys().encrypt(&plain, Binding { owner_id, record_id: id, field: FIELD }))
+    }
+
+    fn open(&self, row: &oauth_flow::Model) -> ApiResult<FlowSecret> {
+        let plain = self.store().keys().decrypt(&row.secret, binding(row))?;
+        serde_json::from_slice(&plain)
+            .map_err(|_| ApiError::internal(anyhow::anyhow!("flow {} secret does not parse", row.id)))
+    }
+
+    async fn check_pending_limit(&self, owner_id: &str) -> ApiResult<()> {
+        let pending = oauth_flow::Entity::find()
+            .filter(oauth_flow::Column::OwnerId.eq(owner_id))
+            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
+            .filter(oauth_flow::Column::ExpiresAt.gt(Utc::now()))
+            .count(self.store().db())
+            .await?;
+        let max = self.config().max_pending_per_user;
+        if pending >= max {
+            return Err(ApiError::Limit(format!(
+                "you already have {pending} sign-ins in progress (the limit is {max}); finish one or cancel it with cancelFlow"
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn start_device(&self, owner: &OwnerHandle, agent: Agent, provider: Provider) -> ApiResult<DeviceFlow> {
+        if method_for(agent, provider) != Some(KIND_DEVICE) {
+            return Err(wrong_method(agent, provider, "device"));
+        }
+        self.check_pending_limit(owner.user_id()).await?;
+        let started = self.inner.providers.start_device(provider).await.map_err(|e| {
+            if e.transient {
+                ApiError::Unavailable(e.message)
+            } else {
+                ApiError::bad_input(e.message)
+            }
+        })?;
+        let id = new_id();
+        let now = Utc::now();
+        let row = oauth_flow::Model {
+            id: id.clone(),
+            owner_id: owner.user_id().to_owned(),
+            agent: agent.as_str().into(),
+            provider: provider.as_str().into(),
+            kind: KIND_DEVICE.into(),
+            status: FlowStatus::Pending.as_str().into(),
+            user_code: started.user_code,
+            verification_uri: started.verification_uri,
+            verification_uri_complete: started.verification_uri_complete,
+            authorize_url: None,
+            secret: self.seal(owner.user_id(), &id, &started.secret)?,
+            interval_secs: started.interval as i32,
+            expires_at: now + started.expires_in,
+            // RFC 8628: wait one interval before the first poll.
+            next_poll_at: now + Duration::seconds(started.interval.into()),
+            failures: 0,
+            message: None,
+            credential_id: None,
+            revision: 1,
+            lease_owner: Some(self.inner.instance.clone()),
+            lease_until: Some(now + LEASE),
+            created_at: now,
+            updated_at: now,
+        };
+        let row = oauth_flow::ActiveModel::from(row).insert(self.store().db()).await?;
+        self.spawn_poller(row.id.clone());
+        view(&row)
+    }
+
+    pub async fn start_authorization(
+        &self,
+        owner: &OwnerHandle,
+        agent: Agent,
+        provider: Provider,
+    ) -> ApiResult<AuthorizationFlow> {
+        if method_for(agent, provider) != Some(KIND_AUTHORIZATION) {
+            return Err(wrong_method(agent, provider, "authorization-code"));
+        }
+        self.check_pending_limit(owner.user_id()).await?;
+        let (url, secret) = self.inner.providers.authorization_request();
+        let id = new_id();
+        let now = Utc::now();
+        let expires_at = now + Duration::from_std(self.config().authorization_timeout).unwrap_or(Duration::minutes(10));
+        let row = oauth_flow::Model {
+            id: id.clone(),
+            owner_id: owner.user_id().to_owned(),
+            agent: agent.as_str().into(),
+            provider: provider.as_str().into(),
+            kind: KIND_AUTHORIZATION.into(),
+            status: FlowStatus::Pending.as_str().into(),
+            user_code: String::new(),
+            verification_uri: String::new(),
+            verification_uri_complete: None,
+            authorize_url: Some(url.clone()),
+            secret: self.seal(owner.user_id(), &id, &secret)?,
+            interval_secs: 0,
+            expires_at,
+            next_poll_at: expires_at,
+            failures: 0,
+            message: None,
+            credential_id: None,
+            revision: 1,
+            lease_owner: None,
+            lease_until: None,
+            created_at: now,
+            updated_at: now,
+        };
+        oauth_flow::ActiveModel::from(row).insert(self.store().db()).await?;
+        Ok(AuthorizationFlow {
+            id: ID(id),
+            agent,
+            provider,
+            status: FlowStatus::Pending,
+            authorize_url: url,
+            expires_at,
+        })
+    }
+
+    async fn own_flow(&self, owner: &OwnerHandle, id: &str) -> ApiResult<Option<oauth_flow::Model>> {
+        Ok(oauth_flow::Entity::find_by_id(id)
+            .filter(oauth_flow::Column::OwnerId.eq(owner.user_id()))
+            .one(self.store().db())
+            .await?)
+    }
+
+    /// Moves a PENDING flow to a final state (once: a concurrent change wins).
+    async fn finish(
+        &self,
+        row: &oauth_flow::Model,
+        status: FlowStatus,
+        message: Option<String>,
+        credential_id: Option<String>,
+    ) -> ApiResult<bool> {
+        let now = Utc::now();
+        let updated = oauth_flow::Entity::update_many()
+            .col_expr(oauth_flow::Column::Status, Expr::value(status.as_str()))
+            .col_expr(oauth_flow::Column::Message, Expr::value(message))
+            .col_expr(oauth_flow::Column::CredentialId, Expr::value(credential_id))
+            .col_expr(oauth_flow::Column::Revision, Expr::col(oauth_flow::Column::Revision).add(1))
+            .col_expr(oauth_flow::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(oauth_flow::Column::UpdatedAt, Expr::value(now))
+            .filter(oauth_flow::Column::Id.eq(row.id.as_str()))
+            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
+            .exec(self.store().db())
+            .await?
+            .rows_affected;
+        if updated == 1 {
+            if let Some(fresh) = oauth_flow::Entity::find_by_id(row.id.as_str()).one(self.store().db()).await? {
+                self.publish_row(&fresh);
+            }
+        }
+        Ok(updated == 1)
+    }
+
+    /// A pending authorization flow past its time becomes EXPIRED on sight.
+    async fn expire_if_due(&self, row: oauth_flow::Model) -> ApiResult<oauth_flow::Model> {
+        if row.status == FlowStatus::Pending.as_str() && row.expires_at <= Utc::now() {
+            self.finish(&row, FlowStatus::Expired, Some("the sign-in expired; start again".into()), None).await?;
+            return Ok(oauth_flow::Entity::find_by_id(row.id.as_str()).one(self.store().db()).await?.unwrap_or(row));
+        }
+        Ok(row)
+    }
+
+    pub async fn device_flow(&self, owner: &OwnerHandle, id: &str) -> ApiResult<Option<DeviceFlow>> {
+        match self.own_flow(owner, id).await? {
+            Some(row) if row.kind == KIND_DEVICE => view(&self.expire_if_due(row).await?).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    pub async fn cancel(&self, owner: &OwnerHandle, id: &str) -> ApiResult<bool> {
+        let row = self.own_flow(owner, id).await?.ok_or_else(|| ApiError::not_found("sign-in flow"))?;
+        if row.status != FlowStatus::Pending.as_str() {
+            return Err(ApiError::bad_input(format!("this sign-in has already ended ({})", row.status)));
+        }
+        let cancelled = self.finish(&row, FlowStatus::Cancelled, Some("cancelled".into()), None).await?;
+        if let Some(notify) = self.inner.running.lock().expect("flow map").get(id) {
+            notify.notify_one();
+        }
+        Ok(cancelled)
+    }
+
+    /// Completes an authorization-code flow with what the provider showed
+    /// (`code#state`). The state must match; a mismatch changes nothing.
+    pub async fn complete(&self, owner: &OwnerHandle, id: &str, pasted: &str) -> ApiResult<CredentialMeta> {
+        let row = self.own_flow(owner, id).await?.ok_or_else(|| ApiError::not_found("sign-in flow"))?;
+        if row.kind != KIND_AUTHORIZATION {
+            return Err(ApiError::bad_input(
+                "this is a device sign-in: it completes by itself once you enter the code",
+            ));
+        }
+        let row = self.expire_if_due(row).await?;
+        if row.status != FlowStatus::Pending.as_str() {
+            return Err(ApiError::bad_input(format!(
+                "this sign-in has already ended ({}); start a new one",
+                row.status
+            )));
+        }
+        let pasted = pasted.trim();
+        if pasted.is_empty() || pasted.len() > 4096 || pasted.chars().any(char::is_whitespace) {
+            return Err(ApiError::bad_input(
+                "paste the whole code the provider showed, e.g. abc…#xyz…, without spaces",
+            ));
+        }
+        let Some((code, state)) = pasted.split_once('#').filter(|(c, s)| !c.is_empty() && !s.is_empty()) else {
+            return Err(ApiError::bad_input(
+                "the code must look like code#state: copy everything the provider showed, including the part after #",
+            ));
+        };
+        let FlowSecret::Authorization { verifier, state: expected } = self.open(&row)? else {
+            return Err(ApiError::internal(anyhow::anyhow!("authorization flow {} holds a device secret", row.id)));
+        };
+        if !crate::auth::hashes_match(state, expected.expose()) {
+            return Err(ApiError::bad_input(
+                "this code belongs to a different sign-in (its state does not match): start the sign-in again and paste the code it shows",
+            ));
+        }
+        let tokens = match self.inner.providers.exchange_code(code, state, &verifier).await {
+            Ok(tokens) => tokens,
+            Err(e) if e.transient => return Err(ApiError::Unavailable(e.message)),
+            Err(e) => {
+                self.finish(&row, FlowStatus::Failed, Some(e.message.clone()), None).await?;
+                return Err(ApiError::bad_input(e.message));
+            }
+        };
+        let meta = self.store_tokens(&row, tokens, Some(owner)).await?;
+        self.finish(&row, FlowStatus::Authorized, None, Some(meta.id.clone())).await?;
+        Ok(meta)
+    }
+
+    async fn store_tokens(
+        &self,
+        row: &oauth_flow::Model,
+        tokens: Tokens,
+        owner: Option<&OwnerHandle>,
+    ) -> ApiResult<CredentialMeta> {
+        let new = NewCredential {
+            provider: row.provider.parse().map_err(ApiError::internal)?,
+            agent: Some(row.agent.parse().map_err(ApiError::internal)?),
+            kind: CredentialKind::Subscription,
+            secret: StoredSecret::Subscription(tokens.secret),
+            expires_at: tokens.expires_at,
+        };
+        match owner {
+            Some(owner) => owner.put(new).await,
+            None => self.store().put_credential(Actor::System, &row.owner_id, new).await,
+        }
+    }
+
+    /// A stream of a device flow's states: the current one, then every
+    /// change; it ends after a final state.
+    pub async fn watch(&self, owner: &OwnerHandle, id: &str) -> ApiResult<impl Stream<Item = DeviceFlow> + use<>> {
+        // Subscribe before reading, so no change slips between the two.
+        let mut updates = self.updates();
+        let row = match self.own_flow(owner, id).await? {
+            Some(row) if row.kind == KIND_DEVICE => self.expire_if_due(row).await?,
+            _ => return Err(ApiError::not_found("device sign-in flow")),
+        };
+        let first = view(&row)?;
+        let engine = self.clone();
+        let id = id.to_owned();
+        Ok(async_stream::stream! {
+            let mut revision = row.revision;
+            let done = first.status.is_final();
+            yield first;
+            if done {
+                return;
+            }
+            loop {
+                let next = match updates.recv().await {
+                    Ok(update) if update.flow.id.as_str() == id => Some((update.revision, update.flow)),
+                    Ok(_) => None,
+                    // Fell behind: read the current state instead.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        match oauth_flow::Entity::find_by_id(id.as_str()).one(engine.store().db()).await {
+                            Ok(Some(row)) => view(&row).ok().map(|flow| (row.revision, flow)),
+                            _ => None,
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if let Some((rev, flow)) = next {
+                    if rev > revision {
+                        revision = rev;
+                        let done = flow.status.is_final();
+                        yield flow;
+                        if done {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Takes (or renews) this instance's lease on a pending flow.
+    async fn claim(&self, id: &str) -> ApiResult<bool> {
+        let now = Utc::now();
+        let claimed = oauth_flow::Entity::update_many()
+            .col_expr(oauth_flow::Column::LeaseOwner, Expr::value(self.inner.instance.as_str()))
+            .col_expr(oauth_flow::Column::LeaseUntil, Expr::value(now + LEASE))
+            .filter(oauth_flow::Column::Id.eq(id))
+            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
+            .filter(
+                Condition::any()
+                    .add(oauth_flow::Column::LeaseOwner.is_null())
+                    .add(oauth_flow::Column::LeaseOwner.eq(self.inner.instance.as_str()))
+                    .add(oauth_flow::Column::LeaseUntil.lt(now)),
+            )
+            .exec(self.store().db())
+            .await?
+            .rows_affected;
+        Ok(claimed == 1)
+    }
+
+    fn spawn_poller(&self, id: String) {
+        let notify = {
+            let mut running = self.inner.running.lock().expect("flow map");
+            if running.contains_key(&id) {
+                return;
+            }
+            let notify = Arc::new(Notify::new());
+            running.insert(id.clone(), notify.clone());
+            notify
+        };
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = engine.poll_loop(&id, &notify).await {
+                // Internal trouble (database): leave the flow pending; the
+                // sweep retries it.
+                tracing::error!(flow = %id, error = ?e, "flow poller stopped");
+            }
+            engine.inner.running.lock().expect("flow map").remove(&id);
+        });
+    }
+
+    async fn poll_loop(&self, id: &str, wake: &Notify) -> ApiResult<()> {
+        loop {
+            if !self.claim(id).await? {
+                return Ok(()); // finished, cancelled, or another instance has it
+            }
+            let Some(row) = oauth_flow::Entity::find_by_id(id).one(self.store().db()).await? else { return Ok(()) };
+            let now = Utc::now();
+            if now >= row.expires_at {
+                self.finish(
+                    &row,
+                    FlowStatus::Expired,
+                    Some("the code expired before the sign-in was completed; start again".into()),
+                    None,
+                )
+                .await?;
+                return Ok(());
+            }
+            let wait = (row.next_poll_at - now).min(row.expires_at - now).min(MAX_SLEEP);
+            if wait > Duration::zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.to_std().unwrap_or_default()) => {}
+                    _ = wake.notified() => {}
+                }
+                continue;
+            }
+            self.poll_once(&row).await?;
+        }
+    }
+
+    async fn poll_once(&self, row: &oauth_flow::Model) -> ApiResult<()> {
+        let secret = self.open(row)?;
+        let outcome = self.inner.providers.poll(&secret).await;
+        let now = Utc::now();
+        let db = self.store().db();
+        let pending = || {
+            oauth_flow::Entity::update_many()
+                .filter(oauth_flow::Column::Id.eq(row.id.as_str()))
+                .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
+        };
+        match outcome {
+            Poll::Pending => {
+                pending()
+                    .col_expr(
+                        oauth_flow::Column::NextPollAt,
+                        Expr::value(now + Duration::seconds(row.interval_secs.into())),
+                    )
+                    .col_expr(oauth_flow::Column::Failures, Expr::value(0))
+                    .exec(db)
+                    .await?;
+            }
+            Poll::SlowDown => {
+                // RFC 8628: +5 s, for this and every later poll.
+                let interval = row.interval_secs + 5;
+                let updated = pending()
+                    .col_expr(oauth_flow::Column::IntervalSecs, Expr::value(interval))
+                    .col_expr(oauth_flow::Column::NextPollAt, Expr::value(now + Duration::seconds(interval.into())))
+                    .col_expr(oauth_flow::Column::Revision, Expr::col(oauth_flow::Column::Revision).add(1))
+                    .col_expr(oauth_flow::Column::UpdatedAt, Expr::value(now))
+                    .exec(db)
+                    .await?;
+                if updated.rows_affected == 1 {
+                    if let Some(fresh) = oauth_flow::Entity::find_by_id(row.id.as_str()).one(db).await? {
+                        self.publish_row(&fresh);
+                    }
+                }
+            }
+            Poll::Transient(why) => {
+                let failures = row.failures + 1;
+                if failures as u32 >= self.config().max_poll_failures {
+                    let message = format!(
+                        "{} could not be reached after {failures} attempts ({why}); start the sign-in again later",
+                        Provider::display_name(row.provider.parse().map_err(ApiError::internal)?)
+                    );
+                    self.finish(row, FlowStatus::Failed, Some(message), None).await?;
+                } else {
+                    let backoff = i64::from(row.interval_secs) << failures.min(5);
+                    pending()
+                        .col_expr(oauth_flow::Column::Failures, Expr::value(failures))
+                        .col_expr(oauth_flow::Column::NextPollAt, Expr::value(now + Duration::seconds(backoff.min(60))))
+                        .exec(db)
+                        .await?;
+                }
+            }
+            Poll::Authorized(tokens) => {
+                // Re-check: a cancel that landed during the request wins.
+                let current = oauth_flow::Entity::find_by_id(row.id.as_str()).one(db).await?;
+                if current.is_some_and(|c| c.status == FlowStatus::Pending.as_str()) {
+                    let meta = self.store_tokens(row, tokens, None).await?;
+                    self.finish(row, FlowStatus::Authorized, None, Some(meta.id)).await?;
+                }
+            }
+            Poll::Denied(m) => {
+                self.finish(row, FlowStatus::Denied, Some(m), None).await?;
+            }
+            Poll::Expired(m) => {
+                self.finish(row, FlowStatus::Expired, Some(m), None).await?;
+            }
+            Poll::Failed(m) => {
+                self.finish(row, FlowStatus::Failed, Some(m), None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts pollers for pending device flows that no live instance holds.
+    /// `take_over` ignores leases (a single-instance SQLite start-up, where
+    /// any lease is left over from this same service's previous run).
+    pub async fn sweep(&self, take_over: bool) -> ApiResult<usize> {
+        let now = Utc::now();
+        let mut query = oauth_flow::Entity::find()
+            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
+            .filter(oauth_flow::Column::Kind.eq(KIND_DEVICE));
+        if !take_over {
+            query = query.filter(
+                Condition::any()
+                    .add(oauth_flow::Column::LeaseOwner.is_null())
+                    .add(oauth_flow::Column::LeaseUntil.lt(now)),
+            );
+        }
+        let rows = query.all(self.store().db()).await?;
+        let mut started = 0;
+        for row in rows {
+            if take_over {
+                let mut active: oauth_flow::ActiveModel = row.clone().into();
+                active.lease_owner = Set(None);
+                active.update(self.store().db()).await?;
+            }
+            let running = self.inner.running.lock().expect("flow map").contains_key(&row.id);
+            if !running {
+                self.spawn_poller(row.id);
+                started += 1;
+            }
+        }
+        Ok(started)
+    }
+
+    /// Resumes polling after a start, then keeps sweeping for orphans.
+    pub fn run_background(&self, take_over_on_start: bool) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            match engine.sweep(take_over_on_start).await {
+                Ok(n) if n > 0 => tracing::info!(flows = n, "resumed pending sign-in flows"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = ?e, "resuming sign-in flows failed"),
+            }
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.sweep(false).await {
+                    tracing::warn!(error = ?e, "sign-in flow sweep failed");
+                }
+            }
+        });
+    }
+
+    /// Deletes finished flows last changed before `cutoff` (housekeeping).
+    pub async fn delete_finished_before(&self, cutoff: DateTime<Utc>) -> ApiResult<u64> {
+        Ok(oauth_flow::Entity::delete_many()
+            .filter(oauth_flow::Column::Status.ne(FlowStatus::Pending.as_str()))
+            .filter(oauth_flow::Column::UpdatedAt.lt(cutoff))
+            .exec(self.store().db())
+            .await?
+            .rows_affected)
+    }
+}
