@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::flows::FlowEngine;
 use crate::graphql::{build_schema, VaultSchema};
 use crate::oauth::Providers;
-use crate::store::{db, Store};
+use crate::store::{db, Store, StoreSettings};
 
 /// The opened service: store and schema, ready to serve or to run a command.
 pub struct App {
@@ -27,8 +27,13 @@ impl App {
         }
         let keys = crate::keys::load_keyring(&config)?;
         let db = db::connect(&config.database_url()).await?;
-        let store = Store::new(db, keys, config.system_keys.clone(), config.tasks.lease);
-        let flows = FlowEngine::new(store.clone(), Providers::new(config.oauth.clone())?);
+        let settings = StoreSettings {
+            system_keys: config.system_keys.clone(),
+            task_lease: config.tasks.lease,
+            providers: Providers::new(config.oauth.clone())?,
+        };
+        let store = Store::new(db, keys, settings);
+        let flows = FlowEngine::new(store.clone());
         let schema = build_schema(store.clone(), flows.clone(), &config.graphql);
         Ok(App { config, store, flows, schema })
     }
@@ -52,6 +57,8 @@ impl App {
         // A SQLite database has one instance by construction: leases left by
         // its previous run are its own, so pending flows resume at once.
         self.flows.run_background(self.config.is_sqlite());
+        let _scheduler =
+            crate::scheduler::start(self.store.clone(), self.flows.clone(), self.config.scheduler.clone()).await?;
         println!("sesame-vault listening on http://{addr}");
         tracing::info!(%addr, "listening");
         let routes = crate::http::routes(self.schema, self.store, self.config.graphql.clone());

@@ -54,6 +54,7 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     pub tasks: TasksConfig,
     pub oauth: OauthConfig,
+    pub scheduler: SchedulerConfig,
     /// System-wide agent keys, used when a user has none.
     #[serde(skip_serializing, default)]
     pub system_keys: SystemKeys,
@@ -98,6 +99,43 @@ pub struct TasksConfig {
 impl Default for TasksConfig {
     fn default() -> Self {
         TasksConfig { lease: std::time::Duration::from_secs(2 * 3600) }
+    }
+}
+
+/// Background jobs: 6-field cron expressions in UTC (seconds first); an
+/// empty string disables a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    pub expiry_scan: String,
+    pub refresh: String,
+    pub housekeeping: String,
+    /// Credentials expiring within this become EXPIRING.
+    #[serde(with = "humantime_serde")]
+    pub expiring_within: std::time::Duration,
+    /// Refreshable credentials are refreshed this long before expiry.
+    #[serde(with = "humantime_serde")]
+    pub refresh_before: std::time::Duration,
+    /// Finished sign-in flows are deleted after this.
+    #[serde(with = "humantime_serde")]
+    pub flow_retention: std::time::Duration,
+    /// Delivered credential events are deleted after this.
+    #[serde(with = "humantime_serde")]
+    pub event_retention: std::time::Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        SchedulerConfig {
+            expiry_scan: "0 */5 * * * *".into(),
+            refresh: "30 * * * * *".into(),
+            housekeeping: "0 17 3 * * *".into(),
+            expiring_within: std::time::Duration::from_secs(7 * DAY),
+            refresh_before: std::time::Duration::from_secs(600),
+            flow_retention: std::time::Duration::from_secs(7 * DAY),
+            event_retention: std::time::Duration::from_secs(30 * DAY),
+        }
     }
 }
 
@@ -225,6 +263,7 @@ impl Default for Config {
             graphql: GraphqlConfig::default(),
             tasks: TasksConfig::default(),
             oauth: OauthConfig::default(),
+            scheduler: SchedulerConfig::default(),
             system_keys: SystemKeys::default(),
         }
     }

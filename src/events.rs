@@ -9,6 +9,9 @@ use crate::domain::{Agent, CredentialEventKind, CredentialStatus, Provider};
 /// Metadata only: an event never carries secret material.
 #[derive(Clone, Debug, SimpleObject)]
 pub struct CredentialEvent {
+    /// The outbox row id: unique per event, so duplicates can be dropped.
+    #[graphql(skip)]
+    pub seq: i64,
     pub kind: CredentialEventKind,
     pub credential_id: ID,
     pub owner_id: ID,

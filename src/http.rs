@@ -5,16 +5,16 @@
 //!   batch-limited.
 //! - `GET /graphql`: queries only; mutations and subscriptions get 405.
 //! - `GET /graphql/ws`: subscriptions (graphql-transport-ws and graphql-ws).
-//! - `GET /health`, `GET /` (playground).
+//! - `GET /health`, and `GET /` the offline playground (`crate::playground`).
 
-use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse, Data, ErrorExtensions, ServerError};
 use async_graphql_poem::{GraphQLProtocol, GraphQLWebSocket};
 use futures_util::{SinkExt, StreamExt};
 use poem::http::{header, StatusCode};
 use poem::web::websocket::{Message, WebSocket};
-use poem::web::{Data as PoemData, Html};
+use poem::web::Data as PoemData;
 use poem::{get, handler, Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 
 use crate::auth::{BearerToken, Principal};
@@ -33,10 +33,10 @@ struct AppState {
 /// All routes of the service.
 pub fn routes(schema: VaultSchema, store: Store, limits: GraphqlConfig) -> impl Endpoint {
     Route::new()
-        .at("/", get(playground))
         .at("/health", get(health))
         .at("/graphql", get(graphql_get).post(graphql_post))
         .at("/graphql/ws", get(graphql_ws))
+        .nest("/", crate::playground::endpoint())
         .data(AppState { schema, store, limits })
 }
 
@@ -323,9 +323,4 @@ async fn health(PoemData(state): PoemData<&AppState>) -> Response {
             .content_type("application/json")
             .body(r#"{"status":"unavailable"}"#)
     }
-}
-
-#[handler]
-async fn playground() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
 }

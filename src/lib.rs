@@ -20,6 +20,8 @@ pub mod ids;
 pub mod keys;
 pub mod materialize;
 pub mod oauth;
+pub mod playground;
 pub mod runner_cli;
+pub mod scheduler;
 pub mod store;
 pub mod tasks;

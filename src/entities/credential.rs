@@ -25,6 +25,8 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// Bumped on every change of the secret: refreshes compare-and-swap on it.
     pub version: i64,
+    /// Set while one refresher holds the credential's refresh token.
+    pub refresh_claimed_until: Option<DateTimeUtc>,
 }
 
 impl std::fmt::Debug for Model {

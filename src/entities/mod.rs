@@ -4,6 +4,7 @@
 pub mod access_token;
 pub mod audit_log;
 pub mod credential;
+pub mod credential_event;
 pub mod oauth_flow;
 pub mod task_lease;
 pub mod user;

@@ -23,7 +23,7 @@ use crate::entities::oauth_flow;
 use crate::error::{ApiError, ApiResult};
 use crate::graphql::types::{AuthorizationFlow, DeviceFlow};
 use crate::ids::new_id;
-use crate::oauth::{FlowSecret, Poll, Providers, Tokens};
+use crate::oauth::{FlowSecret, Poll, Tokens};
 use crate::store::audit::Actor;
 use crate::store::{CredentialMeta, NewCredential, OwnerHandle, Store, StoredSecret};
 
@@ -52,7 +52,6 @@ pub struct FlowEngine {
 
 struct Inner {
     store: Store,
-    providers: Providers,
     bus: broadcast::Sender<FlowUpdate>,
     /// This process's id as a lease owner.
     instance: String,
@@ -104,11 +103,10 @@ fn wrong_method(agent: Agent, provider: Provider, wanted: &str) -> ApiError {
 }
 
 impl FlowEngine {
-    pub fn new(store: Store, providers: Providers) -> FlowEngine {
+    pub fn new(store: Store) -> FlowEngine {
         FlowEngine {
             inner: Arc::new(Inner {
                 store,
-                providers,
                 bus: broadcast::channel(1024).0,
                 instance: new_id(),
                 running: Mutex::new(HashMap::new()),
@@ -121,7 +119,7 @@ impl FlowEngine {
     }
 
     fn config(&self) -> &crate::config::OauthConfig {
-        self.inner.providers.config()
+        self.store().providers().config()
     }
 
     /// Receives every flow change made in this process (and, with a shared
@@ -177,7 +175,7 @@ impl FlowEngine {
             return Err(wrong_method(agent, provider, "device"));
         }
         self.check_pending_limit(owner.user_id()).await?;
-        let started = self.inner.providers.start_device(provider).await.map_err(|e| {
+        let started = self.store().providers().start_device(provider).await.map_err(|e| {
             if e.transient {
                 ApiError::Unavailable(e.message)
             } else {
@@ -226,7 +224,7 @@ impl FlowEngine {
             return Err(wrong_method(agent, provider, "authorization-code"));
         }
         self.check_pending_limit(owner.user_id()).await?;
-        let (url, secret) = self.inner.providers.authorization_request();
+        let (url, secret) = self.store().providers().authorization_request();
         let id = new_id();
         let now = Utc::now();
         let expires_at = now + Duration::from_std(self.config().authorization_timeout).unwrap_or(Duration::minutes(10));
@@ -364,7 +362,7 @@ impl FlowEngine {
                 "this code belongs to a different sign-in (its state does not match): start the sign-in again and paste the code it shows",
             ));
         }
-        let tokens = match self.inner.providers.exchange_code(code, state, &verifier).await {
+        let tokens = match self.store().providers().exchange_code(code, state, &verifier).await {
             Ok(tokens) => tokens,
             Err(e) if e.transient => return Err(ApiError::Unavailable(e.message)),
             Err(e) => {
@@ -514,7 +512,7 @@ impl FlowEngine {
 
     async fn poll_once(&self, row: &oauth_flow::Model) -> ApiResult<()> {
         let secret = self.open(row)?;
-        let outcome = self.inner.providers.poll(&secret).await;
+        let outcome = self.store().providers().poll(&secret).await;
         let now = Utc::now();
         let db = self.store().db();
         let pending = || {

@@ -14,6 +14,8 @@ use crate::entities::{audit_log, credential, user};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::encode_cursor;
 
+const REMOVED_BY_ADMIN: &str = "removed by an administrator";
+
 pub struct AdminHandle {
     store: Store,
     principal: Principal,
@@ -102,10 +104,12 @@ impl AdminHandle {
         let txn = self.store.db().begin().await?;
         let row =
             credential::Entity::find_by_id(id).one(&txn).await?.ok_or_else(|| ApiError::not_found("credential"))?;
-        let removed =
-            self.store.delete_credentials(&txn, self.actor(), Action::AdminDeletedCredential, vec![row]).await?;
+        let removed = self
+            .store
+            .delete_credentials(&txn, self.actor(), Action::AdminDeletedCredential, vec![row], Some(REMOVED_BY_ADMIN))
+            .await?;
         txn.commit().await?;
-        self.store.publish_removed(&removed, Some("removed by an administrator"));
+        self.store.publish_all(removed);
         Ok(())
     }
 
@@ -115,10 +119,14 @@ impl AdminHandle {
             return Err(ApiError::not_found("user"));
         }
         let rows = credential::Entity::find().filter(credential::Column::OwnerId.eq(user_id)).all(&txn).await?;
-        let removed = self.store.delete_credentials(&txn, self.actor(), Action::AdminDeletedCredential, rows).await?;
+        let removed = self
+            .store
+            .delete_credentials(&txn, self.actor(), Action::AdminDeletedCredential, rows, Some(REMOVED_BY_ADMIN))
+            .await?;
         txn.commit().await?;
-        self.store.publish_removed(&removed, Some("removed by an administrator"));
-        Ok(removed.len())
+        let n = removed.len();
+        self.store.publish_all(removed);
+        Ok(n)
     }
 
     /// The audit trail, oldest first.

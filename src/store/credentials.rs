@@ -11,7 +11,7 @@ use super::Store;
 use crate::credential_input::{hint, Secret, SubscriptionSecret};
 use crate::crypto::Binding;
 use crate::domain::{Agent, CredentialEventKind, CredentialKind, CredentialStatus, Provider};
-use crate::entities::credential;
+use crate::entities::{credential, credential_event};
 use crate::error::{ApiError, ApiResult};
 use crate::events::CredentialEvent;
 use crate::ids::new_id;
@@ -85,6 +85,7 @@ impl TryFrom<&credential::Model> for CredentialMeta {
 impl CredentialMeta {
     pub(crate) fn event(&self, kind: CredentialEventKind, message: Option<String>) -> CredentialEvent {
         CredentialEvent {
+            seq: 0,
             kind,
             credential_id: ID(self.id.clone()),
             owner_id: ID(self.owner_id.clone()),
@@ -168,6 +169,7 @@ impl Store {
                     created_at: now,
                     updated_at: now,
                     version: 1,
+                    refresh_claimed_until: None,
                 };
                 row.secret = self.keys().encrypt(&plaintext, binding(&row, FIELD_SECRET));
                 row.hint = self.keys().encrypt(hint_text.as_bytes(), binding(&row, FIELD_HINT));
@@ -188,21 +190,23 @@ impl Store {
             },
         )
         .await?;
-        txn.commit().await?;
         let kind = if replaced { CredentialEventKind::Updated } else { CredentialEventKind::Created };
-        self.events().publish(meta.event(kind, None));
+        let event = self.record_event(&txn, meta.event(kind, None)).await?;
+        txn.commit().await?;
+        self.events().publish(event);
         Ok(meta)
     }
 
     /// Deletes the given rows (already authorised by the caller), audits
-    /// each, and publishes REMOVED events. Returns how many were deleted.
+    /// each and records REMOVED events, to publish after commit.
     pub(crate) async fn delete_credentials<C: ConnectionTrait>(
         &self,
         txn: &C,
         actor: Actor<'_>,
         action: Action,
         rows: Vec<credential::Model>,
-    ) -> ApiResult<Vec<CredentialMeta>> {
+        message: Option<&str>,
+    ) -> ApiResult<Vec<CredentialEvent>> {
         let mut removed = Vec::with_capacity(rows.len());
         for row in rows {
             let meta = CredentialMeta::try_from(&row)?;
@@ -223,14 +227,38 @@ impl Store {
                 },
             )
             .await?;
-            removed.push(meta);
+            let event = meta.event(CredentialEventKind::Removed, message.map(str::to_owned));
+            removed.push(self.record_event(txn, event).await?);
         }
         Ok(removed)
     }
 
-    pub(crate) fn publish_removed(&self, removed: &[CredentialMeta], message: Option<&str>) {
-        for meta in removed {
-            self.events().publish(meta.event(CredentialEventKind::Removed, message.map(str::to_owned)));
+    /// Writes an event to the outbox in the caller's transaction; returns
+    /// it with its sequence number, to publish once the transaction commits.
+    pub(crate) async fn record_event<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        event: CredentialEvent,
+    ) -> ApiResult<CredentialEvent> {
+        let row = credential_event::ActiveModel {
+            kind: Set(event.kind.as_str().to_owned()),
+            credential_id: Set(event.credential_id.to_string()),
+            owner_id: Set(event.owner_id.to_string()),
+            provider: Set(event.provider.as_str().to_owned()),
+            agent: Set(event.agent.map(|a| a.as_str().to_owned())),
+            status: Set(event.status.map(|s| s.as_str().to_owned())),
+            message: Set(event.message.clone()),
+            at: Set(event.at),
+            ..Default::default()
+        }
+        .insert(txn)
+        .await?;
+        Ok(CredentialEvent { seq: row.id, ..event })
+    }
+
+    pub(crate) fn publish_all(&self, events: Vec<CredentialEvent>) {
+        for event in events {
+            self.events().publish(event);
         }
     }
 
@@ -262,6 +290,7 @@ impl Store {
             .col_expr(credential::Column::StatusMessage, Expr::value(Option::<String>::None))
             .col_expr(credential::Column::UpdatedAt, Expr::value(Utc::now()))
             .col_expr(credential::Column::Version, Expr::value(expected + 1))
+            .col_expr(credential::Column::RefreshClaimedUntil, Expr::value(Option::<DateTime<Utc>>::None))
             .filter(credential::Column::Id.eq(id))
             .filter(credential::Column::OwnerId.eq(owner_id))
             .filter(credential::Column::Version.eq(expected))

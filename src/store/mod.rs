@@ -7,6 +7,7 @@ mod admin;
 pub mod audit;
 mod credentials;
 pub mod db;
+mod lifecycle;
 mod owner;
 mod runner;
 
@@ -23,6 +24,7 @@ use zeroize::Zeroizing;
 pub use admin::{AdminHandle, AuditEntry};
 pub use credentials::CredentialMeta;
 pub(crate) use credentials::{NewCredential, StoredSecret};
+pub use lifecycle::{RefreshOutcome, RefreshReport, ScanReport};
 pub use owner::OwnerHandle;
 pub use runner::{Issued, RunnerHandle, TaskId};
 
@@ -34,6 +36,7 @@ use crate::entities::{access_token, credential, user};
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventBus;
 use crate::ids::new_id;
+use crate::oauth::Providers;
 
 #[derive(Clone)]
 pub struct Store {
@@ -46,6 +49,16 @@ struct Inner {
     events: EventBus,
     system_keys: SystemKeys,
     task_lease: Duration,
+    providers: Providers,
+}
+
+/// What the store needs besides the database and the keys.
+pub struct StoreSettings {
+    pub system_keys: SystemKeys,
+    /// How long an issued credential stays leased to its task.
+    pub task_lease: std::time::Duration,
+    /// Token endpoints, for refreshing.
+    pub providers: Providers,
 }
 
 /// A person, as the API shows them.
@@ -97,14 +110,14 @@ impl Email {
 const TOKEN_TOUCH_INTERVAL: Duration = Duration::minutes(5);
 
 impl Store {
-    pub fn new(
-        db: DatabaseConnection,
-        keys: Keyring,
-        system_keys: SystemKeys,
-        task_lease: std::time::Duration,
-    ) -> Store {
+    pub fn new(db: DatabaseConnection, keys: Keyring, settings: StoreSettings) -> Store {
+        let StoreSettings { system_keys, task_lease, providers } = settings;
         let task_lease = Duration::from_std(task_lease).unwrap_or(Duration::hours(2));
-        Store { inner: Arc::new(Inner { db, keys, events: EventBus::default(), system_keys, task_lease }) }
+        Store { inner: Arc::new(Inner { db, keys, events: EventBus::default(), system_keys, task_lease, providers }) }
+    }
+
+    pub(crate) fn providers(&self) -> &Providers {
+        &self.inner.providers
     }
 
     pub(crate) fn task_lease(&self) -> Duration {

@@ -115,9 +115,10 @@ impl OwnerHandle {
             .one(&txn)
             .await?
             .ok_or_else(|| ApiError::not_found("credential"))?;
-        let removed = self.store.delete_credentials(&txn, self.actor(), Action::CredentialRemoved, vec![row]).await?;
+        let removed =
+            self.store.delete_credentials(&txn, self.actor(), Action::CredentialRemoved, vec![row], None).await?;
         txn.commit().await?;
-        self.store.publish_removed(&removed, None);
+        self.store.publish_all(removed);
         Ok(())
     }
 
@@ -131,9 +132,10 @@ impl OwnerHandle {
             .filter(credential::Column::Agent.eq(agent.as_str()))
             .all(&txn)
             .await?;
-        let removed = self.store.delete_credentials(&txn, self.actor(), Action::CredentialRemoved, rows).await?;
+        let removed = self.store.delete_credentials(&txn, self.actor(), Action::CredentialRemoved, rows, None).await?;
         txn.commit().await?;
-        self.store.publish_removed(&removed, None);
-        Ok(removed.len())
+        let n = removed.len();
+        self.store.publish_all(removed);
+        Ok(n)
     }
 }

@@ -7,7 +7,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, Tran
 
 use super::audit::{self, Action, Actor};
 use super::credentials::{slot, StoredSecret};
-use super::{CredentialMeta, Store};
+use super::{CredentialMeta, RefreshOutcome, Store};
 use crate::auth::Principal;
 use crate::config::SecretValue;
 use crate::credential_input::SubscriptionSecret;
@@ -16,6 +16,11 @@ use crate::entities::{credential, task_lease, user};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
 use crate::materialize::{self, IssuedSecret, Materialized};
+
+/// Attempts before giving up on a credential that keeps changing.
+const ISSUE_ATTEMPTS: usize = 40;
+/// Pause while another party holds the credential's refresh token.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A task id as the runner names it: 1–200 characters of `[A-Za-z0-9._:/-]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,97 +115,125 @@ impl RunnerHandle {
         if user::Entity::find_by_id(user_id).one(db).await?.is_none() {
             return Err(ApiError::not_found("user"));
         }
-        let now = Utc::now();
-        let rows = credential::Entity::find()
-            .filter(credential::Column::OwnerId.eq(user_id))
-            .filter(credential::Column::Slot.is_in([
-                slot(CredentialKind::Subscription, Some(agent), provider),
-                slot(CredentialKind::ApiKey, None, provider),
-            ]))
-            .all(db)
-            .await?;
-        let subscription = rows.iter().find(|r| r.kind == CredentialKind::Subscription.as_str());
-        let api_key = rows.iter().find(|r| r.kind == CredentialKind::ApiKey.as_str());
-
-        let mut passed_over = Vec::new();
-        let mut chosen = None;
-        for (row, source, what) in [
-            (subscription, CredentialSource::Subscription, "subscription"),
-            (api_key, CredentialSource::UserApiKey, "API key"),
-        ] {
-            let Some(row) = row else { continue };
-            match unusable_reason(row, now) {
-                None => {
-                    chosen = Some((row, source));
-                    break;
-                }
-                Some(reason) => passed_over.push(format!("your {} {what} {reason}", provider.display_name())),
-            }
-        }
-
-        let (source, row, secret) = match chosen {
-            Some((row, source)) => (source, Some(row), Some(self.store.open_secret(row)?)),
-            None => match self.store.system_keys().get(provider) {
-                Some(_) => (CredentialSource::SystemKey, None, None),
-                None => return Err(no_credentials(agent, provider, &passed_over)),
-            },
-        };
-
-        // Durable audit (and lease) first; if this fails nothing is returned.
-        let txn = db.begin().await?;
-        audit::record(
-            &txn,
-            Actor::Principal(&self.principal),
-            Action::TaskCredentialsIssued,
-            audit::Entry {
-                owner_id: Some(user_id),
-                credential_id: row.map(|r| r.id.as_str()),
-                provider: Some(provider),
-                agent: Some(agent),
-                task_id: Some(task.as_str()),
-                detail: Some(format!("source {source}")),
-            },
-        )
-        .await?;
-        if let Some(row) = row {
-            credential::Entity::update_many()
-                .col_expr(credential::Column::LastUsedAt, Expr::value(now))
-                .filter(credential::Column::Id.eq(row.id.as_str()))
-                .exec(&txn)
+        // Retries when a refresher claims the credential meanwhile (its
+        // version moves); each attempt re-reads the rows.
+        for _ in 0..ISSUE_ATTEMPTS {
+            let now = Utc::now();
+            let rows = credential::Entity::find()
+                .filter(credential::Column::OwnerId.eq(user_id))
+                .filter(credential::Column::Slot.is_in([
+                    slot(CredentialKind::Subscription, Some(agent), provider),
+                    slot(CredentialKind::ApiKey, None, provider),
+                ]))
+                .all(db)
                 .await?;
-            task_lease::ActiveModel {
-                id: Set(new_id()),
-                task_id: Set(task.as_str().to_owned()),
-                runner_token_id: Set(self.token_id().to_owned()),
-                owner_id: Set(user_id.to_owned()),
-                credential_id: Set(row.id.clone()),
-                agent: Set(agent.as_str().to_owned()),
-                provider: Set(provider.as_str().to_owned()),
-                credential_version: Set(row.version),
-                issued_at: Set(now),
-                expires_at: Set(now + self.store.task_lease()),
-                returned_at: Set(None),
-            }
-            .insert(&txn)
-            .await?;
-        }
-        txn.commit().await?;
+            let subscription = rows.iter().find(|r| r.kind == CredentialKind::Subscription.as_str());
+            let api_key = rows.iter().find(|r| r.kind == CredentialKind::ApiKey.as_str());
 
-        let system_key: Option<&SecretValue> = self.store.system_keys().get(provider);
-        let issued = match (&secret, system_key) {
-            (Some(StoredSecret::Subscription(s)), _) => IssuedSecret::Subscription(s),
-            (Some(StoredSecret::ApiKey { key }), _) => IssuedSecret::ApiKey(key.expose()),
-            (None, Some(key)) => IssuedSecret::ApiKey(key.expose()),
-            (None, None) => return Err(no_credentials(agent, provider, &passed_over)),
-        };
-        let expires_at = row.and_then(|r| r.expires_at);
-        Ok(Issued {
-            source,
-            credential_id: row.map(|r| r.id.clone()),
-            provider,
-            materialized: materialize::materialize(agent, provider, issued, expires_at, now),
-            expires_at,
-        })
+            // Never hand out a refresh token that is being used right now.
+            if subscription.is_some_and(|r| r.refresh_claimed_until.is_some_and(|t| t > now)) {
+                tokio::time::sleep(CLAIM_WAIT).await;
+                continue;
+            }
+            // An expired subscription that can be refreshed is refreshed first.
+            if let Some(row) = subscription.filter(|r| {
+                r.has_refresh_token
+                    && r.status != CredentialStatus::NeedsReauth.as_str()
+                    && r.expires_at.is_some_and(|t| t <= now)
+            }) {
+                if self.store.refresh_credential(row.clone(), now).await? != RefreshOutcome::Skipped {
+                    continue;
+                }
+            }
+
+            let mut passed_over = Vec::new();
+            let mut chosen = None;
+            for (row, source, what) in [
+                (subscription, CredentialSource::Subscription, "subscription"),
+                (api_key, CredentialSource::UserApiKey, "API key"),
+            ] {
+                let Some(row) = row else { continue };
+                match unusable_reason(row, now) {
+                    None => {
+                        chosen = Some((row, source));
+                        break;
+                    }
+                    Some(reason) => passed_over.push(format!("your {} {what} {reason}", provider.display_name())),
+                }
+            }
+
+            let system_key: Option<&SecretValue> = self.store.system_keys().get(provider);
+            let (source, row, secret) = match chosen {
+                Some((row, source)) => (source, Some(row), Some(self.store.open_secret(row)?)),
+                None if system_key.is_some() => (CredentialSource::SystemKey, None, None),
+                None => return Err(no_credentials(agent, provider, &passed_over)),
+            };
+
+            // Durable audit (and lease) first; if this fails nothing is returned.
+            let txn = db.begin().await?;
+            audit::record(
+                &txn,
+                Actor::Principal(&self.principal),
+                Action::TaskCredentialsIssued,
+                audit::Entry {
+                    owner_id: Some(user_id),
+                    credential_id: row.map(|r| r.id.as_str()),
+                    provider: Some(provider),
+                    agent: Some(agent),
+                    task_id: Some(task.as_str()),
+                    detail: Some(format!("source {source}")),
+                },
+            )
+            .await?;
+            if let Some(row) = row {
+                // Guarded by the version read above: if a refresher claimed
+                // the credential since, start over with the new tokens.
+                let unchanged = credential::Entity::update_many()
+                    .col_expr(credential::Column::LastUsedAt, Expr::value(now))
+                    .filter(credential::Column::Id.eq(row.id.as_str()))
+                    .filter(credential::Column::Version.eq(row.version))
+                    .exec(&txn)
+                    .await?
+                    .rows_affected
+                    == 1;
+                if !unchanged {
+                    txn.rollback().await?;
+                    continue;
+                }
+                task_lease::ActiveModel {
+                    id: Set(new_id()),
+                    task_id: Set(task.as_str().to_owned()),
+                    runner_token_id: Set(self.token_id().to_owned()),
+                    owner_id: Set(user_id.to_owned()),
+                    credential_id: Set(row.id.clone()),
+                    agent: Set(agent.as_str().to_owned()),
+                    provider: Set(provider.as_str().to_owned()),
+                    credential_version: Set(row.version),
+                    issued_at: Set(now),
+                    expires_at: Set(now + self.store.task_lease()),
+                    returned_at: Set(None),
+                }
+                .insert(&txn)
+                .await?;
+            }
+            txn.commit().await?;
+
+            let issued = match (&secret, system_key) {
+                (Some(StoredSecret::Subscription(s)), _) => IssuedSecret::Subscription(s),
+                (Some(StoredSecret::ApiKey { key }), _) => IssuedSecret::ApiKey(key.expose()),
+                (None, Some(key)) => IssuedSecret::ApiKey(key.expose()),
+                (None, None) => return Err(no_credentials(agent, provider, &passed_over)),
+            };
+            let expires_at = row.and_then(|r| r.expires_at);
+            return Ok(Issued {
+                source,
+                credential_id: row.map(|r| r.id.clone()),
+                provider,
+                materialized: materialize::materialize(agent, provider, issued, expires_at, now),
+                expires_at,
+            });
+        }
+        Err(ApiError::Unavailable("the credential is being refreshed right now; try again in a few seconds".into()))
     }
 
     /// Takes back the login files a task's agent may have refreshed and
@@ -332,7 +365,8 @@ impl RunnerHandle {
                 },
             )
             .await?;
-            refreshed.push(meta);
+            let event = meta.event(CredentialEventKind::Refreshed, Some("tokens refreshed during a task".into()));
+            refreshed.push(self.store.record_event(&txn, event).await?);
         }
         let lease_ids: Vec<String> = leases.iter().map(|l| l.id.clone()).collect();
         task_lease::Entity::update_many()
@@ -341,11 +375,7 @@ impl RunnerHandle {
             .exec(&txn)
             .await?;
         txn.commit().await?;
-        for meta in &refreshed {
-            self.store
-                .events()
-                .publish(meta.event(CredentialEventKind::Refreshed, Some("tokens refreshed during a task".into())));
-        }
+        self.store.publish_all(refreshed);
 
         // Report every credential the task held, refreshed or not.
         let mut ids: Vec<&str> = leases.iter().map(|l| l.credential_id.as_str()).collect();

@@ -6,6 +6,7 @@ mod common;
 mod credentials;
 mod fake_provider;
 mod flows;
+mod lifecycle;
 mod postgres;
 mod safety;
 mod schema;

@@ -1,0 +1,144 @@
+//! Background jobs on tokio-cron-scheduler: the expiry scan, token refresh
+//! and housekeeping, each on its own schedule (empty disables it).
+//!
+//! Every instance runs the scheduler; on PostgreSQL each run first takes a
+//! transaction-scoped advisory lock named after its job, so one instance
+//! at a time does the work and the others skip. The jobs are idempotent
+//! besides (transitions and refreshes are compare-and-swap).
+
+use std::future::Future;
+
+use anyhow::Context;
+use chrono::{Duration, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::config::SchedulerConfig;
+use crate::error::ApiResult;
+use crate::flows::FlowEngine;
+use crate::store::Store;
+
+/// Advisory lock keys, one per job (arbitrary, stable).
+const LOCK_EXPIRY: i64 = 0x5e5a_0001;
+const LOCK_REFRESH: i64 = 0x5e5a_0002;
+const LOCK_HOUSEKEEPING: i64 = 0x5e5a_0003;
+
+fn duration(d: std::time::Duration) -> Duration {
+    Duration::from_std(d).unwrap_or(Duration::MAX)
+}
+
+/// Runs `job` unless another instance holds its lock (PostgreSQL only;
+/// SQLite has one instance).
+pub async fn exclusive<F, Fut, T>(store: &Store, lock: i64, job: F) -> ApiResult<Option<T>>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ApiResult<T>>,
+{
+    let db = store.db();
+    if db.get_database_backend() != DbBackend::Postgres {
+        return job().await.map(Some);
+    }
+    // The transaction only holds the lock; the job writes on its own.
+    let guard = db.begin().await?;
+    let row = guard
+        .query_one(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_try_advisory_xact_lock($1) AS locked",
+            [lock.into()],
+        ))
+        .await?;
+    let locked: bool = row.map(|r| r.try_get("", "locked")).transpose()?.unwrap_or(false);
+    if !locked {
+        guard.rollback().await?;
+        return Ok(None);
+    }
+    let result = job().await;
+    guard.commit().await?;
+    result.map(Some)
+}
+
+/// Builds and starts the scheduler; `None` when every job is disabled.
+pub async fn start(store: Store, flows: FlowEngine, config: SchedulerConfig) -> anyhow::Result<Option<JobScheduler>> {
+    let scheduler = JobScheduler::new().await.context("starting the scheduler")?;
+    let mut jobs = 0;
+
+    let add = |name: &'static str, schedule: &str| -> anyhow::Result<Option<String>> {
+        let schedule = schedule.trim();
+        if schedule.is_empty() {
+            tracing::info!(job = name, "disabled");
+            return Ok(None);
+        }
+        // Validate here so a typo stops start-up with the setting's name.
+        croner_check(schedule).with_context(|| {
+            format!("scheduler.{name}: {schedule:?} is not a 6-field cron expression (sec min hour day month weekday)")
+        })?;
+        Ok(Some(schedule.to_owned()))
+    };
+
+    if let Some(schedule) = add("expiry_scan", &config.expiry_scan)? {
+        let (store, within) = (store.clone(), duration(config.expiring_within));
+        scheduler
+            .add(Job::new_async(schedule.as_str(), move |_, _| {
+                let store = store.clone();
+                Box::pin(async move {
+                    match exclusive(&store, LOCK_EXPIRY, || store.scan_expiry(Utc::now(), within)).await {
+                        Ok(Some(report)) => tracing::debug!(?report, "expiry scan"),
+                        Ok(None) => tracing::debug!("expiry scan running elsewhere"),
+                        Err(e) => tracing::error!(error = ?e, "expiry scan failed"),
+                    }
+                })
+            })?)
+            .await?;
+        jobs += 1;
+    }
+    if let Some(schedule) = add("refresh", &config.refresh)? {
+        let (store, before) = (store.clone(), duration(config.refresh_before));
+        scheduler
+            .add(Job::new_async(schedule.as_str(), move |_, _| {
+                let store = store.clone();
+                Box::pin(async move {
+                    match exclusive(&store, LOCK_REFRESH, || store.refresh_due(Utc::now(), before)).await {
+                        Ok(Some(report)) => tracing::debug!(?report, "refresh"),
+                        Ok(None) => tracing::debug!("refresh running elsewhere"),
+                        Err(e) => tracing::error!(error = ?e, "refresh failed"),
+                    }
+                })
+            })?)
+            .await?;
+        jobs += 1;
+    }
+    if let Some(schedule) = add("housekeeping", &config.housekeeping)? {
+        let (store, flows) = (store.clone(), flows.clone());
+        let (flow_retention, event_retention) = (duration(config.flow_retention), duration(config.event_retention));
+        scheduler
+            .add(Job::new_async(schedule.as_str(), move |_, _| {
+                let (store, flows) = (store.clone(), flows.clone());
+                Box::pin(async move {
+                    let now = Utc::now();
+                    let work = || async {
+                        let flows_deleted = flows.delete_finished_before(now - flow_retention).await?;
+                        let rest = store.housekeeping(now, now - event_retention).await?;
+                        Ok((flows_deleted, rest))
+                    };
+                    match exclusive(&store, LOCK_HOUSEKEEPING, work).await {
+                        Ok(report) => tracing::debug!(?report, "housekeeping"),
+                        Err(e) => tracing::error!(error = ?e, "housekeeping failed"),
+                    }
+                })
+            })?)
+            .await?;
+        jobs += 1;
+    }
+    if jobs == 0 {
+        return Ok(None);
+    }
+    scheduler.start().await.context("starting the scheduler")?;
+    Ok(Some(scheduler))
+}
+
+fn croner_check(schedule: &str) -> anyhow::Result<()> {
+    if schedule.split_whitespace().count() != 6 {
+        anyhow::bail!("expected 6 fields");
+    }
+    Job::new_async(schedule, |_, _| Box::pin(async {})).map(|_| ()).map_err(|e| anyhow::anyhow!("{e:?}"))
+}
