@@ -56,6 +56,11 @@ impl App {
             .context("the listener has no address")?;
         // A SQLite database has one instance by construction: leases left by
         // its previous run are its own, so pending flows resume at once.
+        if !self.config.is_sqlite() {
+            crate::relay::start(self.store.clone(), self.flows.clone())
+                .await
+                .context("listening for PostgreSQL notifications")?;
+        }
         self.flows.run_background(self.config.is_sqlite());
         let _scheduler =
             crate::scheduler::start(self.store.clone(), self.flows.clone(), self.config.scheduler.clone()).await?;

@@ -7,7 +7,7 @@ use tokio::sync::broadcast;
 use crate::domain::{Agent, CredentialEventKind, CredentialStatus, Provider};
 
 /// Metadata only: an event never carries secret material.
-#[derive(Clone, Debug, SimpleObject)]
+#[derive(Clone, Debug, SimpleObject, serde::Serialize, serde::Deserialize)]
 pub struct CredentialEvent {
     /// The outbox row id: unique per event, so duplicates can be dropped.
     #[graphql(skip)]

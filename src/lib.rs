@@ -21,6 +21,7 @@ pub mod keys;
 pub mod materialize;
 pub mod oauth;
 pub mod playground;
+pub mod relay;
 pub mod runner_cli;
 pub mod scheduler;
 pub mod store;

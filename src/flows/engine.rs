@@ -38,7 +38,7 @@ const MAX_SLEEP: Duration = Duration::seconds(5);
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A visible change of a device flow.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FlowUpdate {
     pub owner_id: String,
     pub revision: i64,
@@ -133,13 +133,18 @@ impl FlowEngine {
         let _ = self.inner.bus.send(update);
     }
 
-    fn publish_row(&self, row: &oauth_flow::Model) {
+    /// Announces a flow's new state: in-process on SQLite; on PostgreSQL
+    /// to every instance (this one included) through the relay.
+    async fn publish_row(&self, row: &oauth_flow::Model) -> ApiResult<()> {
         if row.kind != KIND_DEVICE {
-            return;
+            return Ok(());
         }
-        match view(row) {
-            Ok(flow) => self.publish(FlowUpdate { owner_id: row.owner_id.clone(), revision: row.revision, flow }),
-            Err(e) => tracing::error!(flow = %row.id, error = ?e, "flow row does not parse"),
+        let update = FlowUpdate { owner_id: row.owner_id.clone(), revision: row.revision, flow: view(row)? };
+        if self.store().is_postgres() {
+            crate::relay::notify(self.store().db(), crate::relay::FLOWS_CHANNEL, &update).await
+        } else {
+            self.publish(update);
+            Ok(())
         }
     }
 
@@ -293,7 +298,7 @@ impl FlowEngine {
             .rows_affected;
         if updated == 1 {
             if let Some(fresh) = oauth_flow::Entity::find_by_id(row.id.as_str()).one(self.store().db()).await? {
-                self.publish_row(&fresh);
+                self.publish_row(&fresh).await?;
             }
         }
         Ok(updated == 1)
@@ -543,7 +548,7 @@ impl FlowEngine {
                     .await?;
                 if updated.rows_affected == 1 {
                     if let Some(fresh) = oauth_flow::Entity::find_by_id(row.id.as_str()).one(db).await? {
-                        self.publish_row(&fresh);
+                        self.publish_row(&fresh).await?;
                     }
                 }
             }

@@ -24,10 +24,37 @@ impl SubscriptionRoot {
     async fn credential_events(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = CredentialEvent>> {
         let principal = principal(ctx)?.clone();
         let receiver = store(ctx).events().subscribe();
+        let mut seen = RecentIds::default();
         Ok(BroadcastStream::new(receiver).filter_map(move |event| {
             // A lagging subscriber skips what it missed rather than failing.
             let event = event.ok()?;
-            (principal.is_admin() || principal.user_id() == Some(event.owner_id.as_str())).then_some(event)
+            let visible = principal.is_admin() || principal.user_id() == Some(event.owner_id.as_str());
+            (visible && seen.first_time(event.seq)).then_some(event)
         }))
+    }
+}
+
+/// The last few event ids a subscriber got: an event is never delivered
+/// to one subscriber twice, whatever path it came by.
+#[derive(Default)]
+struct RecentIds {
+    order: std::collections::VecDeque<i64>,
+    set: std::collections::HashSet<i64>,
+}
+
+impl RecentIds {
+    const KEEP: usize = 512;
+
+    fn first_time(&mut self, id: i64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > Self::KEEP {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
     }
 }

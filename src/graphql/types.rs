@@ -152,7 +152,7 @@ pub struct SystemKey {
 }
 
 /// A device sign-in in progress (RFC 8628 or OpenAI's device login).
-#[derive(SimpleObject, Clone, Debug)]
+#[derive(SimpleObject, Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[graphql(complex)]
 pub struct DeviceFlow {
     pub id: ID,

@@ -193,7 +193,7 @@ impl Store {
         let kind = if replaced { CredentialEventKind::Updated } else { CredentialEventKind::Created };
         let event = self.record_event(&txn, meta.event(kind, None)).await?;
         txn.commit().await?;
-        self.events().publish(event);
+        self.publish_all(vec![event]);
         Ok(meta)
     }
 
@@ -253,10 +253,20 @@ impl Store {
         }
         .insert(txn)
         .await?;
-        Ok(CredentialEvent { seq: row.id, ..event })
+        let event = CredentialEvent { seq: row.id, ..event };
+        if self.is_postgres() {
+            crate::relay::notify(txn, crate::relay::EVENTS_CHANNEL, &event).await?;
+        }
+        Ok(event)
     }
 
+    /// After commit: hands events to local subscribers. On PostgreSQL they
+    /// arrive through the relay instead (announced at commit), on every
+    /// instance including this one.
     pub(crate) fn publish_all(&self, events: Vec<CredentialEvent>) {
+        if self.is_postgres() {
+            return;
+        }
         for event in events {
             self.events().publish(event);
         }

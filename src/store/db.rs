@@ -5,15 +5,28 @@ use std::time::Duration;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, SqlxSqliteConnector};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, SqlxSqliteConnector};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 /// Connects and brings the schema up to date.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     let db = open(url).await?;
-    Migrator::up(&db, None).await.context("applying database migrations")?;
+    if db.get_database_backend() == DbBackend::Postgres {
+        // Instances starting together take turns: one migrates, the others
+        // then find nothing pending. The lock lives on one held connection.
+        let mut conn = db.get_postgres_connection_pool().acquire().await.context("connecting to PostgreSQL")?;
+        sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
+        let migrated = Migrator::up(&db, None).await.context("applying database migrations");
+        sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
+        migrated?;
+    } else {
+        Migrator::up(&db, None).await.context("applying database migrations")?;
+    }
     Ok(db)
 }
+
+/// Advisory lock key for migrations (arbitrary, stable).
+const MIGRATION_LOCK: i64 = 0x5e5a_0000;
 
 /// Connects without migrating (the `migrate` command and tests use this).
 pub async fn open(url: &str) -> anyhow::Result<DatabaseConnection> {

@@ -238,7 +238,7 @@ impl Store {
                 .await?;
                 let event = self.record_event(&txn, meta.event(CredentialEventKind::Refreshed, None)).await?;
                 txn.commit().await?;
-                self.events().publish(event);
+                self.publish_all(vec![event]);
                 Ok(RefreshOutcome::Refreshed)
             }
             Refresh::Permanent(message) => {

@@ -124,12 +124,16 @@ impl Store {
         self.inner.task_lease
     }
 
-    pub(crate) fn db(&self) -> &DatabaseConnection {
+    pub fn db(&self) -> &DatabaseConnection {
         &self.inner.db
     }
 
     pub(crate) fn keys(&self) -> &Keyring {
         &self.inner.keys
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        sea_orm::ConnectionTrait::get_database_backend(&self.inner.db) == sea_orm::DbBackend::Postgres
     }
 
     pub fn events(&self) -> &EventBus {
@@ -324,7 +328,12 @@ impl Store {
         if user::Entity::find().count(self.db()).await? > 0 {
             return Ok(None);
         }
-        self.create_user(audit::Actor::System, "admin@localhost", Role::Admin).await.map(Some)
+        match self.create_user(audit::Actor::System, "admin@localhost", Role::Admin).await {
+            Ok(created) => Ok(Some(created)),
+            // Another instance starting at the same moment made it.
+            Err(_) if user::Entity::find().count(self.db()).await? > 0 => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Re-encrypts every stored secret under the current key. Returns how

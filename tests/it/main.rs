@@ -8,6 +8,7 @@ mod fake_provider;
 mod flows;
 mod lifecycle;
 mod postgres;
+mod replicas;
 mod safety;
 mod schema;
 mod tasks;
