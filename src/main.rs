@@ -162,7 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RotateKey => {
             let app = App::open(config()?).await?;
             let n = app.store.rotate_keys().await.map_err(api_to_anyhow)?;
-            println!("re-encrypted {n} credentials under key {}", app.store.key_fingerprint());
+            println!("re-encrypted {n} secrets under key {}", app.store.key_fingerprint());
         }
         Command::User(UserCommand::Create { email, admin, output }) => {
             let app = App::open(config()?).await?;

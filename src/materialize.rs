@@ -271,10 +271,12 @@ fn claude_subscription(s: &SubscriptionSecret, expires_at: Option<DateTime<Utc>>
             scopes,
         },
     };
-    // Claude Code reads the env var; the file gives the same login to
-    // anything that looks for one on disk.
+    // With CLAUDE_CODE_OAUTH_TOKEN set, Claude Code uses only that token and
+    // never refreshes. A login with a refresh token therefore goes in the
+    // file alone, so the agent can refresh it and the task can hand the
+    // newer tokens back; a setup-token (a year, no refresh) goes in both.
     Materialized {
-        env: vec![env(CLAUDE_OAUTH_ENV, access)],
+        env: if refresh.is_none() { vec![env(CLAUDE_OAUTH_ENV, access)] } else { Vec::new() },
         files: vec![
             file(CLAUDE_CREDENTIALS_PATH, secret_json(&credentials, &[access, refresh.unwrap_or_default()])),
             file(CLAUDE_STATE_PATH, Secret::new(CLAUDE_STATE_CONTENT.to_owned())),
@@ -393,11 +395,15 @@ fn opencode(id: &str, secret: IssuedSecret<'_>, expires_at: Option<DateTime<Utc>
             secret_json(&BTreeMap::from([(id, entry)]), &[access, refresh])
         }
     };
-    // Newer OpenCode reads the variable, older ones only the file.
-    Materialized {
-        env: vec![EnvOut { name: OPENCODE_AUTH_ENV.to_owned(), value: content.clone() }],
-        files: vec![file(OPENCODE_AUTH_PATH, content)],
-    }
+    // While OPENCODE_AUTH_CONTENT is set, OpenCode reads only the variable
+    // but writes refreshed tokens to the file: it would then reuse a spent
+    // single-use refresh token. OAuth logins therefore go in the file
+    // alone; an API key (nothing to refresh) goes in both.
+    let env = match secret {
+        IssuedSecret::ApiKey(_) => vec![EnvOut { name: OPENCODE_AUTH_ENV.to_owned(), value: content.clone() }],
+        IssuedSecret::Subscription(_) => Vec::new(),
+    };
+    Materialized { env, files: vec![file(OPENCODE_AUTH_PATH, content)] }
 }
 
 /// Serialises `value` into a buffer sized up front for the `tokens` it holds,
@@ -845,8 +851,7 @@ mod tests {
         let m =
             materialize(Agent::ClaudeCode, Provider::Anthropic, IssuedSecret::Subscription(&s), Some(expires), now());
 
-        assert_eq!(env_names(&m), [CLAUDE_OAUTH_ENV]);
-        assert_eq!(m.env_var(CLAUDE_OAUTH_ENV).unwrap().expose(), claude_token());
+        assert!(m.env.is_empty(), "a refreshable login must not be pinned by CLAUDE_CODE_OAUTH_TOKEN");
         assert_eq!(file_paths(&m), [CLAUDE_CREDENTIALS_PATH, CLAUDE_STATE_PATH]);
         assert!(m.files.iter().all(|f| f.mode == 0o600));
         assert_eq!(
@@ -984,8 +989,7 @@ mod tests {
         assert_eq!(file_paths(&m), [OPENCODE_AUTH_PATH]);
         assert_eq!(m.files[0].mode, 0o600);
         assert_eq!(parse(&m.files[0]), expected);
-        assert_eq!(env_names(&m), [OPENCODE_AUTH_ENV]);
-        assert_eq!(m.env[0].value, m.files[0].content);
+        assert!(m.env.is_empty(), "OPENCODE_AUTH_CONTENT would hide refreshed tokens");
         assert_redacted(&m);
     }
 

@@ -29,7 +29,7 @@ use crate::store::{CredentialMeta, NewCredential, OwnerHandle, Store, StoredSecr
 
 const KIND_DEVICE: &str = "DEVICE";
 const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
-const FIELD: &str = "flow";
+use crate::store::FLOW_FIELD as FIELD;
 /// How long a poller's claim on a flow lasts without renewal.
 const LEASE: Duration = Duration::seconds(20);
 /// The poller wakes at least this often to renew its lease.

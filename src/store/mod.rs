@@ -32,7 +32,7 @@ use crate::auth::{generate_token, hashes_match, BearerToken, Principal};
 use crate::config::SystemKeys;
 use crate::crypto::Keyring;
 use crate::domain::Role;
-use crate::entities::{access_token, credential, user};
+use crate::entities::{access_token, credential, oauth_flow, user};
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventBus;
 use crate::ids::new_id;
@@ -106,6 +106,9 @@ impl Email {
         }
     }
 }
+
+/// The associated-data field of a flow's secret (see `flows`).
+pub(crate) const FLOW_FIELD: &str = "flow";
 
 const TOKEN_TOUCH_INTERVAL: Duration = Duration::minutes(5);
 
@@ -336,8 +339,8 @@ impl Store {
         }
     }
 
-    /// Re-encrypts every stored secret under the current key. Returns how
-    /// many ciphertexts were rewritten.
+    /// Re-encrypts every stored secret (credentials and pending sign-in
+    /// flows) under the current key. Returns how many records were rewritten.
     pub async fn rotate_keys(&self) -> ApiResult<usize> {
         let txn = self.db().begin().await?;
         let mut rewritten = 0;
@@ -351,6 +354,19 @@ impl Store {
             let mut active: credential::ActiveModel = row.clone().into();
             active.secret = Set(keys.encrypt(&secret, credentials::binding(&row, credentials::FIELD_SECRET)));
             active.hint = Set(keys.encrypt(&hint, credentials::binding(&row, credentials::FIELD_HINT)));
+            active.update(&txn).await?;
+            rewritten += 1;
+        }
+        // Pending sign-in flows hold device codes and PKCE verifiers.
+        for row in oauth_flow::Entity::find().all(&txn).await? {
+            let keys = self.keys();
+            if keys.is_current(&row.secret) {
+                continue;
+            }
+            let binding = crate::crypto::Binding { owner_id: &row.owner_id, record_id: &row.id, field: FLOW_FIELD };
+            let secret = keys.decrypt(&row.secret, binding)?;
+            let mut active: oauth_flow::ActiveModel = row.clone().into();
+            active.secret = Set(keys.encrypt(&secret, binding));
             active.update(&txn).await?;
             rewritten += 1;
         }

@@ -113,6 +113,11 @@ async fn key_rotation_re_encrypts_and_frees_the_old_key() {
             json!({ "k": ANTHROPIC_KEY }),
         )
         .await;
+    // A pending sign-in flow holds an encrypted PKCE verifier and state too.
+    let flow = server
+        .ok(&token, "mutation { startAuthorizationFlow(agent: CLAUDE_CODE, provider: ANTHROPIC) { id } }", json!({}))
+        .await;
+    let flow_id = flow["startAuthorizationFlow"]["id"].as_str().unwrap().to_owned();
     let (dir, _) = server.stop();
 
     // With only the new key, the old ciphertexts cannot be read: a loud
@@ -126,10 +131,15 @@ async fn key_rotation_re_encrypts_and_frees_the_old_key() {
     // Rotate with the old key as decrypt-only.
     let out = cli_in(dir.path(), &[("ENCRYPTION_KEY", &new), ("ENCRYPTION_KEYS_OLD", &old)], &["rotate-key"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted 1 credentials"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted 2 secrets"));
 
     // Now the old key can go.
     let server = Server::spawn(dir, vec![("ENCRYPTION_KEY".into(), new)], false).await;
     let mine = server.ok(&token, "{ myCredentials { hint } }", json!({})).await;
     assert!(mine["myCredentials"][0]["hint"].as_str().unwrap().ends_with("9f2c"));
+    // The flow's secret opens too: a wrong state is recognised as such.
+    let complete = "mutation($id: ID!) { completeAuthorizationFlow(id: $id, code: \"abc#wrong\") { id } }";
+    let (code, message) = server.err(&token, complete, json!({ "id": flow_id })).await;
+    assert_eq!(code, "BAD_USER_INPUT", "{message}");
+    assert!(message.contains("state"), "{message}");
 }

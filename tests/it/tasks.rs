@@ -207,7 +207,8 @@ async fn every_agent_gets_exactly_what_its_cli_reads() {
     assert!(chrono::DateTime::parse_from_rfc3339(auth["last_refresh"].as_str().unwrap()).is_ok());
     assert!(env_of(&codex).is_empty());
 
-    // OpenCode: auth.json keyed by provider, and the same JSON in OPENCODE_AUTH_CONTENT.
+    // OpenCode: auth.json keyed by provider. An OAuth login is not also put
+    // in OPENCODE_AUTH_CONTENT: OpenCode would then ignore the tokens it refreshes.
     server.ok(&token, save, json!({ "i": { "agent": "OPENCODE", "provider": "OPENAI", "accessToken": access, "refreshToken": "rt_TESTopencode33333333333" } })).await;
     let oc = issue(&server, &runner, &user, "OPENCODE", Some("OPENAI"), "o1").await;
     let auth = file_of(&oc, ".local/share/opencode/auth.json");
@@ -215,15 +216,14 @@ async fn every_agent_gets_exactly_what_its_cli_reads() {
     assert_eq!(auth["openai"]["access"], access);
     assert_eq!(auth["openai"]["refresh"], "rt_TESTopencode33333333333");
     assert_eq!(auth["openai"]["expires"], exp * 1000);
-    let env = env_of(&oc);
-    assert_eq!(env.len(), 1);
+    assert!(env_of(&oc).is_empty());
+    let oc_key = issue(&server, &runner, &user, "OPENCODE", Some("ANTHROPIC"), "o2").await;
+    let auth = file_of(&oc_key, ".local/share/opencode/auth.json");
+    assert_eq!(auth, json!({ "anthropic": { "type": "api", "key": ANTHROPIC_KEY } }));
+    // An API key has nothing to refresh: the same JSON also goes in OPENCODE_AUTH_CONTENT.
+    let env = env_of(&oc_key);
     assert_eq!(env[0].0, "OPENCODE_AUTH_CONTENT");
     assert_eq!(serde_json::from_str::<Value>(&env[0].1).unwrap(), auth);
-    let oc_key = issue(&server, &runner, &user, "OPENCODE", Some("ANTHROPIC"), "o2").await;
-    assert_eq!(
-        file_of(&oc_key, ".local/share/opencode/auth.json"),
-        json!({ "anthropic": { "type": "api", "key": ANTHROPIC_KEY } })
-    );
 
     // Copilot and Gemini: one environment variable each.
     server.ok(&token, set, json!({ "p": "GITHUB", "k": COPILOT_TOKEN })).await;
