@@ -41,6 +41,8 @@ pub const GITHUB_CLASSIC_PREFIX: &str = "ghp_";
 
 /// Lifetime of a token printed by `claude setup-token`.
 const CLAUDE_SETUP_TOKEN_DAYS: i64 = 365;
+/// Claude OAuth access tokens last hours (reports: 6–8); assume the least.
+const CLAUDE_OAUTH_ASSUMED_HOURS: i64 = 1;
 /// The only scope a `claude setup-token` token carries.
 const CLAUDE_SCOPE: &str = "user:inference";
 /// Where ChatGPT tokens keep their claims, including the account id.
@@ -409,11 +411,13 @@ fn parse_anthropic(
     };
 
     // A pasted setup-token lasts a year. With a refresh token it came from an
-    // OAuth login whose access token lasts hours, unknown to us: leave it open.
+    // OAuth login whose access token lasts hours, exactly how long unknown to
+    // us: assume the shortest, an hour, so the refresher renews it in time
+    // (and learns the real expiry from the provider).
     let expires_at = match (expires_at, &refresh) {
         (Some(at), _) => Some(at),
         (None, None) => Some(now + Duration::days(CLAUDE_SETUP_TOKEN_DAYS)),
-        (None, Some(_)) => None,
+        (None, Some(_)) => Some(now + Duration::hours(CLAUDE_OAUTH_ASSUMED_HOURS)),
     };
     let secret = SubscriptionSecret {
         access_token: Secret::new(token.to_owned()),
@@ -1188,13 +1192,14 @@ mod tests {
         assert_eq!(parsed.expires_at, Some(at));
         assert_eq!(parsed.secret.refresh_token.as_ref().unwrap().expose(), r);
 
-        // A refresh token without an expiry: the access token's life is unknown.
+        // A refresh token without an expiry: the access token's life is
+        // unknown, so assume an hour and let the refresher renew it.
         let parsed = parse_subscription(
             SubscriptionInput { token: Some(&t), refresh_token: Some(&r), ..input(Agent::ClaudeCode) },
             now(),
         )
         .unwrap();
-        assert_eq!(parsed.expires_at, None);
+        assert_eq!(parsed.expires_at, Some(now() + Duration::hours(1)));
     }
 
     #[test]

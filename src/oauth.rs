@@ -125,8 +125,10 @@ fn jwt_claim(token: &str, claim: &str) -> Option<Value> {
 }
 
 /// Permanent refresh refusals (single-use tokens reused, revoked, expired).
+/// Anything else (say `invalid_client` from a misconfigured client id) is
+/// retried and logged, rather than signing every user out at once.
 const PERMANENT_REFRESH_ERRORS: &[&str] =
-    &["invalid_grant", "refresh_token_expired", "refresh_token_reused", "refresh_token_invalidated", "invalid_token"];
+    &["invalid_grant", "refresh_token_expired", "refresh_token_reused", "refresh_token_invalidated"];
 
 impl Providers {
     pub fn new(config: OauthConfig) -> anyhow::Result<Providers> {
@@ -412,13 +414,13 @@ impl Providers {
         }
         if status >= 300 {
             let code = error_code(&body).unwrap_or_default();
-            return if PERMANENT_REFRESH_ERRORS.contains(&code.as_str()) || status == 400 || status == 401 {
+            return if PERMANENT_REFRESH_ERRORS.contains(&code.as_str()) {
                 Refresh::Permanent(format!(
                     "{name} no longer accepts this login ({}); sign in again",
                     if code.is_empty() { format!("HTTP {status}") } else { printable_code(&code) }
                 ))
             } else {
-                Refresh::Transient(format!("{name} answered {status}"))
+                Refresh::Transient(format!("{name} answered {status} ({})", printable_code(&code)))
             };
         }
         match tokens_from(&body, Utc::now()) {

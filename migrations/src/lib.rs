@@ -7,6 +7,7 @@ mod m20261127_000001_core;
 mod m20261127_000002_task_leases;
 mod m20261127_000003_oauth_flows;
 mod m20261127_000004_lifecycle;
+mod m20261127_000005_claims;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_task_leases::Migration),
             Box::new(m20261127_000003_oauth_flows::Migration),
             Box::new(m20261127_000004_lifecycle::Migration),
+            Box::new(m20261127_000005_claims::Migration),
         ]
     }
 }

@@ -27,6 +27,11 @@ pub struct Model {
     pub version: i64,
     /// Set while one refresher holds the credential's refresh token.
     pub refresh_claimed_until: Option<DateTimeUtc>,
+    /// Who holds the refresh claim (a random id per claim).
+    pub refresh_claim: Option<String>,
+    /// The latest end of a task lease on this credential: no refresh
+    /// starts before it.
+    pub leased_until: Option<DateTimeUtc>,
 }
 
 impl std::fmt::Debug for Model {

@@ -30,10 +30,12 @@ use crate::store::{CredentialMeta, NewCredential, OwnerHandle, Store, StoredSecr
 const KIND_DEVICE: &str = "DEVICE";
 const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
 use crate::store::FLOW_FIELD as FIELD;
-/// How long a poller's claim on a flow lasts without renewal.
-const LEASE: Duration = Duration::seconds(20);
+/// A completion in progress holds the flow with this lease-owner prefix.
+const COMPLETING: &str = "complete:";
 /// The poller wakes at least this often to renew its lease.
 const MAX_SLEEP: Duration = Duration::seconds(5);
+/// A watcher that heard nothing for this long re-reads the flow.
+const REREAD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often each instance looks for pending flows nobody polls.
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -57,6 +59,16 @@ struct Inner {
     instance: String,
     /// Flows polled by this process, with the handle that wakes the poller.
     running: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+/// Who may end a flow.
+#[derive(Clone, Copy)]
+enum Holder<'a> {
+    Anyone,
+    /// The instance polling it, or the request completing it.
+    Lease(&'a str),
+    /// Anyone but a completion in progress (a cancel).
+    NotCompleting,
 }
 
 fn binding<'a>(row: &'a oauth_flow::Model) -> Binding<'a> {
@@ -116,6 +128,13 @@ impl FlowEngine {
 
     fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// How long a poller's claim on a flow lasts without renewal: longer
+    /// than one poll can take (OpenAI's is two requests), so a live poller
+    /// never loses its flow to another instance mid-request.
+    fn lease(&self) -> Duration {
+        Duration::from_std(self.config().http_timeout * 2).unwrap_or(Duration::minutes(1)) + Duration::seconds(10)
     }
 
     fn config(&self) -> &crate::config::OauthConfig {
@@ -210,7 +229,7 @@ impl FlowEngine {
             credential_id: None,
             revision: 1,
             lease_owner: Some(self.inner.instance.clone()),
-            lease_until: Some(now + LEASE),
+            lease_until: Some(now + self.lease()),
             created_at: now,
             updated_at: now,
         };
@@ -275,16 +294,26 @@ impl FlowEngine {
             .await?)
     }
 
-    /// Moves a PENDING flow to a final state (once: a concurrent change wins).
+    /// Moves a PENDING flow to a final state (once: a concurrent change
+    /// wins). `holder` limits it to whoever holds the flow.
     async fn finish(
         &self,
         row: &oauth_flow::Model,
         status: FlowStatus,
         message: Option<String>,
         credential_id: Option<String>,
+        holder: Holder<'_>,
     ) -> ApiResult<bool> {
         let now = Utc::now();
+        let held = match holder {
+            Holder::Anyone => Condition::all(),
+            Holder::Lease(owner) => Condition::all().add(oauth_flow::Column::LeaseOwner.eq(owner)),
+            Holder::NotCompleting => Condition::any()
+                .add(oauth_flow::Column::LeaseOwner.is_null())
+                .add(oauth_flow::Column::LeaseOwner.not_like(format!("{COMPLETING}%"))),
+        };
         let updated = oauth_flow::Entity::update_many()
+            .filter(held)
             .col_expr(oauth_flow::Column::Status, Expr::value(status.as_str()))
             .col_expr(oauth_flow::Column::Message, Expr::value(message))
             .col_expr(oauth_flow::Column::CredentialId, Expr::value(credential_id))
@@ -307,7 +336,14 @@ impl FlowEngine {
     /// A pending authorization flow past its time becomes EXPIRED on sight.
     async fn expire_if_due(&self, row: oauth_flow::Model) -> ApiResult<oauth_flow::Model> {
         if row.status == FlowStatus::Pending.as_str() && row.expires_at <= Utc::now() {
-            self.finish(&row, FlowStatus::Expired, Some("the sign-in expired; start again".into()), None).await?;
+            self.finish(
+                &row,
+                FlowStatus::Expired,
+                Some("the sign-in expired; start again".into()),
+                None,
+                Holder::Anyone,
+            )
+            .await?;
             return Ok(oauth_flow::Entity::find_by_id(row.id.as_str()).one(self.store().db()).await?.unwrap_or(row));
         }
         Ok(row)
@@ -325,7 +361,13 @@ impl FlowEngine {
         if row.status != FlowStatus::Pending.as_str() {
             return Err(ApiError::bad_input(format!("this sign-in has already ended ({})", row.status)));
         }
-        let cancelled = self.finish(&row, FlowStatus::Cancelled, Some("cancelled".into()), None).await?;
+        let cancelled =
+            self.finish(&row, FlowStatus::Cancelled, Some("cancelled".into()), None, Holder::NotCompleting).await?;
+        if !cancelled {
+            return Err(ApiError::bad_input(
+                "this sign-in is being completed right now and can no longer be cancelled",
+            ));
+        }
         if let Some(notify) = self.inner.running.lock().expect("flow map").get(id) {
             notify.notify_one();
         }
@@ -367,16 +409,38 @@ impl FlowEngine {
                 "this code belongs to a different sign-in (its state does not match): start the sign-in again and paste the code it shows",
             ));
         }
+        // Take the flow before using the code: a double submit or a cancel
+        // racing this request cannot also end it.
+        let tag = format!("{COMPLETING}{}", new_id());
+        let taken = oauth_flow::Entity::update_many()
+            .col_expr(oauth_flow::Column::LeaseOwner, Expr::value(tag.as_str()))
+            .filter(oauth_flow::Column::Id.eq(row.id.as_str()))
+            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
+            .filter(oauth_flow::Column::LeaseOwner.is_null())
+            .exec(self.store().db())
+            .await?
+            .rows_affected;
+        if taken == 0 {
+            return Err(ApiError::bad_input("this sign-in is already being completed"));
+        }
         let tokens = match self.store().providers().exchange_code(code, state, &verifier).await {
             Ok(tokens) => tokens,
-            Err(e) if e.transient => return Err(ApiError::Unavailable(e.message)),
+            Err(e) if e.transient => {
+                oauth_flow::Entity::update_many()
+                    .col_expr(oauth_flow::Column::LeaseOwner, Expr::value(Option::<String>::None))
+                    .filter(oauth_flow::Column::Id.eq(row.id.as_str()))
+                    .filter(oauth_flow::Column::LeaseOwner.eq(tag.as_str()))
+                    .exec(self.store().db())
+                    .await?;
+                return Err(ApiError::Unavailable(e.message));
+            }
             Err(e) => {
-                self.finish(&row, FlowStatus::Failed, Some(e.message.clone()), None).await?;
+                self.finish(&row, FlowStatus::Failed, Some(e.message.clone()), None, Holder::Lease(&tag)).await?;
                 return Err(ApiError::bad_input(e.message));
             }
         };
         let meta = self.store_tokens(&row, tokens, Some(owner)).await?;
-        self.finish(&row, FlowStatus::Authorized, None, Some(meta.id.clone())).await?;
+        self.finish(&row, FlowStatus::Authorized, None, Some(meta.id.clone()), Holder::Lease(&tag)).await?;
         Ok(meta)
     }
 
@@ -419,17 +483,19 @@ impl FlowEngine {
                 return;
             }
             loop {
-                let next = match updates.recv().await {
-                    Ok(update) if update.flow.id.as_str() == id => Some((update.revision, update.flow)),
-                    Ok(_) => None,
-                    // Fell behind: read the current state instead.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        match oauth_flow::Entity::find_by_id(id.as_str()).one(engine.store().db()).await {
-                            Ok(Some(row)) => view(&row).ok().map(|flow| (row.revision, flow)),
-                            _ => None,
-                        }
+                let reread = || async {
+                    match oauth_flow::Entity::find_by_id(id.as_str()).one(engine.store().db()).await {
+                        Ok(Some(row)) => view(&row).ok().map(|flow| (row.revision, flow)),
+                        _ => None,
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let next = match tokio::time::timeout(REREAD_EVERY, updates.recv()).await {
+                    Ok(Ok(update)) if update.flow.id.as_str() == id => Some((update.revision, update.flow)),
+                    Ok(Ok(_)) => None,
+                    // Fell behind, or nothing heard for a while (a missed
+                    // notification, say): read the current state instead.
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => reread().await,
+                    Ok(Err(broadcast::error::RecvError::Closed)) => return,
                 };
                 if let Some((rev, flow)) = next {
                     if rev > revision {
@@ -450,7 +516,7 @@ impl FlowEngine {
         let now = Utc::now();
         let claimed = oauth_flow::Entity::update_many()
             .col_expr(oauth_flow::Column::LeaseOwner, Expr::value(self.inner.instance.as_str()))
-            .col_expr(oauth_flow::Column::LeaseUntil, Expr::value(now + LEASE))
+            .col_expr(oauth_flow::Column::LeaseUntil, Expr::value(now + self.lease()))
             .filter(oauth_flow::Column::Id.eq(id))
             .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
             .filter(
@@ -499,6 +565,7 @@ impl FlowEngine {
                     FlowStatus::Expired,
                     Some("the code expired before the sign-in was completed; start again".into()),
                     None,
+                    Holder::Lease(&self.inner.instance),
                 )
                 .await?;
                 return Ok(());
@@ -520,10 +587,12 @@ impl FlowEngine {
         let outcome = self.store().providers().poll(&secret).await;
         let now = Utc::now();
         let db = self.store().db();
+        let me = self.inner.instance.as_str();
         let pending = || {
             oauth_flow::Entity::update_many()
                 .filter(oauth_flow::Column::Id.eq(row.id.as_str()))
                 .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
+                .filter(oauth_flow::Column::LeaseOwner.eq(me))
         };
         match outcome {
             Poll::Pending => {
@@ -559,7 +628,7 @@ impl FlowEngine {
                         "{} could not be reached after {failures} attempts ({why}); start the sign-in again later",
                         Provider::display_name(row.provider.parse().map_err(ApiError::internal)?)
                     );
-                    self.finish(row, FlowStatus::Failed, Some(message), None).await?;
+                    self.finish(row, FlowStatus::Failed, Some(message), None, Holder::Lease(me)).await?;
                 } else {
                     let backoff = i64::from(row.interval_secs) << failures.min(5);
                     pending()
@@ -570,21 +639,20 @@ impl FlowEngine {
                 }
             }
             Poll::Authorized(tokens) => {
-                // Re-check: a cancel that landed during the request wins.
-                let current = oauth_flow::Entity::find_by_id(row.id.as_str()).one(db).await?;
-                if current.is_some_and(|c| c.status == FlowStatus::Pending.as_str()) {
+                // Still ours and still pending? A cancel during the request wins.
+                if self.claim(&row.id).await? {
                     let meta = self.store_tokens(row, tokens, None).await?;
-                    self.finish(row, FlowStatus::Authorized, None, Some(meta.id)).await?;
+                    self.finish(row, FlowStatus::Authorized, None, Some(meta.id), Holder::Lease(me)).await?;
                 }
             }
             Poll::Denied(m) => {
-                self.finish(row, FlowStatus::Denied, Some(m), None).await?;
+                self.finish(row, FlowStatus::Denied, Some(m), None, Holder::Lease(me)).await?;
             }
             Poll::Expired(m) => {
-                self.finish(row, FlowStatus::Expired, Some(m), None).await?;
+                self.finish(row, FlowStatus::Expired, Some(m), None, Holder::Lease(me)).await?;
             }
             Poll::Failed(m) => {
-                self.finish(row, FlowStatus::Failed, Some(m), None).await?;
+                self.finish(row, FlowStatus::Failed, Some(m), None, Holder::Lease(me)).await?;
             }
         }
         Ok(())

@@ -24,7 +24,7 @@ pub(crate) fn binding<'a>(row: &'a credential::Model, field: &'a str) -> Binding
 }
 
 /// What is encrypted in the `secret` column.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum StoredSecret {
     ApiKey { key: Secret },
@@ -131,52 +131,59 @@ impl Store {
         let hint_text = hint(new.secret.primary());
         let now = Utc::now();
         let db = self.db();
-        let txn = sea_orm::TransactionTrait::begin(db).await?;
-        let existing = credential::Entity::find()
-            .filter(credential::Column::OwnerId.eq(owner_id))
-            .filter(credential::Column::Slot.eq(slot.as_str()))
-            .one(&txn)
-            .await?;
-        let replaced = existing.is_some();
-        let row = match existing {
-            Some(row) => {
-                let mut active: credential::ActiveModel = row.clone().into();
-                active.secret = Set(self.keys().encrypt(&plaintext, binding(&row, FIELD_SECRET)));
-                active.hint = Set(self.keys().encrypt(hint_text.as_bytes(), binding(&row, FIELD_HINT)));
-                active.status = Set(CredentialStatus::Active.as_str().into());
-                active.status_message = Set(None);
-                active.has_refresh_token = Set(new.secret.has_refresh_token());
-                active.expires_at = Set(new.expires_at);
-                active.updated_at = Set(now);
-                active.version = Set(row.version + 1);
-                active.update(&txn).await?
-            }
-            None => {
-                let mut row = credential::Model {
-                    id: new_id(),
-                    owner_id: owner_id.to_owned(),
-                    slot,
-                    provider: new.provider.as_str().into(),
-                    agent: new.agent.map(|a| a.as_str().into()),
-                    kind: new.kind.as_str().into(),
-                    status: CredentialStatus::Active.as_str().into(),
-                    status_message: None,
-                    secret: String::new(),
-                    hint: String::new(),
-                    has_refresh_token: new.secret.has_refresh_token(),
-                    expires_at: new.expires_at,
-                    last_used_at: None,
-                    created_at: now,
-                    updated_at: now,
-                    version: 1,
-                    refresh_claimed_until: None,
-                };
-                row.secret = self.keys().encrypt(&plaintext, binding(&row, FIELD_SECRET));
-                row.hint = self.keys().encrypt(hint_text.as_bytes(), binding(&row, FIELD_HINT));
-                credential::ActiveModel::from(row).insert(&txn).await?
+        // A replace is a compare-and-swap on the version just read; if a
+        // refresh swapped the secret meanwhile, read again and retry.
+        let mut attempts = 0;
+        let (txn, replaced, meta) = loop {
+            attempts += 1;
+            let txn = sea_orm::TransactionTrait::begin(db).await?;
+            let existing = credential::Entity::find()
+                .filter(credential::Column::OwnerId.eq(owner_id))
+                .filter(credential::Column::Slot.eq(slot.as_str()))
+                .one(&txn)
+                .await?;
+            match existing {
+                Some(row) => {
+                    let swapped = self
+                        .swap_secret(&txn, &row.id, owner_id, row.version, new.secret.clone(), new.expires_at)
+                        .await?;
+                    match swapped {
+                        Some(meta) => break (txn, true, meta),
+                        None if attempts < 5 => txn.rollback().await?,
+                        None => {
+                            return Err(ApiError::internal(anyhow::anyhow!("credential {} keeps changing", row.id)))
+                        }
+                    }
+                }
+                None => {
+                    let mut row = credential::Model {
+                        id: new_id(),
+                        owner_id: owner_id.to_owned(),
+                        slot: slot.clone(),
+                        provider: new.provider.as_str().into(),
+                        agent: new.agent.map(|a| a.as_str().into()),
+                        kind: new.kind.as_str().into(),
+                        status: CredentialStatus::Active.as_str().into(),
+                        status_message: None,
+                        secret: String::new(),
+                        hint: String::new(),
+                        has_refresh_token: new.secret.has_refresh_token(),
+                        expires_at: new.expires_at,
+                        last_used_at: None,
+                        created_at: now,
+                        updated_at: now,
+                        version: 1,
+                        refresh_claimed_until: None,
+                        refresh_claim: None,
+                        leased_until: None,
+                    };
+                    row.secret = self.keys().encrypt(&plaintext, binding(&row, FIELD_SECRET));
+                    row.hint = self.keys().encrypt(hint_text.as_bytes(), binding(&row, FIELD_HINT));
+                    let row = credential::ActiveModel::from(row).insert(&txn).await?;
+                    break (txn, false, CredentialMeta::try_from(&row)?);
+                }
             }
         };
-        let meta = CredentialMeta::try_from(&row)?;
         audit::record(
             &txn,
             actor,
@@ -284,11 +291,37 @@ impl Store {
         secret: StoredSecret,
         expires_at: Option<DateTime<Utc>>,
     ) -> ApiResult<Option<CredentialMeta>> {
+        self.swap(txn, id, owner_id, expected, None, secret, expires_at).await
+    }
+
+    /// Like [`Store::swap_secret`], but only for the holder of a refresh claim.
+    pub(crate) async fn swap_secret_claimed<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        row: &credential::Model,
+        claim: Option<&str>,
+        secret: StoredSecret,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> ApiResult<Option<CredentialMeta>> {
+        self.swap(txn, &row.id, &row.owner_id, row.version, claim, secret, expires_at).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn swap<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        id: &str,
+        owner_id: &str,
+        expected: i64,
+        claim: Option<&str>,
+        secret: StoredSecret,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> ApiResult<Option<CredentialMeta>> {
         use sea_orm::sea_query::Expr;
         let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&secret).map_err(ApiError::internal)?);
         let hint_text = hint(secret.primary());
         let bind = |field| Binding { owner_id, record_id: id, field };
-        let updated = credential::Entity::update_many()
+        let mut update = credential::Entity::update_many()
             .col_expr(credential::Column::Secret, Expr::value(self.keys().encrypt(&plaintext, bind(FIELD_SECRET))))
             .col_expr(
                 credential::Column::Hint,
@@ -301,13 +334,14 @@ impl Store {
             .col_expr(credential::Column::UpdatedAt, Expr::value(Utc::now()))
             .col_expr(credential::Column::Version, Expr::value(expected + 1))
             .col_expr(credential::Column::RefreshClaimedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(credential::Column::RefreshClaim, Expr::value(Option::<String>::None))
             .filter(credential::Column::Id.eq(id))
             .filter(credential::Column::OwnerId.eq(owner_id))
-            .filter(credential::Column::Version.eq(expected))
-            .exec(txn)
-            .await?
-            .rows_affected;
-        if updated == 0 {
+            .filter(credential::Column::Version.eq(expected));
+        if let Some(claim) = claim {
+            update = update.filter(credential::Column::RefreshClaim.eq(claim));
+        }
+        if update.exec(txn).await?.rows_affected == 0 {
             return Ok(None);
         }
         let row =

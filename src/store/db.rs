@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, SqlxSqliteConnector};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, SqlxSqliteConnector, TransactionTrait,
+};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 /// Connects and brings the schema up to date.
@@ -20,7 +22,12 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
         migrated?;
     } else {
-        Migrator::up(&db, None).await.context("applying database migrations")?;
+        // sea-orm-migration wraps PostgreSQL runs in a transaction itself;
+        // on SQLite (transactional DDL too) do it here, so a failed
+        // migration leaves the schema as it was.
+        let txn = db.begin().await?;
+        Migrator::up(&txn, None).await.context("applying database migrations")?;
+        txn.commit().await?;
     }
     Ok(db)
 }

@@ -13,9 +13,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 
 use super::audit::{self, Action, Actor};
 use super::credentials::StoredSecret;
@@ -26,8 +24,6 @@ use crate::entities::{credential, task_lease};
 use crate::error::{ApiError, ApiResult};
 use crate::oauth::Refresh;
 
-/// How long a refresher may hold its claim (the provider call has its own timeout).
-const CLAIM: Duration = Duration::seconds(60);
 /// Most credentials refreshed by one run; the next run takes the rest.
 const REFRESH_BATCH: u64 = 500;
 
@@ -77,18 +73,22 @@ impl Store {
             .filter(credential::Column::ExpiresAt.lte(now))
             .exec_with_returning(&txn)
             .await?;
-        let expiring = credential::Entity::update_many()
-            .col_expr(credential::Column::Status, Expr::value(CredentialStatus::Expiring.as_str()))
-            .col_expr(
-                credential::Column::StatusMessage,
-                Expr::value("this credential expires soon: renew it before it stops working"),
-            )
-            .filter(credential::Column::Status.eq(CredentialStatus::Active.as_str()))
-            .filter(credential::Column::ExpiresAt.gt(now))
-            .filter(credential::Column::ExpiresAt.lte(now + within))
-            .filter(credential::Column::HasRefreshToken.eq(false))
-            .exec_with_returning(&txn)
-            .await?;
+        let expiring =
+            credential::Entity::update_many()
+                .col_expr(credential::Column::Status, Expr::value(CredentialStatus::Expiring.as_str()))
+                .col_expr(
+                    credential::Column::StatusMessage,
+                    Expr::value("this credential expires soon: renew it before it stops working"),
+                )
+                .filter(credential::Column::Status.eq(CredentialStatus::Active.as_str()))
+                .filter(credential::Column::ExpiresAt.gt(now))
+                .filter(credential::Column::ExpiresAt.lte(now + within))
+                // Refreshable OAuth logins are refreshed, not warned about.
+                .filter(Condition::any().add(credential::Column::HasRefreshToken.eq(false)).add(
+                    credential::Column::Provider.is_not_in([Provider::Openai.as_str(), Provider::Anthropic.as_str()]),
+                ))
+                .exec_with_returning(&txn)
+                .await?;
         let mut events = Vec::with_capacity(expired.len() + expiring.len());
         for (rows, kind) in [(&expired, CredentialEventKind::Expired), (&expiring, CredentialEventKind::Expiring)] {
             for row in rows.iter() {
@@ -138,44 +138,46 @@ impl Store {
         Ok(report)
     }
 
-    pub(crate) async fn leased<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        credential_id: &str,
-        now: DateTime<Utc>,
-    ) -> ApiResult<bool> {
-        Ok(task_lease::Entity::find()
-            .filter(task_lease::Column::CredentialId.eq(credential_id))
-            .filter(task_lease::Column::ReturnedAt.is_null())
-            .filter(task_lease::Column::ExpiresAt.gt(now))
-            .one(db)
-            .await?
-            .is_some())
+    /// How long a refresher may hold its claim: longer than any provider
+    /// call can take, so a claim never lapses while its request is in flight.
+    fn claim_ttl(&self) -> Duration {
+        Duration::from_std(self.providers().config().http_timeout * 2).unwrap_or(Duration::minutes(1))
+            + Duration::seconds(30)
     }
 
     /// Refreshes one credential, sending its refresh token at most once.
+    ///
+    /// The claim is one conditional UPDATE on the credential's row: it
+    /// succeeds only if the version is the one read, no other claim is live
+    /// and no task holds the credential. A task issuance sets `leased_until`
+    /// on the same row only if no claim is live, so of the two racing
+    /// parties exactly one wins. The version does not move on a claim: only
+    /// new tokens move it.
     pub(crate) async fn refresh_credential(
         &self,
         row: credential::Model,
-        now: DateTime<Utc>,
+        _now: DateTime<Utc>,
     ) -> ApiResult<RefreshOutcome> {
         if !row.has_refresh_token || !refreshable(&row.provider) {
             return Ok(RefreshOutcome::Skipped);
         }
-        // Claim: bump the version. Whoever still holds the old version
-        // (another refresher, a task issuance) now fails its own swap.
-        let claimed_version = row.version + 1;
+        // Claims run on the real clock, whatever time the caller scans for.
+        let now = Utc::now();
+        let claim = crate::ids::new_id();
         let claimed = credential::Entity::update_many()
-            .col_expr(credential::Column::Version, Expr::value(claimed_version))
-            .col_expr(credential::Column::RefreshClaimedUntil, Expr::value(now + CLAIM))
+            .col_expr(credential::Column::RefreshClaim, Expr::value(claim.as_str()))
+            .col_expr(credential::Column::RefreshClaimedUntil, Expr::value(now + self.claim_ttl()))
             .filter(credential::Column::Id.eq(row.id.as_str()))
             .filter(credential::Column::Version.eq(row.version))
-            // A version read after someone else's claim is not enough: the
-            // claim itself must be free (or abandoned).
             .filter(
                 Condition::any()
                     .add(credential::Column::RefreshClaimedUntil.is_null())
                     .add(credential::Column::RefreshClaimedUntil.lt(now)),
+            )
+            .filter(
+                Condition::any()
+                    .add(credential::Column::LeasedUntil.is_null())
+                    .add(credential::Column::LeasedUntil.lt(now)),
             )
             .exec(self.db())
             .await?
@@ -183,20 +185,19 @@ impl Store {
         if claimed == 0 {
             return Ok(RefreshOutcome::Skipped);
         }
-        // Checked after the claim: an issuance either finished its lease
-        // before (seen here) or will see the claim and wait.
-        if self.leased(self.db(), &row.id, now).await? {
-            self.release_claim(&row.id, claimed_version).await?;
-            return Ok(RefreshOutcome::Skipped);
-        }
-        let StoredSecret::Subscription(stored) = self.open_secret(&row)? else {
-            self.release_claim(&row.id, claimed_version).await?;
-            return Ok(RefreshOutcome::Skipped);
+        let held = |q: sea_orm::UpdateMany<credential::Entity>| {
+            q.filter(credential::Column::Id.eq(row.id.as_str()))
+                .filter(credential::Column::Version.eq(row.version))
+                .filter(credential::Column::RefreshClaim.eq(claim.as_str()))
         };
-        let Some(refresh_token) = stored.refresh_token.clone() else {
-            self.release_claim(&row.id, claimed_version).await?;
-            return Ok(RefreshOutcome::Skipped);
+        let stored = match self.open_secret(&row)? {
+            StoredSecret::Subscription(stored) if stored.refresh_token.is_some() => stored,
+            _ => {
+                self.release_claim(&row.id, &claim).await?;
+                return Ok(RefreshOutcome::Skipped);
+            }
         };
+        let refresh_token = stored.refresh_token.clone().expect("checked above");
         let provider: Provider = row.provider.parse().map_err(ApiError::internal)?;
         match self.providers().refresh(provider, &refresh_token).await {
             Refresh::Refreshed(tokens) => {
@@ -210,19 +211,20 @@ impl Store {
                     scopes: if fresh.scopes.is_empty() { stored.scopes.clone() } else { fresh.scopes.clone() },
                 };
                 let txn = self.db().begin().await?;
-                let meta = self
-                    .swap_secret(
+                let swapped = self
+                    .swap_secret_claimed(
                         &txn,
-                        &row.id,
-                        &row.owner_id,
-                        claimed_version,
+                        &row,
+                        Some(&claim),
                         StoredSecret::Subscription(merged),
                         tokens.expires_at,
                     )
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::internal(anyhow::anyhow!("credential {} changed while claimed", row.id))
-                    })?;
+                    .await?;
+                let Some(meta) = swapped else {
+                    // The owner replaced the credential meanwhile: theirs wins.
+                    txn.rollback().await?;
+                    return Ok(RefreshOutcome::Skipped);
+                };
                 audit::record(
                     &txn,
                     Actor::System,
@@ -243,13 +245,12 @@ impl Store {
             }
             Refresh::Permanent(message) => {
                 let txn = self.db().begin().await?;
-                let rows = credential::Entity::update_many()
+                let rows = held(credential::Entity::update_many())
                     .col_expr(credential::Column::Status, Expr::value(CredentialStatus::NeedsReauth.as_str()))
                     .col_expr(credential::Column::StatusMessage, Expr::value(message.as_str()))
                     .col_expr(credential::Column::RefreshClaimedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+                    .col_expr(credential::Column::RefreshClaim, Expr::value(Option::<String>::None))
                     .col_expr(credential::Column::UpdatedAt, Expr::value(Utc::now()))
-                    .filter(credential::Column::Id.eq(row.id.as_str()))
-                    .filter(credential::Column::Version.eq(claimed_version))
                     .exec_with_returning(&txn)
                     .await?;
                 let mut events = Vec::new();
@@ -266,17 +267,18 @@ impl Store {
             }
             Refresh::Transient(why) => {
                 tracing::warn!(credential = %row.id, reason = %why, "refresh failed; retrying next run");
-                self.release_claim(&row.id, claimed_version).await?;
+                self.release_claim(&row.id, &claim).await?;
                 Ok(RefreshOutcome::Transient)
             }
         }
     }
 
-    async fn release_claim(&self, id: &str, version: i64) -> ApiResult<()> {
+    async fn release_claim(&self, id: &str, claim: &str) -> ApiResult<()> {
         credential::Entity::update_many()
             .col_expr(credential::Column::RefreshClaimedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(credential::Column::RefreshClaim, Expr::value(Option::<String>::None))
             .filter(credential::Column::Id.eq(id))
-            .filter(credential::Column::Version.eq(version))
+            .filter(credential::Column::RefreshClaim.eq(claim))
             .exec(self.db())
             .await?;
         Ok(())

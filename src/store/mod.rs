@@ -344,18 +344,40 @@ impl Store {
     pub async fn rotate_keys(&self) -> ApiResult<usize> {
         let txn = self.db().begin().await?;
         let mut rewritten = 0;
-        for row in credential::Entity::find().all(&txn).await? {
-            let keys = self.keys();
-            if keys.is_current(&row.secret) && keys.is_current(&row.hint) {
-                continue;
+        for id in credential::Entity::find().all(&txn).await?.into_iter().map(|row| row.id) {
+            // Per row a compare-and-swap on the version: a refresh committed
+            // by a live server meanwhile is re-read, never overwritten with
+            // the older plaintext.
+            for attempt in 1.. {
+                let Some(row) = credential::Entity::find_by_id(id.as_str()).one(&txn).await? else { break };
+                let keys = self.keys();
+                if keys.is_current(&row.secret) && keys.is_current(&row.hint) {
+                    break;
+                }
+                let secret = keys.decrypt(&row.secret, credentials::binding(&row, credentials::FIELD_SECRET))?;
+                let hint = keys.decrypt(&row.hint, credentials::binding(&row, credentials::FIELD_HINT))?;
+                let updated = credential::Entity::update_many()
+                    .col_expr(
+                        credential::Column::Secret,
+                        Expr::value(keys.encrypt(&secret, credentials::binding(&row, credentials::FIELD_SECRET))),
+                    )
+                    .col_expr(
+                        credential::Column::Hint,
+                        Expr::value(keys.encrypt(&hint, credentials::binding(&row, credentials::FIELD_HINT))),
+                    )
+                    .filter(credential::Column::Id.eq(row.id.as_str()))
+                    .filter(credential::Column::Version.eq(row.version))
+                    .exec(&txn)
+                    .await?
+                    .rows_affected;
+                if updated == 1 {
+                    rewritten += 1;
+                    break;
+                }
+                if attempt == 5 {
+                    return Err(ApiError::internal(anyhow::anyhow!("credential {id} kept changing during rotation")));
+                }
             }
-            let secret = keys.decrypt(&row.secret, credentials::binding(&row, credentials::FIELD_SECRET))?;
-            let hint = keys.decrypt(&row.hint, credentials::binding(&row, credentials::FIELD_HINT))?;
-            let mut active: credential::ActiveModel = row.clone().into();
-            active.secret = Set(keys.encrypt(&secret, credentials::binding(&row, credentials::FIELD_SECRET)));
-            active.hint = Set(keys.encrypt(&hint, credentials::binding(&row, credentials::FIELD_HINT)));
-            active.update(&txn).await?;
-            rewritten += 1;
         }
         // Pending sign-in flows hold device codes and PKCE verifiers.
         for row in oauth_flow::Entity::find().all(&txn).await? {

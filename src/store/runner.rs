@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 
 use super::audit::{self, Action, Actor};
 use super::credentials::{slot, StoredSecret};
@@ -117,6 +117,7 @@ impl RunnerHandle {
         }
         // Retries when a refresher claims the credential meanwhile (its
         // version moves); each attempt re-reads the rows.
+        let mut tried_refresh = false;
         for _ in 0..ISSUE_ATTEMPTS {
             let now = Utc::now();
             let rows = credential::Entity::find()
@@ -135,12 +136,15 @@ impl RunnerHandle {
                 tokio::time::sleep(CLAIM_WAIT).await;
                 continue;
             }
-            // An expired subscription that can be refreshed is refreshed first.
+            // An expired subscription that can be refreshed is refreshed
+            // first, once: whatever the outcome, the rows are read again.
             if let Some(row) = subscription.filter(|r| {
-                r.has_refresh_token
+                !tried_refresh
+                    && r.has_refresh_token
                     && r.status != CredentialStatus::NeedsReauth.as_str()
                     && r.expires_at.is_some_and(|t| t <= now)
             }) {
+                tried_refresh = true;
                 if self.store.refresh_credential(row.clone(), now).await? != RefreshOutcome::Skipped {
                     continue;
                 }
@@ -163,7 +167,7 @@ impl RunnerHandle {
             }
 
             let system_key: Option<&SecretValue> = self.store.system_keys().get(provider);
-            let (source, row, secret) = match chosen {
+            let (source, row, mut secret) = match chosen {
                 Some((row, source)) => (source, Some(row), Some(self.store.open_secret(row)?)),
                 None if system_key.is_some() => (CredentialSource::SystemKey, None, None),
                 None => return Err(no_credentials(agent, provider, &passed_over)),
@@ -186,12 +190,21 @@ impl RunnerHandle {
             )
             .await?;
             if let Some(row) = row {
-                // Guarded by the version read above: if a refresher claimed
-                // the credential since, start over with the new tokens.
+                // Guarded by the version read above and by the refresh claim:
+                // if a refresher got there first, start over (and wait for
+                // its new tokens). Setting `leased_until` here, on the same
+                // row, is what keeps refreshers away while the task runs.
+                let lease_end = now + self.store.task_lease();
                 let unchanged = credential::Entity::update_many()
                     .col_expr(credential::Column::LastUsedAt, Expr::value(now))
+                    .col_expr(credential::Column::LeasedUntil, Expr::value(row.leased_until.max(Some(lease_end))))
                     .filter(credential::Column::Id.eq(row.id.as_str()))
                     .filter(credential::Column::Version.eq(row.version))
+                    .filter(
+                        Condition::any()
+                            .add(credential::Column::RefreshClaimedUntil.is_null())
+                            .add(credential::Column::RefreshClaimedUntil.lt(now)),
+                    )
                     .exec(&txn)
                     .await?
                     .rows_affected
@@ -210,11 +223,19 @@ impl RunnerHandle {
                     provider: Set(provider.as_str().to_owned()),
                     credential_version: Set(row.version),
                     issued_at: Set(now),
-                    expires_at: Set(now + self.store.task_lease()),
+                    expires_at: Set(lease_end),
                     returned_at: Set(None),
                 }
                 .insert(&txn)
                 .await?;
+                // OpenAI refresh tokens are single-use: when another task
+                // already holds this login, this one gets the access token
+                // only, so two agents can never both spend the refresh token.
+                if provider == Provider::Openai && row.leased_until.is_some_and(|t| t > now) {
+                    if let Some(StoredSecret::Subscription(s)) = secret.as_mut() {
+                        s.refresh_token = None;
+                    }
+                }
             }
             txn.commit().await?;
 
@@ -293,9 +314,19 @@ impl RunnerHandle {
                     printable(path)
                 )));
             };
-            let same = returned.secret.access_token == stored.access_token
-                && returned.secret.refresh_token.as_ref().is_none_or(|r| Some(r) == stored.refresh_token.as_ref());
-            if same {
+            // Tokens of another account are foreign, however new.
+            if let (Some(theirs), Some(ours)) = (&returned.secret.account_id, &stored.account_id) {
+                if theirs != ours {
+                    return Err(ApiError::bad_input(format!(
+                        "{} holds a login of a different account than the one issued to task {}; nothing was stored",
+                        printable(path),
+                        task.as_str()
+                    )));
+                }
+            }
+            // No new access token, no refresh happened (a task given the
+            // access token only sends back an empty refresh token).
+            if returned.secret.access_token == stored.access_token {
                 continue;
             }
             let stale = || {
@@ -374,6 +405,26 @@ impl RunnerHandle {
             .filter(task_lease::Column::Id.is_in(lease_ids))
             .exec(&txn)
             .await?;
+        // The credentials are free for refresh again, unless another task
+        // still holds them.
+        let mut credential_ids: Vec<&str> = leases.iter().map(|l| l.credential_id.as_str()).collect();
+        credential_ids.sort_unstable();
+        credential_ids.dedup();
+        for id in credential_ids {
+            let still_out = task_lease::Entity::find()
+                .filter(task_lease::Column::CredentialId.eq(id))
+                .filter(task_lease::Column::ReturnedAt.is_null())
+                .filter(task_lease::Column::ExpiresAt.gt(now))
+                .order_by_desc(task_lease::Column::ExpiresAt)
+                .one(&txn)
+                .await?
+                .map(|l| l.expires_at);
+            credential::Entity::update_many()
+                .col_expr(credential::Column::LeasedUntil, Expr::value(still_out))
+                .filter(credential::Column::Id.eq(id))
+                .exec(&txn)
+                .await?;
+        }
         txn.commit().await?;
         self.store.publish_all(refreshed);
 

@@ -256,8 +256,34 @@ async fn leased_credentials_wait_and_expired_ones_refresh_on_issue() {
     runner.issue(who.user_id().unwrap(), Agent::Codex, None, &task).await.unwrap();
     assert_eq!(app.store.refresh_due(now, TEN_MIN).await.unwrap().skipped, 1, "out with a task: left alone");
     assert!(fake.state.lock().unwrap().refresh_calls.is_empty());
-    runner.return_files(&task, vec![]).await.unwrap();
-    assert_eq!(app.store.refresh_due(now, TEN_MIN).await.unwrap().refreshed, 1);
+    // A second task at the same time gets the access token only: two agents
+    // must never both hold a single-use refresh token.
+    let second =
+        runner.issue(who.user_id().unwrap(), Agent::Codex, None, &TaskId::parse("second").unwrap()).await.unwrap();
+    let auth: serde_json::Value =
+        serde_json::from_str(second.materialized.file(".codex/auth.json").unwrap().content.expose()).unwrap();
+    assert_eq!(auth["tokens"]["refresh_token"], "", "{auth}");
+    // The agent refreshed during the run (the job's skipped attempts did not
+    // get in the way): the newer tokens are taken back.
+    let refreshed = json!({
+        "auth_mode": "chatgpt",
+        "OPENAI_API_KEY": null,
+        "tokens": {
+            "id_token": jwt(json!({ "email": "x@example.com" })),
+            "access_token": jwt(json!({ "exp": (now + Duration::hours(2)).timestamp() })),
+            "refresh_token": "rt_TESTbytask000000000000",
+        },
+        "last_refresh": (now + Duration::minutes(1)).to_rfc3339(),
+    });
+    let back = runner.return_files(&task, vec![(".codex/auth.json".into(), refreshed.to_string())]).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert!(row(dir.path(), &sub.id).await.leased_until.is_some(), "the second task still holds it");
+    runner.return_files(&TaskId::parse("second").unwrap(), vec![]).await.unwrap();
+    assert!(row(dir.path(), &sub.id).await.leased_until.is_none());
+    // Not due any more (the task's tokens last two hours); with a wider window it is.
+    assert_eq!(app.store.refresh_due(now, TEN_MIN).await.unwrap(), RefreshReport::default());
+    assert_eq!(app.store.refresh_due(now, Duration::hours(3)).await.unwrap().refreshed, 1);
+    assert_eq!(fake.state.lock().unwrap().refresh_calls, vec!["rt_TESTbytask000000000000".to_owned()]);
 
     // An expired subscription is refreshed before it is issued.
     let who2 = person(&app, "expired@example.com").await;

@@ -66,7 +66,10 @@ async fn events_and_flows_cross_instances_once() {
 async fn a_killed_instance_hands_its_flow_to_the_survivor() {
     let fake = FakeProvider::start(&[], Reply::Pending).await;
     let db = TempDb::new().await;
-    let (a, b) = pair(&db, &fake.env()).await;
+    let mut env = fake.env();
+    // Leases last 2 × the provider timeout + 10 s: keep the takeover quick.
+    env.push(("SESAME_OAUTH__HTTP_TIMEOUT".into(), "5s".into()));
+    let (a, b) = pair(&db, &env).await;
     let (_, token) = a.create_user("survivor@example.com").await;
     let flow = a.ok(&token, "mutation { startDeviceFlow(agent: COPILOT, provider: GITHUB) { id } }", json!({})).await;
     let id = flow["startDeviceFlow"]["id"].as_str().unwrap().to_owned();

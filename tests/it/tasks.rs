@@ -298,6 +298,14 @@ async fn refreshed_files_come_back_and_stale_or_foreign_ones_do_not() {
         .await;
     assert_eq!(code, "BAD_USER_INPUT");
     assert!(msg.contains("older"), "{msg}");
+    // Tokens of another ChatGPT account are foreign, however new.
+    let other_account = codex_auth(exp + 999_999, "rt_TESTother444444444444", "2026-11-27T23:00:00Z")
+        .replace("\"acct-1\"", "\"acct-someone-else\"");
+    let (code, msg) = server
+        .err(&runner, RETURN, json!({ "t": "run-1", "f": [{ "path": ".codex/auth.json", "content": other_account }] }))
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT");
+    assert!(msg.contains("different account"), "{msg}");
     // Another runner cannot return this task's files.
     let other_runner = server.runner_token();
     let (code, _) = server.err(&other_runner, RETURN, json!({ "t": "run-1", "f": [] })).await;
