@@ -13,7 +13,7 @@ use async_graphql::{BatchRequest, BatchResponse, Data, ErrorExtensions, ServerEr
 use async_graphql_poem::{GraphQLProtocol, GraphQLWebSocket};
 use futures_util::{SinkExt, StreamExt};
 use poem::http::{header, StatusCode};
-use poem::web::websocket::{Message, WebSocket};
+use poem::web::websocket::{Message, WebSocket, WebSocketConfig};
 use poem::web::Data as PoemData;
 use poem::{get, handler, Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 
@@ -22,6 +22,11 @@ use crate::config::GraphqlConfig;
 use crate::error::{ApiError, REQUEST_ID};
 use crate::graphql::VaultSchema;
 use crate::store::Store;
+
+/// Per-socket read/write buffer.
+const WS_BUFFER: usize = 4 * 1024;
+/// The largest WebSocket message accepted (a subscribe is a few hundred bytes).
+const WS_MAX_MESSAGE: usize = 64 * 1024;
 
 #[derive(Clone)]
 struct AppState {
@@ -254,7 +259,14 @@ async fn graphql_ws(
     let schema = state.schema.clone();
     let store = state.store.clone();
     let init_timeout = state.limits.ws_init_timeout;
-    websocket.protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
+    // tungstenite's default 128 KiB read buffer per socket would dominate the
+    // memory of thousands of idle subscribers; GraphQL messages are small.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(WS_BUFFER)
+        .write_buffer_size(WS_BUFFER)
+        .max_message_size(Some(WS_MAX_MESSAGE))
+        .max_frame_size(Some(WS_MAX_MESSAGE));
+    websocket.config(config).protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
         let (mut sink, mut stream) = socket.split();
         let first = match tokio::time::timeout(init_timeout, next_text(&mut stream)).await {
             Ok(Some(first)) => first,

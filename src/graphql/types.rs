@@ -71,7 +71,7 @@ impl Credential {
             return Err(ApiError::forbidden("only the credential's owner may see its hint").into());
         }
         // The owner handle itself filters by owner: a second check, in the data layer.
-        Ok(store(ctx).owner(principal)?.hint(&self.0.id).await?)
+        Ok(store(ctx).owner(principal)?.hint(&self.0)?)
     }
 
     async fn has_refresh_token(&self) -> bool {

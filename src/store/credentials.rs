@@ -59,6 +59,9 @@ pub struct CredentialMeta {
     pub last_used_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The hint's ciphertext, so the owner can read it without another
+    /// query; only the owner handle decrypts it.
+    pub(crate) sealed_hint: String,
 }
 
 impl TryFrom<&credential::Model> for CredentialMeta {
@@ -78,6 +81,7 @@ impl TryFrom<&credential::Model> for CredentialMeta {
             last_used_at: m.last_used_at,
             created_at: m.created_at,
             updated_at: m.updated_at,
+            sealed_hint: m.hint.clone(),
         })
     }
 }
@@ -362,9 +366,5 @@ impl Store {
                 e.column()
             ))
         })
-    }
-
-    pub(crate) fn open_hint(&self, row: &credential::Model) -> ApiResult<String> {
-        Ok(self.keys().decrypt_string(&row.hint, binding(row, FIELD_HINT))?.to_string())
     }
 }

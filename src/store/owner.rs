@@ -64,10 +64,14 @@ impl OwnerHandle {
         self.own_row(id).await?.as_ref().map(CredentialMeta::try_from).transpose()
     }
 
-    /// The masked preview of one of the caller's credentials.
-    pub async fn hint(&self, id: &str) -> ApiResult<String> {
-        let row = self.own_row(id).await?.ok_or_else(|| ApiError::not_found("credential"))?;
-        self.store.open_hint(&row)
+    /// The masked preview of one of the caller's credentials (already
+    /// loaded: no second query). Anyone else's is NOT_FOUND.
+    pub fn hint(&self, meta: &CredentialMeta) -> ApiResult<String> {
+        if meta.owner_id != self.user_id {
+            return Err(ApiError::not_found("credential"));
+        }
+        let binding = crate::crypto::Binding { owner_id: &self.user_id, record_id: &meta.id, field: super::credentials::FIELD_HINT };
+        Ok(self.store.keys().decrypt_string(&meta.sealed_hint, binding)?.to_string())
     }
 
     pub async fn set_api_key(&self, key: ApiKey, expires_at: Option<DateTime<Utc>>) -> ApiResult<CredentialMeta> {
