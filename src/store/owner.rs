@@ -70,7 +70,11 @@ impl OwnerHandle {
         if meta.owner_id != self.user_id {
             return Err(ApiError::not_found("credential"));
         }
-        let binding = crate::crypto::Binding { owner_id: &self.user_id, record_id: &meta.id, field: super::credentials::FIELD_HINT };
+        let binding = crate::crypto::Binding {
+            owner_id: &self.user_id,
+            record_id: &meta.id,
+            field: super::credentials::FIELD_HINT,
+        };
         Ok(self.store.keys().decrypt_string(&meta.sealed_hint, binding)?.to_string())
     }
 
