@@ -23,6 +23,14 @@ pub(crate) fn binding<'a>(row: &'a credential::Model, field: &'a str) -> Binding
     Binding { owner_id: &row.owner_id, record_id: &row.id, field }
 }
 
+/// No refresher holds the credential right now (none ever did, or its
+/// claim lapsed).
+pub(crate) fn no_live_claim(now: DateTime<Utc>) -> sea_orm::Condition {
+    sea_orm::Condition::any()
+        .add(credential::Column::RefreshClaimedUntil.is_null())
+        .add(credential::Column::RefreshClaimedUntil.lt(now))
+}
+
 /// What is encrypted in the `secret` column.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

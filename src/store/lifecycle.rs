@@ -16,7 +16,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 
 use super::audit::{self, Action, Actor};
-use super::credentials::StoredSecret;
+use super::credentials::{no_live_claim, StoredSecret};
 use super::{CredentialMeta, Store};
 use crate::credential_input::SubscriptionSecret;
 use crate::domain::{CredentialEventKind, CredentialStatus, Provider};
@@ -113,11 +113,7 @@ impl Store {
             .filter(credential::Column::ExpiresAt.lte(now + before))
             .filter(credential::Column::HasRefreshToken.eq(true))
             .filter(credential::Column::Provider.is_in([Provider::Openai.as_str(), Provider::Anthropic.as_str()]))
-            .filter(
-                Condition::any()
-                    .add(credential::Column::RefreshClaimedUntil.is_null())
-                    .add(credential::Column::RefreshClaimedUntil.lt(now)),
-            )
+            .filter(no_live_claim(now))
             .order_by_asc(credential::Column::ExpiresAt)
             .limit(REFRESH_BATCH)
             .all(self.db())
@@ -169,11 +165,7 @@ impl Store {
             .col_expr(credential::Column::RefreshClaimedUntil, Expr::value(now + self.claim_ttl()))
             .filter(credential::Column::Id.eq(row.id.as_str()))
             .filter(credential::Column::Version.eq(row.version))
-            .filter(
-                Condition::any()
-                    .add(credential::Column::RefreshClaimedUntil.is_null())
-                    .add(credential::Column::RefreshClaimedUntil.lt(now)),
-            )
+            .filter(no_live_claim(now))
             .filter(
                 Condition::any()
                     .add(credential::Column::LeasedUntil.is_null())

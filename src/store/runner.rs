@@ -3,10 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 
 use super::audit::{self, Action, Actor};
-use super::credentials::{slot, StoredSecret};
+use super::credentials::{no_live_claim, slot, StoredSecret};
 use super::{CredentialMeta, RefreshOutcome, Store};
 use crate::auth::Principal;
 use crate::config::SecretValue;
@@ -200,11 +200,7 @@ impl RunnerHandle {
                     .col_expr(credential::Column::LeasedUntil, Expr::value(row.leased_until.max(Some(lease_end))))
                     .filter(credential::Column::Id.eq(row.id.as_str()))
                     .filter(credential::Column::Version.eq(row.version))
-                    .filter(
-                        Condition::any()
-                            .add(credential::Column::RefreshClaimedUntil.is_null())
-                            .add(credential::Column::RefreshClaimedUntil.lt(now)),
-                    )
+                    .filter(no_live_claim(now))
                     .exec(&txn)
                     .await?
                     .rows_affected
