@@ -1425,8 +1425,10 @@ async fn run(settings: &Settings) -> Result<bool> {
     }
     let settings = &settings;
     let mut ok = true;
+    // Read once, at the start: the commit may move while the run goes on.
+    let commit = commit_summary();
     println!("== sesame-vault load benchmark ==");
-    println!("commit:   {}", commit_summary());
+    println!("commit:   {commit} (the checkout when the run started; cargo built the server from it)");
     println!("machine:  {}", machine_summary());
     println!("server:   {}", settings.server_bin.display());
     println!(
@@ -1583,7 +1585,7 @@ async fn run(settings: &Settings) -> Result<bool> {
 
     // ---- report ----
     println!();
-    println!("== results ({}) ==", commit_summary());
+    println!("== results (commit {commit}) ==");
     let baseline_rps = loads.iter().find(|l| l.name.starts_with("baseline")).map(LoadResult::rps);
     if !loads.is_empty() {
         println!(
@@ -1716,6 +1718,30 @@ async fn run(settings: &Settings) -> Result<bool> {
                 println!("    (!) the (status, expires_at) index credentials_status_expires is NOT used");
             }
         }
+    }
+
+    // Anything else running on the machine takes cores from the server and
+    // this tool: say so, so that such numbers are not taken as the server's.
+    let mut busy: Vec<String> = loads
+        .iter()
+        .filter(|l| l.other_cpu / l.window > 0.10)
+        .map(|l| format!("{} ({:.0}% of a core)", l.name, l.other_cpu / l.window * 100.0))
+        .collect();
+    if let Some(w) = &ws {
+        for (i, r) in w.rounds.iter().enumerate() {
+            let secs = r.hist.max() as f64 / 1e6;
+            if secs > 0.0 && r.other_cpu / secs > 0.10 {
+                busy.push(format!("WebSocket event {} ({:.0}% of a core)", i + 1, r.other_cpu / secs * 100.0));
+            }
+        }
+    }
+    if !busy.is_empty() {
+        println!();
+        println!(
+            "WARNING: other processes were busy during: {}. Those numbers are lower than the server can do on an \
+             idle machine; rerun when it is idle.",
+            busy.join(", ")
+        );
     }
 
     // ---- targets ----
