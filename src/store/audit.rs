@@ -1,7 +1,7 @@
 //! The audit trail: written in the same transaction as the change it records.
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set};
 
 use crate::auth::Principal;
 use crate::domain::{Agent, Provider};
@@ -60,6 +60,19 @@ pub struct Entry<'a> {
 }
 
 pub async fn record<C: ConnectionTrait>(db: &C, actor: Actor<'_>, action: Action, entry: Entry<'_>) -> ApiResult<()> {
+    entry_model(actor, action, entry).insert(db).await?;
+    Ok(())
+}
+
+/// Several entries in one statement (a batch of task issuances).
+pub async fn record_many<C: ConnectionTrait>(db: &C, entries: Vec<audit_log::ActiveModel>) -> ApiResult<()> {
+    if !entries.is_empty() {
+        audit_log::Entity::insert_many(entries).exec_without_returning(db).await?;
+    }
+    Ok(())
+}
+
+pub fn entry_model(actor: Actor<'_>, action: Action, entry: Entry<'_>) -> audit_log::ActiveModel {
     let (actor_kind, actor_id) = match actor {
         Actor::Principal(p) => (p.actor_kind(), Some(p.actor_id().to_owned())),
         Actor::System => ("SYSTEM", None),
@@ -77,7 +90,4 @@ pub async fn record<C: ConnectionTrait>(db: &C, actor: Actor<'_>, action: Action
         detail: Set(entry.detail),
         ..Default::default()
     }
-    .insert(db)
-    .await?;
-    Ok(())
 }

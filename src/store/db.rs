@@ -48,8 +48,11 @@ pub async fn open(url: &str) -> anyhow::Result<DatabaseConnection> {
         // One connection: SQLite allows one writer, and a deferred
         // transaction that reads then writes would fail with SQLITE_BUSY
         // under concurrency. Other processes (the CLI) wait on the busy timeout.
+        // An embedded database cannot drop the connection, so no ping
+        // before each use (each costs a round trip to SQLite's thread).
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .context("opening the SQLite database")?;

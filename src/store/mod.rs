@@ -5,13 +5,15 @@
 
 mod admin;
 pub mod audit;
+mod batch;
 mod credentials;
 pub mod db;
 mod lifecycle;
 mod owner;
 mod runner;
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
 
 use async_graphql::{SimpleObject, ID};
 use chrono::{DateTime, Duration, Utc};
@@ -27,6 +29,8 @@ pub(crate) use credentials::{NewCredential, StoredSecret};
 pub use lifecycle::{RefreshOutcome, RefreshReport, ScanReport};
 pub use owner::OwnerHandle;
 pub use runner::{Issued, RunnerHandle, TaskId};
+
+use batch::Batcher;
 
 use crate::auth::{generate_token, hashes_match, BearerToken, Principal};
 use crate::config::SystemKeys;
@@ -50,7 +54,15 @@ struct Inner {
     system_keys: SystemKeys,
     task_lease: Duration,
     providers: Providers,
+    /// Token lookups of concurrent requests, one query per batch.
+    auth_batch: OnceLock<Batcher<String, Principal>>,
+    /// Task issuances of concurrent requests, one transaction per batch.
+    issue_batch: OnceLock<Batcher<runner::IssueRequest, runner::Decision>>,
 }
+
+/// Most requests one batch takes (bounds the `IN (…)` lists and the
+/// multi-row inserts).
+const BATCH_MAX: usize = 64;
 
 /// What the store needs besides the database and the keys.
 pub struct StoreSettings {
@@ -116,7 +128,44 @@ impl Store {
     pub fn new(db: DatabaseConnection, keys: Keyring, settings: StoreSettings) -> Store {
         let StoreSettings { system_keys, task_lease, providers } = settings;
         let task_lease = Duration::from_std(task_lease).unwrap_or(Duration::hours(2));
-        Store { inner: Arc::new(Inner { db, keys, events: EventBus::default(), system_keys, task_lease, providers }) }
+        Store {
+            inner: Arc::new(Inner {
+                db,
+                keys,
+                events: EventBus::default(),
+                system_keys,
+                task_lease,
+                providers,
+                auth_batch: OnceLock::new(),
+                issue_batch: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The batcher in `cell`, started on first use. Its worker holds the
+    /// store weakly, so dropping the last `Store` stops it.
+    fn batcher<Req, Resp, Fut>(
+        &self,
+        cell: fn(&Inner) -> &OnceLock<Batcher<Req, Resp>>,
+        run: fn(Store, Vec<Req>) -> Fut,
+    ) -> &Batcher<Req, Resp>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        Fut: Future<Output = Vec<ApiResult<Resp>>> + Send + 'static,
+    {
+        cell(&self.inner).get_or_init(|| {
+            let store = Arc::downgrade(&self.inner);
+            Batcher::spawn(BATCH_MAX, move |requests| {
+                let store = store.upgrade().map(|inner| Store { inner });
+                async move {
+                    match store {
+                        Some(store) => Some(run(store, requests).await),
+                        None => None,
+                    }
+                }
+            })
+        })
     }
 
     pub(crate) fn providers(&self) -> &Providers {
@@ -157,43 +206,74 @@ impl Store {
     }
 
     /// Resolves a bearer token to its principal; revoked or unknown tokens
-    /// are refused alike.
+    /// are refused alike. Every request reads the database (a revocation
+    /// made by another process counts at once); concurrent requests share
+    /// one lookup.
     pub async fn authenticate(&self, token: &BearerToken) -> ApiResult<Principal> {
-        let hash = token.hash();
-        let refused =
-            || ApiError::Unauthenticated("the token is unknown or revoked; ask an admin for a new one".into());
-        let row = access_token::Entity::find()
-            .filter(access_token::Column::TokenHash.eq(hash.as_str()))
-            .filter(access_token::Column::RevokedAt.is_null())
-            .one(self.db())
-            .await?
-            .ok_or_else(refused)?;
-        // The lookup was by hash; compare again in constant time so timing
-        // reveals nothing about near-misses in any index implementation.
-        if !hashes_match(&row.token_hash, &hash) {
-            return Err(refused());
+        self.batcher(|inner| &inner.auth_batch, Store::authenticate_batch).submit(token.hash()).await
+    }
+
+    async fn authenticate_batch(self, hashes: Vec<String>) -> Vec<ApiResult<Principal>> {
+        match self.lookup_tokens(&hashes).await {
+            Ok(principals) => principals,
+            Err(e) => batch::fail_all(hashes.len(), &e),
         }
-        let principal = match (row.kind.as_str(), row.user_id.as_deref()) {
-            ("RUNNER", _) => Principal::Runner { token_id: row.id.clone(), name: row.name.clone().unwrap_or_default() },
-            ("USER", Some(user_id)) => {
-                let user = user::Entity::find_by_id(user_id).one(self.db()).await?.ok_or_else(refused)?;
-                Principal::Person {
-                    user_id: user.id,
-                    role: user.role.parse().map_err(ApiError::internal)?,
-                    token_id: row.id.clone(),
-                }
-            }
-            _ => return Err(ApiError::internal(anyhow::anyhow!("access token {} has an invalid kind", row.id))),
+    }
+
+    async fn lookup_tokens(&self, hashes: &[String]) -> ApiResult<Vec<ApiResult<Principal>>> {
+        let db = self.db();
+        let mut unique = hashes.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let tokens = access_token::Entity::find()
+            .filter(access_token::Column::TokenHash.is_in(unique))
+            .filter(access_token::Column::RevokedAt.is_null())
+            .all(db)
+            .await?;
+        let mut user_ids: Vec<&str> = tokens.iter().filter_map(|t| t.user_id.as_deref()).collect();
+        user_ids.sort_unstable();
+        user_ids.dedup();
+        let users = if user_ids.is_empty() {
+            Vec::new()
+        } else {
+            user::Entity::find().filter(user::Column::Id.is_in(user_ids)).all(db).await?
         };
         let now = Utc::now();
-        if row.last_used_at.is_none_or(|t| now - t > TOKEN_TOUCH_INTERVAL) {
+        let stale: Vec<&str> = tokens
+            .iter()
+            .filter(|t| t.last_used_at.is_none_or(|at| now - at > TOKEN_TOUCH_INTERVAL))
+            .map(|t| t.id.as_str())
+            .collect();
+        if !stale.is_empty() {
             access_token::Entity::update_many()
                 .col_expr(access_token::Column::LastUsedAt, Expr::value(now))
-                .filter(access_token::Column::Id.eq(row.id))
-                .exec(self.db())
+                .filter(access_token::Column::Id.is_in(stale))
+                .exec(db)
                 .await?;
         }
-        Ok(principal)
+
+        let refused =
+            || ApiError::Unauthenticated("the token is unknown or revoked; ask an admin for a new one".into());
+        let principal = |hash: &String| -> ApiResult<Principal> {
+            // The lookup was by hash; match again in constant time so timing
+            // reveals nothing about near-misses in any index implementation.
+            let row = tokens.iter().find(|t| hashes_match(&t.token_hash, hash)).ok_or_else(refused)?;
+            match (row.kind.as_str(), row.user_id.as_deref()) {
+                ("RUNNER", _) => {
+                    Ok(Principal::Runner { token_id: row.id.clone(), name: row.name.clone().unwrap_or_default() })
+                }
+                ("USER", Some(user_id)) => {
+                    let user = users.iter().find(|u| u.id == user_id).ok_or_else(refused)?;
+                    Ok(Principal::Person {
+                        user_id: user.id.clone(),
+                        role: user.role.parse().map_err(ApiError::internal)?,
+                        token_id: row.id.clone(),
+                    })
+                }
+                _ => Err(ApiError::internal(anyhow::anyhow!("access token {} has an invalid kind", row.id))),
+            }
+        };
+        Ok(hashes.iter().map(principal).collect())
     }
 
     /// The caller's own credentials. Any person may hold credentials; a

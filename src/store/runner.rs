@@ -3,11 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
 
 use super::audit::{self, Action, Actor};
 use super::credentials::{no_live_claim, slot, StoredSecret};
-use super::{CredentialMeta, RefreshOutcome, Store};
+use super::{CredentialMeta, Store};
 use crate::auth::Principal;
 use crate::config::SecretValue;
 use crate::credential_input::SubscriptionSecret;
@@ -86,6 +86,10 @@ impl RunnerHandle {
 
     /// Resolves by priority (subscription, the user's API key, the system
     /// key), audits, leases, and only then materialises the plaintext.
+    ///
+    /// Tasks starting together are issued in one batch (one read, one
+    /// transaction, one commit); a task whose credential must be refreshed
+    /// first, is being refreshed, or changed under the batch goes alone.
     pub async fn issue(
         &self,
         user_id: &str,
@@ -93,164 +97,19 @@ impl RunnerHandle {
         provider: Option<Provider>,
         task: &TaskId,
     ) -> ApiResult<Issued> {
-        let provider = match provider.or(agent.default_provider()) {
-            Some(p) if agent.providers().contains(&p) => p,
-            Some(p) => {
-                let valid: Vec<&str> = agent.providers().iter().map(|p| p.as_str()).collect();
-                return Err(ApiError::bad_input(format!(
-                    "{} does not run against {}; use one of: {}",
-                    agent.display_name(),
-                    p.as_str(),
-                    valid.join(", ")
-                )));
-            }
-            None => {
-                return Err(ApiError::bad_input(format!(
-                    "{} needs a provider: ANTHROPIC or OPENAI",
-                    agent.display_name()
-                )))
-            }
+        let provider = checked_provider(agent, provider)?;
+        let request = IssueRequest {
+            principal: self.principal.clone(),
+            user_id: user_id.to_owned(),
+            agent,
+            provider,
+            task: task.clone(),
         };
-        let db = self.store.db();
-        if user::Entity::find_by_id(user_id).one(db).await?.is_none() {
-            return Err(ApiError::not_found("user"));
-        }
-        // Retries when a refresher claims the credential meanwhile (its
-        // version moves); each attempt re-reads the rows.
-        let mut tried_refresh = false;
-        for _ in 0..ISSUE_ATTEMPTS {
-            let now = Utc::now();
-            let rows = credential::Entity::find()
-                .filter(credential::Column::OwnerId.eq(user_id))
-                .filter(credential::Column::Slot.is_in([
-                    slot(CredentialKind::Subscription, Some(agent), provider),
-                    slot(CredentialKind::ApiKey, None, provider),
-                ]))
-                .all(db)
-                .await?;
-            let subscription = rows.iter().find(|r| r.kind == CredentialKind::Subscription.as_str());
-            let api_key = rows.iter().find(|r| r.kind == CredentialKind::ApiKey.as_str());
-
-            // Never hand out a refresh token that is being used right now.
-            if subscription.is_some_and(|r| r.refresh_claimed_until.is_some_and(|t| t > now)) {
-                tokio::time::sleep(CLAIM_WAIT).await;
-                continue;
-            }
-            // An expired subscription that can be refreshed is refreshed
-            // first, once: whatever the outcome, the rows are read again.
-            if let Some(row) = subscription.filter(|r| {
-                !tried_refresh
-                    && r.has_refresh_token
-                    && r.status != CredentialStatus::NeedsReauth.as_str()
-                    && r.expires_at.is_some_and(|t| t <= now)
-            }) {
-                tried_refresh = true;
-                if self.store.refresh_credential(row.clone(), now).await? != RefreshOutcome::Skipped {
-                    continue;
-                }
-            }
-
-            let mut passed_over = Vec::new();
-            let mut chosen = None;
-            for (row, source, what) in [
-                (subscription, CredentialSource::Subscription, "subscription"),
-                (api_key, CredentialSource::UserApiKey, "API key"),
-            ] {
-                let Some(row) = row else { continue };
-                match unusable_reason(row, now) {
-                    None => {
-                        chosen = Some((row, source));
-                        break;
-                    }
-                    Some(reason) => passed_over.push(format!("your {} {what} {reason}", provider.display_name())),
-                }
-            }
-
-            let system_key: Option<&SecretValue> = self.store.system_keys().get(provider);
-            let (source, row, mut secret) = match chosen {
-                Some((row, source)) => (source, Some(row), Some(self.store.open_secret(row)?)),
-                None if system_key.is_some() => (CredentialSource::SystemKey, None, None),
-                None => return Err(no_credentials(agent, provider, &passed_over)),
-            };
-
-            // Durable audit (and lease) first; if this fails nothing is returned.
-            let txn = db.begin().await?;
-            audit::record(
-                &txn,
-                Actor::Principal(&self.principal),
-                Action::TaskCredentialsIssued,
-                audit::Entry {
-                    owner_id: Some(user_id),
-                    credential_id: row.map(|r| r.id.as_str()),
-                    provider: Some(provider),
-                    agent: Some(agent),
-                    task_id: Some(task.as_str()),
-                    detail: Some(format!("source {source}")),
-                },
-            )
-            .await?;
-            if let Some(row) = row {
-                // Guarded by the version read above and by the refresh claim:
-                // if a refresher got there first, start over (and wait for
-                // its new tokens). Setting `leased_until` here, on the same
-                // row, is what keeps refreshers away while the task runs.
-                let lease_end = now + self.store.task_lease();
-                let unchanged = credential::Entity::update_many()
-                    .col_expr(credential::Column::LastUsedAt, Expr::value(now))
-                    .col_expr(credential::Column::LeasedUntil, Expr::value(row.leased_until.max(Some(lease_end))))
-                    .filter(credential::Column::Id.eq(row.id.as_str()))
-                    .filter(credential::Column::Version.eq(row.version))
-                    .filter(no_live_claim(now))
-                    .exec(&txn)
-                    .await?
-                    .rows_affected
-                    == 1;
-                if !unchanged {
-                    txn.rollback().await?;
-                    continue;
-                }
-                task_lease::ActiveModel {
-                    id: Set(new_id()),
-                    task_id: Set(task.as_str().to_owned()),
-                    runner_token_id: Set(self.token_id().to_owned()),
-                    owner_id: Set(user_id.to_owned()),
-                    credential_id: Set(row.id.clone()),
-                    agent: Set(agent.as_str().to_owned()),
-                    provider: Set(provider.as_str().to_owned()),
-                    credential_version: Set(row.version),
-                    issued_at: Set(now),
-                    expires_at: Set(lease_end),
-                    returned_at: Set(None),
-                }
-                .insert(&txn)
-                .await?;
-                // OpenAI refresh tokens are single-use: when another task
-                // already holds this login, this one gets the access token
-                // only, so two agents can never both spend the refresh token.
-                if provider == Provider::Openai && row.leased_until.is_some_and(|t| t > now) {
-                    if let Some(StoredSecret::Subscription(s)) = secret.as_mut() {
-                        s.refresh_token = None;
-                    }
-                }
-            }
-            txn.commit().await?;
-
-            let issued = match (&secret, system_key) {
-                (Some(StoredSecret::Subscription(s)), _) => IssuedSecret::Subscription(s),
-                (Some(StoredSecret::ApiKey { key }), _) => IssuedSecret::ApiKey(key.expose()),
-                (None, Some(key)) => IssuedSecret::ApiKey(key.expose()),
-                (None, None) => return Err(no_credentials(agent, provider, &passed_over)),
-            };
-            let expires_at = row.and_then(|r| r.expires_at);
-            return Ok(Issued {
-                source,
-                credential_id: row.map(|r| r.id.clone()),
-                provider,
-                materialized: materialize::materialize(agent, provider, issued, expires_at, now),
-                expires_at,
-            });
-        }
-        Err(ApiError::Unavailable("the credential is being refreshed right now; try again in a few seconds".into()))
+        let request = match self.store.batcher(|inner| &inner.issue_batch, Store::issue_batch).submit(request).await? {
+            Decision::Granted(grant) => return self.store.deliver(grant),
+            Decision::Alone(request) => request,
+        };
+        self.store.issue_alone(request).await
     }
 
     /// Takes back the login files a task's agent may have refreshed and
@@ -430,6 +289,374 @@ impl RunnerHandle {
         ids.dedup();
         let rows = credential::Entity::find().filter(credential::Column::Id.is_in(ids)).all(db).await?;
         rows.iter().map(CredentialMeta::try_from).collect()
+    }
+}
+
+/// One task's request for credentials, checked at the edge.
+pub(crate) struct IssueRequest {
+    principal: Principal,
+    user_id: String,
+    agent: Agent,
+    provider: Provider,
+    task: TaskId,
+}
+
+/// What a batch decided for one request.
+pub(crate) enum Decision {
+    /// Audited and leased: ready to materialise.
+    Granted(Grant),
+    /// Needs the one-at-a-time path (a refresh first, a refresher's claim to
+    /// wait out, or the credential changed after the batch read it).
+    Alone(IssueRequest),
+}
+
+/// A credential chosen for a task; after `commit_grants` it is audited and
+/// leased.
+pub(crate) struct Grant {
+    request: IssueRequest,
+    source: CredentialSource,
+    row: Option<credential::Model>,
+    secret: Option<StoredSecret>,
+    now: DateTime<Utc>,
+}
+
+/// What priority picks from a user's stored credentials.
+enum Choice<'a> {
+    /// A refresher holds the subscription's refresh token right now.
+    Wait,
+    /// The subscription expired and can be refreshed: do that first.
+    Refresh(&'a credential::Model),
+    /// This credential (`None`: the system key).
+    Use(CredentialSource, Option<&'a credential::Model>),
+    Nothing(ApiError),
+}
+
+/// The provider a task runs against, checked against the agent.
+fn checked_provider(agent: Agent, provider: Option<Provider>) -> ApiResult<Provider> {
+    match provider.or(agent.default_provider()) {
+        Some(p) if agent.providers().contains(&p) => Ok(p),
+        Some(p) => {
+            let valid: Vec<&str> = agent.providers().iter().map(|p| p.as_str()).collect();
+            Err(ApiError::bad_input(format!(
+                "{} does not run against {}; use one of: {}",
+                agent.display_name(),
+                p.as_str(),
+                valid.join(", ")
+            )))
+        }
+        None => Err(ApiError::bad_input(format!("{} needs a provider: ANTHROPIC or OPENAI", agent.display_name()))),
+    }
+}
+
+/// Priority: the subscription, then the user's API key, then the system
+/// key. `rows` may hold other credentials of the user; only the two slots
+/// this agent and provider use count.
+fn choose<'a>(
+    rows: impl Iterator<Item = &'a credential::Model> + Clone,
+    request: &IssueRequest,
+    now: DateTime<Utc>,
+    may_refresh: bool,
+    has_system_key: bool,
+) -> Choice<'a> {
+    let (agent, provider) = (request.agent, request.provider);
+    let in_slot = |slot: String| rows.clone().find(move |r| r.owner_id == request.user_id && r.slot == slot);
+    let subscription = in_slot(slot(CredentialKind::Subscription, Some(agent), provider));
+    let api_key = in_slot(slot(CredentialKind::ApiKey, None, provider));
+
+    // Never hand out a refresh token that is being used right now.
+    if subscription.is_some_and(|r| r.refresh_claimed_until.is_some_and(|t| t > now)) {
+        return Choice::Wait;
+    }
+    if let Some(row) = subscription.filter(|r| {
+        may_refresh
+            && r.has_refresh_token
+            && r.status != CredentialStatus::NeedsReauth.as_str()
+            && r.expires_at.is_some_and(|t| t <= now)
+    }) {
+        return Choice::Refresh(row);
+    }
+    let mut passed_over = Vec::new();
+    for (row, source, what) in [
+        (subscription, CredentialSource::Subscription, "subscription"),
+        (api_key, CredentialSource::UserApiKey, "API key"),
+    ] {
+        let Some(row) = row else { continue };
+        match unusable_reason(row, now) {
+            None => return Choice::Use(source, Some(row)),
+            Some(reason) => passed_over.push(format!("your {} {what} {reason}", provider.display_name())),
+        }
+    }
+    if has_system_key {
+        Choice::Use(CredentialSource::SystemKey, None)
+    } else {
+        Choice::Nothing(no_credentials(agent, provider, &passed_over))
+    }
+}
+
+impl Store {
+    /// One batch of issuances: one read of the users and their credentials,
+    /// then every grant audited and leased in one transaction.
+    async fn issue_batch(self, requests: Vec<IssueRequest>) -> Vec<ApiResult<Decision>> {
+        let count = requests.len();
+        match self.try_issue_batch(requests).await {
+            Ok(decisions) => decisions,
+            Err(e) => super::batch::fail_all(count, &e),
+        }
+    }
+
+    async fn try_issue_batch(&self, requests: Vec<IssueRequest>) -> ApiResult<Vec<ApiResult<Decision>>> {
+        let db = self.db();
+        let now = Utc::now();
+        let mut user_ids: Vec<&str> = requests.iter().map(|r| r.user_id.as_str()).collect();
+        user_ids.sort_unstable();
+        user_ids.dedup();
+        let users: Vec<String> = user::Entity::find()
+            .select_only()
+            .column(user::Column::Id)
+            .filter(user::Column::Id.is_in(user_ids.iter().copied()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        let mut slots: Vec<String> = requests
+            .iter()
+            .flat_map(|r| {
+                [
+                    slot(CredentialKind::Subscription, Some(r.agent), r.provider),
+                    slot(CredentialKind::ApiKey, None, r.provider),
+                ]
+            })
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let rows = credential::Entity::find()
+            .filter(credential::Column::OwnerId.is_in(user_ids.iter().copied()))
+            .filter(credential::Column::Slot.is_in(slots))
+            .all(db)
+            .await?;
+
+        let mut answers: Vec<Option<ApiResult<Decision>>> = Vec::with_capacity(requests.len());
+        let mut grants = Vec::new();
+        let mut granted = Vec::new(); // answers[granted[k]] is grants[k]
+        for request in requests {
+            if !users.contains(&request.user_id) {
+                answers.push(Some(Err(ApiError::not_found("user"))));
+                continue;
+            }
+            let has_system_key = self.system_keys().get(request.provider).is_some();
+            let (source, row) = match choose(rows.iter(), &request, now, true, has_system_key) {
+                Choice::Wait | Choice::Refresh(_) => {
+                    answers.push(Some(Ok(Decision::Alone(request))));
+                    continue;
+                }
+                Choice::Nothing(e) => {
+                    answers.push(Some(Err(e)));
+                    continue;
+                }
+                Choice::Use(source, row) => (source, row.cloned()),
+            };
+            match row.as_ref().map(|r| self.open_secret(r)).transpose() {
+                Ok(secret) => {
+                    granted.push(answers.len());
+                    answers.push(None);
+                    grants.push(Grant { request, source, row, secret, now });
+                }
+                Err(e) => answers.push(Some(Err(e))),
+            }
+        }
+        match self.commit_grants(&mut grants, now).await {
+            Ok(kept) => {
+                for ((grant, kept), at) in grants.into_iter().zip(kept).zip(granted) {
+                    answers[at] =
+                        Some(Ok(if kept { Decision::Granted(grant) } else { Decision::Alone(grant.request) }));
+                }
+            }
+            Err(e) => {
+                for at in granted {
+                    answers[at] = Some(Err(super::batch::copy_error(&e)));
+                }
+            }
+        }
+        Ok(answers.into_iter().map(|a| a.expect("every request of the batch is answered")).collect())
+    }
+
+    /// The one-at-a-time path: refreshes an expired subscription first, waits
+    /// out a refresher's claim, and retries when the credential changes.
+    async fn issue_alone(&self, request: IssueRequest) -> ApiResult<Issued> {
+        let db = self.db();
+        if user::Entity::find_by_id(request.user_id.as_str()).one(db).await?.is_none() {
+            return Err(ApiError::not_found("user"));
+        }
+        let has_system_key = self.system_keys().get(request.provider).is_some();
+        let slots = [
+            slot(CredentialKind::Subscription, Some(request.agent), request.provider),
+            slot(CredentialKind::ApiKey, None, request.provider),
+        ];
+        let mut request = Some(request);
+        let mut tried_refresh = false;
+        for _ in 0..ISSUE_ATTEMPTS {
+            let req = request.as_ref().expect("the request is held until a grant takes it");
+            let now = Utc::now();
+            let rows = credential::Entity::find()
+                .filter(credential::Column::OwnerId.eq(req.user_id.as_str()))
+                .filter(credential::Column::Slot.is_in(slots.clone()))
+                .all(db)
+                .await?;
+            let (source, row) = match choose(rows.iter(), req, now, !tried_refresh, has_system_key) {
+                Choice::Wait => {
+                    tokio::time::sleep(CLAIM_WAIT).await;
+                    continue;
+                }
+                // Whatever the outcome, the rows are read again.
+                Choice::Refresh(row) => {
+                    tried_refresh = true;
+                    self.refresh_credential(row.clone(), now).await?;
+                    continue;
+                }
+                Choice::Nothing(e) => return Err(e),
+                Choice::Use(source, row) => (source, row.cloned()),
+            };
+            let secret = row.as_ref().map(|r| self.open_secret(r)).transpose()?;
+            let request_now = request.take().expect("the request is held until a grant takes it");
+            let mut grants = [Grant { request: request_now, source, row, secret, now }];
+            if self.commit_grants(&mut grants, now).await?[0] {
+                let [grant] = grants;
+                return self.deliver(grant);
+            }
+            let [grant] = grants;
+            request = Some(grant.request);
+        }
+        Err(ApiError::Unavailable("the credential is being refreshed right now; try again in a few seconds".into()))
+    }
+
+    /// Audits and leases `grants` in one transaction; if it fails, nothing
+    /// is recorded and no plaintext is built. A grant whose credential
+    /// changed since it was read (a refresher claimed it, it was replaced,
+    /// or a task took its single-use refresh token) is left out: `false`.
+    async fn commit_grants(&self, grants: &mut [Grant], now: DateTime<Utc>) -> ApiResult<Vec<bool>> {
+        let mut kept = vec![true; grants.len()];
+        if grants.is_empty() {
+            return Ok(kept);
+        }
+        let lease_end = now + self.task_lease();
+        let txn = self.db().begin().await?;
+        let mut credential_ids: Vec<String> = Vec::new();
+        for grant in grants.iter() {
+            if let Some(row) = &grant.row {
+                if !credential_ids.contains(&row.id) {
+                    credential_ids.push(row.id.clone());
+                }
+            }
+        }
+        for id in credential_ids {
+            let members: Vec<usize> =
+                (0..grants.len()).filter(|&i| grants[i].row.as_ref().is_some_and(|r| r.id == id)).collect();
+            let row = grants[members[0]].row.clone().expect("members hold a row");
+            // OpenAI refresh tokens are single-use: when another task already
+            // holds this login, this one gets the access token only, so two
+            // agents can never both spend the refresh token.
+            let single_use = grants[members[0]].request.provider == Provider::Openai
+                && row.kind == CredentialKind::Subscription.as_str();
+            let mut leased = row.leased_until.is_some_and(|t| t > now);
+            // Guarded by the version read and by the refresh claim: if a
+            // refresher got there first, these grants start over (and wait
+            // for its new tokens). Setting `leased_until` on the same row is
+            // what keeps refreshers away while the tasks run.
+            let mut update = credential::Entity::update_many()
+                .col_expr(credential::Column::LastUsedAt, Expr::value(now))
+                .col_expr(credential::Column::LeasedUntil, Expr::value(row.leased_until.max(Some(lease_end))))
+                .filter(credential::Column::Id.eq(row.id.as_str()))
+                .filter(credential::Column::Version.eq(row.version))
+                .filter(no_live_claim(now));
+            if single_use && !leased {
+                // The first task here gets the refresh token: only if no
+                // other task took the login since the read.
+                update = update.filter(
+                    Condition::any()
+                        .add(credential::Column::LeasedUntil.is_null())
+                        .add(credential::Column::LeasedUntil.lte(now)),
+                );
+            }
+            let held = update.exec(&txn).await?.rows_affected == 1;
+            for i in members {
+                kept[i] = held;
+                if held && single_use {
+                    if leased {
+                        if let Some(StoredSecret::Subscription(s)) = grants[i].secret.as_mut() {
+                            s.refresh_token = None;
+                        }
+                    }
+                    leased = true;
+                }
+            }
+        }
+        let kept_grants = || grants.iter().zip(&kept).filter(|(_, kept)| **kept).map(|(g, _)| g);
+        if kept_grants().next().is_none() {
+            txn.rollback().await?;
+            return Ok(kept);
+        }
+        let entries = kept_grants()
+            .map(|g| {
+                let r = &g.request;
+                audit::entry_model(
+                    Actor::Principal(&r.principal),
+                    Action::TaskCredentialsIssued,
+                    audit::Entry {
+                        owner_id: Some(&r.user_id),
+                        credential_id: g.row.as_ref().map(|row| row.id.as_str()),
+                        provider: Some(r.provider),
+                        agent: Some(r.agent),
+                        task_id: Some(r.task.as_str()),
+                        detail: Some(format!("source {}", g.source)),
+                    },
+                )
+            })
+            .collect();
+        audit::record_many(&txn, entries).await?;
+        let leases: Vec<task_lease::ActiveModel> = kept_grants()
+            .filter_map(|g| {
+                let row = g.row.as_ref()?;
+                let r = &g.request;
+                Some(task_lease::ActiveModel {
+                    id: Set(new_id()),
+                    task_id: Set(r.task.as_str().to_owned()),
+                    runner_token_id: Set(r.principal.actor_id().to_owned()),
+                    owner_id: Set(r.user_id.clone()),
+                    credential_id: Set(row.id.clone()),
+                    agent: Set(r.agent.as_str().to_owned()),
+                    provider: Set(r.provider.as_str().to_owned()),
+                    credential_version: Set(row.version),
+                    issued_at: Set(now),
+                    expires_at: Set(lease_end),
+                    returned_at: Set(None),
+                })
+            })
+            .collect();
+        if !leases.is_empty() {
+            task_lease::Entity::insert_many(leases).exec_without_returning(&txn).await?;
+        }
+        txn.commit().await?;
+        Ok(kept)
+    }
+
+    /// Builds the plaintext of an audited, leased grant.
+    fn deliver(&self, grant: Grant) -> ApiResult<Issued> {
+        let Grant { request, source, row, secret, now } = grant;
+        let (agent, provider) = (request.agent, request.provider);
+        let system_key: Option<&SecretValue> = self.system_keys().get(provider);
+        let issued = match (&secret, system_key) {
+            (Some(StoredSecret::Subscription(s)), _) => IssuedSecret::Subscription(s),
+            (Some(StoredSecret::ApiKey { key }), _) => IssuedSecret::ApiKey(key.expose()),
+            (None, Some(key)) => IssuedSecret::ApiKey(key.expose()),
+            (None, None) => return Err(no_credentials(agent, provider, &[])),
+        };
+        let expires_at = row.as_ref().and_then(|r| r.expires_at);
+        Ok(Issued {
+            source,
+            credential_id: row.map(|r| r.id),
+            provider,
+            materialized: materialize::materialize(agent, provider, issued, expires_at, now),
+            expires_at,
+        })
     }
 }
 
