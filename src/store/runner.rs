@@ -463,7 +463,9 @@ impl Store {
                 Err(e) => answers.push(Some(Err(e))),
             }
         }
-        match self.commit_grants(&mut grants, now).await {
+        let committed = self.commit_grants(&mut grants, now).await;
+        tracing::debug!(requests = answers.len(), grants = grants.len(), "task issuance batch");
+        match committed {
             Ok(kept) => {
                 for ((grant, kept), at) in grants.into_iter().zip(kept).zip(granted) {
                     answers[at] =

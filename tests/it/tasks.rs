@@ -432,3 +432,99 @@ async fn task_env_and_task_return_commands() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NO_CREDENTIALS"));
 }
+
+/// Tasks that start together are issued in shared batches: each is still
+/// audited and leased exactly once, errors stay with their own request, and
+/// a single-use (OpenAI) refresh token goes to exactly one of them.
+#[tokio::test]
+async fn tasks_starting_together_are_each_audited_and_leased_once() {
+    let server = Server::start_with(&[("RUST_LOG", "info,sesame_vault::store=debug")]).await;
+    let runner = server.runner_token();
+    let (user, token) = server.create_user("burst@example.com").await;
+    let (empty_user, _) = server.create_user("nothing@example.com").await;
+    let exp = chrono::Utc::now().timestamp() + 86_400;
+    server
+        .ok(
+            &token,
+            "mutation($j: String!) { saveSubscriptionCredential(input: {agent: CODEX, authJson: $j}) { id } }",
+            json!({ "j": codex_auth(exp, "rt_TESTburst111111111111", "2026-11-01T00:00:00Z") }),
+        )
+        .await;
+    server
+        .ok(
+            &token,
+            "mutation($k: String!) { setApiKey(provider: ANTHROPIC, key: $k) { id } }",
+            json!({ "k": ANTHROPIC_KEY }),
+        )
+        .await;
+
+    let unknown_user = "0190c1d2-0000-7000-8000-000000000000";
+    let requests: Vec<(String, &str, String)> = (0..60)
+        .map(|i| match i % 4 {
+            0 => (user.clone(), "CODEX", format!("codex-{i}")),
+            1 | 2 => (user.clone(), "CLAUDE_CODE", format!("claude-{i}")),
+            _ if i % 8 == 3 => (empty_user.clone(), "CLAUDE_CODE", format!("empty-{i}")),
+            _ => (unknown_user.to_owned(), "CLAUDE_CODE", format!("unknown-{i}")),
+        })
+        .collect();
+    let answers = futures_util::future::join_all(
+        requests.iter().map(|(u, a, t)| server.gql(&runner, ISSUE, json!({ "u": u, "a": a, "t": t }))),
+    )
+    .await;
+
+    let mut refresh_tokens = 0;
+    let mut issued_tasks = Vec::new();
+    for ((user_id, agent, task), answer) in requests.iter().zip(&answers) {
+        let code = answer["errors"][0]["extensions"]["code"].as_str();
+        if user_id == unknown_user {
+            assert_eq!(code, Some("NOT_FOUND"), "{answer}");
+        } else if *user_id == empty_user {
+            assert_eq!(code, Some("NO_CREDENTIALS"), "{answer}");
+        } else {
+            assert!(answer["errors"].is_null(), "{task}: {answer}");
+            let issued = &answer["data"]["issueTaskCredentials"];
+            if *agent == "CODEX" {
+                assert_eq!(issued["source"], "SUBSCRIPTION");
+                let auth = file_of(issued, ".codex/auth.json");
+                if auth["tokens"]["refresh_token"] == "rt_TESTburst111111111111" {
+                    refresh_tokens += 1;
+                } else {
+                    assert_eq!(auth["tokens"]["refresh_token"], "", "{auth}");
+                }
+            } else {
+                assert_eq!(issued["source"], "USER_API_KEY");
+                assert_eq!(env_of(issued), vec![("ANTHROPIC_API_KEY".to_owned(), ANTHROPIC_KEY.to_owned())]);
+            }
+            issued_tasks.push(task.clone());
+        }
+    }
+    assert_eq!(issued_tasks.len(), 45);
+    assert_eq!(refresh_tokens, 1, "the single-use refresh token went to exactly one task");
+
+    // One audit entry and one lease per issued task; none for refusals.
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sqlite(&server).await;
+    let rows = |sql: &str| {
+        let stmt = Statement::from_string(sea_orm::DbBackend::Sqlite, sql.to_owned());
+        let db = &db;
+        async move {
+            let mut tasks: Vec<String> =
+                db.query_all(stmt).await.unwrap().iter().map(|r| r.try_get_by_index(0).unwrap()).collect();
+            tasks.sort();
+            tasks
+        }
+    };
+    issued_tasks.sort();
+    assert_eq!(rows("SELECT task_id FROM audit_log WHERE action = 'TASK_CREDENTIALS_ISSUED'").await, issued_tasks);
+    assert_eq!(rows("SELECT task_id FROM task_leases").await, issued_tasks);
+
+    // They really did share batches (the point of the change).
+    let log = server.log();
+    let batched = log
+        .lines()
+        .filter(|l| l.contains("task issuance batch"))
+        .filter_map(|l| l.split("requests=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(batched > 1, "no batch held more than one request:\n{log}");
+}
