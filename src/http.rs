@@ -7,6 +7,8 @@
 //! - `GET /graphql/ws`: subscriptions (graphql-transport-ws and graphql-ws).
 //! - `GET /health`, and `GET /` the offline playground (`crate::playground`).
 
+use std::sync::Arc;
+
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse, Data, ErrorExtensions, ServerError};
@@ -20,7 +22,7 @@ use poem::{get, handler, Body, Endpoint, EndpointExt, IntoResponse, Request, Res
 use crate::auth::{BearerToken, Principal};
 use crate::config::GraphqlConfig;
 use crate::error::{ApiError, REQUEST_ID};
-use crate::graphql::VaultSchema;
+use crate::graphql::{DocumentCache, VaultSchema};
 use crate::store::Store;
 
 /// Per-socket read/write buffer.
@@ -33,6 +35,7 @@ struct AppState {
     schema: VaultSchema,
     store: Store,
     limits: GraphqlConfig,
+    documents: Arc<DocumentCache>,
 }
 
 /// All routes of the service.
@@ -42,7 +45,7 @@ pub fn routes(schema: VaultSchema, store: Store, limits: GraphqlConfig) -> impl 
         .at("/graphql", get(graphql_get).post(graphql_post))
         .at("/graphql/ws", get(graphql_ws))
         .nest("/", crate::playground::endpoint())
-        .data(AppState { schema, store, limits })
+        .data(AppState { schema, store, limits, documents: Arc::default() })
 }
 
 /// A GraphQL-shaped error response with a code, outside normal execution.
@@ -92,10 +95,14 @@ fn ensure_codes(errors: &mut [ServerError]) {
 }
 
 async fn execute(state: &AppState, batch: BatchRequest, principal: Option<Principal>, request_id: String) -> Response {
-    let batch = match principal {
+    let mut batch = match principal {
         Some(p) => batch.data(p),
         None => batch,
     };
+    match &mut batch {
+        BatchRequest::Single(request) => state.documents.prepare(request),
+        BatchRequest::Batch(requests) => requests.iter_mut().for_each(|r| state.documents.prepare(r)),
+    }
     let mut response = REQUEST_ID.scope(request_id.clone(), state.schema.execute_batch(batch)).await;
     match &mut response {
         BatchResponse::Single(r) => ensure_codes(&mut r.errors),

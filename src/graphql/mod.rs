@@ -1,6 +1,7 @@
 //! The GraphQL schema, independent of any HTTP framework: tests and the
 //! `schema` command use it directly; `crate::http` serves it.
 
+mod documents;
 mod guards;
 mod mutation;
 mod query;
@@ -9,6 +10,7 @@ pub mod types;
 
 use async_graphql::{Context, SDLExportOptions, Schema};
 
+pub use documents::DocumentCache;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;

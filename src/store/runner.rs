@@ -106,7 +106,7 @@ impl RunnerHandle {
             task: task.clone(),
         };
         let request = match self.store.batcher(|inner| &inner.issue_batch, Store::issue_batch).submit(request).await? {
-            Decision::Granted(grant) => return self.store.deliver(grant),
+            Decision::Granted(grant) => return self.store.deliver(*grant),
             Decision::Alone(request) => request,
         };
         self.store.issue_alone(request).await
@@ -304,7 +304,7 @@ pub(crate) struct IssueRequest {
 /// What a batch decided for one request.
 pub(crate) enum Decision {
     /// Audited and leased: ready to materialise.
-    Granted(Grant),
+    Granted(Box<Grant>),
     /// Needs the one-at-a-time path (a refresh first, a refresher's claim to
     /// wait out, or the credential changed after the batch read it).
     Alone(IssueRequest),
@@ -468,8 +468,11 @@ impl Store {
         match committed {
             Ok(kept) => {
                 for ((grant, kept), at) in grants.into_iter().zip(kept).zip(granted) {
-                    answers[at] =
-                        Some(Ok(if kept { Decision::Granted(grant) } else { Decision::Alone(grant.request) }));
+                    answers[at] = Some(Ok(if kept {
+                        Decision::Granted(Box::new(grant))
+                    } else {
+                        Decision::Alone(grant.request)
+                    }));
                 }
             }
             Err(e) => {
