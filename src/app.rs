@@ -27,12 +27,13 @@ impl App {
         }
         let keys = crate::keys::load_keyring(&config)?;
         let db = db::connect(&config.database_url()).await?;
+        let reader = db::open_reader(&config.database_url(), &db).await?;
         let settings = StoreSettings {
             system_keys: config.system_keys.clone(),
             task_lease: config.tasks.lease,
             providers: Providers::new(config.oauth.clone())?,
         };
-        let store = Store::new(db, keys, settings);
+        let store = Store::new(db, reader, keys, settings);
         let flows = FlowEngine::new(store.clone());
         let schema = build_schema(store.clone(), flows.clone(), &config.graphql);
         Ok(App { config, store, flows, schema })

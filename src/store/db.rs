@@ -44,7 +44,9 @@ pub async fn open(url: &str) -> anyhow::Result<DatabaseConnection> {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Statement journals in memory, not in temporary files.
+            .pragma("temp_store", "memory");
         // One connection: SQLite allows one writer, and a deferred
         // transaction that reads then writes would fail with SQLITE_BUSY
         // under concurrency. Other processes (the CLI) wait on the busy timeout.
@@ -65,3 +67,27 @@ pub async fn open(url: &str) -> anyhow::Result<DatabaseConnection> {
         anyhow::bail!("DATABASE_URL must start with sqlite:// or postgres://")
     }
 }
+
+/// Connections for reads that need not queue behind the writer: on a SQLite
+/// file, a few read-only connections (WAL lets readers run beside the one
+/// writer and see every committed change); otherwise the writer's pool.
+pub async fn open_reader(url: &str, writer: &DatabaseConnection) -> anyhow::Result<DatabaseConnection> {
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if !url.starts_with("sqlite:") || in_memory {
+        return Ok(writer.clone());
+    }
+    let options = SqliteConnectOptions::from_str(url)
+        .context("DATABASE_URL is not a valid sqlite:// URL")?
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(READERS)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .context("opening read connections to the SQLite database")?;
+    Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+}
+
+/// Read-only SQLite connections (each has its own thread).
+const READERS: u32 = 2;

@@ -49,6 +49,9 @@ pub struct Store {
 
 struct Inner {
     db: DatabaseConnection,
+    /// For hot reads (token lookups, issuance): read-only connections on
+    /// SQLite, the same pool on PostgreSQL. Sees every committed write.
+    reader: DatabaseConnection,
     keys: Keyring,
     events: EventBus,
     system_keys: SystemKeys,
@@ -125,12 +128,13 @@ pub(crate) const FLOW_FIELD: &str = "flow";
 const TOKEN_TOUCH_INTERVAL: Duration = Duration::minutes(5);
 
 impl Store {
-    pub fn new(db: DatabaseConnection, keys: Keyring, settings: StoreSettings) -> Store {
+    pub fn new(db: DatabaseConnection, reader: DatabaseConnection, keys: Keyring, settings: StoreSettings) -> Store {
         let StoreSettings { system_keys, task_lease, providers } = settings;
         let task_lease = Duration::from_std(task_lease).unwrap_or(Duration::hours(2));
         Store {
             inner: Arc::new(Inner {
                 db,
+                reader,
                 keys,
                 events: EventBus::default(),
                 system_keys,
@@ -180,6 +184,10 @@ impl Store {
         &self.inner.db
     }
 
+    pub(crate) fn reader(&self) -> &DatabaseConnection {
+        &self.inner.reader
+    }
+
     pub(crate) fn keys(&self) -> &Keyring {
         &self.inner.keys
     }
@@ -221,7 +229,7 @@ impl Store {
     }
 
     async fn lookup_tokens(&self, hashes: &[String]) -> ApiResult<Vec<ApiResult<Principal>>> {
-        let db = self.db();
+        let db = self.reader();
         let mut unique = hashes.to_vec();
         unique.sort_unstable();
         unique.dedup();
@@ -248,7 +256,7 @@ impl Store {
             access_token::Entity::update_many()
                 .col_expr(access_token::Column::LastUsedAt, Expr::value(now))
                 .filter(access_token::Column::Id.is_in(stale))
-                .exec(db)
+                .exec(self.db())
                 .await?;
         }
 

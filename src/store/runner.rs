@@ -405,7 +405,9 @@ impl Store {
     }
 
     async fn try_issue_batch(&self, requests: Vec<IssueRequest>) -> ApiResult<Vec<ApiResult<Decision>>> {
-        let db = self.db();
+        // Reads beside the writer; `commit_grants` re-checks what matters
+        // (version, claim, lease) in its transaction.
+        let db = self.reader();
         let now = Utc::now();
         let mut user_ids: Vec<&str> = requests.iter().map(|r| r.user_id.as_str()).collect();
         user_ids.sort_unstable();
