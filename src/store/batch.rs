@@ -9,9 +9,10 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -23,39 +24,33 @@ pub(crate) struct Batcher<Req, Resp> {
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
-    /// Starts the worker. `run` receives up to `max` requests and returns
-    /// one answer per request, in order; it returns `None` when the store it
-    /// works for is gone, which ends the worker.
-    pub(crate) fn spawn<F, Fut>(max: usize, mut run: F) -> Self
+    /// Starts `workers` workers. Each takes whatever is queued (up to `max`)
+    /// and runs it; with two, one batch's reads overlap the other's commit.
+    /// `run` returns one answer per request, in order, or `None` when the
+    /// store it works for is gone, which ends the worker.
+    pub(crate) fn spawn<F, Fut>(workers: usize, max: usize, run: F) -> Self
     where
-        F: FnMut(Vec<Req>) -> Fut + Send + 'static,
+        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Option<Vec<ApiResult<Resp>>>> + Send,
     {
-        let (queue, mut incoming) = mpsc::unbounded_channel::<Job<Req, Resp>>();
-        tokio::spawn(async move {
-            let mut jobs = Vec::with_capacity(max);
-            while incoming.recv_many(&mut jobs, max).await > 0 {
-                // A caller that went away (client disconnected) is not
-                // worth a database round trip.
-                let (requests, replies): (Vec<Req>, Vec<_>) = jobs.drain(..).filter(|(_, tx)| !tx.is_closed()).unzip();
-                if requests.is_empty() {
-                    continue;
-                }
-                let count = requests.len();
-                // A panic fails this batch's callers (their senders drop),
-                // not every later request.
-                match AssertUnwindSafe(run(requests)).catch_unwind().await {
-                    Ok(Some(answers)) => {
-                        debug_assert_eq!(answers.len(), count, "a batch must answer every request");
-                        for (reply, answer) in replies.into_iter().zip(answers) {
-                            let _ = reply.send(answer);
-                        }
+        let (queue, incoming) = mpsc::unbounded_channel::<Job<Req, Resp>>();
+        let incoming = Arc::new(Mutex::new(incoming));
+        let run = Arc::new(run);
+        for _ in 0..workers.max(1) {
+            let (incoming, run) = (incoming.clone(), run.clone());
+            tokio::spawn(async move {
+                let mut jobs = Vec::with_capacity(max);
+                loop {
+                    // Only the wait for work is exclusive; batches run side by side.
+                    if incoming.lock().await.recv_many(&mut jobs, max).await == 0 {
+                        break;
                     }
-                    Ok(None) => break,
-                    Err(_) => tracing::error!(requests = count, "a database batch panicked; its requests failed"),
+                    if !run_batch(&*run, &mut jobs).await {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
         Batcher { queue }
     }
 
@@ -64,6 +59,37 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
         let (reply, answer) = oneshot::channel();
         self.queue.send((request, reply)).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Runs one batch and answers its callers; false when the store is gone.
+async fn run_batch<Req, Resp, F, Fut>(run: &F, jobs: &mut Vec<Job<Req, Resp>>) -> bool
+where
+    F: Fn(Vec<Req>) -> Fut,
+    Fut: Future<Output = Option<Vec<ApiResult<Resp>>>>,
+{
+    // A caller that went away (client disconnected) is not worth a
+    // database round trip.
+    let (requests, replies): (Vec<Req>, Vec<_>) = jobs.drain(..).filter(|(_, tx)| !tx.is_closed()).unzip();
+    if requests.is_empty() {
+        return true;
+    }
+    let count = requests.len();
+    // A panic fails this batch's callers (their senders drop), not every
+    // later request.
+    match AssertUnwindSafe(run(requests)).catch_unwind().await {
+        Ok(Some(answers)) => {
+            debug_assert_eq!(answers.len(), count, "a batch must answer every request");
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer);
+            }
+            true
+        }
+        Ok(None) => false,
+        Err(_) => {
+            tracing::error!(requests = count, "a database batch panicked; its requests failed");
+            true
+        }
     }
 }
 

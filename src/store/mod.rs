@@ -66,6 +66,8 @@ struct Inner {
 /// Most requests one batch takes (bounds the `IN (…)` lists and the
 /// multi-row inserts).
 const BATCH_MAX: usize = 64;
+/// Batches of one kind in flight at once.
+const BATCH_WORKERS: usize = 2;
 
 /// What the store needs besides the database and the keys.
 pub struct StoreSettings {
@@ -160,7 +162,7 @@ impl Store {
     {
         cell(&self.inner).get_or_init(|| {
             let store = Arc::downgrade(&self.inner);
-            Batcher::spawn(BATCH_MAX, move |requests| {
+            Batcher::spawn(BATCH_WORKERS, BATCH_MAX, move |requests| {
                 let store = store.upgrade().map(|inner| Store { inner });
                 async move {
                     match store {
@@ -233,22 +235,17 @@ impl Store {
         let mut unique = hashes.to_vec();
         unique.sort_unstable();
         unique.dedup();
-        let tokens = access_token::Entity::find()
+        // One statement: the tokens and, for USER tokens, their person.
+        let found: Vec<(access_token::Model, Option<user::Model>)> = access_token::Entity::find()
             .filter(access_token::Column::TokenHash.is_in(unique))
             .filter(access_token::Column::RevokedAt.is_null())
+            .find_also_related(user::Entity)
             .all(db)
             .await?;
-        let mut user_ids: Vec<&str> = tokens.iter().filter_map(|t| t.user_id.as_deref()).collect();
-        user_ids.sort_unstable();
-        user_ids.dedup();
-        let users = if user_ids.is_empty() {
-            Vec::new()
-        } else {
-            user::Entity::find().filter(user::Column::Id.is_in(user_ids)).all(db).await?
-        };
         let now = Utc::now();
-        let stale: Vec<&str> = tokens
+        let stale: Vec<&str> = found
             .iter()
+            .map(|(t, _)| t)
             .filter(|t| t.last_used_at.is_none_or(|at| now - at > TOKEN_TOUCH_INTERVAL))
             .map(|t| t.id.as_str())
             .collect();
@@ -265,19 +262,18 @@ impl Store {
         let principal = |hash: &String| -> ApiResult<Principal> {
             // The lookup was by hash; match again in constant time so timing
             // reveals nothing about near-misses in any index implementation.
-            let row = tokens.iter().find(|t| hashes_match(&t.token_hash, hash)).ok_or_else(refused)?;
-            match (row.kind.as_str(), row.user_id.as_deref()) {
+            let (row, user) = found.iter().find(|(t, _)| hashes_match(&t.token_hash, hash)).ok_or_else(refused)?;
+            match (row.kind.as_str(), user) {
                 ("RUNNER", _) => {
                     Ok(Principal::Runner { token_id: row.id.clone(), name: row.name.clone().unwrap_or_default() })
                 }
-                ("USER", Some(user_id)) => {
-                    let user = users.iter().find(|u| u.id == user_id).ok_or_else(refused)?;
-                    Ok(Principal::Person {
-                        user_id: user.id.clone(),
-                        role: user.role.parse().map_err(ApiError::internal)?,
-                        token_id: row.id.clone(),
-                    })
-                }
+                ("USER", Some(user)) => Ok(Principal::Person {
+                    user_id: user.id.clone(),
+                    role: user.role.parse().map_err(ApiError::internal)?,
+                    token_id: row.id.clone(),
+                }),
+                // A USER token whose person is gone counts as revoked.
+                ("USER", None) => Err(refused()),
                 _ => Err(ApiError::internal(anyhow::anyhow!("access token {} has an invalid kind", row.id))),
             }
         };
