@@ -90,4 +90,4 @@ pub async fn open_reader(url: &str, writer: &DatabaseConnection) -> anyhow::Resu
 }
 
 /// Read-only SQLite connections (each has its own thread).
-const READERS: u32 = 4;
+const READERS: u32 = 2;
