@@ -51,7 +51,7 @@ impl OwnerHandle {
         credential::Entity::find()
             .filter(credential::Column::OwnerId.eq(self.user_id.as_str()))
             .order_by_asc(credential::Column::Id)
-            .all(self.store.db())
+            .all(self.store.reader())
             .await?
             .iter()
             .map(CredentialMeta::try_from)
