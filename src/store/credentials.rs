@@ -259,24 +259,48 @@ impl Store {
         txn: &C,
         event: CredentialEvent,
     ) -> ApiResult<CredentialEvent> {
-        let row = credential_event::ActiveModel {
-            kind: Set(event.kind.as_str().to_owned()),
-            credential_id: Set(event.credential_id.to_string()),
-            owner_id: Set(event.owner_id.to_string()),
-            provider: Set(event.provider.as_str().to_owned()),
-            agent: Set(event.agent.map(|a| a.as_str().to_owned())),
-            status: Set(event.status.map(|s| s.as_str().to_owned())),
-            message: Set(event.message.clone()),
-            at: Set(event.at),
-            ..Default::default()
+        let mut recorded = self.record_events(txn, vec![event]).await?;
+        recorded.pop().ok_or_else(|| ApiError::internal(anyhow::anyhow!("the event insert returned no row")))
+    }
+
+    /// Several events in multi-row inserts (the expiry scan can move
+    /// thousands of credentials at once). At most one event per credential.
+    pub(crate) async fn record_events<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        events: Vec<CredentialEvent>,
+    ) -> ApiResult<Vec<CredentialEvent>> {
+        // 9 columns per row, well under SQLite's 32,766 bound variables.
+        const ROWS_PER_INSERT: usize = 1_000;
+        let mut recorded = Vec::with_capacity(events.len());
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let rows = chunk.iter().map(|event| credential_event::ActiveModel {
+                kind: Set(event.kind.as_str().to_owned()),
+                credential_id: Set(event.credential_id.to_string()),
+                owner_id: Set(event.owner_id.to_string()),
+                provider: Set(event.provider.as_str().to_owned()),
+                agent: Set(event.agent.map(|a| a.as_str().to_owned())),
+                status: Set(event.status.map(|s| s.as_str().to_owned())),
+                message: Set(event.message.clone()),
+                at: Set(event.at),
+                ..Default::default()
+            });
+            let inserted = credential_event::Entity::insert_many(rows).exec_with_returning_many(txn).await?;
+            // RETURNING promises no order: match rows to events by credential.
+            let seqs: std::collections::HashMap<&str, i64> =
+                inserted.iter().map(|row| (row.credential_id.as_str(), row.id)).collect();
+            for event in chunk {
+                let seq = *seqs
+                    .get(event.credential_id.as_str())
+                    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("an inserted event went missing")))?;
+                let event = CredentialEvent { seq, ..event.clone() };
+                if self.is_postgres() {
+                    crate::relay::notify(txn, crate::relay::EVENTS_CHANNEL, &event).await?;
+                }
+                recorded.push(event);
+            }
         }
-        .insert(txn)
-        .await?;
-        let event = CredentialEvent { seq: row.id, ..event };
-        if self.is_postgres() {
-            crate::relay::notify(txn, crate::relay::EVENTS_CHANNEL, &event).await?;
-        }
-        Ok(event)
+        Ok(recorded)
     }
 
     /// After commit: hands events to local subscribers. On PostgreSQL they

@@ -93,9 +93,11 @@ impl Store {
         for (rows, kind) in [(&expired, CredentialEventKind::Expired), (&expiring, CredentialEventKind::Expiring)] {
             for row in rows.iter() {
                 let meta = CredentialMeta::try_from(row)?;
-                events.push(self.record_event(&txn, meta.event(kind, meta.status_message.clone())).await?);
+                events.push(meta.event(kind, meta.status_message.clone()));
             }
         }
+        // A credential is in one of the two sets at most: one event each.
+        let events = self.record_events(&txn, events).await?;
         txn.commit().await?;
         self.publish_all(events);
         Ok(ScanReport { expiring: expiring.len(), expired: expired.len() })
