@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 
 use super::audit::{self, Action, Actor};
 use super::credentials::{no_live_claim, slot, StoredSecret};
@@ -412,40 +412,26 @@ impl Store {
         let mut user_ids: Vec<&str> = requests.iter().map(|r| r.user_id.as_str()).collect();
         user_ids.sort_unstable();
         user_ids.dedup();
-        let users: Vec<String> = user::Entity::find()
-            .select_only()
-            .column(user::Column::Id)
+        // One statement: the users that exist, with all their credentials
+        // (a person holds at most nine; `choose` picks the slots it needs).
+        let found: Vec<(user::Model, Vec<credential::Model>)> = user::Entity::find()
             .filter(user::Column::Id.is_in(user_ids.iter().copied()))
-            .into_tuple()
+            .find_with_related(credential::Entity)
             .all(db)
             .await?;
-        let mut slots: Vec<String> = requests
-            .iter()
-            .flat_map(|r| {
-                [
-                    slot(CredentialKind::Subscription, Some(r.agent), r.provider),
-                    slot(CredentialKind::ApiKey, None, r.provider),
-                ]
-            })
-            .collect();
-        slots.sort_unstable();
-        slots.dedup();
-        let rows = credential::Entity::find()
-            .filter(credential::Column::OwnerId.is_in(user_ids.iter().copied()))
-            .filter(credential::Column::Slot.is_in(slots))
-            .all(db)
-            .await?;
+        let users: Vec<&str> = found.iter().map(|(u, _)| u.id.as_str()).collect();
+        let rows: Vec<&credential::Model> = found.iter().flat_map(|(_, creds)| creds).collect();
 
         let mut answers: Vec<Option<ApiResult<Decision>>> = Vec::with_capacity(requests.len());
         let mut grants = Vec::new();
         let mut granted = Vec::new(); // answers[granted[k]] is grants[k]
         for request in requests {
-            if !users.contains(&request.user_id) {
+            if !users.contains(&request.user_id.as_str()) {
                 answers.push(Some(Err(ApiError::not_found("user"))));
                 continue;
             }
             let has_system_key = self.system_keys().get(request.provider).is_some();
-            let (source, row) = match choose(rows.iter(), &request, now, true, has_system_key) {
+            let (source, row) = match choose(rows.iter().copied(), &request, now, true, has_system_key) {
                 Choice::Wait | Choice::Refresh(_) => {
                     answers.push(Some(Ok(Decision::Alone(request))));
                     continue;
