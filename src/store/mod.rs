@@ -66,8 +66,11 @@ struct Inner {
 /// Most requests one batch takes (bounds the `IN (…)` lists and the
 /// multi-row inserts).
 const BATCH_MAX: usize = 64;
-/// Batches of one kind in flight at once.
-const BATCH_WORKERS: usize = 2;
+/// Token-lookup batches in flight at once (reads: they run side by side).
+const AUTH_WORKERS: usize = 2;
+/// Issuance batches in flight at once. One: issuances end in the single
+/// writer anyway, and fewer, larger batches share each disk sync.
+pub(super) const ISSUE_WORKERS: usize = 1;
 
 /// What the store needs besides the database and the keys.
 pub struct StoreSettings {
@@ -152,6 +155,7 @@ impl Store {
     /// store weakly, so dropping the last `Store` stops it.
     fn batcher<Req, Resp, Fut>(
         &self,
+        workers: usize,
         cell: fn(&Inner) -> &OnceLock<Batcher<Req, Resp>>,
         run: fn(Store, Vec<Req>) -> Fut,
     ) -> &Batcher<Req, Resp>
@@ -162,7 +166,7 @@ impl Store {
     {
         cell(&self.inner).get_or_init(|| {
             let store = Arc::downgrade(&self.inner);
-            Batcher::spawn(BATCH_WORKERS, BATCH_MAX, move |requests| {
+            Batcher::spawn(workers, BATCH_MAX, move |requests| {
                 let store = store.upgrade().map(|inner| Store { inner });
                 async move {
                     match store {
@@ -220,7 +224,7 @@ impl Store {
     /// made by another process counts at once); concurrent requests share
     /// one lookup.
     pub async fn authenticate(&self, token: &BearerToken) -> ApiResult<Principal> {
-        self.batcher(|inner| &inner.auth_batch, Store::authenticate_batch).submit(token.hash()).await
+        self.batcher(AUTH_WORKERS, |inner| &inner.auth_batch, Store::authenticate_batch).submit(token.hash()).await
     }
 
     async fn authenticate_batch(self, hashes: Vec<String>) -> Vec<ApiResult<Principal>> {

@@ -105,7 +105,8 @@ impl RunnerHandle {
             provider,
             task: task.clone(),
         };
-        let request = match self.store.batcher(|inner| &inner.issue_batch, Store::issue_batch).submit(request).await? {
+        let batcher = self.store.batcher(super::ISSUE_WORKERS, |inner| &inner.issue_batch, Store::issue_batch);
+        let request = match batcher.submit(request).await? {
             Decision::Granted(grant) => return self.store.deliver(*grant),
             Decision::Alone(request) => request,
         };
