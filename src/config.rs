@@ -71,6 +71,10 @@ pub struct GraphqlConfig {
     /// How long a WebSocket may take to send `connection_init`.
     #[serde(with = "humantime_serde")]
     pub ws_init_timeout: std::time::Duration,
+    /// How often an open WebSocket's token is checked again: a revoked
+    /// token (or a removed user) ends the session with 4403 within this.
+    #[serde(with = "humantime_serde")]
+    pub ws_token_recheck: std::time::Duration,
 }
 
 impl Default for GraphqlConfig {
@@ -82,6 +86,7 @@ impl Default for GraphqlConfig {
             max_batch: 10,
             max_body_bytes: 256 * 1024,
             ws_init_timeout: std::time::Duration::from_secs(5),
+            ws_token_recheck: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -291,7 +296,7 @@ impl Config {
             .merge(Env::raw().only(&["DATABASE_URL", "ENCRYPTION_KEY", "ENCRYPTION_KEYS_OLD"]))
             .merge(Env::raw().only(&system_keys).map(|k| format!("system_keys.{}", k.as_str().to_lowercase()).into()))
             .merge(Env::prefixed("SESAME_").ignore(&["CONFIG", "VAULT_URL", "VAULT_TOKEN"]).split("__"));
-        figment.extract().map_err(|e| {
+        let config: Config = figment.extract().map_err(|e| {
             // figment's message names the key and, for a type mismatch, the
             // value; keep the key and the expectation, drop the value.
             let keys = e.path.join(".");
@@ -304,7 +309,11 @@ impl Config {
             };
             let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
             ConfigError(format!("{key}: {what}{source}"))
-        })
+        })?;
+        if config.graphql.ws_token_recheck < std::time::Duration::from_secs(1) {
+            return Err(ConfigError("graphql.ws_token_recheck: expected at least 1s".into()));
+        }
+        Ok(config)
     }
 
     pub fn database_url(&self) -> String {

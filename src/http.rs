@@ -266,6 +266,7 @@ async fn graphql_ws(
     let schema = state.schema.clone();
     let store = state.store.clone();
     let init_timeout = state.limits.ws_init_timeout;
+    let recheck = state.limits.ws_token_recheck;
     // tungstenite's default 128 KiB read buffer per socket would dominate the
     // memory of thousands of idle subscribers; GraphQL messages are small.
     let config = WebSocketConfig::default()
@@ -290,14 +291,14 @@ async fn graphql_ws(
             .and_then(|v| v.as_str())
             .map(str::to_owned);
         let refuse = |code: u16, reason: &'static str| Message::close_with(code, reason);
-        let principal = match (init["type"].as_str(), header) {
+        let (principal, token) = match (init["type"].as_str(), header) {
             (Some("connection_init"), Some(header)) => {
                 let checked = async {
                     let token = BearerToken::from_header(&header)?;
-                    store.authenticate(&token).await
+                    store.authenticate(&token).await.map(|principal| (principal, token))
                 };
                 match checked.await {
-                    Ok(principal) => principal,
+                    Ok(checked) => checked,
                     Err(ApiError::Internal(e)) => {
                         tracing::error!(error = format!("{e:#}"), "authenticating a WebSocket failed");
                         let _ = sink.send(refuse(1011, "Internal error")).await;
@@ -321,15 +322,38 @@ async fn graphql_ws(
         };
         // Hand the connection_init on to the protocol, already authenticated.
         let replay = futures_util::stream::once(async move { Ok(Message::Text(first)) }).chain(stream);
-        GraphQLWebSocket::new_with_pair(sink, replay, schema, protocol)
+        let session_principal = principal.clone();
+        let serve = GraphQLWebSocket::new_with_pair(&mut sink, replay, schema, protocol)
             .on_connection_init(move |_| async move {
                 let mut data = Data::default();
-                data.insert(principal);
+                data.insert(session_principal);
                 Ok(data)
             })
-            .serve()
-            .await;
+            .serve();
+        let revoked = tokio::select! {
+            () = serve => false,
+            () = token_revoked(&store, &token, &principal, recheck) => true,
+        };
+        if revoked {
+            let _ = sink.send(Message::close_with(4403u16, "Forbidden: the token was revoked")).await;
+        }
     })
+}
+
+/// Returns once `token` no longer stands for `principal` (revoked, or its
+/// user removed or given another role), checking every `every`. A database
+/// hiccup is not a revocation: the next check decides.
+async fn token_revoked(store: &Store, token: &BearerToken, principal: &Principal, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match store.authenticate(token).await {
+            Ok(now) if now == *principal => {}
+            Err(ApiError::Internal(e)) => {
+                tracing::warn!(error = format!("{e:#}"), "re-checking a WebSocket's token failed");
+            }
+            _ => return,
+        }
+    }
 }
 
 #[handler]

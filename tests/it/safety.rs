@@ -1,7 +1,7 @@
 //! The HTTP surface is safe to expose: methods, content types, limits,
 //! authentication, error codes, and no secret in logs or on disk.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::*;
 
@@ -196,4 +196,38 @@ async fn unknown_ids_and_bad_ids() {
     let none =
         server.ok(&token, "{ credential(id: \"0190c1d2-0000-7000-8000-000000000000\") { id } }", json!({})).await;
     assert!(none["credential"].is_null());
+}
+
+/// A token revoked while its WebSocket is open ends the session: the socket
+/// closes with 4403 at the next re-check, and a new one is refused.
+#[tokio::test]
+async fn revoked_token_closes_its_open_websocket() {
+    let server = Server::start_with(&[("SESAME_GRAPHQL__WS_TOKEN_RECHECK", "1s")]).await;
+    let out = server.cli(&["token", "create", "--runner", "--name", "ws", "--json"]);
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = created["token"].as_str().unwrap();
+    let (_, other) = server.create_user("ws-stays@example.com").await;
+    let mut revoked_ws = crate::ws::open(&server.url, token).await;
+    let mut other_ws = crate::ws::open(&server.url, &other).await;
+    let subscribe =
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { credentialEvents { kind } }" } });
+    crate::ws::send(&mut other_ws, subscribe).await;
+
+    let out = server.cli(&["token", "revoke", created["id"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let started = std::time::Instant::now();
+    assert_eq!(crate::ws::close_code(&mut revoked_ws).await, Some(4403));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "closed after {:?}", started.elapsed());
+    let mut again = crate::ws::connect(&server.url, "graphql-transport-ws").await;
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    crate::ws::send(&mut again, init).await;
+    assert_eq!(crate::ws::close_code(&mut again).await, Some(4403));
+
+    // Another session, re-checked all along, is untouched.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    server
+        .ok(&other, "mutation($k: String!) { setApiKey(provider: OPENAI, key: $k) { id } }", json!({ "k": OPENAI_KEY }))
+        .await;
+    let event = crate::ws::recv(&mut other_ws).await.expect("event");
+    assert_eq!(event["payload"]["data"]["credentialEvents"]["kind"], "CREATED", "{event}");
 }
