@@ -13,7 +13,10 @@ use async_graphql::ID;
 use chrono::{DateTime, Duration, Utc};
 use futures_util::Stream;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
+    Set, Statement, TransactionTrait,
+};
 use tokio::sync::{broadcast, Notify};
 
 use crate::catalog;
@@ -29,6 +32,9 @@ use crate::store::{CredentialMeta, NewCredential, OwnerHandle, Store, StoredSecr
 
 const KIND_DEVICE: &str = "DEVICE";
 const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
+/// First key of the per-person advisory lock around the pending-flow limit
+/// (PostgreSQL; arbitrary, stable).
+const PENDING_LIMIT_LOCK: i32 = 0x5e5a_0001;
 use crate::store::FLOW_FIELD as FIELD;
 /// A completion in progress holds the flow with this lease-owner prefix.
 const COMPLETING: &str = "complete:";
@@ -178,12 +184,12 @@ impl FlowEngine {
             .map_err(|_| ApiError::internal(anyhow::anyhow!("flow {} secret does not parse", row.id)))
     }
 
-    async fn check_pending_limit(&self, owner_id: &str) -> ApiResult<()> {
+    async fn check_pending_limit<C: ConnectionTrait>(&self, db: &C, owner_id: &str) -> ApiResult<()> {
         let pending = oauth_flow::Entity::find()
             .filter(oauth_flow::Column::OwnerId.eq(owner_id))
             .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
             .filter(oauth_flow::Column::ExpiresAt.gt(Utc::now()))
-            .count(self.store().db())
+            .count(db)
             .await?;
         let max = self.config().max_pending_per_user;
         if pending >= max {
@@ -194,11 +200,32 @@ impl FlowEngine {
         Ok(())
     }
 
+    /// Stores a new PENDING flow if its owner is still under the limit.
+    /// Count and insert are one transaction that parallel starts of the same
+    /// person take in turn: on SQLite the single writer connection orders
+    /// them, on PostgreSQL a per-person advisory lock does.
+    async fn insert_pending(&self, row: oauth_flow::Model) -> ApiResult<oauth_flow::Model> {
+        let txn = self.store().db().begin().await?;
+        if self.store().is_postgres() {
+            txn.execute(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                [PENDING_LIMIT_LOCK.into(), row.owner_id.clone().into()],
+            ))
+            .await?;
+        }
+        self.check_pending_limit(&txn, &row.owner_id).await?;
+        let row = oauth_flow::ActiveModel::from(row).insert(&txn).await?;
+        txn.commit().await?;
+        Ok(row)
+    }
+
     pub async fn start_device(&self, owner: &OwnerHandle, agent: Agent, provider: Provider) -> ApiResult<DeviceFlow> {
         if method_for(agent, provider) != Some(KIND_DEVICE) {
             return Err(wrong_method(agent, provider, "device"));
         }
-        self.check_pending_limit(owner.user_id()).await?;
+        // Checked before asking the provider, and again when storing.
+        self.check_pending_limit(self.store().db(), owner.user_id()).await?;
         let started = self.store().providers().start_device(provider).await.map_err(|e| {
             if e.transient {
                 ApiError::Unavailable(e.message)
@@ -233,7 +260,7 @@ impl FlowEngine {
             created_at: now,
             updated_at: now,
         };
-        let row = oauth_flow::ActiveModel::from(row).insert(self.store().db()).await?;
+        let row = self.insert_pending(row).await?;
         self.spawn_poller(row.id.clone());
         view(&row)
     }
@@ -247,7 +274,6 @@ impl FlowEngine {
         if method_for(agent, provider) != Some(KIND_AUTHORIZATION) {
             return Err(wrong_method(agent, provider, "authorization-code"));
         }
-        self.check_pending_limit(owner.user_id()).await?;
         let (url, secret) = self.store().providers().authorization_request();
         let id = new_id();
         let now = Utc::now();
@@ -276,7 +302,7 @@ impl FlowEngine {
             created_at: now,
             updated_at: now,
         };
-        oauth_flow::ActiveModel::from(row).insert(self.store().db()).await?;
+        self.insert_pending(row).await?;
         Ok(AuthorizationFlow {
             id: ID(id),
             agent,

@@ -282,6 +282,20 @@ async fn unsupported_methods_and_the_pending_limit() {
     }
     let (code, message) = server.err(&token, START_DEVICE, json!({ "a": "COPILOT", "p": "GITHUB" })).await;
     assert_eq!(code, "LIMIT_EXCEEDED");
+
+    // Parallel starts cannot overshoot the limit: count and insert are one step.
+    let (_, racer) = server.create_user("racer@example.com").await;
+    let starts = (0..12).map(|_| {
+        server.gql(
+            &racer,
+            "mutation { startAuthorizationFlow(agent: CLAUDE_CODE, provider: ANTHROPIC) { id } }",
+            json!({}),
+        )
+    });
+    let answers = futures_util::future::join_all(starts).await;
+    let started = answers.iter().filter(|a| a["errors"].is_null()).count();
+    let limited = answers.iter().filter(|a| a["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED").count();
+    assert_eq!((started, limited), (5, 7), "{answers:?}");
     assert!(message.contains("cancelFlow"), "{message}");
 }
 
