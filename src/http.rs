@@ -95,13 +95,14 @@ fn ensure_codes(errors: &mut [ServerError]) {
 }
 
 async fn execute(state: &AppState, batch: BatchRequest, principal: Option<Principal>, request_id: String) -> Response {
+    let signed_in = principal.is_some();
     let mut batch = match principal {
         Some(p) => batch.data(p),
         None => batch,
     };
     match &mut batch {
-        BatchRequest::Single(request) => state.documents.prepare(request),
-        BatchRequest::Batch(requests) => requests.iter_mut().for_each(|r| state.documents.prepare(r)),
+        BatchRequest::Single(request) => state.documents.prepare(request, signed_in),
+        BatchRequest::Batch(requests) => requests.iter_mut().for_each(|r| state.documents.prepare(r, signed_in)),
     }
     let mut response = REQUEST_ID.scope(request_id.clone(), state.schema.execute_batch(batch)).await;
     match &mut response {
@@ -291,11 +292,11 @@ async fn graphql_ws(
             .and_then(|v| v.as_str())
             .map(str::to_owned);
         let refuse = |code: u16, reason: &'static str| Message::close_with(code, reason);
-        let (principal, token) = match (init["type"].as_str(), header) {
+        let (principal, token_hash) = match (init["type"].as_str(), header) {
             (Some("connection_init"), Some(header)) => {
                 let checked = async {
                     let token = BearerToken::from_header(&header)?;
-                    store.authenticate(&token).await.map(|principal| (principal, token))
+                    store.authenticate(&token).await.map(|principal| (principal, token.hash()))
                 };
                 match checked.await {
                     Ok(checked) => checked,
@@ -332,7 +333,7 @@ async fn graphql_ws(
             .serve();
         let revoked = tokio::select! {
             () = serve => false,
-            () = token_revoked(&store, &token, &principal, recheck) => true,
+            () = token_revoked(&store, &token_hash, &principal, recheck) => true,
         };
         if revoked {
             let _ = sink.send(Message::close_with(4403u16, "Forbidden: the token was revoked")).await;
@@ -340,13 +341,13 @@ async fn graphql_ws(
     })
 }
 
-/// Returns once `token` no longer stands for `principal` (revoked, or its
-/// user removed or given another role), checking every `every`. A database
-/// hiccup is not a revocation: the next check decides.
-async fn token_revoked(store: &Store, token: &BearerToken, principal: &Principal, every: std::time::Duration) {
+/// Returns once the token (by its hash) no longer stands for `principal`
+/// (revoked, or its user removed or given another role), checking every
+/// `every`. A database hiccup is not a revocation: the next check decides.
+async fn token_revoked(store: &Store, token_hash: &str, principal: &Principal, every: std::time::Duration) {
     loop {
         tokio::time::sleep(every).await;
-        match store.authenticate(token).await {
+        match store.authenticate_hash(token_hash.to_owned()).await {
             Ok(now) if now == *principal => {}
             Err(ApiError::Internal(e)) => {
                 tracing::warn!(error = format!("{e:#}"), "re-checking a WebSocket's token failed");

@@ -273,6 +273,11 @@ impl Store {
         // 9 columns per row, well under SQLite's 32,766 bound variables.
         const ROWS_PER_INSERT: usize = 1_000;
         let mut recorded = Vec::with_capacity(events.len());
+        let mut ids: Vec<&str> = events.iter().map(|e| e.credential_id.as_str()).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(ApiError::internal(anyhow::anyhow!("two events for one credential in one insert")));
+        }
         for chunk in events.chunks(ROWS_PER_INSERT) {
             let rows = chunk.iter().map(|event| credential_event::ActiveModel {
                 kind: Set(event.kind.as_str().to_owned()),
@@ -286,6 +291,9 @@ impl Store {
                 ..Default::default()
             });
             let inserted = credential_event::Entity::insert_many(rows).exec_with_returning_many(txn).await?;
+            if inserted.len() != chunk.len() {
+                return Err(ApiError::internal(anyhow::anyhow!("the event insert returned {} rows", inserted.len())));
+            }
             // RETURNING promises no order: match rows to events by credential.
             let seqs: std::collections::HashMap<&str, i64> =
                 inserted.iter().map(|row| (row.credential_id.as_str(), row.id)).collect();

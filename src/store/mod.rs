@@ -224,7 +224,13 @@ impl Store {
     /// made by another process counts at once); concurrent requests share
     /// one lookup.
     pub async fn authenticate(&self, token: &BearerToken) -> ApiResult<Principal> {
-        self.batcher(AUTH_WORKERS, |inner| &inner.auth_batch, Store::authenticate_batch).submit(token.hash()).await
+        self.authenticate_hash(token.hash()).await
+    }
+
+    /// As `authenticate`, by the stored hash (a long-lived WebSocket keeps
+    /// only the hash of its token, never the token).
+    pub async fn authenticate_hash(&self, hash: String) -> ApiResult<Principal> {
+        self.batcher(AUTH_WORKERS, |inner| &inner.auth_batch, Store::authenticate_batch).submit(hash).await
     }
 
     async fn authenticate_batch(self, hashes: Vec<String>) -> Vec<ApiResult<Principal>> {

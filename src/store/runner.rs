@@ -531,8 +531,9 @@ impl Store {
         if grants.is_empty() {
             return Ok(kept);
         }
-        let lease_end = now + self.task_lease();
         let txn = self.db().begin().await?;
+        // From the commit's clock, not the (older) read's.
+        let lease_end = Utc::now() + self.task_lease();
         let mut credential_ids: Vec<String> = Vec::new();
         for grant in grants.iter() {
             if let Some(row) = &grant.row {
@@ -555,12 +556,30 @@ impl Store {
             // refresher got there first, these grants start over (and wait
             // for its new tokens). Setting `leased_until` on the same row is
             // what keeps refreshers away while the tasks run.
+            // The lease only grows: another task's later lease, committed
+            // since the read, is kept (a NULL compares false: ours is set).
+            let leased_until = Expr::case(
+                Expr::col(credential::Column::LeasedUntil).gt(lease_end),
+                Expr::col(credential::Column::LeasedUntil),
+            )
+            .finally(lease_end);
             let mut update = credential::Entity::update_many()
                 .col_expr(credential::Column::LastUsedAt, Expr::value(now))
-                .col_expr(credential::Column::LeasedUntil, Expr::value(row.leased_until.max(Some(lease_end))))
+                .col_expr(credential::Column::LeasedUntil, leased_until.into())
                 .filter(credential::Column::Id.eq(row.id.as_str()))
                 .filter(credential::Column::Version.eq(row.version))
-                .filter(no_live_claim(now));
+                .filter(no_live_claim(now))
+                // Still usable: a refresh failure (NEEDS_REAUTH) or the scan
+                // (EXPIRED) changes the status without a new version.
+                .filter(
+                    credential::Column::Status
+                        .is_not_in([CredentialStatus::NeedsReauth.as_str(), CredentialStatus::Expired.as_str()]),
+                )
+                .filter(
+                    Condition::any()
+                        .add(credential::Column::ExpiresAt.is_null())
+                        .add(credential::Column::ExpiresAt.gt(now)),
+                );
             if single_use && !leased {
                 // The first task here gets the refresh token: only if no
                 // other task took the login since the read.
