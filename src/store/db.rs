@@ -54,15 +54,7 @@ pub async fn open(url: &str) -> anyhow::Result<DatabaseConnection> {
         // One connection: SQLite allows one writer, and a deferred
         // transaction that reads then writes would fail with SQLITE_BUSY
         // under concurrency. Other processes (the CLI) wait on the busy timeout.
-        // An embedded database cannot drop the connection, so no ping
-        // before each use (each costs a round trip to SQLite's thread).
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await
-            .context("opening the SQLite database")?;
-        Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+        sqlite_pool(options, 1).await.context("opening the SQLite database")
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let mut options = ConnectOptions::new(url.to_owned());
         options.max_connections(32).min_connections(1).connect_timeout(Duration::from_secs(10)).sqlx_logging(false);
@@ -84,12 +76,15 @@ pub async fn open_reader(url: &str, writer: &DatabaseConnection) -> anyhow::Resu
         .context("DATABASE_URL is not a valid sqlite:// URL")?
         .read_only(true)
         .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(READERS)
-        .test_before_acquire(false)
-        .connect_with(options)
-        .await
-        .context("opening read connections to the SQLite database")?;
+    sqlite_pool(options, READERS).await.context("opening read connections to the SQLite database")
+}
+
+/// A pool of `connections` to a SQLite file. An embedded database cannot
+/// drop a connection, so no ping before each use (each would cost a round
+/// trip to the connection's thread).
+async fn sqlite_pool(options: SqliteConnectOptions, connections: u32) -> Result<DatabaseConnection, sqlx::Error> {
+    let pool =
+        SqlitePoolOptions::new().max_connections(connections).test_before_acquire(false).connect_with(options).await?;
     Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
 }
 

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 
 use super::audit::{self, Action, Actor};
 use super::credentials::{no_live_claim, slot, StoredSecret};
@@ -66,6 +66,32 @@ fn unusable_reason(row: &credential::Model, now: DateTime<Utc>) -> Option<&'stat
     } else {
         None
     }
+}
+
+/// `unusable_reason(row, now).is_none()` as a database condition, for the
+/// compare-and-swap: a refresh failure (NEEDS_REAUTH) or the scan
+/// (EXPIRED) changes the status without a new version.
+fn usable(now: DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(
+            credential::Column::Status
+                .is_not_in([CredentialStatus::NeedsReauth.as_str(), CredentialStatus::Expired.as_str()]),
+        )
+        .add(Condition::any().add(credential::Column::ExpiresAt.is_null()).add(credential::Column::ExpiresAt.gt(now)))
+}
+
+/// The users among `user_ids` that exist, each with all their credentials
+/// (a person holds at most nine; `choose` picks the slots it needs), in one
+/// statement.
+async fn users_with_credentials<C: ConnectionTrait>(
+    db: &C,
+    user_ids: &[&str],
+) -> ApiResult<Vec<(user::Model, Vec<credential::Model>)>> {
+    Ok(user::Entity::find()
+        .filter(user::Column::Id.is_in(user_ids.iter().copied()))
+        .find_with_related(credential::Entity)
+        .all(db)
+        .await?)
 }
 
 /// A returned file, checked and ready to store.
@@ -413,13 +439,7 @@ impl Store {
         let mut user_ids: Vec<&str> = requests.iter().map(|r| r.user_id.as_str()).collect();
         user_ids.sort_unstable();
         user_ids.dedup();
-        // One statement: the users that exist, with all their credentials
-        // (a person holds at most nine; `choose` picks the slots it needs).
-        let found: Vec<(user::Model, Vec<credential::Model>)> = user::Entity::find()
-            .filter(user::Column::Id.is_in(user_ids.iter().copied()))
-            .find_with_related(credential::Entity)
-            .all(db)
-            .await?;
+        let found = users_with_credentials(db, &user_ids).await?;
         let users: Vec<&str> = found.iter().map(|(u, _)| u.id.as_str()).collect();
         let rows: Vec<&credential::Model> = found.iter().flat_map(|(_, creds)| creds).collect();
 
@@ -475,27 +495,14 @@ impl Store {
 
     /// The one-at-a-time path: refreshes an expired subscription first, waits
     /// out a refresher's claim, and retries when the credential changes.
-    async fn issue_alone(&self, request: IssueRequest) -> ApiResult<Issued> {
-        let db = self.db();
-        if user::Entity::find_by_id(request.user_id.as_str()).one(db).await?.is_none() {
-            return Err(ApiError::not_found("user"));
-        }
+    async fn issue_alone(&self, mut request: IssueRequest) -> ApiResult<Issued> {
         let has_system_key = self.system_keys().get(request.provider).is_some();
-        let slots = [
-            slot(CredentialKind::Subscription, Some(request.agent), request.provider),
-            slot(CredentialKind::ApiKey, None, request.provider),
-        ];
-        let mut request = Some(request);
         let mut tried_refresh = false;
         for _ in 0..ISSUE_ATTEMPTS {
-            let req = request.as_ref().expect("the request is held until a grant takes it");
             let now = Utc::now();
-            let rows = credential::Entity::find()
-                .filter(credential::Column::OwnerId.eq(req.user_id.as_str()))
-                .filter(credential::Column::Slot.is_in(slots.clone()))
-                .all(db)
-                .await?;
-            let (source, row) = match choose(rows.iter(), req, now, !tried_refresh, has_system_key) {
+            let found = users_with_credentials(self.db(), &[request.user_id.as_str()]).await?;
+            let Some((_, rows)) = found.first() else { return Err(ApiError::not_found("user")) };
+            let (source, row) = match choose(rows.iter(), &request, now, !tried_refresh, has_system_key) {
                 Choice::Wait => {
                     tokio::time::sleep(CLAIM_WAIT).await;
                     continue;
@@ -510,14 +517,13 @@ impl Store {
                 Choice::Use(source, row) => (source, row.cloned()),
             };
             let secret = row.as_ref().map(|r| self.open_secret(r)).transpose()?;
-            let request_now = request.take().expect("the request is held until a grant takes it");
-            let mut grants = [Grant { request: request_now, source, row, secret, now }];
-            if self.commit_grants(&mut grants, now).await?[0] {
-                let [grant] = grants;
+            let mut grants = [Grant { request, source, row, secret, now }];
+            let held = self.commit_grants(&mut grants, now).await?[0];
+            let [grant] = grants;
+            if held {
                 return self.deliver(grant);
             }
-            let [grant] = grants;
-            request = Some(grant.request);
+            request = grant.request;
         }
         Err(ApiError::Unavailable("the credential is being refreshed right now; try again in a few seconds".into()))
     }
@@ -569,17 +575,7 @@ impl Store {
                 .filter(credential::Column::Id.eq(row.id.as_str()))
                 .filter(credential::Column::Version.eq(row.version))
                 .filter(no_live_claim(now))
-                // Still usable: a refresh failure (NEEDS_REAUTH) or the scan
-                // (EXPIRED) changes the status without a new version.
-                .filter(
-                    credential::Column::Status
-                        .is_not_in([CredentialStatus::NeedsReauth.as_str(), CredentialStatus::Expired.as_str()]),
-                )
-                .filter(
-                    Condition::any()
-                        .add(credential::Column::ExpiresAt.is_null())
-                        .add(credential::Column::ExpiresAt.gt(now)),
-                );
+                .filter(usable(now));
             if single_use && !leased {
                 // The first task here gets the refresh token: only if no
                 // other task took the login since the read.
