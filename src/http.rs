@@ -7,11 +7,9 @@
 //! - `GET /graphql/ws`: subscriptions (graphql-transport-ws and graphql-ws).
 //! - `GET /health`, and `GET /` the offline playground (`crate::playground`).
 
-use std::sync::Arc;
-
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
-use async_graphql::{BatchRequest, BatchResponse, Data, ErrorExtensions, ServerError};
+use async_graphql::{BatchRequest, Data};
 use async_graphql_poem::{GraphQLProtocol, GraphQLWebSocket};
 use futures_util::{SinkExt, StreamExt};
 use poem::http::{header, StatusCode};
@@ -22,7 +20,7 @@ use poem::{get, handler, Body, Endpoint, EndpointExt, IntoResponse, Request, Res
 use crate::auth::{BearerToken, Principal};
 use crate::config::GraphqlConfig;
 use crate::error::{ApiError, REQUEST_ID};
-use crate::graphql::{DocumentCache, VaultSchema};
+use crate::graphql::{gate, VaultSchema};
 use crate::store::Store;
 
 /// Per-socket read/write buffer.
@@ -35,7 +33,6 @@ struct AppState {
     schema: VaultSchema,
     store: Store,
     limits: GraphqlConfig,
-    documents: Arc<DocumentCache>,
 }
 
 /// All routes of the service.
@@ -45,7 +42,7 @@ pub fn routes(schema: VaultSchema, store: Store, limits: GraphqlConfig) -> impl 
         .at("/graphql", get(graphql_get).post(graphql_post))
         .at("/graphql/ws", get(graphql_ws))
         .nest("/", crate::playground::endpoint())
-        .data(AppState { schema, store, limits, documents: Arc::default() })
+        .data(AppState { schema, store, limits })
 }
 
 /// A GraphQL-shaped error response with a code, outside normal execution.
@@ -82,33 +79,13 @@ async fn authenticate(store: &Store, req: &Request) -> Result<Option<Principal>,
     store.authenticate(&token).await.map(Some)
 }
 
-/// Gives every error a stable code: errors raised by our resolvers carry
-/// one already; parse and validation errors get BAD_USER_INPUT.
-fn ensure_codes(errors: &mut [ServerError]) {
-    for error in errors {
-        let has_code = error.extensions.as_ref().is_some_and(|ext| ext.get("code").is_some());
-        if !has_code {
-            let coded = async_graphql::Error::new(String::new()).extend_with(|_, e| e.set("code", "BAD_USER_INPUT"));
-            error.extensions = coded.extensions;
-        }
-    }
-}
-
 async fn execute(state: &AppState, batch: BatchRequest, principal: Option<Principal>, request_id: String) -> Response {
-    let signed_in = principal.is_some();
-    let mut batch = match principal {
+    let batch = match principal {
         Some(p) => batch.data(p),
         None => batch,
     };
-    match &mut batch {
-        BatchRequest::Single(request) => state.documents.prepare(request, signed_in),
-        BatchRequest::Batch(requests) => requests.iter_mut().for_each(|r| state.documents.prepare(r, signed_in)),
-    }
-    let mut response = REQUEST_ID.scope(request_id.clone(), state.schema.execute_batch(batch)).await;
-    match &mut response {
-        BatchResponse::Single(r) => ensure_codes(&mut r.errors),
-        BatchResponse::Batch(rs) => rs.iter_mut().for_each(|r| ensure_codes(&mut r.errors)),
-    }
+    // Limits, parsing and error codes: `crate::graphql::gate`, inside the schema.
+    let response = REQUEST_ID.scope(request_id.clone(), state.schema.execute_batch(batch)).await;
     let body = serde_json::to_vec(&response).unwrap_or_default();
     Response::builder().content_type("application/json").header("x-request-id", request_id).body(body)
 }
@@ -209,7 +186,10 @@ fn parse_get(query_string: &str) -> Result<async_graphql::Request, String> {
 /// Whether a GET would carry anything but queries. Any mutation or
 /// subscription in the document refuses the request, whichever operation
 /// is named: GET must never change state.
-fn writes_over_get(request: &async_graphql::Request) -> Option<OperationType> {
+/// The text is pre-scanned first (the gate's bounds): it is parsed here,
+/// before the schema's own gate runs.
+fn writes_over_get(request: &async_graphql::Request, limits: &GraphqlConfig) -> Option<OperationType> {
+    gate::prescan(&request.query, &gate::DocumentLimits::signed_in(limits)).ok()?;
     let doc = async_graphql::parser::parse_query(&request.query).ok()?;
     doc.operations.iter().map(|(_, op)| op.node.ty).find(|ty| *ty != OperationType::Query)
 }
@@ -221,7 +201,7 @@ async fn graphql_get(req: &Request, PoemData(state): PoemData<&AppState>) -> Res
         Ok(r) => r,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message, &request_id),
     };
-    if let Some(ty) = writes_over_get(&request) {
+    if let Some(ty) = writes_over_get(&request, &state.limits) {
         let message = match ty {
             OperationType::Mutation => "mutations must be sent with POST",
             _ => "subscriptions must use the WebSocket endpoint /graphql/ws",

@@ -29,32 +29,27 @@ struct Documents {
 }
 
 impl DocumentCache {
-    /// Gives `request` its parsed document, from the cache or parsed now.
-    /// Only signed-in callers' operations are kept (`signed_in`), so an
-    /// anonymous client cannot fill it. Text that does not parse is left
-    /// for the executor to report.
-    pub fn prepare(&self, request: &mut async_graphql::Request, signed_in: bool) {
-        if !signed_in || !cacheable(&request.query) {
+    /// The parsed tree of `text`, if it is kept. Only documents that passed
+    /// the gate (`super::gate`) for a signed-in caller are ever inserted.
+    pub fn get(&self, text: &str) -> Option<Arc<ExecutableDocument>> {
+        if !cacheable(text) {
+            return None;
+        }
+        self.lock().by_text.get(text).cloned()
+    }
+
+    /// Keeps `document` as the tree of `text` (if `text` may be kept).
+    pub fn insert(&self, text: &str, document: Arc<ExecutableDocument>) {
+        if !cacheable(text) {
             return;
         }
-        let cached = self.lock().by_text.get(&request.query).cloned();
-        let document = match cached {
-            Some(document) => document,
-            None => {
-                let Ok(parsed) = async_graphql::parser::parse_query(&request.query) else { return };
-                let parsed = Arc::new(parsed);
-                let mut documents = self.lock();
-                if documents.by_text.len() >= MAX_DOCUMENTS
-                    || documents.total_text + request.query.len() > MAX_TOTAL_TEXT
-                {
-                    *documents = Documents::default();
-                }
-                documents.total_text += request.query.len();
-                documents.by_text.insert(request.query.clone(), parsed.clone());
-                parsed
-            }
-        };
-        request.set_parsed_query(ExecutableDocument::clone(&document));
+        let mut documents = self.lock();
+        if documents.by_text.len() >= MAX_DOCUMENTS || documents.total_text + text.len() > MAX_TOTAL_TEXT {
+            *documents = Documents::default();
+        }
+        if documents.by_text.insert(text.to_owned(), document).is_none() {
+            documents.total_text += text.len();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Documents> {
@@ -74,32 +69,33 @@ fn cacheable(text: &str) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reuses_documents_and_skips_literals() {
-        let cache = DocumentCache::default();
-        let mut a = async_graphql::Request::new("query($x: ID!) { user(id: $x) { id } }");
-        cache.prepare(&mut a, true);
-        assert!(a.parsed_query().is_ok());
-        let mut b = async_graphql::Request::new("query($x: ID!) { user(id: $x) { id } }");
-        cache.prepare(&mut b, true);
-        assert_eq!(cache.lock().by_text.len(), 1);
-        cache.prepare(&mut async_graphql::Request::new("{ anonymous: __typename }"), false);
-        assert_eq!(cache.lock().by_text.len(), 1, "anonymous callers' operations are not kept");
+    fn parsed(text: &str) -> Arc<ExecutableDocument> {
+        Arc::new(async_graphql::parser::parse_query(text).expect("parses"))
+    }
 
-        let mut secret = async_graphql::Request::new(r#"mutation { setApiKey(provider: OPENAI, key: "sk-x") { id } }"#);
-        cache.prepare(&mut secret, true);
-        let mut broken = async_graphql::Request::new("{ user(");
-        cache.prepare(&mut broken, true);
-        assert_eq!(cache.lock().by_text.len(), 1, "literals and broken text are not kept");
-        assert!(broken.parsed_query().is_err(), "the executor still reports the parse error");
+    #[test]
+    fn keeps_documents_and_skips_literals() {
+        let cache = DocumentCache::default();
+        let text = "query($x: ID!) { user(id: $x) { id } }";
+        cache.insert(text, parsed(text));
+        cache.insert(text, parsed(text));
+        assert!(cache.get(text).is_some());
+        assert_eq!(cache.lock().by_text.len(), 1);
+        assert_eq!(cache.lock().total_text, text.len());
+
+        let secret = r#"mutation { setApiKey(provider: OPENAI, key: "sk-x") { id } }"#;
+        cache.insert(secret, parsed(secret));
+        assert!(cache.get(secret).is_none(), "texts with literals are not kept");
 
         for i in 0..MAX_DOCUMENTS + 10 {
-            cache.prepare(&mut async_graphql::Request::new(format!("{{ f{i}: __typename }}")), true);
+            let text = format!("{{ f{i}: __typename }}");
+            cache.insert(&text, parsed(&text));
         }
         assert!(cache.lock().by_text.len() <= MAX_DOCUMENTS);
         let big = format!("{{ {} }}", "a ".repeat(MAX_TEXT / 2 - 10));
         for i in 0..40 {
-            cache.prepare(&mut async_graphql::Request::new(format!("{big} # {i}")), true);
+            let text = format!("{big} # {i}");
+            cache.insert(&text, parsed(&text));
             let documents = cache.lock();
             assert!(documents.total_text <= MAX_TOTAL_TEXT && !documents.by_text.is_empty());
         }

@@ -2,6 +2,7 @@
 //! `schema` command use it directly; `crate::http` serves it.
 
 mod documents;
+pub mod gate;
 mod guards;
 mod mutation;
 mod query;
@@ -10,7 +11,6 @@ pub mod types;
 
 use async_graphql::{Context, SDLExportOptions, Schema};
 
-pub use documents::DocumentCache;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
@@ -32,7 +32,8 @@ pub fn build_schema(store: Store, flows: FlowEngine, config: &GraphqlConfig) -> 
         .limit_depth(config.max_depth)
         .limit_complexity(config.max_complexity)
         .limit_recursive_depth(32)
-        .limit_directives(16);
+        .limit_directives(16)
+        .extension(gate::DocumentGate::new(config));
     if !config.introspection {
         builder = builder.disable_introspection();
     }
