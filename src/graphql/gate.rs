@@ -161,7 +161,8 @@ pub fn prescan(text: &str, limits: &DocumentLimits) -> Result<(), Refusal> {
                 i += 1;
             }
             b if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+' | b'.') => {
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'-' | b'+' | b'.'))
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'-' | b'+' | b'.'))
                 {
                     i += 1;
                 }
@@ -396,7 +397,8 @@ impl Typed<'_> {
             match &item.node {
                 Selection::Field(field) => {
                     self.directives(&field.node.directives)?;
-                    let Some(meta) = self.registry.types.get(parent).and_then(|t| t.field_by_name(&field.node.name.node))
+                    let Some(meta) =
+                        self.registry.types.get(parent).and_then(|t| t.field_by_name(&field.node.name.node))
                     else {
                         continue; // unknown fields are the validator's to report
                     };
@@ -501,6 +503,18 @@ pub fn check_required_variables(doc: &ExecutableDocument, request: &Request) -> 
         }
     }
     Ok(())
+}
+
+/// Gives every variable the operation left out its default value.
+/// async-graphql reads `@include(if: $b)` from the request's variables
+/// only, so a defaulted `$b` would otherwise count as false.
+fn apply_variable_defaults(doc: &ExecutableDocument, request: &mut Request) {
+    let Some(op) = chosen_operation(doc, request.operation_name.as_deref()) else { return };
+    for variable in &op.node.variable_definitions {
+        if let Some(default) = &variable.node.default_value {
+            request.variables.entry(variable.node.name.node.clone()).or_insert_with(|| default.node.clone());
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -656,6 +670,7 @@ impl GateState {
             }
         };
         check_required_variables(&document, request)?;
+        apply_variable_defaults(&document, request);
         request.set_parsed_query(ExecutableDocument::clone(&document));
         Ok(())
     }
@@ -705,7 +720,12 @@ impl Extension for GateExtension {
             .boxed()
     }
 
-    async fn execute(&self, ctx: &ExtensionContext<'_>, operation_name: Option<&str>, next: NextExecute<'_>) -> Response {
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
         match tokio::time::timeout(self.state.timeout, next.run(ctx, operation_name)).await {
             Ok(response) => response,
             Err(_) => {
