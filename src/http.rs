@@ -4,29 +4,21 @@
 //!   a CORS preflight, which this server never grants), size- and
 //!   batch-limited.
 //! - `GET /graphql`: queries only; mutations and subscriptions get 405.
-//! - `GET /graphql/ws`: subscriptions (graphql-transport-ws and graphql-ws).
+//! - `GET /graphql/ws`: subscriptions (graphql-transport-ws and graphql-ws),
+//!   in `crate::ws`.
 //! - `GET /health`, and `GET /` the offline playground (`crate::playground`).
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::OperationType;
-use async_graphql::{BatchRequest, Data};
-use async_graphql_poem::{GraphQLProtocol, GraphQLWebSocket};
-use futures_util::{SinkExt, StreamExt};
+use async_graphql::BatchRequest;
 use poem::http::{header, StatusCode};
-use poem::web::websocket::{Message, WebSocket, WebSocketConfig};
 use poem::web::Data as PoemData;
-use poem::{get, handler, Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem::{get, handler, Body, Endpoint, EndpointExt, Request, Response, Route};
 
 use crate::auth::{BearerToken, Principal};
 use crate::config::GraphqlConfig;
 use crate::error::{ApiError, REQUEST_ID};
 use crate::graphql::{gate, VaultSchema};
 use crate::store::Store;
-
-/// Per-socket read/write buffer.
-const WS_BUFFER: usize = 4 * 1024;
-/// The largest WebSocket message accepted (a subscribe is a few hundred bytes).
-const WS_MAX_MESSAGE: usize = 64 * 1024;
 
 #[derive(Clone)]
 struct AppState {
@@ -40,7 +32,7 @@ pub fn routes(schema: VaultSchema, store: Store, limits: GraphqlConfig) -> impl 
     Route::new()
         .at("/health", get(health))
         .at("/graphql", get(graphql_get).post(graphql_post))
-        .at("/graphql/ws", get(graphql_ws))
+        .at("/graphql/ws", crate::ws::endpoint(schema.clone(), store.clone(), &limits))
         .nest("/", crate::playground::endpoint())
         .data(AppState { schema, store, limits })
 }
@@ -215,126 +207,6 @@ async fn graphql_get(req: &Request, PoemData(state): PoemData<&AppState>) -> Res
         Err(e) => return api_error_response(e, &request_id),
     };
     execute(state, BatchRequest::Single(request), principal, request_id).await
-}
-
-/// The next text frame, skipping pings; `None` when the socket closes.
-async fn next_text<S>(stream: &mut S) -> Option<String>
-where
-    S: futures_util::Stream<Item = std::io::Result<Message>> + Unpin,
-{
-    while let Some(Ok(message)) = stream.next().await {
-        match message {
-            Message::Text(text) => return Some(text),
-            Message::Binary(bytes) => return String::from_utf8(bytes).ok(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Close(_) => return None,
-        }
-    }
-    None
-}
-
-/// WebSocket subscriptions. The token comes in `connection_init` (browsers
-/// cannot set headers on a WebSocket); it is checked before the GraphQL
-/// protocol starts, so refusals get the graphql-ws close codes: 4401
-/// without a token, 4403 with a bad one, 4408 when no `connection_init`
-/// arrives in time.
-#[handler]
-async fn graphql_ws(
-    protocol: GraphQLProtocol,
-    websocket: WebSocket,
-    PoemData(state): PoemData<&AppState>,
-) -> impl IntoResponse {
-    let schema = state.schema.clone();
-    let store = state.store.clone();
-    let init_timeout = state.limits.ws_init_timeout;
-    let recheck = state.limits.ws_token_recheck;
-    // tungstenite's default 128 KiB read buffer per socket would dominate the
-    // memory of thousands of idle subscribers; GraphQL messages are small.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(WS_BUFFER)
-        .write_buffer_size(WS_BUFFER)
-        .max_message_size(Some(WS_MAX_MESSAGE))
-        .max_frame_size(Some(WS_MAX_MESSAGE));
-    websocket.config(config).protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
-        let (mut sink, mut stream) = socket.split();
-        let first = match tokio::time::timeout(init_timeout, next_text(&mut stream)).await {
-            Ok(Some(first)) => first,
-            Ok(None) => return,
-            Err(_) => {
-                let _ = sink.send(Message::close_with(4408u16, "Connection initialisation timeout")).await;
-                return;
-            }
-        };
-        let init: serde_json::Value = serde_json::from_str(&first).unwrap_or_default();
-        let header = init["payload"]
-            .get("Authorization")
-            .or_else(|| init["payload"].get("authorization"))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
-        let refuse = |code: u16, reason: &'static str| Message::close_with(code, reason);
-        let (principal, token_hash) = match (init["type"].as_str(), header) {
-            (Some("connection_init"), Some(header)) => {
-                let checked = async {
-                    let token = BearerToken::from_header(&header)?;
-                    store.authenticate(&token).await.map(|principal| (principal, token.hash()))
-                };
-                match checked.await {
-                    Ok(checked) => checked,
-                    Err(ApiError::Internal(e)) => {
-                        tracing::error!(error = format!("{e:#}"), "authenticating a WebSocket failed");
-                        let _ = sink.send(refuse(1011, "Internal error")).await;
-                        return;
-                    }
-                    Err(_) => {
-                        let _ = sink.send(refuse(4403, "Forbidden: the token is unknown, revoked or malformed")).await;
-                        return;
-                    }
-                }
-            }
-            _ => {
-                let _ = sink
-                    .send(refuse(
-                        4401,
-                        "Unauthorized: send connection_init with {\"Authorization\": \"Bearer <token>\"}",
-                    ))
-                    .await;
-                return;
-            }
-        };
-        // Hand the connection_init on to the protocol, already authenticated.
-        let replay = futures_util::stream::once(async move { Ok(Message::Text(first)) }).chain(stream);
-        let session_principal = principal.clone();
-        let serve = GraphQLWebSocket::new_with_pair(&mut sink, replay, schema, protocol)
-            .on_connection_init(move |_| async move {
-                let mut data = Data::default();
-                data.insert(session_principal);
-                Ok(data)
-            })
-            .serve();
-        let revoked = tokio::select! {
-            () = serve => false,
-            () = token_revoked(&store, &token_hash, &principal, recheck) => true,
-        };
-        if revoked {
-            let _ = sink.send(Message::close_with(4403u16, "Forbidden: the token was revoked")).await;
-        }
-    })
-}
-
-/// Returns once the token (by its hash) no longer stands for `principal`
-/// (revoked, or its user removed or given another role), checking every
-/// `every`. A database hiccup is not a revocation: the next check decides.
-async fn token_revoked(store: &Store, token_hash: &str, principal: &Principal, every: std::time::Duration) {
-    loop {
-        tokio::time::sleep(every).await;
-        match store.authenticate_hash(token_hash.to_owned()).await {
-            Ok(now) if now == *principal => {}
-            Err(ApiError::Internal(e)) => {
-                tracing::warn!(error = format!("{e:#}"), "re-checking a WebSocket's token failed");
-            }
-            _ => return,
-        }
-    }
 }
 
 #[handler]

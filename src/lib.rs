@@ -26,3 +26,4 @@ pub mod runner_cli;
 pub mod scheduler;
 pub mod store;
 pub mod tasks;
+mod ws;

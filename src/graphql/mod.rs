@@ -7,6 +7,7 @@ mod guards;
 mod mutation;
 mod query;
 mod subscription;
+pub mod subscription_limits;
 pub mod types;
 
 use async_graphql::{Context, SDLExportOptions, Schema};
