@@ -1,4 +1,7 @@
-//! Start-up: configuration, key, database, schema, listener.
+//! Start-up: configuration, key, database, schema, listener; and the
+//! data directory's permissions (0700, its files 0600, whatever the umask).
+
+use std::path::Path;
 
 use anyhow::Context;
 use poem::listener::{Acceptor, Listener, TcpListener};
@@ -19,15 +22,21 @@ pub struct App {
 }
 
 impl App {
-    /// Creates the data directory, loads the key and connects (migrating).
+    /// Creates the data directory (private: see [`private_data_dir`]),
+    /// loads the key, connects (migrating) and seals sign-in flows left in
+    /// plain text by an older version. Every command that opens the store
+    /// comes through here.
     pub async fn open(config: Config) -> anyhow::Result<App> {
-        if config.is_sqlite() {
-            std::fs::create_dir_all(&config.data_dir)
-                .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+        let url = config.database_url();
+        // The directory holds the SQLite database (unless it is in memory)
+        // and, without ENCRYPTION_KEY, the generated key.
+        let uses_data_dir = (config.is_sqlite() && !db::is_in_memory(&url)) || config.encryption_key.is_none();
+        if uses_data_dir {
+            private_data_dir(&config.data_dir)?;
         }
         let keys = crate::keys::load_keyring(&config)?;
-        let db = db::connect(&config.database_url()).await?;
-        let reader = db::open_reader(&config.database_url(), &db).await?;
+        let db = db::connect(&url).await?;
+        let reader = db::open_reader(&url, &db).await?;
         let settings = StoreSettings {
             system_keys: config.system_keys.clone(),
             task_lease: config.tasks.lease,
@@ -35,6 +44,10 @@ impl App {
         };
         let store = Store::new(db, reader, keys, settings);
         let flows = FlowEngine::new(store.clone());
+        let sealed = flows.seal_plain_text_rows().await.map_err(api_to_anyhow)?;
+        if sealed > 0 {
+            tracing::info!(flows = sealed, "sealed the user codes of sign-in flows stored in plain text before");
+        }
         let schema = build_schema(store.clone(), flows.clone(), &config.graphql);
         Ok(App { config, store, flows, schema })
     }
@@ -93,4 +106,60 @@ pub fn api_to_anyhow(e: crate::error::ApiError) -> anyhow::Error {
         crate::error::ApiError::Internal(cause) => cause,
         other => anyhow::anyhow!("{}", async_graphql::Error::from(other).message),
     }
+}
+
+/// Creates `dir` (and missing parents) as 0700 whatever the umask; an
+/// existing directory that group or others may access is tightened to 0700
+/// with a warning naming it, or, if that fails, start-up stops with a
+/// message saying what to fix. The files in it are made private by whoever
+/// opens them: the key file in `keys`, the SQLite files in `store::db`.
+pub(crate) fn private_data_dir(dir: &Path) -> anyhow::Result<()> {
+    create_private_dir(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+    make_private(dir)
+}
+
+/// `create_dir_all`, with mode 0700 for every directory it creates.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Takes group and other permissions off `path` (a file or a directory) if
+/// it has any, logging at WARN what it changed; an error (naming the path,
+/// its mode and the fix) if it cannot. A missing path is fine.
+pub(crate) fn make_private(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let metadata = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("reading the permissions of {}", path.display())),
+        };
+        let mode = metadata.permissions().mode() & 0o7777;
+        if mode & 0o077 == 0 {
+            return Ok(());
+        }
+        let private = mode & 0o700;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(private)).with_context(|| {
+            let fix = if metadata.is_dir() { "chmod 700" } else { "chmod 600" };
+            let shown = path.display();
+            format!(
+                "{shown} is open to group or other users (mode {mode:04o}) and could not be made private; \
+                 run `{fix} {shown}` as its owner and start again"
+            )
+        })?;
+        tracing::warn!(
+            path = %path.display(),
+            from = %format!("{mode:04o}"),
+            to = %format!("{private:04o}"),
+            "tightened permissions: group or other users could access the vault's data here"
+        );
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }

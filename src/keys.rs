@@ -12,13 +12,15 @@ use crate::crypto::{Key, Keyring};
 const KEY_FILE: &str = "encryption.key";
 
 /// Loads the keyring. With no `ENCRYPTION_KEY`, uses (or creates, mode 0600)
-/// the key file in the data directory and warns loudly.
+/// the key file in the data directory and warns loudly. A key file others
+/// may read is tightened to 0600 first (with a warning), or refused.
 pub fn load_keyring(config: &Config) -> anyhow::Result<Keyring> {
     let current = match &config.encryption_key {
         Some(value) => Key::parse("ENCRYPTION_KEY", value.expose())?,
         None => {
             let path = config.data_dir.join(KEY_FILE);
             let text = if path.exists() {
+                crate::app::make_private(&path)?;
                 std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?
             } else {
                 let text = Key::generate();
@@ -52,7 +54,7 @@ pub fn load_keyring(config: &Config) -> anyhow::Result<Keyring> {
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::app::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -8,6 +8,7 @@ mod m20261127_000002_task_leases;
 mod m20261127_000003_oauth_flows;
 mod m20261127_000004_lifecycle;
 mod m20261127_000005_claims;
+mod m20261127_000006_sealed_flow_codes;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_oauth_flows::Migration),
             Box::new(m20261127_000004_lifecycle::Migration),
             Box::new(m20261127_000005_claims::Migration),
+            Box::new(m20261127_000006_sealed_flow_codes::Migration),
         ]
     }
 }

@@ -20,7 +20,7 @@ use sea_orm::{
 use tokio::sync::{broadcast, Notify};
 
 use crate::catalog;
-use crate::crypto::Binding;
+use crate::crypto::{Binding, Keyring};
 use crate::domain::{Agent, CredentialKind, FlowStatus, Provider};
 use crate::entities::oauth_flow;
 use crate::error::{ApiError, ApiResult};
@@ -35,7 +35,7 @@ const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
 /// First key of the per-person advisory lock around the pending-flow limit
 /// (PostgreSQL; arbitrary, stable).
 const PENDING_LIMIT_LOCK: i32 = 0x5e5a_0001;
-use crate::store::FLOW_FIELD as FIELD;
+use crate::store::{FLOW_FIELD as FIELD, FLOW_USER_CODE_FIELD, FLOW_VERIFICATION_URI_FIELD};
 /// A completion in progress holds the flow with this lease-owner prefix.
 const COMPLETING: &str = "complete:";
 /// The poller wakes at least this often to renew its lease.
@@ -81,15 +81,48 @@ fn binding<'a>(row: &'a oauth_flow::Model) -> Binding<'a> {
     Binding { owner_id: &row.owner_id, record_id: &row.id, field: FIELD }
 }
 
-fn view(row: &oauth_flow::Model) -> ApiResult<DeviceFlow> {
+/// Encrypts one of a flow's display values (the user code, or the link that
+/// carries it), bound to the flow's owner, id and `field`.
+fn seal_text(keys: &Keyring, owner_id: &str, id: &str, field: &str, text: &str) -> String {
+    keys.encrypt(text.as_bytes(), Binding { owner_id, record_id: id, field })
+}
+
+/// The sealed value if there is one; otherwise the plain column of a row
+/// written before values were sealed (or by an older instance).
+fn unseal(
+    keys: &Keyring,
+    row: &oauth_flow::Model,
+    sealed: Option<&str>,
+    field: &str,
+    plain: Option<&str>,
+) -> ApiResult<Option<String>> {
+    match sealed {
+        Some(stored) => {
+            let binding = Binding { owner_id: &row.owner_id, record_id: &row.id, field };
+            Ok(Some(keys.decrypt_string(stored, binding)?.to_string()))
+        }
+        None => Ok(plain.map(str::to_owned)),
+    }
+}
+
+/// The API's view of a device flow; the user code and link are decrypted.
+fn view(keys: &Keyring, row: &oauth_flow::Model) -> ApiResult<DeviceFlow> {
+    let user_code = unseal(keys, row, row.sealed_user_code.as_deref(), FLOW_USER_CODE_FIELD, Some(&row.user_code))?;
+    let verification_uri_complete = unseal(
+        keys,
+        row,
+        row.sealed_verification_uri_complete.as_deref(),
+        FLOW_VERIFICATION_URI_FIELD,
+        row.verification_uri_complete.as_deref(),
+    )?;
     Ok(DeviceFlow {
         id: ID(row.id.clone()),
         agent: row.agent.parse().map_err(ApiError::internal)?,
         provider: row.provider.parse().map_err(ApiError::internal)?,
         status: row.status.parse().map_err(ApiError::internal)?,
-        user_code: row.user_code.clone(),
+        user_code: user_code.unwrap_or_default(),
         verification_uri: row.verification_uri.clone(),
-        verification_uri_complete: row.verification_uri_complete.clone(),
+        verification_uri_complete,
         expires_at: row.expires_at,
         interval: row.interval_secs,
         message: row.message.clone(),
@@ -164,7 +197,11 @@ impl FlowEngine {
         if row.kind != KIND_DEVICE {
             return Ok(());
         }
-        let update = FlowUpdate { owner_id: row.owner_id.clone(), revision: row.revision, flow: view(row)? };
+        let update = FlowUpdate {
+            owner_id: row.owner_id.clone(),
+            revision: row.revision,
+            flow: view(self.store().keys(), row)?,
+        };
         if self.store().is_postgres() {
             crate::relay::notify(self.store().db(), crate::relay::FLOWS_CHANNEL, &update).await
         } else {
@@ -235,6 +272,8 @@ impl FlowEngine {
         })?;
         let id = new_id();
         let now = Utc::now();
+        let keys = self.store().keys();
+        let seal = |field, text: &str| seal_text(keys, owner.user_id(), &id, field, text);
         let row = oauth_flow::Model {
             id: id.clone(),
             owner_id: owner.user_id().to_owned(),
@@ -242,10 +281,15 @@ impl FlowEngine {
             provider: provider.as_str().into(),
             kind: KIND_DEVICE.into(),
             status: FlowStatus::Pending.as_str().into(),
-            user_code: started.user_code,
+            user_code: String::new(),
             verification_uri: started.verification_uri,
-            verification_uri_complete: started.verification_uri_complete,
+            verification_uri_complete: None,
             authorize_url: None,
+            sealed_user_code: Some(seal(FLOW_USER_CODE_FIELD, &started.user_code)),
+            sealed_verification_uri_complete: started
+                .verification_uri_complete
+                .as_deref()
+                .map(|link| seal(FLOW_VERIFICATION_URI_FIELD, link)),
             secret: self.seal(owner.user_id(), &id, &started.secret)?,
             interval_secs: started.interval as i32,
             expires_at: now + started.expires_in,
@@ -262,7 +306,7 @@ impl FlowEngine {
         };
         let row = self.insert_pending(row).await?;
         self.spawn_poller(row.id.clone());
-        view(&row)
+        view(self.store().keys(), &row)
     }
 
     pub async fn start_authorization(
@@ -288,7 +332,11 @@ impl FlowEngine {
             user_code: String::new(),
             verification_uri: String::new(),
             verification_uri_complete: None,
-            authorize_url: Some(url.clone()),
+            // Not kept: the URL carries the state (which `secret` holds,
+            // encrypted). The client gets the URL once, below.
+            authorize_url: None,
+            sealed_user_code: None,
+            sealed_verification_uri_complete: None,
             secret: self.seal(owner.user_id(), &id, &secret)?,
             interval_secs: 0,
             expires_at,
@@ -377,7 +425,9 @@ impl FlowEngine {
 
     pub async fn device_flow(&self, owner: &OwnerHandle, id: &str) -> ApiResult<Option<DeviceFlow>> {
         match self.own_flow(owner, id).await? {
-            Some(row) if row.kind == KIND_DEVICE => view(&self.expire_if_due(row).await?).map(Some),
+            Some(row) if row.kind == KIND_DEVICE => {
+                view(self.store().keys(), &self.expire_if_due(row).await?).map(Some)
+            }
             _ => Ok(None),
         }
     }
@@ -498,7 +548,7 @@ impl FlowEngine {
             Some(row) if row.kind == KIND_DEVICE => self.expire_if_due(row).await?,
             _ => return Err(ApiError::not_found("device sign-in flow")),
         };
-        let first = view(&row)?;
+        let first = view(self.store().keys(), &row)?;
         let engine = self.clone();
         let id = id.to_owned();
         Ok(async_stream::stream! {
@@ -511,7 +561,7 @@ impl FlowEngine {
             loop {
                 let reread = || async {
                     match oauth_flow::Entity::find_by_id(id.as_str()).one(engine.store().db()).await {
-                        Ok(Some(row)) => view(&row).ok().map(|flow| (row.revision, flow)),
+                        Ok(Some(row)) => view(engine.store().keys(), &row).ok().map(|flow| (row.revision, flow)),
                         _ => None,
                     }
                 };
@@ -734,6 +784,57 @@ impl FlowEngine {
                 }
             }
         });
+    }
+
+    /// Seals what rows written before sealing (or by an older instance)
+    /// hold in plain text: the user code and the link that carries it move
+    /// into their encrypted columns, and the authorize URL (it carries the
+    /// state) is cleared. Runs at every start-up; returns how many rows
+    /// changed. On SQLite the write-ahead log is then checkpointed and
+    /// truncated, so the old plain text is not left in it.
+    pub async fn seal_plain_text_rows(&self) -> ApiResult<usize> {
+        let db = self.store().db();
+        let keys = self.store().keys();
+        let rows = oauth_flow::Entity::find()
+            .filter(
+                Condition::any()
+                    .add(oauth_flow::Column::UserCode.ne(""))
+                    .add(oauth_flow::Column::VerificationUriComplete.is_not_null())
+                    .add(oauth_flow::Column::AuthorizeUrl.is_not_null()),
+            )
+            .all(db)
+            .await?;
+        let mut sealed = 0;
+        for row in rows {
+            let seal = |field, text: &str| seal_text(keys, &row.owner_id, &row.id, field, text);
+            let mut update = oauth_flow::Entity::update_many()
+                .col_expr(oauth_flow::Column::AuthorizeUrl, Expr::value(Option::<String>::None))
+                .filter(oauth_flow::Column::Id.eq(row.id.as_str()));
+            if !row.user_code.is_empty() {
+                update = update
+                    .col_expr(oauth_flow::Column::UserCode, Expr::value(""))
+                    .col_expr(
+                        oauth_flow::Column::SealedUserCode,
+                        Expr::value(Some(seal(FLOW_USER_CODE_FIELD, &row.user_code))),
+                    )
+                    .filter(oauth_flow::Column::UserCode.eq(row.user_code.as_str()));
+            }
+            if let Some(link) = &row.verification_uri_complete {
+                update = update
+                    .col_expr(oauth_flow::Column::VerificationUriComplete, Expr::value(Option::<String>::None))
+                    .col_expr(
+                        oauth_flow::Column::SealedVerificationUriComplete,
+                        Expr::value(Some(seal(FLOW_VERIFICATION_URI_FIELD, link))),
+                    );
+            }
+            sealed += update.exec(db).await?.rows_affected as usize;
+        }
+        if sealed > 0 && !self.store().is_postgres() {
+            if let Err(e) = db.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)").await {
+                tracing::warn!(error = %e, "could not truncate the write-ahead log after sealing sign-in flows");
+            }
+        }
+        Ok(sealed)
     }
 
     /// Deletes finished flows last changed before `cutoff` (housekeeping).

@@ -3,7 +3,8 @@
 
 use async_graphql::ID;
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{self, Action, Actor};
@@ -30,6 +31,10 @@ pub(crate) fn no_live_claim(now: DateTime<Utc>) -> sea_orm::Condition {
         .add(credential::Column::RefreshClaimedUntil.is_null())
         .add(credential::Column::RefreshClaimedUntil.lt(now))
 }
+
+/// How often a save re-reads its slot after losing a race (a first save
+/// beaten by another first save, or a row deleted under it).
+const SAVE_ATTEMPTS: u32 = 5;
 
 /// What is encrypted in the `secret` column.
 #[derive(Clone, Serialize, Deserialize)]
@@ -143,8 +148,14 @@ impl Store {
         let hint_text = hint(new.secret.primary());
         let now = Utc::now();
         let db = self.db();
-        // A replace is a compare-and-swap on the version just read; if a
-        // refresh swapped the secret meanwhile, read again and retry.
+        // One transaction per attempt. On PostgreSQL the slot's row is read
+        // `FOR UPDATE`, so concurrent saves to one slot take turns (the last
+        // one wins, each audited) and the compare-and-swap below cannot
+        // lose to another writer; a refresh that races a save waits for it
+        // and then fails its own compare-and-swap, as it must. A first save
+        // inserts with `ON CONFLICT DO NOTHING` on the slot: if another
+        // first save got there first, the next attempt replaces that row.
+        // On SQLite the single writer connection orders the transactions.
         let mut attempts = 0;
         let (txn, replaced, meta) = loop {
             attempts += 1;
@@ -152,6 +163,7 @@ impl Store {
             let existing = credential::Entity::find()
                 .filter(credential::Column::OwnerId.eq(owner_id))
                 .filter(credential::Column::Slot.eq(slot.as_str()))
+                .lock_exclusive()
                 .one(&txn)
                 .await?;
             match existing {
@@ -159,12 +171,8 @@ impl Store {
                     let swapped = self
                         .swap_secret(&txn, &row.id, owner_id, row.version, new.secret.clone(), new.expires_at)
                         .await?;
-                    match swapped {
-                        Some(meta) => break (txn, true, meta),
-                        None if attempts < 5 => txn.rollback().await?,
-                        None => {
-                            return Err(ApiError::internal(anyhow::anyhow!("credential {} keeps changing", row.id)))
-                        }
+                    if let Some(meta) = swapped {
+                        break (txn, true, meta);
                     }
                 }
                 None => {
@@ -191,9 +199,30 @@ impl Store {
                     };
                     row.secret = self.keys().encrypt(&plaintext, binding(&row, FIELD_SECRET));
                     row.hint = self.keys().encrypt(hint_text.as_bytes(), binding(&row, FIELD_HINT));
-                    let row = credential::ActiveModel::from(row).insert(&txn).await?;
-                    break (txn, false, CredentialMeta::try_from(&row)?);
+                    let inserted = credential::Entity::insert(credential::ActiveModel::from(row))
+                        .on_conflict(
+                            OnConflict::columns([credential::Column::OwnerId, credential::Column::Slot])
+                                .do_nothing()
+                                .to_owned(),
+                        )
+                        .exec_with_returning(&txn)
+                        .await;
+                    match inserted {
+                        Ok(row) => break (txn, false, CredentialMeta::try_from(&row)?),
+                        // DO NOTHING returned no row: the slot was filled meanwhile.
+                        Err(sea_orm::DbErr::RecordNotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
+            }
+            txn.rollback().await?;
+            if attempts == SAVE_ATTEMPTS {
+                // Only a slot that keeps being emptied and refilled under
+                // the save gets here: the caller may simply try again.
+                tracing::warn!(owner = owner_id, slot, attempts, "a credential save kept losing to concurrent changes");
+                return Err(ApiError::Unavailable(
+                    "this credential changed while it was being saved; save it again".into(),
+                ));
             }
         };
         audit::record(

@@ -1,6 +1,7 @@
 //! Opening the database: SQLite (WAL, synchronous commits, one writer and a
-//! few readers) or PostgreSQL.
+//! few readers; its files private, 0600) or PostgreSQL.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -39,8 +40,11 @@ const MIGRATION_LOCK: i64 = 0x5e5a_0000;
 /// Connects without migrating (the `migrate` command and tests use this).
 pub async fn open(url: &str) -> anyhow::Result<DatabaseConnection> {
     if url.starts_with("sqlite:") {
-        let options = SqliteConnectOptions::from_str(url)
-            .context("DATABASE_URL is not a valid sqlite:// URL")?
+        let options = SqliteConnectOptions::from_str(url).context("DATABASE_URL is not a valid sqlite:// URL")?;
+        if !is_in_memory(url) {
+            private_sqlite_files(options.get_filename())?;
+        }
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // Every commit reaches the disk before it is acknowledged (an
@@ -50,7 +54,10 @@ pub async fn open(url: &str) -> anyhow::Result<DatabaseConnection> {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
             // Statement journals in memory, not in temporary files.
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Deleted and overwritten content is zeroed where that costs no
+            // extra I/O, so old values do not linger in free space.
+            .pragma("secure_delete", "fast");
         // One connection: SQLite allows one writer, and a deferred
         // transaction that reads then writes would fail with SQLITE_BUSY
         // under concurrency. Other processes (the CLI) wait on the busy timeout.
@@ -68,8 +75,7 @@ pub async fn open(url: &str) -> anyhow::Result<DatabaseConnection> {
 /// file, a few read-only connections (WAL lets readers run beside the one
 /// writer and see every committed change); otherwise the writer's pool.
 pub async fn open_reader(url: &str, writer: &DatabaseConnection) -> anyhow::Result<DatabaseConnection> {
-    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    if !url.starts_with("sqlite:") || in_memory {
+    if !url.starts_with("sqlite:") || is_in_memory(url) {
         return Ok(writer.clone());
     }
     let options = SqliteConnectOptions::from_str(url)
@@ -77,6 +83,34 @@ pub async fn open_reader(url: &str, writer: &DatabaseConnection) -> anyhow::Resu
         .read_only(true)
         .busy_timeout(Duration::from_secs(5));
     sqlite_pool(options, READERS).await.context("opening read connections to the SQLite database")
+}
+
+/// Whether a SQLite URL names an in-memory database (no files).
+pub fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// Makes a SQLite database's files private before SQLite opens them: a
+/// missing database file is created 0600 whatever the umask (SQLite gives
+/// its `-wal`, `-shm` and `-journal` files the database file's mode), and
+/// existing ones that others may read are tightened (with a warning).
+fn private_sqlite_files(db_file: &Path) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(db_file) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("creating the SQLite database {}", db_file.display())),
+    }
+    crate::app::make_private(db_file)?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut name = db_file.as_os_str().to_owned();
+        name.push(suffix);
+        crate::app::make_private(Path::new(&name))?;
+    }
+    Ok(())
 }
 
 /// A pool of `connections` to a SQLite file. An embedded database cannot

@@ -19,7 +19,8 @@ use async_graphql::{SimpleObject, ID};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Set,
+    TransactionTrait,
 };
 use zeroize::Zeroizing;
 
@@ -129,6 +130,11 @@ impl Email {
 
 /// The associated-data field of a flow's secret (see `flows`).
 pub(crate) const FLOW_FIELD: &str = "flow";
+/// The associated-data field of a device flow's sealed user code.
+pub(crate) const FLOW_USER_CODE_FIELD: &str = "user_code";
+/// The associated-data field of a device flow's sealed `verification_uri_complete`
+/// (the link carries the user code).
+pub(crate) const FLOW_VERIFICATION_URI_FIELD: &str = "verification_uri_complete";
 
 const TOKEN_TOUCH_INTERVAL: Duration = Duration::minutes(5);
 
@@ -443,7 +449,11 @@ impl Store {
             // by a live server meanwhile is re-read, never overwritten with
             // the older plaintext.
             for attempt in 1.. {
-                let Some(row) = credential::Entity::find_by_id(id.as_str()).one(&txn).await? else { break };
+                // `FOR UPDATE` on PostgreSQL: a save waits for the rotation
+                // instead of making it retry.
+                let Some(row) = credential::Entity::find_by_id(id.as_str()).lock_exclusive().one(&txn).await? else {
+                    break;
+                };
                 let keys = self.keys();
                 if keys.is_current(&row.secret) && keys.is_current(&row.hint) {
                     break;
@@ -473,16 +483,29 @@ impl Store {
                 }
             }
         }
-        // Pending sign-in flows hold device codes and PKCE verifiers.
+        // Sign-in flows hold device codes and PKCE verifiers, user codes
+        // and the links that carry them.
         for row in oauth_flow::Entity::find().all(&txn).await? {
             let keys = self.keys();
-            if keys.is_current(&row.secret) {
+            let current = |stored: &Option<String>| stored.as_deref().is_none_or(|c| keys.is_current(c));
+            if keys.is_current(&row.secret)
+                && current(&row.sealed_user_code)
+                && current(&row.sealed_verification_uri_complete)
+            {
                 continue;
             }
-            let binding = crate::crypto::Binding { owner_id: &row.owner_id, record_id: &row.id, field: FLOW_FIELD };
-            let secret = keys.decrypt(&row.secret, binding)?;
+            let reseal = |stored: &str, field| -> ApiResult<String> {
+                let binding = crate::crypto::Binding { owner_id: &row.owner_id, record_id: &row.id, field };
+                Ok(keys.encrypt(&keys.decrypt(stored, binding)?, binding))
+            };
             let mut active: oauth_flow::ActiveModel = row.clone().into();
-            active.secret = Set(keys.encrypt(&secret, binding));
+            active.secret = Set(reseal(&row.secret, FLOW_FIELD)?);
+            if let Some(stored) = &row.sealed_user_code {
+                active.sealed_user_code = Set(Some(reseal(stored, FLOW_USER_CODE_FIELD)?));
+            }
+            if let Some(stored) = &row.sealed_verification_uri_complete {
+                active.sealed_verification_uri_complete = Set(Some(reseal(stored, FLOW_VERIFICATION_URI_FIELD)?));
+            }
             active.update(&txn).await?;
             rewritten += 1;
         }

@@ -191,3 +191,70 @@ pub fn jwt(claims: Value) -> String {
     let body = URL_SAFE_NO_PAD.encode(claims.to_string());
     format!("{header}.{body}.c2lnbmF0dXJl")
 }
+
+// Appended for the hardening tests (issue 12): the binary under a chosen umask.
+
+/// `base_command`, but through `sh`, which sets `umask` and then execs the
+/// binary (same pid): the child creates files under that umask whatever
+/// the test process's own is.
+pub fn command_with_umask(umask: &str, data_dir: &Path, env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(format!("umask {umask} && exec \"$0\" \"$@\"")).arg(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("SESAME_DATA_DIR", data_dir)
+        .env("SESAME_LISTEN", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+impl Server {
+    /// Like [`Server::spawn`], with the server running under `umask`. The log
+    /// goes to `server.log` in `dir` (pass `SESAME_DATA_DIR` in `env` to keep
+    /// the data elsewhere).
+    pub async fn spawn_with_umask(
+        dir: tempfile::TempDir,
+        env: Vec<(String, String)>,
+        umask: &str,
+        expect_bootstrap: bool,
+    ) -> Server {
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let mut child = command_with_umask(umask, dir.path(), &env)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sesame-vault");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut admin = None;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(token) = line.strip_prefix("Admin token (shown once, keep it safe): ") {
+                    admin = Some(token.trim().to_owned());
+                }
+                if let Some(url) = line.strip_prefix("sesame-vault listening on ") {
+                    let _ = tx.send((url.trim().to_owned(), admin.take()));
+                }
+            }
+        });
+        let (url, admin) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(v) => v,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "server did not start; log:\n{}",
+                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+                );
+            }
+        };
+        if expect_bootstrap {
+            assert!(admin.is_some(), "a fresh server prints the bootstrap admin token");
+        }
+        Server { child, url, admin_token: admin.unwrap_or_default(), dir, env, http: reqwest::Client::new() }
+    }
+}
