@@ -448,7 +448,11 @@ impl Server {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn")
             .env("SESAME_DATA_DIR", data_dir)
-            .env("SESAME_LISTEN", "127.0.0.1:0");
+            .env("SESAME_LISTEN", "127.0.0.1:0")
+            // The fan-out run opens every subscriber with one token; the
+            // per-principal limits (issue 12) are lifted for it.
+            .env("SESAME_GRAPHQL__MAX_SOCKETS_PER_PRINCIPAL", "1000000")
+            .env("SESAME_GRAPHQL__MAX_SUBSCRIPTIONS_PER_PRINCIPAL", "1000000");
         cmd
     }
 
