@@ -365,7 +365,7 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
         docs.push(nested_object(n));
         docs.push(nested_selection(n.min(20_000)));
         docs.push(format!("{{ __typename(x: {}) }}", "[".repeat(n))); // unbalanced
-        docs.push(format!("{}", "(".repeat(n)));
+        docs.push("(".repeat(n));
     }
     for (levels, fan_out) in [(5, 5), (10, 3), (12, 4), (20, 2), (40, 2), (3, 100)] {
         docs.push(fragment_bomb(levels, fan_out));
@@ -435,7 +435,7 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
             json!((0..10).map(|_| json!({ "query": nested_list(5000) })).collect::<Vec<_>>()).to_string(),
             format!("{{\"query\": \"{MARKER}"),
             format!("{{\"query\": \"{{ __typename }}\", \"variables\": {}1{}}}", "[".repeat(200), "]".repeat(200)),
-            format!("{}", "[".repeat(100_000)),
+            "[".repeat(100_000),
             "null".to_owned(),
             "\"{ __typename }\"".to_owned(),
             "".to_owned(),
