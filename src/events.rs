@@ -1,6 +1,6 @@
 //! Credential events, fanned out to subscribers in this process.
 
-use async_graphql::{SimpleObject, ID};
+use async_graphql::{ComplexObject, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
@@ -8,6 +8,7 @@ use crate::domain::{Agent, CredentialEventKind, CredentialStatus, Provider};
 
 /// Metadata only: an event never carries secret material.
 #[derive(Clone, Debug, SimpleObject, serde::Serialize, serde::Deserialize)]
+#[graphql(complex)]
 pub struct CredentialEvent {
     /// The outbox row id: unique per event, so duplicates can be dropped.
     #[graphql(skip)]
@@ -20,6 +21,15 @@ pub struct CredentialEvent {
     pub status: Option<CredentialStatus>,
     pub at: DateTime<Utc>,
     pub message: Option<String>,
+}
+
+#[ComplexObject]
+impl CredentialEvent {
+    /// The event's id: pass the last one you received as
+    /// `credentialEvents(after:)` to get what you missed while away.
+    async fn id(&self) -> ID {
+        ID(self.seq.to_string())
+    }
 }
 
 #[derive(Clone)]

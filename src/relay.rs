@@ -33,19 +33,24 @@ pub async fn notify<C: ConnectionTrait>(db: &C, channel: &str, payload: &impl se
     Ok(())
 }
 
-/// Starts the listener (PostgreSQL only). It reconnects by itself; changes
-/// announced while it is disconnected are missed by live subscribers (a
-/// flow subscriber still gets the final state: flows are re-read on lag).
+/// Starts the listener (PostgreSQL only). When its connection is lost it
+/// connects again, LISTENs, and only then reads the outbox for the events
+/// announced while it was away, so live subscribers miss none (they drop
+/// by id what they already have). Flow watchers re-read their flow on
+/// silence, so flows need no catch-up.
 pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
-    let pool = store.db().get_postgres_connection_pool().clone();
-    let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen_all([EVENTS_CHANNEL, FLOWS_CHANNEL]).await?;
+    let mut listener = listen(&store).await?;
     tokio::spawn(async move {
+        // The newest event id this listener handed on.
+        let mut last_seq = 0i64;
         loop {
             match listener.recv().await {
                 Ok(n) => match n.channel() {
                     EVENTS_CHANNEL => match serde_json::from_str::<CredentialEvent>(n.payload()) {
-                        Ok(event) => store.events().publish(event),
+                        Ok(event) => {
+                            last_seq = last_seq.max(event.seq);
+                            store.events().publish(event);
+                        }
                         Err(e) => tracing::error!(error = %e, "unreadable credential event notification"),
                     },
                     FLOWS_CHANNEL => match serde_json::from_str::<FlowUpdate>(n.payload()) {
@@ -55,11 +60,49 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
                     _ => {}
                 },
                 Err(e) => {
+                    let lost_at = chrono::Utc::now();
                     tracing::warn!(error = %e, "lost the PostgreSQL listener; reconnecting");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    listener = loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        match listen(&store).await {
+                            Ok(fresh) => break fresh,
+                            Err(e) => tracing::warn!(error = %e, "reconnecting the PostgreSQL listener failed"),
+                        }
+                    };
+                    last_seq = catch_up(&store, last_seq, lost_at).await;
                 }
             }
         }
     });
     Ok(())
+}
+
+async fn listen(store: &Store) -> anyhow::Result<PgListener> {
+    let pool = store.db().get_postgres_connection_pool().clone();
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.listen_all([EVENTS_CHANNEL, FLOWS_CHANNEL]).await?;
+    Ok(listener)
+}
+
+/// Publishes the events recorded since the listener was lost (ids above
+/// the last one it saw, and anything recorded in a margin before the loss,
+/// for ids that committed out of order). Returns the new last id.
+async fn catch_up(store: &Store, last_seq: i64, lost_at: chrono::DateTime<chrono::Utc>) -> i64 {
+    const MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+    const MAX: u64 = 10_000;
+    match store.events_since(last_seq, lost_at - MARGIN, MAX).await {
+        Ok(missed) => {
+            tracing::info!(events = missed.len(), "the PostgreSQL listener is back; caught up from the outbox");
+            let mut last = last_seq;
+            for event in missed {
+                last = last.max(event.seq);
+                store.events().publish(event);
+            }
+            last
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "catching up credential events from the outbox failed");
+            last_seq
+        }
+    }
 }

@@ -1,7 +1,5 @@
 use async_graphql::{Context, Subscription, ID};
 use futures_util::Stream;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::StreamExt;
 
 use super::guards::PersonGuard;
 use super::subscription_limits::RootFieldTicket;
@@ -23,18 +21,18 @@ impl SubscriptionRoot {
     }
 
     /// The caller's own credential events; ADMIN receives every user's (metadata only).
+    /// With `after` (an event's `id`), first the events after it that you missed, then live ones.
     #[graphql(guard = "PersonGuard")]
-    async fn credential_events(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = CredentialEvent>> {
+    async fn credential_events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<ID>,
+    ) -> Result<impl Stream<Item = CredentialEvent>> {
         single_root_field(ctx)?;
         let principal = principal(ctx)?.clone();
-        let receiver = store(ctx).events().subscribe();
-        let mut seen = RecentIds::default();
-        Ok(BroadcastStream::new(receiver).filter_map(move |event| {
-            // A lagging subscriber skips what it missed rather than failing.
-            let event = event.ok()?;
-            let visible = principal.is_admin() || principal.user_id() == Some(event.owner_id.as_str());
-            (visible && seen.first_time(event.seq)).then_some(event)
-        }))
+        let store = store(ctx).clone();
+        let after = super::event_stream::resume_point(&store, &principal, after.as_ref().map(|id| id.as_str())).await?;
+        Ok(super::event_stream::events(store, principal, after))
     }
 }
 
@@ -49,30 +47,5 @@ fn single_root_field(ctx: &Context<'_>) -> Result<(), ApiError> {
             "a subscription selects exactly one root field: send each subscription as an operation of its own",
         )),
         _ => Ok(()),
-    }
-}
-
-/// The last few event ids a subscriber got: an event is never delivered
-/// to one subscriber twice, whatever path it came by.
-#[derive(Default)]
-struct RecentIds {
-    order: std::collections::VecDeque<i64>,
-    set: std::collections::HashSet<i64>,
-}
-
-impl RecentIds {
-    const KEEP: usize = 512;
-
-    fn first_time(&mut self, id: i64) -> bool {
-        if !self.set.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > Self::KEEP {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
     }
 }
