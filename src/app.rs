@@ -55,10 +55,6 @@ impl App {
     /// Serves until Ctrl-C / SIGTERM. Prints the URL (and, on first start,
     /// the bootstrap admin's token) to stdout.
     pub async fn serve(self) -> anyhow::Result<()> {
-        if let Some((user, token)) = self.store.bootstrap_admin().await.map_err(api_to_anyhow)? {
-            println!("Created the first admin {} (id {}).", user.email, user.id.as_str());
-            println!("Admin token (shown once, keep it safe): {}", token.as_str());
-        }
         let acceptor = TcpListener::bind(self.config.listen)
             .into_acceptor()
             .await
@@ -78,9 +74,26 @@ impl App {
         self.flows.run_background(self.config.is_sqlite());
         let _scheduler =
             crate::scheduler::start(self.store.clone(), self.flows.clone(), self.config.scheduler.clone()).await?;
+        // After the listener is bound: a port in use never swallows the
+        // once-shown token.
+        let first_run = self.store.bootstrap_admin().await.map_err(api_to_anyhow)?.is_some_and(|(user, token)| {
+            println!("Created the first admin {} (id {}).", user.email, user.id.as_str());
+            println!("Admin token (shown once, keep it safe): {}", token.as_str());
+            true
+        });
+        let auth = crate::identity::Authenticator::new(self.store.clone(), &self.config.auth)?;
+        auth.warm_up();
+        let routes = crate::http::routes(self.schema, auth, self.config.graphql.clone());
         println!("sesame-vault listening on http://{addr}");
+        if first_run {
+            println!();
+            println!("What to do next:");
+            println!("  1. Open http://{addr}/ and paste the admin token above into the token field.");
+            println!("  2. Create people with `createUser` there (or `sesame-vault user create --email …`),");
+            println!("     and a runner token with `sesame-vault token create --runner --name …`.");
+            println!("  3. Lost a token? `sesame-vault token create --user EMAIL --name …` from this folder.");
+        }
         tracing::info!(%addr, "listening");
-        let routes = crate::http::routes(self.schema, self.store, self.config.graphql.clone());
         Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(routes, shutdown_signal(), Some(std::time::Duration::from_secs(10)))
             .await

@@ -55,6 +55,9 @@ pub struct Config {
     pub tasks: TasksConfig,
     pub oauth: OauthConfig,
     pub scheduler: SchedulerConfig,
+    /// `[auth]`: JWT sign-in (`SESAME_AUTH__JWT__*`, see `crate::identity`).
+    #[serde(default)]
+    pub auth: crate::identity::AuthConfig,
     /// System-wide agent keys, used when a user has none.
     #[serde(skip_serializing, default)]
     pub system_keys: SystemKeys,
@@ -303,6 +306,7 @@ impl Default for Config {
             tasks: TasksConfig::default(),
             oauth: OauthConfig::default(),
             scheduler: SchedulerConfig::default(),
+            auth: Default::default(),
             system_keys: SystemKeys::default(),
         }
     }
@@ -344,6 +348,7 @@ impl Config {
             let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
             ConfigError(format!("{key}: {what}{source}"))
         })?;
+        config.auth.jwt.check().map_err(ConfigError)?;
         if config.graphql.ws_token_recheck < std::time::Duration::from_secs(1) {
             return Err(ConfigError("graphql.ws_token_recheck: expected at least 1s".into()));
         }

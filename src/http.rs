@@ -14,10 +14,11 @@ use poem::http::{header, StatusCode};
 use poem::web::Data as PoemData;
 use poem::{get, handler, Body, Endpoint, EndpointExt, Request, Response, Route};
 
-use crate::auth::{BearerToken, Principal};
+use crate::auth::Principal;
 use crate::config::GraphqlConfig;
 use crate::error::{ApiError, REQUEST_ID};
 use crate::graphql::{gate, VaultSchema};
+use crate::identity::Authenticator;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -25,16 +26,19 @@ struct AppState {
     schema: VaultSchema,
     store: Store,
     limits: GraphqlConfig,
+    /// `sv_` tokens and, when configured, JWTs (`crate::identity`).
+    auth: Authenticator,
 }
 
 /// All routes of the service.
-pub fn routes(schema: VaultSchema, store: Store, limits: GraphqlConfig) -> impl Endpoint {
+pub fn routes(schema: VaultSchema, auth: Authenticator, limits: GraphqlConfig) -> impl Endpoint {
+    let store = auth.store().clone();
     Route::new()
         .at("/health", get(health))
         .at("/graphql", get(graphql_get).post(graphql_post))
-        .at("/graphql/ws", crate::ws::endpoint(schema.clone(), store.clone(), &limits))
+        .at("/graphql/ws", crate::ws::endpoint(schema.clone(), auth.clone(), &limits))
         .nest("/", crate::playground::endpoint())
-        .data(AppState { schema, store, limits })
+        .data(AppState { schema, store, limits, auth })
 }
 
 /// A GraphQL-shaped error response with a code, outside normal execution.
@@ -62,13 +66,12 @@ fn api_error_response(e: ApiError, request_id: &str) -> Response {
 
 /// The caller's principal from the `Authorization` header; `None` when
 /// there is no header (introspection works anonymously, data does not).
-async fn authenticate(store: &Store, req: &Request) -> Result<Option<Principal>, ApiError> {
+async fn authenticate(auth: &Authenticator, req: &Request) -> Result<Option<Principal>, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else { return Ok(None) };
     let value = value
         .to_str()
         .map_err(|_| ApiError::Unauthenticated("the Authorization header must be `Bearer <token>`".into()))?;
-    let token = BearerToken::from_header(value)?;
-    store.authenticate(&token).await.map(Some)
+    auth.authenticate_header(value).await.map(|(principal, _)| Some(principal))
 }
 
 async fn execute(state: &AppState, batch: BatchRequest, principal: Option<Principal>, request_id: String) -> Response {
@@ -139,7 +142,7 @@ async fn graphql_post(req: &Request, body: Body, PoemData(state): PoemData<&AppS
             return error_response(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message, &request_id);
         }
     }
-    let principal = match authenticate(&state.store, req).await {
+    let principal = match authenticate(&state.auth, req).await {
         Ok(p) => p,
         Err(e) => return api_error_response(e, &request_id),
     };
@@ -202,7 +205,7 @@ async fn graphql_get(req: &Request, PoemData(state): PoemData<&AppState>) -> Res
         response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return response;
     }
-    let principal = match authenticate(&state.store, req).await {
+    let principal = match authenticate(&state.auth, req).await {
         Ok(p) => p,
         Err(e) => return api_error_response(e, &request_id),
     };

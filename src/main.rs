@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use sesame_vault::app::{api_to_anyhow, App};
 use sesame_vault::config::Config;
 use sesame_vault::domain::Role;
+use sesame_vault::people_cli;
 use sesame_vault::runner_cli::{task_env, task_return, Client, TaskEnv};
 use sesame_vault::store::audit::Actor;
 use tracing_subscriber::EnvFilter;
@@ -89,21 +90,52 @@ enum UserCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// List every person (id, role, enabled or disabled, email).
+    List {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Refuse a person's tokens and JWTs and stop issuing their credentials (nothing is deleted).
+    Disable {
+        /// Their email or id.
+        user: String,
+    },
+    /// Let a disabled person in again.
+    Enable {
+        /// Their email or id.
+        user: String,
+    },
+    /// Delete a person: their credentials and sign-ins in progress; their tokens are revoked.
+    Delete {
+        /// Their email or id.
+        user: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Create a service token.
+    /// Create a token: a RUNNER token (--runner), or a new token for a person (--user), e.g. one who lost theirs.
     Create {
-        /// A RUNNER token for the task executor (the only kind there is).
-        #[arg(long, required = true)]
+        /// A RUNNER token for the task executor.
+        #[arg(long, conflicts_with = "user", required_unless_present = "user")]
         runner: bool,
+        /// A token for this person (email or id).
+        #[arg(long)]
+        user: Option<String>,
         #[arg(long)]
         name: String,
         #[command(flatten)]
         output: Output,
     },
-    /// Revoke a token by id.
+    /// List live tokens (ids, names, last use, expiry), of one person with --user.
+    List {
+        /// Their email or id.
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Revoke a token by id (`token list` shows them).
     Revoke { id: String },
 }
 
@@ -166,8 +198,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let n = app.store.rotate_keys().await.map_err(api_to_anyhow)?;
             println!("re-encrypted {n} secrets under key {}", app.store.key_fingerprint());
         }
+        Command::User(UserCommand::List { output }) => {
+            let app = open_existing(config()?).await?;
+            people_cli::user_list(&app, output.json).await?;
+        }
+        Command::User(UserCommand::Disable { user }) => {
+            people_cli::user_set_disabled(&open_existing(config()?).await?, &user, true).await?;
+        }
+        Command::User(UserCommand::Enable { user }) => {
+            people_cli::user_set_disabled(&open_existing(config()?).await?, &user, false).await?;
+        }
+        Command::User(UserCommand::Delete { user }) => {
+            people_cli::user_delete(&open_existing(config()?).await?, &user).await?;
+        }
+        Command::Token(TokenCommand::List { user, output }) => {
+            people_cli::token_list(&open_existing(config()?).await?, user.as_deref(), output.json).await?;
+        }
+        Command::Token(TokenCommand::Create { user: Some(user), name, output, .. }) => {
+            people_cli::token_create_for(&open_existing(config()?).await?, &user, &name, output.json).await?;
+        }
         Command::User(UserCommand::Create { email, admin, output }) => {
-            let app = App::open(config()?).await?;
+            let app = open_existing(config()?).await?;
             let role = if admin { Role::Admin } else { Role::User };
             let (user, token) = app.store.create_user(Actor::System, &email, role).await.map_err(api_to_anyhow)?;
             if output.json {
@@ -178,8 +229,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("token (shown once): {}", token.as_str());
             }
         }
-        Command::Token(TokenCommand::Create { runner: _, name, output }) => {
-            let app = App::open(config()?).await?;
+        Command::Token(TokenCommand::Create { user: None, name, output, .. }) => {
+            let app = open_existing(config()?).await?;
             let (id, token) = app.store.create_runner_token(&name).await.map_err(api_to_anyhow)?;
             if output.json {
                 println!("{}", serde_json::json!({"id": id, "name": name.trim(), "token": token.as_str()}));
@@ -189,7 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Token(TokenCommand::Revoke { id }) => {
-            let app = App::open(config()?).await?;
+            let app = open_existing(config()?).await?;
             if app.store.revoke_token(&id).await.map_err(api_to_anyhow)? {
                 println!("revoked token {id}");
             } else {
@@ -198,4 +249,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Opens the store for a command that works on the server's data: refuses
+/// (saying where it looked) rather than create a second vault.
+async fn open_existing(config: Config) -> anyhow::Result<App> {
+    people_cli::require_existing_data(&config)?;
+    App::open(config).await
 }

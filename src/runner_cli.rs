@@ -76,6 +76,11 @@ fn write_private(path: &Path, content: &str, mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `claude-code` and `CLAUDE_CODE` alike: the GraphQL enum's spelling.
+fn enum_value(raw: &str) -> String {
+    raw.trim().to_ascii_uppercase().replace('-', "_")
+}
+
 pub struct TaskEnv<'a> {
     pub user: &'a str,
     pub agent: &'a str,
@@ -90,7 +95,7 @@ pub async fn task_env(client: &Client, req: TaskEnv<'_>) -> anyhow::Result<Strin
     let data = client
         .call(
             "mutation($u: ID!, $a: Agent!, $p: Provider, $t: String!) { issueTaskCredentials(userId: $u, agent: $a, provider: $p, taskId: $t) { source env { name value } files { path mode content } } }",
-            json!({ "u": req.user, "a": req.agent, "p": req.provider, "t": req.task }),
+            json!({ "u": req.user, "a": enum_value(req.agent), "p": req.provider.map(enum_value), "t": req.task }),
         )
         .await?;
     let issued = &data["issueTaskCredentials"];

@@ -25,7 +25,7 @@
 //! |---|---|
 //! | 4400 | a binary frame, a text frame that is not UTF-8, or a message that is not one of the protocol's |
 //! | 4401 | the first message is not a `connection_init` with a token |
-//! | 4403 | the token is unknown, revoked or malformed, or was revoked during the session |
+//! | 4403 | the token (`sv_` or JWT) is refused (the reason says which check failed), or during the session: revoked, expired (a JWT) or its person disabled |
 //! | 4408 | no `connection_init` within `ws_init_timeout` |
 //! | 4409 | a subscribe with the id of a live operation: "Subscriber for <id> already exists" |
 //! | 4429 | a second `connection_init` |
@@ -63,12 +63,12 @@ use poem::web::websocket::{Message, WebSocket, WebSocketConfig};
 use poem::web::Data as PoemData;
 use poem::{get, handler, Endpoint, EndpointExt, IntoResponse};
 
-use crate::auth::{BearerToken, Principal};
+use crate::auth::Principal;
 use crate::config::GraphqlConfig;
 use crate::error::ApiError;
 use crate::graphql::subscription_limits::{Limit, RootFieldTicket, SocketSlot, SubscriptionLimits, SubscriptionPermit};
 use crate::graphql::VaultSchema;
-use crate::store::Store;
+use crate::identity::{Authenticator, Session};
 
 /// Per-socket read/write buffer: tungstenite's default 128 KiB read buffer
 /// per socket would dominate the memory of thousands of idle subscribers;
@@ -85,15 +85,15 @@ const MAX_CLOSE_REASON: usize = 123;
 #[derive(Clone)]
 struct WsState {
     schema: VaultSchema,
-    store: Store,
+    auth: Authenticator,
     limits: GraphqlConfig,
     subscriptions: std::sync::Arc<SubscriptionLimits>,
 }
 
 /// The `/graphql/ws` endpoint, with this instance's subscription counts.
-pub(crate) fn endpoint(schema: VaultSchema, store: Store, limits: &GraphqlConfig) -> impl Endpoint {
+pub(crate) fn endpoint(schema: VaultSchema, auth: Authenticator, limits: &GraphqlConfig) -> impl Endpoint {
     let subscriptions = SubscriptionLimits::new(limits);
-    get(graphql_ws).data(WsState { schema, store, limits: limits.clone(), subscriptions })
+    get(graphql_ws).data(WsState { schema, auth, limits: limits.clone(), subscriptions })
 }
 
 /// How the server ends a session.
@@ -170,7 +170,7 @@ async fn session(
 ) {
     let (mut sink, mut stream) = socket.split();
     let authenticated = authenticate(&mut stream, &state, max_message).await;
-    let (principal, token_hash) = match authenticated {
+    let (principal, signed_in) = match authenticated {
         Ok(Some(checked)) => checked,
         Ok(None) => return finish(&mut sink, &mut stream, None).await,
         Err(close) => return finish(&mut sink, &mut stream, Some(close)).await,
@@ -199,26 +199,30 @@ async fn session(
         },
     );
     let serve = drive(driver, &mut sink, &shared);
-    let revoked = tokio::select! {
-        () = serve => false,
-        () = token_revoked(&state.store, &token_hash, &principal, state.limits.ws_token_recheck) => true,
+    let ended = tokio::select! {
+        () = serve => None,
+        why = state.auth.session_ended(&signed_in, &principal, state.limits.ws_token_recheck) => Some(why),
     };
     // The driver and every operation's stream are gone: release the
     // session's permits and its socket slot before the client hears the end.
     let Shared { close, live, .. } = shared.into_inner().unwrap_or_else(PoisonError::into_inner);
     drop(live);
     drop(slot);
-    let close = if revoked { Some(Close::new(4403, "Forbidden: the token was revoked")) } else { close };
+    let close = match ended {
+        Some(why) => Some(Close::new(4403, why)),
+        None => close,
+    };
     finish(&mut sink, &mut stream, close).await;
 }
 
-/// Reads and checks `connection_init`: the principal and its token's hash,
+/// Reads and checks `connection_init`: the principal and how its sign-in
+/// stays valid (an `sv_` token's hash, or a JWT's expiry),
 /// `None` when the client went away first, or the close to answer with.
 async fn authenticate<S>(
     stream: &mut S,
     state: &WsState,
     max_message: usize,
-) -> Result<Option<(Principal, String)>, Close>
+) -> Result<Option<(Principal, Session)>, Close>
 where
     S: Stream<Item = io::Result<Message>> + Unpin,
 {
@@ -237,17 +241,17 @@ where
             "Unauthorized: send connection_init with {\"Authorization\": \"Bearer <token>\"}",
         ));
     };
-    let checked = async {
-        let token = BearerToken::from_header(header)?;
-        state.store.authenticate(&token).await.map(|principal| (principal, token.hash()))
-    };
-    match checked.await {
+    match state.auth.authenticate_header(header).await {
         Ok(checked) => Ok(Some(checked)),
         Err(ApiError::Internal(e)) => {
             tracing::error!(error = format!("{e:#}"), "authenticating a WebSocket failed");
             Err(Close::new(1011, "Internal error"))
         }
-        Err(_) => Err(Close::new(4403, "Forbidden: the token is unknown, revoked or malformed")),
+        // The refusal says which check failed (never the token).
+        Err(e) => {
+            let message = async_graphql::Error::from(e).message;
+            Err(Close::new(4403, format!("Forbidden: {message}")))
+        }
     }
 }
 
@@ -472,22 +476,6 @@ where
                     this.done = true;
                 }
             }
-        }
-    }
-}
-
-/// Returns once the token (by its hash) no longer stands for `principal`
-/// (revoked, or its user removed or given another role), checking every
-/// `every`. A database hiccup is not a revocation: the next check decides.
-async fn token_revoked(store: &Store, token_hash: &str, principal: &Principal, every: Duration) {
-    loop {
-        tokio::time::sleep(every).await;
-        match store.authenticate_hash(token_hash.to_owned()).await {
-            Ok(now) if now == *principal => {}
-            Err(ApiError::Internal(e)) => {
-                tracing::warn!(error = format!("{e:#}"), "re-checking a WebSocket's token failed");
-            }
-            _ => return,
         }
     }
 }

@@ -9,6 +9,7 @@ mod m20261127_000003_oauth_flows;
 mod m20261127_000004_lifecycle;
 mod m20261127_000005_claims;
 mod m20261127_000006_sealed_flow_codes;
+mod m20261201_000007_people;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_lifecycle::Migration),
             Box::new(m20261127_000005_claims::Migration),
             Box::new(m20261127_000006_sealed_flow_codes::Migration),
+            Box::new(m20261201_000007_people::Migration),
         ]
     }
 }

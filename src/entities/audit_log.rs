@@ -17,6 +17,9 @@ pub struct Model {
     pub task_id: Option<String>,
     #[sea_orm(column_type = "Text", nullable)]
     pub detail: Option<String>,
+    /// Filled in when the person is deleted, so the trail keeps their email.
+    pub owner_email: Option<String>,
+    pub actor_email: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,6 +9,13 @@ pub struct Model {
     pub email: String,
     pub role: String,
     pub created_at: DateTimeUtc,
+    /// Set while an admin has disabled the person: their tokens and JWTs
+    /// are refused and their credentials are not issued.
+    pub disabled_at: Option<DateTimeUtc>,
+    /// For people who sign in with the platform's JWTs: who they are there
+    /// (`iss`, and the user claim). Unique together.
+    pub issuer: Option<String>,
+    pub subject: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,15 +1,16 @@
 use async_graphql::{Context, Object, ID};
 use chrono::{DateTime, Utc};
 
-use super::guards::{AdminGuard, PersonGuard, RunnerGuard};
+use super::guards::{AdminGuard, PersonGuard, RunnerGuard, SignedIn};
 use super::types::{
-    AuthorizationFlow, Credential, CredentialFileInput, DeviceFlow, NewUser, SubscriptionCredentialInput,
+    AuthorizationFlow, Credential, CredentialFileInput, DeviceFlow, NewToken, NewUser, SubscriptionCredentialInput,
     TaskCredentials,
 };
 use super::{principal, store};
 use crate::credential_input::{parse_subscription, ApiKey, SubscriptionInput};
 use crate::domain::{Agent, Provider, Role};
 use crate::ids::parse_id;
+use crate::store::{DeletedPerson, Person};
 use async_graphql::Result;
 
 pub struct MutationRoot;
@@ -111,6 +112,60 @@ impl MutationRoot {
         let admin = store(ctx).admin(principal(ctx)?)?;
         let (user, token) = admin.create_user(&email, role.unwrap_or(Role::User)).await?;
         Ok(NewUser { user, token: token.to_string() })
+    }
+
+    /// A new token for the caller, shown once (only its hash is stored).
+    #[graphql(guard = "PersonGuard")]
+    async fn create_token(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<NewToken> {
+        let (access_token, token) = store(ctx).owner(principal(ctx)?)?.create_token(&name, expires_at).await?;
+        Ok(NewToken { access_token, token: token.to_string() })
+    }
+
+    /// Revokes a token: a person their own (anyone else's is NOT_FOUND), an admin any.
+    #[graphql(guard = "SignedIn")]
+    async fn revoke_token(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let principal = principal(ctx)?;
+        let store = store(ctx);
+        match store.admin(principal) {
+            Ok(admin) => admin.revoke_token(&id).await?,
+            Err(_) => store.owner(principal)?.revoke_token(&id).await?,
+        }
+        Ok(true)
+    }
+
+    /// ADMIN only: a RUNNER service token for the task executor, shown once.
+    #[graphql(guard = "AdminGuard")]
+    async fn create_runner_token(&self, ctx: &Context<'_>, name: String) -> Result<NewToken> {
+        let (access_token, token) = store(ctx).admin(principal(ctx)?)?.create_runner_token(&name).await?;
+        Ok(NewToken { access_token, token: token.to_string() })
+    }
+
+    /// ADMIN only: their tokens and JWTs are refused and their credentials not issued; nothing is deleted.
+    /// The last enabled admin cannot be disabled.
+    #[graphql(guard = "AdminGuard")]
+    async fn disable_user(&self, ctx: &Context<'_>, id: ID) -> Result<Person> {
+        let id = parse_id("id", &id)?;
+        Ok(store(ctx).admin(principal(ctx)?)?.set_disabled(&id, true).await?)
+    }
+
+    /// ADMIN only.
+    #[graphql(guard = "AdminGuard")]
+    async fn enable_user(&self, ctx: &Context<'_>, id: ID) -> Result<Person> {
+        let id = parse_id("id", &id)?;
+        Ok(store(ctx).admin(principal(ctx)?)?.set_disabled(&id, false).await?)
+    }
+
+    /// ADMIN only: removes their credentials and sign-ins in progress and revokes their tokens; the audit
+    /// trail keeps their id and email. The last enabled admin cannot be deleted.
+    #[graphql(guard = "AdminGuard")]
+    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> Result<DeletedPerson> {
+        let id = parse_id("id", &id)?;
+        Ok(store(ctx).admin(principal(ctx)?)?.delete_user(&id).await?)
     }
 
     /// ADMIN only: delete without reading.

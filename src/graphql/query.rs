@@ -8,7 +8,7 @@ use super::{principal, store};
 use crate::catalog;
 use crate::domain::{CredentialStatus, Provider};
 use crate::ids::{decode_cursor, page_size, parse_id};
-use crate::store::User;
+use crate::store::{AccessToken, Person, User};
 use async_graphql::Result;
 
 pub struct QueryRoot;
@@ -102,6 +102,26 @@ impl QueryRoot {
         })
     }
 
+    /// The caller's own live tokens (never the tokens themselves).
+    #[graphql(guard = "PersonGuard")]
+    async fn my_tokens(&self, ctx: &Context<'_>) -> Result<Vec<AccessToken>> {
+        Ok(store(ctx).owner(principal(ctx)?)?.my_tokens().await?)
+    }
+
+    /// ADMIN only: live tokens of one person, or every token (runners' too) without userId.
+    #[graphql(guard = "AdminGuard")]
+    async fn tokens(&self, ctx: &Context<'_>, user_id: Option<ID>) -> Result<Vec<AccessToken>> {
+        let admin = store(ctx).admin(principal(ctx)?)?;
+        let user_id = user_id.map(|id| parse_id("userId", &id)).transpose()?;
+        Ok(admin.tokens(user_id.as_deref()).await?)
+    }
+
+    /// ADMIN only: every person, with whether they are disabled and how they sign in.
+    #[graphql(guard = "AdminGuard")]
+    async fn people(&self, ctx: &Context<'_>) -> Result<Vec<Person>> {
+        Ok(store(ctx).admin(principal(ctx)?)?.people().await?)
+    }
+
     /// ADMIN only: who did what to which credential, oldest first. Never secret material.
     #[graphql(guard = "AdminGuard")]
     async fn audit_log(
@@ -109,9 +129,11 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(default = 50)] first: Option<i32>,
         after: Option<String>,
+        #[graphql(desc = "Newest entries first (the cursor then pages back in time).", default = false)]
+        newest_first: bool,
     ) -> Result<AuditEntryConnection> {
         let admin = store(ctx).admin(principal(ctx)?)?;
-        let page = admin.audit_log(page_size(first)?, decode_cursor(after.as_deref())?).await?;
+        let page = admin.audit_log(page_size(first)?, decode_cursor(after.as_deref())?, newest_first).await?;
         Ok(AuditEntryConnection { nodes: page.nodes, next_cursor: page.next_cursor })
     }
 }

@@ -99,6 +99,13 @@ pub struct AuditEntryConnection {
 }
 
 #[derive(SimpleObject)]
+pub struct NewToken {
+    pub access_token: crate::store::AccessToken,
+    /// Shown once; only its hash is stored.
+    pub token: String,
+}
+
+#[derive(SimpleObject)]
 pub struct NewUser {
     pub user: User,
     /// Shown once; only its hash is stored.

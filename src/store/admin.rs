@@ -17,8 +17,8 @@ use crate::ids::encode_cursor;
 const REMOVED_BY_ADMIN: &str = "removed by an administrator";
 
 pub struct AdminHandle {
-    store: Store,
-    principal: Principal,
+    pub(super) store: Store,
+    pub(super) principal: Principal,
 }
 
 /// One audit entry, as admins page through them.
@@ -29,8 +29,12 @@ pub struct AuditEntry {
     /// USER, ADMIN, RUNNER or SYSTEM.
     pub actor_kind: String,
     pub actor_id: Option<ID>,
+    /// The acting person's email (kept after they are deleted).
+    pub actor_email: Option<String>,
     pub action: String,
     pub owner_id: Option<ID>,
+    /// The owner's email (kept after they are deleted).
+    pub owner_email: Option<String>,
     pub credential_id: Option<ID>,
     pub provider: Option<String>,
     pub agent: Option<String>,
@@ -129,24 +133,47 @@ impl AdminHandle {
         Ok(n)
     }
 
-    /// The audit trail, oldest first.
-    pub async fn audit_log(&self, limit: u64, after: Option<String>) -> ApiResult<Page<AuditEntry>> {
-        let mut query = audit_log::Entity::find().order_by_asc(audit_log::Column::Id).limit(limit + 1);
+    /// The audit trail, oldest first (or newest first), with the emails of
+    /// the people in it.
+    pub async fn audit_log(&self, limit: u64, after: Option<String>, newest_first: bool) -> ApiResult<Page<AuditEntry>> {
+        let mut query = audit_log::Entity::find().limit(limit + 1);
+        query = if newest_first {
+            query.order_by_desc(audit_log::Column::Id)
+        } else {
+            query.order_by_asc(audit_log::Column::Id)
+        };
         if let Some(after) = after {
             let after: i64 =
                 after.parse().map_err(|_| ApiError::bad_input("after is not a cursor this server issued"))?;
-            query = query.filter(audit_log::Column::Id.gt(after));
+            query = query.filter(if newest_first {
+                audit_log::Column::Id.lt(after)
+            } else {
+                audit_log::Column::Id.gt(after)
+            });
         }
-        let rows = query
-            .all(self.store.db())
-            .await?
+        let rows = query.all(self.store.db()).await?;
+        let is_person = |kind: &str| kind == "USER" || kind == "ADMIN";
+        let mut ids: Vec<String> = rows
+            .iter()
+            .flat_map(|m| {
+                let actor = m.actor_id.clone().filter(|_| is_person(&m.actor_kind));
+                m.owner_id.clone().into_iter().chain(actor)
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let emails = self.store.emails(ids).await?;
+        let email_of = |id: &Option<String>| id.as_ref().and_then(|id| emails.get(id).cloned());
+        let rows = rows
             .into_iter()
             .map(|m| AuditEntry {
                 id: ID(m.id.to_string()),
                 at: m.at,
+                actor_email: if is_person(&m.actor_kind) { email_of(&m.actor_id).or(m.actor_email) } else { None },
                 actor_kind: m.actor_kind,
                 actor_id: m.actor_id.map(ID),
                 action: m.action,
+                owner_email: email_of(&m.owner_id).or(m.owner_email),
                 owner_id: m.owner_id.map(ID),
                 credential_id: m.credential_id.map(ID),
                 provider: m.provider,

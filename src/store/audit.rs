@@ -20,7 +20,11 @@ pub enum Action {
     CredentialRefreshed,
     UserCreated,
     RunnerTokenCreated,
+    TokenCreated,
     TokenRevoked,
+    UserDisabled,
+    UserEnabled,
+    UserDeleted,
     KeyRotated,
 }
 
@@ -36,7 +40,11 @@ impl Action {
             Action::CredentialRefreshed => "CREDENTIAL_REFRESHED",
             Action::UserCreated => "USER_CREATED",
             Action::RunnerTokenCreated => "RUNNER_TOKEN_CREATED",
+            Action::TokenCreated => "TOKEN_CREATED",
             Action::TokenRevoked => "TOKEN_REVOKED",
+            Action::UserDisabled => "USER_DISABLED",
+            Action::UserEnabled => "USER_ENABLED",
+            Action::UserDeleted => "USER_DELETED",
             Action::KeyRotated => "KEY_ROTATED",
         }
     }

@@ -10,6 +10,7 @@ mod credentials;
 pub mod db;
 mod lifecycle;
 mod owner;
+mod people;
 mod runner;
 
 use std::future::Future;
@@ -29,11 +30,12 @@ pub use credentials::CredentialMeta;
 pub(crate) use credentials::{NewCredential, StoredSecret};
 pub use lifecycle::{RefreshOutcome, RefreshReport, ScanReport};
 pub use owner::OwnerHandle;
+pub use people::{AccessToken, DeletedPerson, JwtPerson, Person, TokenKind, JWT_TOKEN_ID};
 pub use runner::{Issued, RunnerHandle, TaskId};
 
 use batch::Batcher;
 
-use crate::auth::{generate_token, hashes_match, BearerToken, Principal};
+use crate::auth::{hashes_match, BearerToken, Principal};
 use crate::config::SystemKeys;
 use crate::crypto::Keyring;
 use crate::domain::Role;
@@ -248,6 +250,7 @@ impl Store {
 
     async fn lookup_tokens(&self, hashes: &[String]) -> ApiResult<Vec<ApiResult<Principal>>> {
         let db = self.reader();
+        let now = Utc::now();
         let mut unique = hashes.to_vec();
         unique.sort_unstable();
         unique.dedup();
@@ -255,10 +258,10 @@ impl Store {
         let found: Vec<(access_token::Model, Option<user::Model>)> = access_token::Entity::find()
             .filter(access_token::Column::TokenHash.is_in(unique))
             .filter(access_token::Column::RevokedAt.is_null())
+            .filter(people::not_expired(now))
             .find_also_related(user::Entity)
             .all(db)
             .await?;
-        let now = Utc::now();
         let stale: Vec<&str> = found
             .iter()
             .map(|(t, _)| t)
@@ -274,7 +277,7 @@ impl Store {
         }
 
         let refused =
-            || ApiError::Unauthenticated("the token is unknown or revoked; ask an admin for a new one".into());
+            || ApiError::Unauthenticated("the token is unknown, revoked or expired; ask an admin for a new one".into());
         let principal = |hash: &String| -> ApiResult<Principal> {
             // The lookup was by hash; match again in constant time so timing
             // reveals nothing about near-misses in any index implementation.
@@ -283,6 +286,7 @@ impl Store {
                 ("RUNNER", _) => {
                     Ok(Principal::Runner { token_id: row.id.clone(), name: row.name.clone().unwrap_or_default() })
                 }
+                ("USER", Some(user)) if user.disabled_at.is_some() => Err(people::person_disabled()),
                 ("USER", Some(user)) => Ok(Principal::Person {
                     user_id: user.id.clone(),
                     role: user.role.parse().map_err(ApiError::internal)?,
@@ -343,22 +347,13 @@ impl Store {
             email: Set(email.0),
             role: Set(role.as_str().to_owned()),
             created_at: Set(Utc::now()),
+            disabled_at: Set(None),
+            issuer: Set(None),
+            subject: Set(None),
         }
         .insert(&txn)
         .await?;
-        let (token, hash) = generate_token();
-        access_token::ActiveModel {
-            id: Set(new_id()),
-            kind: Set("USER".into()),
-            user_id: Set(Some(user.id.clone())),
-            name: Set(None),
-            token_hash: Set(hash),
-            created_at: Set(Utc::now()),
-            last_used_at: Set(None),
-            revoked_at: Set(None),
-        }
-        .insert(&txn)
-        .await?;
+        let (_, token) = self.insert_token(&txn, TokenKind::User, Some(&user.id), None, None).await?;
         audit::record(
             &txn,
             actor,
@@ -370,36 +365,10 @@ impl Store {
         Ok((User::try_from(user)?, token))
     }
 
-    /// Creates a RUNNER service token; returns its id and the token.
+    /// Creates a RUNNER service token (the CLI's); returns its id and the token.
     pub async fn create_runner_token(&self, name: &str) -> ApiResult<(String, Zeroizing<String>)> {
-        let name = name.trim();
-        if name.is_empty() || name.len() > 200 {
-            return Err(ApiError::bad_input("the runner name must be 1 to 200 characters"));
-        }
-        let (token, hash) = generate_token();
-        let id = new_id();
-        let txn = self.db().begin().await?;
-        access_token::ActiveModel {
-            id: Set(id.clone()),
-            kind: Set("RUNNER".into()),
-            user_id: Set(None),
-            name: Set(Some(name.to_owned())),
-            token_hash: Set(hash),
-            created_at: Set(Utc::now()),
-            last_used_at: Set(None),
-            revoked_at: Set(None),
-        }
-        .insert(&txn)
-        .await?;
-        audit::record(
-            &txn,
-            audit::Actor::System,
-            audit::Action::RunnerTokenCreated,
-            audit::Entry { detail: Some(format!("runner token {id}")), ..Default::default() },
-        )
-        .await?;
-        txn.commit().await?;
-        Ok((id, token))
+        let (token, secret) = self.create_runner_token_as(audit::Actor::System, name).await?;
+        Ok((token.id.to_string(), secret))
     }
 
     /// Revokes a token by id; false when no live token has that id.

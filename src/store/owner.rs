@@ -14,8 +14,8 @@ use crate::entities::credential;
 use crate::error::{ApiError, ApiResult};
 
 pub struct OwnerHandle {
-    store: Store,
-    principal: Principal,
+    pub(super) store: Store,
+    pub(super) principal: Principal,
     user_id: String,
 }
 

@@ -451,6 +451,10 @@ impl Store {
                 answers.push(Some(Err(ApiError::not_found("user"))));
                 continue;
             }
+            if found.iter().any(|(u, _)| u.id == request.user_id && u.disabled_at.is_some()) {
+                answers.push(Some(Err(person_disabled(&request.user_id))));
+                continue;
+            }
             let has_system_key = self.system_keys().get(request.provider).is_some();
             let (source, row) = match choose(rows.iter().copied(), &request, now, true, has_system_key) {
                 Choice::Wait | Choice::Refresh(_) => {
@@ -501,7 +505,10 @@ impl Store {
         for _ in 0..ISSUE_ATTEMPTS {
             let now = Utc::now();
             let found = users_with_credentials(self.db(), &[request.user_id.as_str()]).await?;
-            let Some((_, rows)) = found.first() else { return Err(ApiError::not_found("user")) };
+            let Some((person, rows)) = found.first() else { return Err(ApiError::not_found("user")) };
+            if person.disabled_at.is_some() {
+                return Err(person_disabled(&person.id));
+            }
             let (source, row) = match choose(rows.iter(), &request, now, !tried_refresh, has_system_key) {
                 Choice::Wait => {
                     tokio::time::sleep(CLAIM_WAIT).await;
@@ -673,6 +680,13 @@ impl Store {
 fn printable(path: &str) -> String {
     let cut: String = path.chars().filter(|c| !c.is_control()).take(100).collect();
     format!("{cut:?}")
+}
+
+/// A disabled person's tasks get nothing, not even the system key.
+fn person_disabled(user_id: &str) -> ApiError {
+    ApiError::NoCredentials(format!(
+        "no credentials for user {user_id}: the person is disabled; an admin must enable them (enableUser) first"
+    ))
 }
 
 fn no_credentials(agent: Agent, provider: Provider, passed_over: &[String]) -> ApiError {

@@ -8,6 +8,7 @@ mod fake_provider;
 mod flows;
 mod hardening;
 mod hostile;
+mod identity;
 mod lifecycle;
 mod postgres;
 mod replicas;

@@ -1,0 +1,568 @@
+//! People and their tokens (issue 14): a person lists, creates and revokes
+//! their own tokens; an admin lists anyone's, creates runner tokens,
+//! revokes any token, disables, enables and deletes people (never the last
+//! enabled admin); people who sign in with the platform's JWTs are found
+//! (or created) by (issuer, subject). Every change writes its audit entry
+//! in the same transaction.
+
+use async_graphql::{Enum, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use zeroize::Zeroizing;
+
+use super::admin::AdminHandle;
+use super::audit::{self, Action, Actor};
+use super::owner::OwnerHandle;
+use super::{Email, Store};
+use crate::auth::{generate_token, Principal};
+use crate::domain::Role;
+use crate::entities::{access_token, audit_log, credential, oauth_flow, user};
+use crate::error::{ApiError, ApiResult};
+use crate::ids::new_id;
+
+const USER_KIND: &str = "USER";
+const RUNNER_KIND: &str = "RUNNER";
+const REMOVED_WITH_PERSON: &str = "removed with its owner, who was deleted by an administrator";
+
+/// What a token stands for.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// Acts as its person.
+    User,
+    /// The task runner's service token.
+    Runner,
+}
+
+/// A token's metadata; the token itself is shown once, when it is created.
+#[derive(Clone, Debug, SimpleObject)]
+pub struct AccessToken {
+    pub id: ID,
+    pub kind: TokenKind,
+    /// The person a USER token acts for.
+    pub user_id: Option<ID>,
+    pub name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Null: it lasts until revoked.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<access_token::Model> for AccessToken {
+    fn from(m: access_token::Model) -> AccessToken {
+        AccessToken {
+            id: ID(m.id),
+            kind: if m.kind == RUNNER_KIND { TokenKind::Runner } else { TokenKind::User },
+            user_id: m.user_id.map(ID),
+            name: m.name,
+            created_at: m.created_at,
+            last_used_at: m.last_used_at,
+            expires_at: m.expires_at,
+        }
+    }
+}
+
+/// A person as an admin manages them: with whether they are disabled and
+/// how they sign in.
+#[derive(Clone, Debug, SimpleObject)]
+pub struct Person {
+    pub id: ID,
+    pub email: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// The JWT issuer they sign in through; null for people with `sv_` tokens only.
+    pub issuer: Option<String>,
+}
+
+impl TryFrom<user::Model> for Person {
+    type Error = ApiError;
+    fn try_from(m: user::Model) -> ApiResult<Person> {
+        Ok(Person {
+            id: ID(m.id),
+            email: m.email,
+            role: m.role.parse().map_err(ApiError::internal)?,
+            created_at: m.created_at,
+            disabled_at: m.disabled_at,
+            issuer: m.issuer,
+        })
+    }
+}
+
+/// Who a verified JWT says the caller is (see `crate::identity::jwt`).
+#[derive(Debug, Clone)]
+pub struct JwtPerson {
+    pub issuer: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub role: Role,
+}
+
+/// A token's name: what its owner will recognise it by in a list.
+fn token_name(raw: &str) -> ApiResult<String> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_input("name must be 1 to 200 characters, without control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn disabled_refusal() -> ApiError {
+    ApiError::Unauthenticated("this person is disabled; ask an admin to enable them".into())
+}
+
+impl Store {
+    /// Inserts a token in `txn`; returns its row and the token (shown once).
+    pub(super) async fn insert_token<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        kind: TokenKind,
+        user_id: Option<&str>,
+        name: Option<String>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> ApiResult<(access_token::Model, Zeroizing<String>)> {
+        let (token, hash) = generate_token();
+        let row = access_token::ActiveModel {
+            id: Set(new_id()),
+            kind: Set(match kind {
+                TokenKind::User => USER_KIND,
+                TokenKind::Runner => RUNNER_KIND,
+            }
+            .into()),
+            user_id: Set(user_id.map(str::to_owned)),
+            name: Set(name),
+            token_hash: Set(hash),
+            created_at: Set(Utc::now()),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+            expires_at: Set(expires_at),
+        }
+        .insert(txn)
+        .await?;
+        Ok((row, token))
+    }
+
+    /// Creates a RUNNER token, audited as `actor`'s.
+    pub async fn create_runner_token_as(
+        &self,
+        actor: Actor<'_>,
+        name: &str,
+    ) -> ApiResult<(AccessToken, Zeroizing<String>)> {
+        let name = token_name(name).map_err(|_| ApiError::bad_input("the runner name must be 1 to 200 characters"))?;
+        let txn = self.db().begin().await?;
+        let (row, token) = self.insert_token(&txn, TokenKind::Runner, None, Some(name), None).await?;
+        audit::record(
+            &txn,
+            actor,
+            Action::RunnerTokenCreated,
+            audit::Entry { detail: Some(format!("runner token {}", row.id)), ..Default::default() },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok((row.into(), token))
+    }
+
+    /// Creates a USER token for `user_id` (an admin's, the CLI's, or the
+    /// person's own), audited as `actor`'s.
+    pub async fn create_user_token(
+        &self,
+        actor: Actor<'_>,
+        user_id: &str,
+        name: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> ApiResult<(AccessToken, Zeroizing<String>)> {
+        let name = token_name(name)?;
+        if expires_at.is_some_and(|t| t <= Utc::now()) {
+            return Err(ApiError::bad_input("expiresAt is in the past; give a future time or leave it out"));
+        }
+        let txn = self.db().begin().await?;
+        let person = user::Entity::find_by_id(user_id).one(&txn).await?.ok_or_else(|| ApiError::not_found("user"))?;
+        let (row, token) = self.insert_token(&txn, TokenKind::User, Some(&person.id), Some(name), expires_at).await?;
+        audit::record(
+            &txn,
+            actor,
+            Action::TokenCreated,
+            audit::Entry { owner_id: Some(&person.id), detail: Some(format!("token {}", row.id)), ..Default::default() },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok((row.into(), token))
+    }
+
+    /// Live tokens (not revoked), oldest first: of one person, or every
+    /// token when `user_id` is `None`.
+    pub async fn tokens(&self, user_id: Option<&str>) -> ApiResult<Vec<AccessToken>> {
+        let mut query = access_token::Entity::find()
+            .filter(access_token::Column::RevokedAt.is_null())
+            .order_by_asc(access_token::Column::Id);
+        if let Some(user_id) = user_id {
+            query = query.filter(access_token::Column::UserId.eq(user_id));
+        }
+        Ok(query.all(self.db()).await?.into_iter().map(AccessToken::from).collect())
+    }
+
+    /// Revokes a live token; `owner` limits it to one person's tokens
+    /// (anyone else's is NOT_FOUND, so existence does not leak).
+    pub async fn revoke_token_as(&self, actor: Actor<'_>, id: &str, owner: Option<&str>) -> ApiResult<()> {
+        let id = crate::ids::parse_id("id", id)?;
+        let txn = self.db().begin().await?;
+        let mut query = access_token::Entity::find_by_id(id.as_str()).filter(access_token::Column::RevokedAt.is_null());
+        if let Some(owner) = owner {
+            query = query.filter(access_token::Column::UserId.eq(owner));
+        }
+        let row = query.one(&txn).await?.ok_or_else(|| ApiError::not_found("token"))?;
+        access_token::Entity::update_many()
+            .col_expr(access_token::Column::RevokedAt, Expr::value(Utc::now()))
+            .filter(access_token::Column::Id.eq(row.id.as_str()))
+            .exec(&txn)
+            .await?;
+        audit::record(
+            &txn,
+            actor,
+            Action::TokenRevoked,
+            audit::Entry { owner_id: row.user_id.as_deref(), detail: Some(format!("token {id}")), ..Default::default() },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// A person by id or email (what the CLI takes everywhere).
+    pub async fn find_person(&self, id_or_email: &str) -> ApiResult<user::Model> {
+        let raw = id_or_email.trim();
+        let found = if raw.contains('@') {
+            let email = Email::parse(raw)?;
+            user::Entity::find().filter(user::Column::Email.eq(email.0)).one(self.db()).await?
+        } else {
+            let id = crate::ids::parse_id("user", raw)
+                .map_err(|_| ApiError::bad_input("give the user's email or id (a UUID)"))?;
+            user::Entity::find_by_id(id).one(self.db()).await?
+        };
+        found.ok_or_else(|| ApiError::NotFound(format!("no user has the email or id {raw}")))
+    }
+
+    /// Every person, oldest first (the CLI's `user list`).
+    pub async fn people(&self) -> ApiResult<Vec<Person>> {
+        user::Entity::find().order_by_asc(user::Column::Id).all(self.db()).await?.into_iter().map(Person::try_from).collect()
+    }
+
+    /// Refuses (BAD_USER_INPUT) when `target` is the last enabled admin.
+    /// The enabled admins' rows are locked (PostgreSQL), so two admins
+    /// disabling each other at once cannot both succeed; SQLite has one
+    /// writer.
+    async fn keep_an_admin(&self, txn: &DatabaseTransaction, target: &user::Model, doing: &str) -> ApiResult<()> {
+        if target.role != Role::Admin.as_str() || target.disabled_at.is_some() {
+            return Ok(());
+        }
+        let admins = user::Entity::find()
+            .filter(user::Column::Role.eq(Role::Admin.as_str()))
+            .filter(user::Column::DisabledAt.is_null())
+            .lock_exclusive()
+            .all(txn)
+            .await?;
+        if admins.iter().all(|a| a.id == target.id) {
+            return Err(ApiError::bad_input(format!(
+                "{} is the last enabled admin and cannot be {doing}: make another person an admin first \
+                 (`sesame-vault user create --email … --admin`)",
+                target.email
+            )));
+        }
+        Ok(())
+    }
+
+    /// Disables or enables a person. A disabled person's tokens and JWTs
+    /// are refused and their credentials are not issued; nothing is deleted.
+    pub async fn set_disabled(&self, actor: Actor<'_>, user_id: &str, disabled: bool) -> ApiResult<Person> {
+        let txn = self.db().begin().await?;
+        let target = user::Entity::find_by_id(user_id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+            .ok_or_else(|| ApiError::not_found("user"))?;
+        if disabled {
+            self.keep_an_admin(&txn, &target, "disabled").await?;
+        }
+        let changed = target.disabled_at.is_some() != disabled;
+        let mut row = target.clone();
+        if changed {
+            let mut active: user::ActiveModel = target.into();
+            active.disabled_at = Set(disabled.then(Utc::now));
+            row = active.update(&txn).await?;
+            let action = if disabled { Action::UserDisabled } else { Action::UserEnabled };
+            audit::record(
+                &txn,
+                actor,
+                action,
+                audit::Entry { owner_id: Some(&row.id), detail: Some(row.email.clone()), ..Default::default() },
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        Person::try_from(row)
+    }
+
+    /// Deletes a person: their credentials (each audited, with a REMOVED
+    /// event), their sign-ins in progress and their tokens. The audit trail
+    /// stays, with their id and, from now on, their email beside it.
+    pub async fn delete_person(&self, actor: Actor<'_>, user_id: &str) -> ApiResult<DeletedPerson> {
+        let txn = self.db().begin().await?;
+        let target = user::Entity::find_by_id(user_id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+            .ok_or_else(|| ApiError::not_found("user"))?;
+        self.keep_an_admin(&txn, &target, "deleted").await?;
+        let rows = credential::Entity::find().filter(credential::Column::OwnerId.eq(user_id)).all(&txn).await?;
+        let removed = self
+            .delete_credentials(&txn, actor, Action::AdminDeletedCredential, rows, Some(REMOVED_WITH_PERSON))
+            .await?;
+        let flows =
+            oauth_flow::Entity::delete_many().filter(oauth_flow::Column::OwnerId.eq(user_id)).exec(&txn).await?;
+        let tokens = access_token::Entity::update_many()
+            .col_expr(access_token::Column::RevokedAt, Expr::value(Utc::now()))
+            .filter(access_token::Column::UserId.eq(user_id))
+            .filter(access_token::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?;
+        audit::record(
+            &txn,
+            actor,
+            Action::UserDeleted,
+            audit::Entry {
+                owner_id: Some(&target.id),
+                detail: Some(format!(
+                    "{}: {} credentials, {} sign-ins in progress and {} tokens removed",
+                    target.email,
+                    removed.len(),
+                    flows.rows_affected,
+                    tokens.rows_affected
+                )),
+                ..Default::default()
+            },
+        )
+        .await?;
+        // The trail keeps the email once the row that held it is gone.
+        audit_log::Entity::update_many()
+            .col_expr(audit_log::Column::OwnerEmail, Expr::value(target.email.clone()))
+            .filter(audit_log::Column::OwnerId.eq(user_id))
+            .exec(&txn)
+            .await?;
+        audit_log::Entity::update_many()
+            .col_expr(audit_log::Column::ActorEmail, Expr::value(target.email.clone()))
+            .filter(audit_log::Column::ActorId.eq(user_id))
+            .filter(audit_log::Column::ActorKind.is_in([Role::User.as_str(), Role::Admin.as_str()]))
+            .exec(&txn)
+            .await?;
+        // Its tokens go with it (ON DELETE CASCADE), revoked above first.
+        user::Entity::delete_by_id(user_id).exec(&txn).await?;
+        txn.commit().await?;
+        let deleted = DeletedPerson {
+            id: ID(target.id),
+            email: target.email,
+            credentials: removed.len(),
+            tokens: tokens.rows_affected,
+        };
+        self.publish_all(removed);
+        Ok(deleted)
+    }
+
+    /// The person a verified JWT stands for, created on their first valid
+    /// token. Keyed by (issuer, subject), never by email (emails change and
+    /// are reused); the email (and the role, for admins' lists) is updated
+    /// from the token. The role of this request is the token's.
+    pub async fn person_for_jwt(&self, jwt: &JwtPerson) -> ApiResult<Principal> {
+        let find = || {
+            user::Entity::find()
+                .filter(user::Column::Issuer.eq(jwt.issuer.as_str()))
+                .filter(user::Column::Subject.eq(jwt.subject.as_str()))
+        };
+        let existing = find().one(self.reader()).await?;
+        let row = match existing {
+            Some(row) => row,
+            None => match self.create_jwt_person(jwt).await {
+                Ok(row) => row,
+                // Two first requests at once: the other one created them.
+                Err(e) => find().one(self.db()).await?.ok_or(e)?,
+            },
+        };
+        if row.disabled_at.is_some() {
+            return Err(disabled_refusal());
+        }
+        let email = jwt.email.as_deref().map(Email::parse).transpose().map_err(|_| {
+            ApiError::Unauthenticated("the token's email claim is not an email address".into())
+        })?;
+        let new_email = email.map(|e| e.0).filter(|e| *e != row.email);
+        if new_email.is_some() || row.role != jwt.role.as_str() {
+            self.update_jwt_person(&row, new_email, jwt.role).await?;
+        }
+        Ok(Principal::Person { user_id: row.id, role: jwt.role, token_id: JWT_TOKEN_ID.into() })
+    }
+
+    async fn create_jwt_person(&self, jwt: &JwtPerson) -> ApiResult<user::Model> {
+        let Some(email) = jwt.email.as_deref() else {
+            return Err(ApiError::Unauthenticated(
+                "the token has no email claim, which a person's first sign-in needs (SESAME_AUTH__JWT__EMAIL_CLAIM)"
+                    .into(),
+            ));
+        };
+        let email = Email::parse(email)
+            .map_err(|_| ApiError::Unauthenticated("the token's email claim is not an email address".into()))?;
+        let txn = self.db().begin().await?;
+        if user::Entity::find().filter(user::Column::Email.eq(email.0.as_str())).one(&txn).await?.is_some() {
+            return Err(email_taken());
+        }
+        let row = user::ActiveModel {
+            id: Set(new_id()),
+            email: Set(email.0),
+            role: Set(jwt.role.as_str().to_owned()),
+            created_at: Set(Utc::now()),
+            disabled_at: Set(None),
+            issuer: Set(Some(jwt.issuer.clone())),
+            subject: Set(Some(jwt.subject.clone())),
+        }
+        .insert(&txn)
+        .await?;
+        audit::record(
+            &txn,
+            Actor::System,
+            Action::UserCreated,
+            audit::Entry {
+                owner_id: Some(&row.id),
+                detail: Some(format!("role {} (first sign-in with a JWT from {})", jwt.role, jwt.issuer)),
+                ..Default::default()
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(row)
+    }
+
+    async fn update_jwt_person(&self, row: &user::Model, email: Option<String>, role: Role) -> ApiResult<()> {
+        let txn = self.db().begin().await?;
+        if let Some(email) = &email {
+            let taken = user::Entity::find()
+                .filter(user::Column::Email.eq(email.as_str()))
+                .filter(user::Column::Id.ne(row.id.as_str()))
+                .one(&txn)
+                .await?;
+            if taken.is_some() {
+                return Err(email_taken());
+            }
+        }
+        let mut active: user::ActiveModel = row.clone().into();
+        if let Some(email) = email {
+            active.email = Set(email);
+        }
+        active.role = Set(role.as_str().to_owned());
+        active.update(&txn).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Whether a person still may act (for an open WebSocket signed in with
+    /// a JWT): they exist and are not disabled.
+    pub async fn person_allowed(&self, user_id: &str) -> ApiResult<()> {
+        match user::Entity::find_by_id(user_id).one(self.reader()).await? {
+            Some(row) if row.disabled_at.is_none() => Ok(()),
+            Some(_) => Err(disabled_refusal()),
+            None => Err(ApiError::Unauthenticated("this person was deleted".into())),
+        }
+    }
+
+    /// Emails of the given people, for the audit log.
+    pub(super) async fn emails(&self, ids: Vec<String>) -> ApiResult<std::collections::HashMap<String, String>> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        Ok(user::Entity::find()
+            .filter(user::Column::Id.is_in(ids))
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u.email))
+            .collect())
+    }
+}
+
+/// The `token_id` of a person signed in with a JWT (there is no token row).
+pub const JWT_TOKEN_ID: &str = "jwt";
+
+fn email_taken() -> ApiError {
+    ApiError::Unauthenticated(
+        "the token's email belongs to another person in the vault (people are matched by issuer and subject, \
+         never by email): an admin must delete or rename that person first"
+            .into(),
+    )
+}
+
+/// What `deleteUser` removed.
+#[derive(Clone, Debug, SimpleObject)]
+pub struct DeletedPerson {
+    pub id: ID,
+    pub email: String,
+    /// Credentials removed.
+    pub credentials: usize,
+    /// Tokens revoked.
+    pub tokens: u64,
+}
+
+/// Whether a live token row may be used now (not expired).
+pub(super) fn not_expired(now: DateTime<Utc>) -> Condition {
+    Condition::any().add(access_token::Column::ExpiresAt.is_null()).add(access_token::Column::ExpiresAt.gt(now))
+}
+
+/// Refusal for a token whose person is disabled.
+pub(super) fn person_disabled() -> ApiError {
+    disabled_refusal()
+}
+
+impl OwnerHandle {
+    /// The caller's own live tokens.
+    pub async fn my_tokens(&self) -> ApiResult<Vec<AccessToken>> {
+        self.store.tokens(Some(self.user_id())).await
+    }
+
+    /// A new token for the caller (shown once).
+    pub async fn create_token(
+        &self,
+        name: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> ApiResult<(AccessToken, Zeroizing<String>)> {
+        self.store.create_user_token(Actor::Principal(&self.principal), self.user_id(), name, expires_at).await
+    }
+
+    /// Revokes one of the caller's tokens; anyone else's is NOT_FOUND.
+    pub async fn revoke_token(&self, id: &str) -> ApiResult<()> {
+        self.store.revoke_token_as(Actor::Principal(&self.principal), id, Some(self.user_id())).await
+    }
+}
+
+impl AdminHandle {
+    pub async fn tokens(&self, user_id: Option<&str>) -> ApiResult<Vec<AccessToken>> {
+        self.store.tokens(user_id).await
+    }
+
+    pub async fn create_runner_token(&self, name: &str) -> ApiResult<(AccessToken, Zeroizing<String>)> {
+        self.store.create_runner_token_as(Actor::Principal(&self.principal), name).await
+    }
+
+    /// Revokes any token.
+    pub async fn revoke_token(&self, id: &str) -> ApiResult<()> {
+        self.store.revoke_token_as(Actor::Principal(&self.principal), id, None).await
+    }
+
+    pub async fn set_disabled(&self, user_id: &str, disabled: bool) -> ApiResult<Person> {
+        self.store.set_disabled(Actor::Principal(&self.principal), user_id, disabled).await
+    }
+
+    pub async fn delete_user(&self, user_id: &str) -> ApiResult<DeletedPerson> {
+        self.store.delete_person(Actor::Principal(&self.principal), user_id).await
+    }
+
+    pub async fn people(&self) -> ApiResult<Vec<Person>> {
+        self.store.people().await
+    }
+}
