@@ -42,8 +42,18 @@ impl MigrationTrait for Migration {
                 ColumnDef::new(Users::DisabledAt).timestamp_with_time_zone().null().take(),
             ))
             .await?;
-        manager.alter_table(add(Users::Table.into_table_ref(), ColumnDef::new(Users::Issuer).string_len(512).null().take())).await?;
-        manager.alter_table(add(Users::Table.into_table_ref(), ColumnDef::new(Users::Subject).string_len(512).null().take())).await?;
+        manager
+            .alter_table(add(
+                Users::Table.into_table_ref(),
+                ColumnDef::new(Users::Issuer).string_len(512).null().take(),
+            ))
+            .await?;
+        manager
+            .alter_table(add(
+                Users::Table.into_table_ref(),
+                ColumnDef::new(Users::Subject).string_len(512).null().take(),
+            ))
+            .await?;
         // NULLs are distinct in a unique index on both backends: people
         // with only `sv_` tokens have neither.
         manager
@@ -65,7 +75,10 @@ impl MigrationTrait for Migration {
             .await?;
         for column in [AuditLog::OwnerEmail, AuditLog::ActorEmail] {
             manager
-                .alter_table(add(AuditLog::Table.into_table_ref(), ColumnDef::new(column).string_len(320).null().take()))
+                .alter_table(add(
+                    AuditLog::Table.into_table_ref(),
+                    ColumnDef::new(column).string_len(320).null().take(),
+                ))
                 .await?;
         }
         Ok(())

@@ -43,7 +43,10 @@ pub fn looks_like_jwt(token: &str) -> bool {
 pub enum Identity {
     Person(JwtPerson),
     /// The task runner, by a stable id derived from (issuer, subject).
-    Runner { id: String, name: String },
+    Runner {
+        id: String,
+        name: String,
+    },
 }
 
 #[derive(Debug)]
@@ -131,7 +134,9 @@ impl JwtVerifier {
                 return Err(refused("unsigned tokens (alg none) are not accepted"))
             }
             Some(other) if other.starts_with("HS") => {
-                return Err(refused("HMAC algorithms (HS256, HS384, HS512) are not accepted; RS256, ES256 or EdDSA only"))
+                return Err(refused(
+                    "HMAC algorithms (HS256, HS384, HS512) are not accepted; RS256, ES256 or EdDSA only",
+                ))
             }
             Some(_) => return Err(refused("its algorithm is not accepted; RS256, ES256 or EdDSA only")),
             None => return Err(refused("its header names no algorithm (alg)")),

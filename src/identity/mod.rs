@@ -120,7 +120,9 @@ impl JwtConfig {
                         in the vault's tokens"
                 .into());
         }
-        for (key, value) in [("user_claim", &self.user_claim), ("email_claim", &self.email_claim), ("roles_claim", &self.roles_claim)] {
+        for (key, value) in
+            [("user_claim", &self.user_claim), ("email_claim", &self.email_claim), ("roles_claim", &self.roles_claim)]
+        {
             if value.trim().is_empty() {
                 return Err(format!("auth.jwt.{key}: must not be empty"));
             }

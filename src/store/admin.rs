@@ -135,7 +135,12 @@ impl AdminHandle {
 
     /// The audit trail, oldest first (or newest first), with the emails of
     /// the people in it.
-    pub async fn audit_log(&self, limit: u64, after: Option<String>, newest_first: bool) -> ApiResult<Page<AuditEntry>> {
+    pub async fn audit_log(
+        &self,
+        limit: u64,
+        after: Option<String>,
+        newest_first: bool,
+    ) -> ApiResult<Page<AuditEntry>> {
         let mut query = audit_log::Entity::find().limit(limit + 1);
         query = if newest_first {
             query.order_by_desc(audit_log::Column::Id)

@@ -185,7 +185,11 @@ impl Store {
             &txn,
             actor,
             Action::TokenCreated,
-            audit::Entry { owner_id: Some(&person.id), detail: Some(format!("token {}", row.id)), ..Default::default() },
+            audit::Entry {
+                owner_id: Some(&person.id),
+                detail: Some(format!("token {}", row.id)),
+                ..Default::default()
+            },
         )
         .await?;
         txn.commit().await?;
@@ -223,7 +227,11 @@ impl Store {
             &txn,
             actor,
             Action::TokenRevoked,
-            audit::Entry { owner_id: row.user_id.as_deref(), detail: Some(format!("token {id}")), ..Default::default() },
+            audit::Entry {
+                owner_id: row.user_id.as_deref(),
+                detail: Some(format!("token {id}")),
+                ..Default::default()
+            },
         )
         .await?;
         txn.commit().await?;
@@ -246,7 +254,13 @@ impl Store {
 
     /// Every person, oldest first (the CLI's `user list`).
     pub async fn people(&self) -> ApiResult<Vec<Person>> {
-        user::Entity::find().order_by_asc(user::Column::Id).all(self.db()).await?.into_iter().map(Person::try_from).collect()
+        user::Entity::find()
+            .order_by_asc(user::Column::Id)
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(Person::try_from)
+            .collect()
     }
 
     /// Refuses (BAD_USER_INPUT) when `target` is the last enabled admin.
@@ -391,9 +405,12 @@ impl Store {
         if row.disabled_at.is_some() {
             return Err(disabled_refusal());
         }
-        let email = jwt.email.as_deref().map(Email::parse).transpose().map_err(|_| {
-            ApiError::Unauthenticated("the token's email claim is not an email address".into())
-        })?;
+        let email = jwt
+            .email
+            .as_deref()
+            .map(Email::parse)
+            .transpose()
+            .map_err(|_| ApiError::Unauthenticated("the token's email claim is not an email address".into()))?;
         let new_email = email.map(|e| e.0).filter(|e| *e != row.email);
         if new_email.is_some() || row.role != jwt.role.as_str() {
             self.update_jwt_person(&row, new_email, jwt.role).await?;

@@ -205,8 +205,7 @@ async fn identity_jwt_signs_in_creates_the_person_once_and_takes_the_role_each_r
     assert_eq!(moved["me"]["id"], first["me"]["id"]);
     assert_eq!(moved["me"]["email"], "alice@new.example");
     let people = server.ok(&server.admin_token, "{ people { email issuer } }", json!({})).await;
-    let alices: Vec<_> =
-        people["people"].as_array().unwrap().iter().filter(|p| p["issuer"] == ISSUER).collect();
+    let alices: Vec<_> = people["people"].as_array().unwrap().iter().filter(|p| p["issuer"] == ISSUER).collect();
     assert_eq!(alices.len(), 1, "{people}");
 
     // The role comes from the token on every request.
@@ -247,7 +246,11 @@ async fn identity_jwt_refusals_say_which_check_failed_and_never_echo_the_token()
         ("wrong issuer", sign(&key, &claims("bob", json!({ "iss": "https://evil.test" }))), "wrong issuer"),
         ("wrong audience", sign(&key, &claims("bob", json!({ "aud": "another-app" }))), "wrong audience"),
         ("unknown kid", sign(&ed25519("nobody-knows"), &claims("bob", json!({}))), "unknown key"),
-        ("alg none", raw_token(json!({ "alg": "none", "kid": "good-kid" }), &claims("bob", json!({})), b""), "alg none"),
+        (
+            "alg none",
+            raw_token(json!({ "alg": "none", "kid": "good-kid" }), &claims("bob", json!({})), b""),
+            "alg none",
+        ),
         ("HS256 with the public key", hs256_with(&key.public, "good-kid", &claims("bob", json!({}))), "HMAC"),
         ("tampered payload", tampered, "signature does not verify"),
         ("another key, same kid", sign(&stranger, &claims("bob", json!({}))), "signature does not verify"),
@@ -384,7 +387,8 @@ const CREATE_TOKEN: &str =
     "mutation($n: String!, $e: DateTime) { createToken(name: $n, expiresAt: $e) { token accessToken { id name expiresAt } } }";
 const REVOKE: &str = "mutation($id: ID!) { revokeToken(id: $id) }";
 const SET_KEY: &str = "mutation($k: String!) { setApiKey(provider: ANTHROPIC, key: $k) { id } }";
-const ISSUE: &str = "mutation($u: ID!) { issueTaskCredentials(userId: $u, agent: CLAUDE_CODE, taskId: \"t-9\") { source } }";
+const ISSUE: &str =
+    "mutation($u: ID!) { issueTaskCredentials(userId: $u, agent: CLAUDE_CODE, taskId: \"t-9\") { source } }";
 
 #[tokio::test]
 async fn identity_people_manage_their_tokens_and_admins_manage_people() {
@@ -414,7 +418,9 @@ async fn identity_people_manage_their_tokens_and_admins_manage_people() {
     // An admin: anyone's tokens, runner tokens, any revocation.
     let theirs = server.ok(&admin, "query($u: ID) { tokens(userId: $u) { id kind } }", json!({ "u": alice_id })).await;
     assert_eq!(theirs["tokens"].as_array().unwrap().len(), 1, "{theirs}");
-    let runner = server.ok(&admin, "mutation { createRunnerToken(name: \"ci\") { token accessToken { id kind } } }", json!({})).await;
+    let runner = server
+        .ok(&admin, "mutation { createRunnerToken(name: \"ci\") { token accessToken { id kind } } }", json!({}))
+        .await;
     assert_eq!(runner["createRunnerToken"]["accessToken"]["kind"], "RUNNER");
     let runner = runner["createRunnerToken"]["token"].as_str().unwrap().to_owned();
     let (code, _) = server.err(&alice, "mutation { createRunnerToken(name: \"x\") { token } }", json!({})).await;
@@ -423,8 +429,9 @@ async fn identity_people_manage_their_tokens_and_admins_manage_people() {
     // Disable: tokens refused, live socket closed, tasks get nothing; nothing deleted.
     server.ok(&alice, SET_KEY, json!({ "k": ANTHROPIC_KEY })).await;
     let mut socket = crate::ws::open(&server.url, &alice).await;
-    let disabled =
-        server.ok(&admin, "mutation($id: ID!) { disableUser(id: $id) { disabledAt } }", json!({ "id": alice_id })).await;
+    let disabled = server
+        .ok(&admin, "mutation($id: ID!) { disableUser(id: $id) { disabledAt } }", json!({ "id": alice_id }))
+        .await;
     assert!(!disabled["disableUser"]["disabledAt"].is_null());
     let (code, message) = server.err(&alice, ME, json!({})).await;
     assert_eq!(code, "UNAUTHENTICATED");
@@ -436,19 +443,32 @@ async fn identity_people_manage_their_tokens_and_admins_manage_people() {
     assert_eq!(code, 4403, "{reason}");
     server.ok(&admin, "mutation($id: ID!) { enableUser(id: $id) { id } }", json!({ "id": alice_id })).await;
     server.ok(&alice, ME, json!({})).await;
-    assert_eq!(server.ok(&runner, ISSUE, json!({ "u": alice_id })).await["issueTaskCredentials"]["source"], "USER_API_KEY");
+    assert_eq!(
+        server.ok(&runner, ISSUE, json!({ "u": alice_id })).await["issueTaskCredentials"]["source"],
+        "USER_API_KEY"
+    );
 
     // Delete: credentials gone, tokens refused, the audit trail keeps id and email.
     let deleted = server
-        .ok(&admin, "mutation($id: ID!) { deleteUser(id: $id) { email credentials tokens } }", json!({ "id": alice_id }))
+        .ok(
+            &admin,
+            "mutation($id: ID!) { deleteUser(id: $id) { email credentials tokens } }",
+            json!({ "id": alice_id }),
+        )
         .await;
     assert_eq!(deleted["deleteUser"]["credentials"], 1, "{deleted}");
     let (code, _) = server.err(&alice, ME, json!({})).await;
     assert_eq!(code, "UNAUTHENTICATED");
-    let left = server.ok(&admin, "query($u: ID) { credentials(ownerId: $u) { nodes { id } } }", json!({ "u": alice_id })).await;
+    let left = server
+        .ok(&admin, "query($u: ID) { credentials(ownerId: $u) { nodes { id } } }", json!({ "u": alice_id }))
+        .await;
     assert!(left["credentials"]["nodes"].as_array().unwrap().is_empty());
     let audit = server
-        .ok(&admin, "{ auditLog(first: 100, newestFirst: true) { nodes { id action ownerId ownerEmail actorEmail } } }", json!({}))
+        .ok(
+            &admin,
+            "{ auditLog(first: 100, newestFirst: true) { nodes { id action ownerId ownerEmail actorEmail } } }",
+            json!({}),
+        )
         .await;
     let nodes = audit["auditLog"]["nodes"].as_array().unwrap();
     assert_eq!(nodes[0]["action"], "USER_DELETED", "newest first: {audit}");
@@ -456,7 +476,14 @@ async fn identity_people_manage_their_tokens_and_admins_manage_people() {
     assert_eq!(nodes[0]["actorEmail"], "admin@localhost");
     let ids: Vec<i64> = nodes.iter().map(|n| n["id"].as_str().unwrap().parse().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
-    for action in ["TOKEN_CREATED", "TOKEN_REVOKED", "RUNNER_TOKEN_CREATED", "USER_DISABLED", "USER_ENABLED", "CREDENTIAL_CREATED"] {
+    for action in [
+        "TOKEN_CREATED",
+        "TOKEN_REVOKED",
+        "RUNNER_TOKEN_CREATED",
+        "USER_DISABLED",
+        "USER_ENABLED",
+        "CREDENTIAL_CREATED",
+    ] {
         let entry = nodes.iter().find(|n| n["action"] == action).unwrap_or_else(|| panic!("no {action}: {audit}"));
         if action != "RUNNER_TOKEN_CREATED" {
             assert_eq!(entry["ownerId"], alice_id.as_str(), "{action}");
@@ -467,7 +494,9 @@ async fn identity_people_manage_their_tokens_and_admins_manage_people() {
     // The last enabled admin is protected.
     let me = server.ok(&admin, ME, json!({})).await;
     let admin_id = me["me"]["id"].as_str().unwrap();
-    for mutation in ["mutation($id: ID!) { disableUser(id: $id) { id } }", "mutation($id: ID!) { deleteUser(id: $id) { id } }"] {
+    for mutation in
+        ["mutation($id: ID!) { disableUser(id: $id) { id } }", "mutation($id: ID!) { deleteUser(id: $id) { id } }"]
+    {
         let (code, message) = server.err(&admin, mutation, json!({ "id": admin_id })).await;
         assert_eq!(code, "BAD_USER_INPUT");
         assert!(message.contains("last enabled admin"), "{message}");
@@ -487,7 +516,9 @@ async fn identity_cli_manages_people_and_tokens_by_email_or_id() {
     };
 
     // A lost token: a new one by email.
-    let created: Value = serde_json::from_str(&run(&["token", "create", "--user", "Bob@Example.com", "--name", "again", "--json"])).unwrap();
+    let created: Value =
+        serde_json::from_str(&run(&["token", "create", "--user", "Bob@Example.com", "--name", "again", "--json"]))
+            .unwrap();
     let again = created["token"].as_str().unwrap();
     assert_eq!(server.ok(again, ME, json!({})).await["me"]["id"], bob_id.as_str());
     let listed: Value = serde_json::from_str(&run(&["token", "list", "--user", &bob_id, "--json"])).unwrap();
@@ -516,8 +547,19 @@ async fn identity_cli_manages_people_and_tokens_by_email_or_id() {
     let runner = server.runner_token();
     let home = tempfile::tempdir().unwrap();
     let out = server.cli(&[
-        "task-env", "--server", &server.url, "--token", &runner, "--user", "admin@localhost",
-        "--agent", "claude-code", "--task", "t-1", "--home", home.path().to_str().unwrap(),
+        "task-env",
+        "--server",
+        &server.url,
+        "--token",
+        &runner,
+        "--user",
+        "admin@localhost",
+        "--agent",
+        "claude-code",
+        "--task",
+        "t-1",
+        "--home",
+        home.path().to_str().unwrap(),
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no usable credentials for Claude Code"), "{stderr}");
@@ -528,6 +570,9 @@ async fn identity_cli_manages_people_and_tokens_by_email_or_id() {
     let out = cli_in(&fresh, &[], &["user", "list"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("SESAME_DATA_DIR") && stderr.contains("--config") && stderr.contains("sesame.db"), "{stderr}");
+    assert!(
+        stderr.contains("SESAME_DATA_DIR") && stderr.contains("--config") && stderr.contains("sesame.db"),
+        "{stderr}"
+    );
     assert!(!fresh.exists(), "the refused command created a data directory");
 }
