@@ -1,4 +1,6 @@
-// Builds the playground into dist/: index.html, one JS bundle, one CSS file.
+// Builds both pages into dist/: the explorer (index.html, served at /) and the
+// Credentials app (settings.html, served at /settings), their JS (React and
+// graphql-ws in a shared chunk) and one stylesheet each.
 // dist/ is checked in and embedded into the server binary (src/playground.rs),
 // so `cargo build` needs no Node. Rebuild with `npm ci && npm run build`.
 import { defineConfig } from 'vite';
@@ -15,7 +17,8 @@ export default defineConfig({
     // No inlined JS/CSS assets beyond what the CSS already inlines (GraphiQL's
     // fonts are data: URLs inside its stylesheet); no modulepreload polyfill.
     modulePreload: false,
-    cssCodeSplit: false,
+    // One stylesheet per page: GraphiQL's styles stay on the explorer.
+    cssCodeSplit: true,
     chunkSizeWarningLimit: 4096,
     rollupOptions: {
       onwarn(warning, warn) {
@@ -23,12 +26,13 @@ export default defineConfig({
         if (warning.code === 'MODULE_LEVEL_DIRECTIVE') return;
         warn(warning);
       },
+      input: { playground: 'index.html', settings: 'settings.html' },
       output: {
-        // One JS file: graphql-ws is imported statically, the toolkit's
-        // dynamic import of it must not split off a chunk.
-        inlineDynamicImports: true,
-        entryFileNames: 'assets/playground-[hash].js',
-        assetFileNames: 'assets/playground-[hash][extname]',
+        // graphql-ws is imported statically by both pages, so the toolkit's
+        // dynamic import of it lands in the shared chunk, not a chunk of its own.
+        entryFileNames: 'assets/[name]-[hash].js',
+        chunkFileNames: 'assets/[name]-[hash].js',
+        assetFileNames: 'assets/[name]-[hash][extname]',
       },
     },
   },

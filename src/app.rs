@@ -85,6 +85,7 @@ impl App {
         auth.warm_up();
         let routes = crate::http::routes(self.schema, auth, self.config.graphql.clone());
         println!("sesame-vault listening on http://{addr}");
+        println!("Credentials app: http://{addr}/settings   GraphQL explorer: http://{addr}/");
         if first_run {
             println!();
             println!("What to do next:");

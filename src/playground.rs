@@ -1,14 +1,19 @@
-//! The playground at `/`: GraphiQL with a token field, built from
-//! `playground/` (React, GraphiQL, graphql-ws; `npm ci && npm run build`)
-//! into `playground/dist/`, which is checked in and embedded here, so
-//! `cargo build` needs no Node.
+//! Two pages built from `playground/` (React, GraphiQL, graphql-ws;
+//! `npm ci && npm run build`) into `playground/dist/`, which is checked in and
+//! embedded here, so `cargo build` needs no Node:
 //!
-//! The page loads nothing from any other host: `index.html`, one JS bundle
-//! and one stylesheet (GraphiQL's fonts are `data:` URLs inside it). The
-//! HTML carries a Content-Security-Policy that allows only this origin
-//! (plus WebSocket connections for subscriptions).
+//! - the explorer at `/`: GraphiQL with a token field;
+//! - the Credentials app at `/settings`: Sign in, API Keys, Agent
+//!   Credentials, sign-in flows, live events, Admin, all through the public
+//!   GraphQL API.
 //!
-//! - `GET /` and `GET /index.html`: the page, `Cache-Control: no-cache`.
+//! The pages load nothing from any other host: their HTML, content-hashed JS
+//! chunks and one stylesheet each (GraphiQL's fonts are `data:` URLs inside
+//! it). The HTML carries a Content-Security-Policy that allows only this
+//! origin (plus WebSocket connections for subscriptions).
+//!
+//! - `GET /` and `GET /index.html`: the explorer, `Cache-Control: no-cache`.
+//! - `GET /settings` and `GET /settings.html`: the Credentials app, likewise.
 //! - `GET /assets/<name>-<hash>.<ext>`: content-hashed, cached as immutable.
 //! - anything else: 404; methods other than GET and HEAD: 405.
 
@@ -30,6 +35,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const INDEX: &str = "index.html";
+const SETTINGS: &str = "settings.html";
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// The playground endpoint; mount it with `Route::new().nest("/", playground::endpoint())`.
@@ -69,11 +75,17 @@ fn is_hashed_asset(path: &str) -> bool {
 
 fn serve(method: &Method, path: &str, if_none_match: Option<&HeaderValue>) -> Response {
     let path = path.strip_prefix('/').unwrap_or(path);
-    let path = if path.is_empty() { INDEX } else { path };
+    let path = match path {
+        "" => INDEX,
+        "settings" => SETTINGS,
+        other => other,
+    };
     // Embedded names are plain relative paths; refuse anything that is not.
     let suspicious = path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") || path.contains('\\');
     let file = if suspicious { None } else { Assets::get(path) };
-    let Some(file) = file else { return plain(StatusCode::NOT_FOUND, "not found: the playground is at /\n") };
+    let Some(file) = file else {
+        return plain(StatusCode::NOT_FOUND, "not found: the explorer is at /, the Credentials app at /settings\n");
+    };
     if method != Method::GET && method != Method::HEAD {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "the playground serves GET only\n");
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -142,23 +154,29 @@ mod tests {
     }
 
     #[test]
-    fn index_is_embedded_and_loads_only_local_files() {
-        let html = text(INDEX);
+    fn pages_are_embedded_and_load_only_local_files() {
+        for page in [INDEX, SETTINGS] {
+            page_loads_only_local_files(page);
+        }
+    }
+
+    fn page_loads_only_local_files(page: &str) {
+        let html = text(page);
         let lower = html.to_ascii_lowercase();
         for bad in ["<script src=\"http", "<link href=\"http", "src=\"//", "href=\"//"] {
-            assert!(!lower.contains(bad), "index.html loads from another host ({bad}): {html}");
+            assert!(!lower.contains(bad), "{page} loads from another host ({bad}): {html}");
         }
         let refs: Vec<&str> =
             attribute_values(&html, "src").into_iter().chain(attribute_values(&html, "href")).collect();
-        assert!(refs.iter().any(|r| r.ends_with(".js")), "index.html has no script: {html}");
-        assert!(refs.iter().any(|r| r.ends_with(".css")), "index.html has no stylesheet: {html}");
+        assert!(refs.iter().any(|r| r.ends_with(".js")), "{page} has no script: {html}");
+        assert!(refs.iter().any(|r| r.ends_with(".css")), "{page} has no stylesheet: {html}");
         for r in refs {
             if r.starts_with("data:") {
                 continue;
             }
-            assert!(!r.contains(':'), "index.html references {r}, which is not on this host");
+            assert!(!r.contains(':'), "{page} references {r}, which is not on this host");
             let local = r.trim_start_matches("./").trim_start_matches('/');
-            assert!(Assets::get(local).is_some(), "index.html references {r}, which is not embedded");
+            assert!(Assets::get(local).is_some(), "{page} references {r}, which is not embedded");
         }
     }
 
@@ -212,6 +230,11 @@ mod tests {
     async fn serves_index_assets_and_404() {
         let index = get("/").await;
         assert_eq!(index.status(), StatusCode::OK);
+        for settings in ["/settings", "/settings.html"] {
+            let page = get(settings).await;
+            assert_eq!(page.status(), StatusCode::OK, "{settings}");
+            assert_eq!(header_of(&page, header::CONTENT_SECURITY_POLICY), CONTENT_SECURITY_POLICY, "{settings}");
+        }
         assert_eq!(header_of(&index, header::CONTENT_TYPE), "text/html; charset=utf-8");
         assert_eq!(header_of(&index, header::CONTENT_SECURITY_POLICY), CONTENT_SECURITY_POLICY);
         assert_eq!(header_of(&index, header::CACHE_CONTROL), "no-cache");
@@ -228,7 +251,7 @@ mod tests {
         let css = attribute_values(&html, "href").into_iter().find(|s| s.ends_with(".css")).expect("css").to_owned();
         assert!(header_of(&get(css.trim_start_matches('.')).await, header::CONTENT_TYPE).starts_with("text/css"));
 
-        for missing in ["/nope", "/assets/nope.js", "/../Cargo.toml", "/assets/../index.html", "//index.html"] {
+        for missing in ["/settings/", "/nope", "/assets/nope.js", "/../Cargo.toml", "/assets/../index.html", "//index.html"] {
             assert_eq!(get(missing).await.status(), StatusCode::NOT_FOUND, "{missing}");
         }
 

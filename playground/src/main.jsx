@@ -1,6 +1,9 @@
 // The sesame-vault playground: GraphiQL with a token field.
 //
-// The token is kept in this browser's localStorage only. It goes into the
+// Nothing secret outlives the tab: the token is kept in this tab's
+// sessionStorage only, and GraphiQL's editors, variables, tabs and history
+// live in memory (a pasted key is gone after a reload). Forget removes the
+// token and everything else the page stored, and resets the editors. It goes into the
 // `Authorization: Bearer …` header of every POST to /graphql and into the
 // connection_init payload of the graphql-ws client (/graphql/ws). When it
 // changes, the fetcher and the WebSocket client are recreated.
@@ -24,7 +27,7 @@ const WS_URL = (() => {
 
 function readToken() {
   try {
-    return localStorage.getItem(TOKEN_KEY) || '';
+    return sessionStorage.getItem(TOKEN_KEY) || '';
   } catch {
     return '';
   }
@@ -32,11 +35,41 @@ function readToken() {
 
 function writeToken(token) {
   try {
-    if (token) localStorage.setItem(TOKEN_KEY, token);
-    else localStorage.removeItem(TOKEN_KEY);
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+    // Earlier versions kept it in localStorage: never leave it there.
+    localStorage.removeItem(TOKEN_KEY);
   } catch {
     // Storage disabled: the token lives as long as the page.
   }
+}
+
+/** Everything this page (and GraphiQL, in earlier versions) stored in this browser. */
+function forgetEverything() {
+  for (const storage of [localStorage, sessionStorage]) {
+    try {
+      for (const key of Object.keys(storage)) {
+        if (key.startsWith('graphiql') || key.startsWith('sesame-vault')) storage.removeItem(key);
+      }
+    } catch {
+      // Storage disabled: nothing stored.
+    }
+  }
+}
+
+/** GraphiQL's storage in memory only: editors, variables, tabs and history die with the page. */
+function memoryStorage() {
+  const map = new Map();
+  return {
+    getItem: (key) => (map.has(key) ? map.get(key) : null),
+    setItem: (key, value) => void map.set(key, String(value)),
+    removeItem: (key) => void map.delete(key),
+    clear: () => map.clear(),
+    key: (i) => [...map.keys()][i] ?? null,
+    get length() {
+      return map.size;
+    },
+  };
 }
 
 /** Accepts a bare token or a pasted `Bearer …` header value. */
@@ -78,7 +111,7 @@ function useWhoAmI(token) {
   return state;
 }
 
-function TokenBar({ token, onChange }) {
+function TokenBar({ token, onChange, onForget }) {
   const [draft, setDraft] = useState(token);
   const [show, setShow] = useState(false);
   const who = useWhoAmI(token);
@@ -98,7 +131,7 @@ function TokenBar({ token, onChange }) {
   useEffect(() => () => clearTimeout(timer.current), []);
 
   let status;
-  if (who.kind === 'none') status = 'No token: only schema introspection works. Kept in this browser only.';
+  if (who.kind === 'none') status = 'No token: only schema introspection works. Kept in this tab only.';
   else if (who.kind === 'checking') status = 'Checking token…';
   else if (who.kind === 'ok') status = `Signed in as ${who.text}`;
   else status = `Token not accepted: ${who.text}`;
@@ -133,8 +166,9 @@ function TokenBar({ token, onChange }) {
       <button
         type="button"
         onClick={() => {
+          clearTimeout(timer.current);
           setDraft('');
-          apply('');
+          onForget();
         }}
       >
         Forget
@@ -142,6 +176,9 @@ function TokenBar({ token, onChange }) {
       <span id="sesame-token-status" className={who.kind === 'error' ? 'sv-status sv-error' : 'sv-status'} role="status">
         {status}
       </span>
+      <a className="sv-link" href="./settings">
+        Credentials app
+      </a>
     </form>
   );
 }
@@ -168,7 +205,17 @@ function useFetcher(token) {
 }
 
 function Playground() {
-  const [token, setToken] = useState(readToken);
+  const [token, setToken] = useState(() => {
+    // Earlier versions kept GraphiQL's state and the token in localStorage.
+    try {
+      for (const key of Object.keys(localStorage)) if (key.startsWith('graphiql')) localStorage.removeItem(key);
+    } catch {
+      // Storage disabled.
+    }
+    return readToken();
+  });
+  // A new storage (and a remount) after Forget: the editors go back to the examples.
+  const [session, setSession] = useState(() => ({ id: 0, storage: memoryStorage() }));
   const fetcher = useFetcher(token);
 
   return (
@@ -180,10 +227,21 @@ function Playground() {
           writeToken(next);
           setToken(next);
         }}
+        onForget={() => {
+          forgetEverything();
+          setToken('');
+          setSession((s) => ({ id: s.id + 1, storage: memoryStorage() }));
+        }}
       />
       <div className="sv-graphiql">
         {fetcher && (
-          <GraphiQL fetcher={fetcher} defaultTabs={defaultTabs} defaultEditorToolsVisibility="variables">
+          <GraphiQL
+            key={session.id}
+            fetcher={fetcher}
+            storage={session.storage}
+            defaultTabs={defaultTabs}
+            defaultEditorToolsVisibility="variables"
+          >
             <GraphiQL.Logo>sesame-vault</GraphiQL.Logo>
           </GraphiQL>
         )}

@@ -380,8 +380,9 @@ async function main() {
       if (/not accepted/i.test(status || '')) fail(`the playground refused the admin token: ${status}`);
       return (status || '').includes('admin@localhost');
     });
-    const stored = await page.evaluate(() => localStorage.getItem('sesame-vault:token'));
-    if (stored !== server.adminToken) fail('the token is not kept in localStorage');
+    const stored = await page.evaluate(() => sessionStorage.getItem('sesame-vault:token'));
+    if (stored !== server.adminToken) fail('the token is not kept in sessionStorage');
+    if (await page.evaluate(() => JSON.stringify(localStorage).includes('sv_'))) fail('the token is in localStorage');
 
     let before = await editorValue(page, RESULT_EDITOR);
     await execute(page);

@@ -432,6 +432,27 @@ impl FlowEngine {
         }
     }
 
+    /// The owner's device sign-ins still PENDING, newest first: what a person
+    /// can resume after a reload.
+    pub async fn pending_device_flows(&self, owner: &OwnerHandle) -> ApiResult<Vec<DeviceFlow>> {
+        use sea_orm::QueryOrder;
+        let rows = oauth_flow::Entity::find()
+            .filter(oauth_flow::Column::OwnerId.eq(owner.user_id()))
+            .filter(oauth_flow::Column::Kind.eq(KIND_DEVICE))
+            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
+            .order_by_desc(oauth_flow::Column::CreatedAt)
+            .all(self.store().db())
+            .await?;
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in rows {
+            let row = self.expire_if_due(row).await?;
+            if row.status == FlowStatus::Pending.as_str() {
+                pending.push(view(self.store().keys(), &row)?);
+            }
+        }
+        Ok(pending)
+    }
+
     pub async fn cancel(&self, owner: &OwnerHandle, id: &str) -> ApiResult<bool> {
         let row = self.own_flow(owner, id).await?.ok_or_else(|| ApiError::not_found("sign-in flow"))?;
         if row.status != FlowStatus::Pending.as_str() {

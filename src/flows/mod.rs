@@ -22,6 +22,11 @@ pub async fn device_flow(ctx: &Context<'_>, id: &ID) -> ApiResult<Option<DeviceF
     engine(ctx).device_flow(&owner, &parse_id("id", id)?).await
 }
 
+pub async fn pending_device_flows(ctx: &Context<'_>) -> ApiResult<Vec<DeviceFlow>> {
+    let owner = store(ctx).owner(principal(ctx)?)?;
+    engine(ctx).pending_device_flows(&owner).await
+}
+
 pub async fn start_device_flow(ctx: &Context<'_>, agent: Agent, provider: Provider) -> ApiResult<DeviceFlow> {
     let owner = store(ctx).owner(principal(ctx)?)?;
     engine(ctx).start_device(&owner, agent, provider).await

@@ -70,6 +70,12 @@ impl QueryRoot {
         Ok(crate::flows::device_flow(ctx, &id).await?)
     }
 
+    /// Owner only: the caller's device sign-ins still in progress, newest first (to resume them).
+    #[graphql(guard = "PersonGuard")]
+    async fn my_pending_device_flows(&self, ctx: &Context<'_>) -> Result<Vec<DeviceFlow>> {
+        Ok(crate::flows::pending_device_flows(ctx).await?)
+    }
+
     /// ADMIN only.
     #[graphql(guard = "AdminGuard")]
     async fn users(

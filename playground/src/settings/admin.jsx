@@ -1,0 +1,392 @@
+// Admin (admins only). Every query here asks for metadata only: never `hint`.
+import { useCallback, useEffect, useState } from 'react';
+import {
+  M_CREATE_USER,
+  M_DELETE_CREDENTIAL,
+  M_DELETE_USER_CREDENTIALS,
+  Q_AUDIT,
+  Q_USER_CREDENTIALS,
+  Q_USERS,
+} from './api.js';
+import { AGENT_NAMES, CopyButton, DateText, Field, PROVIDER_NAMES, StatusBadge, useConfirm, useNotice } from './ui.jsx';
+
+export function AdminTab({ api, eventTick }) {
+  const [selected, setSelected] = useState(null);
+  const [usersVersion, setUsersVersion] = useState(0);
+  return (
+    <section aria-labelledby="admin-title" className="page">
+      <header className="page-header">
+        <h1 id="admin-title">Admin</h1>
+        <p className="lede">
+          People, the metadata of their credentials, and the audit log. Admins can delete credentials but never read
+          them.
+        </p>
+      </header>
+      <div className="admin-grid">
+        <Users api={api} selected={selected} onSelect={setSelected} version={usersVersion} />
+        <div className="admin-side">
+          {selected ? (
+            <UserCredentials api={api} user={selected} eventTick={eventTick} onClose={() => setSelected(null)} />
+          ) : (
+            <div className="card empty">
+              <p className="muted">Choose a person to see their credentials.</p>
+            </div>
+          )}
+          <CreateUser api={api} onCreated={() => setUsersVersion((v) => v + 1)} />
+        </div>
+      </div>
+      <AuditLog api={api} eventTick={eventTick} />
+    </section>
+  );
+}
+
+function Users({ api, selected, onSelect, version }) {
+  const [users, setUsers] = useState([]);
+  const [cursor, setCursor] = useState(null);
+  const [loading, setLoading] = useState(true);
+  const [error, setError] = useState('');
+  const [search, setSearch] = useState('');
+
+  const loadPage = useCallback(
+    async (after) => {
+      const data = await api.request(Q_USERS, { first: 25, after });
+      return data.users;
+    },
+    [api],
+  );
+
+  useEffect(() => {
+    let live = true;
+    setLoading(true);
+    loadPage(null)
+      .then((page) => {
+        if (!live) return;
+        setUsers(page.nodes);
+        setCursor(page.nextCursor);
+      })
+      .catch((e) => live && setError(e.message))
+      .finally(() => live && setLoading(false));
+    return () => {
+      live = false;
+    };
+  }, [loadPage, version]);
+
+  const more = async () => {
+    setLoading(true);
+    try {
+      const page = await loadPage(cursor);
+      setUsers((u) => [...u, ...page.nodes]);
+      setCursor(page.nextCursor);
+    } catch (e) {
+      setError(e.message);
+    } finally {
+      setLoading(false);
+    }
+  };
+
+  // Searching looks through every page, not only the ones loaded.
+  useEffect(() => {
+    if (!search.trim() || !cursor || loading) return;
+    more();
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [search, cursor, loading]);
+
+  const needle = search.trim().toLowerCase();
+  const shown = needle ? users.filter((u) => u.email.toLowerCase().includes(needle)) : users;
+
+  return (
+    <div className="card users">
+      <h2>People</h2>
+      <Field label="Search by email" id="user-search">
+        {(props) => <input {...props} type="search" value={search} onChange={(e) => setSearch(e.target.value)} placeholder="name@example.com" />}
+      </Field>
+      {error && (
+        <p className="field-error" role="alert">
+          {error}
+        </p>
+      )}
+      <ul className="user-list" aria-label="People">
+        {shown.map((u) => (
+          <li key={u.id}>
+            <button
+              type="button"
+              className={`user-button${selected && selected.id === u.id ? ' selected' : ''}`}
+              aria-pressed={!!(selected && selected.id === u.id)}
+              onClick={() => onSelect(u)}
+            >
+              <span className="user-email">{u.email}</span>
+              <span className="muted small">
+                {u.role === 'ADMIN' ? 'Admin' : 'User'} · since <DateText value={u.createdAt} />
+              </span>
+            </button>
+          </li>
+        ))}
+      </ul>
+      {!loading && shown.length === 0 && <p className="muted">No one matches “{search}”.</p>}
+      <div className="actions">
+        {cursor && !needle && (
+          <button type="button" className="btn" onClick={more} disabled={loading}>
+            Load more
+          </button>
+        )}
+        {loading && <span className="muted small">Loading…</span>}
+      </div>
+    </div>
+  );
+}
+
+function UserCredentials({ api, user, eventTick, onClose }) {
+  const [creds, setCreds] = useState(null);
+  const [error, setError] = useState('');
+  const confirm = useConfirm();
+  const notify = useNotice();
+
+  const load = useCallback(async () => {
+    try {
+      const data = await api.request(Q_USER_CREDENTIALS, { ownerId: user.id });
+      setCreds(data.credentials.nodes);
+      setError('');
+    } catch (e) {
+      setError(e.message);
+    }
+  }, [api, user.id]);
+
+  useEffect(() => {
+    load();
+  }, [load, eventTick]);
+
+  const label = (c) =>
+    c.kind === 'API_KEY' ? `${PROVIDER_NAMES[c.provider]} API key` : `${AGENT_NAMES[c.agent] || c.agent} subscription (${PROVIDER_NAMES[c.provider]})`;
+
+  const deleteOne = async (c) => {
+    const ok = await confirm({
+      title: `Delete ${user.email}'s ${label(c)}?`,
+      body: <p>The credential is deleted without being read. {user.email} will have to add it again.</p>,
+      confirmLabel: 'Delete',
+    });
+    if (!ok) return;
+    try {
+      await api.request(M_DELETE_CREDENTIAL, { id: c.id });
+      notify(`Deleted ${user.email}'s ${label(c)}.`, 'ok');
+      await load();
+    } catch (e) {
+      setError(e.message);
+    }
+  };
+
+  const deleteAll = async () => {
+    const ok = await confirm({
+      title: `Delete all of ${user.email}'s credentials?`,
+      body: <p>All {creds.length} credentials are deleted without being read. This cannot be undone.</p>,
+      confirmLabel: 'Delete all',
+    });
+    if (!ok) return;
+    try {
+      const data = await api.request(M_DELETE_USER_CREDENTIALS, { userId: user.id });
+      notify(`Deleted ${data.deleteUserCredentials} credentials of ${user.email}.`, 'ok');
+      await load();
+    } catch (e) {
+      setError(e.message);
+    }
+  };
+
+  return (
+    <div className="card user-creds" aria-labelledby="user-creds-title">
+      <div className="row-head">
+        <h2 id="user-creds-title">{user.email}</h2>
+        <button type="button" className="btn btn-small btn-ghost" onClick={onClose}>
+          Close
+        </button>
+      </div>
+      <p className="muted small">Metadata only: admins never see a credential's value or hint.</p>
+      {error && (
+        <p className="field-error" role="alert">
+          {error}
+        </p>
+      )}
+      {creds === null ? (
+        <p className="muted">Loading…</p>
+      ) : creds.length === 0 ? (
+        <p className="muted">No credentials.</p>
+      ) : (
+        <>
+          <ul className="cred-list admin-creds">
+            {creds.map((c) => (
+              <li key={c.id} className="cred" data-credential-id={c.id}>
+                <span className="cred-name">{label(c)}</span>
+                <StatusBadge status={c.status} />
+                <span className="muted small">
+                  Updated <DateText value={c.updatedAt} /> · expires <DateText value={c.expiresAt} empty="never" /> · last used{' '}
+                  <DateText value={c.lastUsedAt} empty="never" />
+                </span>
+                <button type="button" className="btn btn-small btn-danger-ghost" onClick={() => deleteOne(c)}>
+                  Delete
+                </button>
+              </li>
+            ))}
+          </ul>
+          <div className="actions">
+            <button type="button" className="btn btn-danger-ghost" onClick={deleteAll}>
+              Delete all credentials
+            </button>
+          </div>
+        </>
+      )}
+    </div>
+  );
+}
+
+function CreateUser({ api, onCreated }) {
+  const [email, setEmail] = useState('');
+  const [role, setRole] = useState('USER');
+  const [error, setError] = useState('');
+  const [created, setCreated] = useState(null);
+  const [busy, setBusy] = useState(false);
+
+  const submit = async (e) => {
+    e.preventDefault();
+    setBusy(true);
+    setError('');
+    try {
+      const data = await api.request(M_CREATE_USER, { email: email.trim(), role });
+      setCreated(data.createUser);
+      setEmail('');
+      onCreated();
+    } catch (err) {
+      setError(err.message);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  if (created) {
+    return (
+      <div className="card new-user" role="status">
+        <h2>Created {created.user.email}</h2>
+        <p>
+          <strong>Copy this token now: it is shown only once.</strong> Give it to {created.user.email}; they paste it in Sign in.
+        </p>
+        <div className="token-row">
+          <input aria-label="New token" className="token-output" readOnly value={created.token} onFocus={(e) => e.target.select()} />
+          <CopyButton value={created.token} />
+        </div>
+        <div className="actions">
+          <button type="button" className="btn" onClick={() => setCreated(null)}>
+            Done
+          </button>
+        </div>
+      </div>
+    );
+  }
+
+  return (
+    <form className="card" onSubmit={submit} autoComplete="off">
+      <h2>Create a person</h2>
+      <Field label="Email" error={error} id="new-user-email">
+        {(props) => <input {...props} type="email" required value={email} onChange={(e) => setEmail(e.target.value)} placeholder="name@example.com" />}
+      </Field>
+      <Field label="Role" id="new-user-role">
+        {(props) => (
+          <select {...props} value={role} onChange={(e) => setRole(e.target.value)}>
+            <option value="USER">User</option>
+            <option value="ADMIN">Admin</option>
+          </select>
+        )}
+      </Field>
+      <div className="actions">
+        <button type="submit" className="btn btn-primary" disabled={busy}>
+          Create
+        </button>
+      </div>
+    </form>
+  );
+}
+
+function AuditLog({ api, eventTick }) {
+  const [entries, setEntries] = useState([]);
+  const [cursor, setCursor] = useState(null);
+  const [error, setError] = useState('');
+  const [loading, setLoading] = useState(true);
+
+  useEffect(() => {
+    let live = true;
+    api
+      .request(Q_AUDIT, { after: null })
+      .then((data) => {
+        if (!live) return;
+        setEntries(data.auditLog.nodes);
+        setCursor(data.auditLog.nextCursor);
+        setError('');
+      })
+      .catch((e) => live && setError(e.message))
+      .finally(() => live && setLoading(false));
+    return () => {
+      live = false;
+    };
+  }, [api, eventTick]);
+
+  const more = async () => {
+    setLoading(true);
+    try {
+      const data = await api.request(Q_AUDIT, { after: cursor });
+      setEntries((list) => [...list, ...data.auditLog.nodes]);
+      setCursor(data.auditLog.nextCursor);
+    } catch (e) {
+      setError(e.message);
+    } finally {
+      setLoading(false);
+    }
+  };
+
+  const who = (e) => e.actorEmail || (e.actorKind === 'SYSTEM' ? 'System' : e.actorKind === 'RUNNER' ? 'Runner' : e.actorId || e.actorKind);
+  return (
+    <section className="card audit" aria-labelledby="audit-title">
+      <h2 id="audit-title">Audit log</h2>
+      <p className="muted small">Newest first. Never secret material.</p>
+      {error && (
+        <p className="field-error" role="alert">
+          {error}
+        </p>
+      )}
+      <div className="table-wrap">
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">When</th>
+              <th scope="col">Who</th>
+              <th scope="col">Action</th>
+              <th scope="col">Whose</th>
+              <th scope="col">What</th>
+            </tr>
+          </thead>
+          <tbody>
+            {entries.map((e) => (
+              <tr key={e.id}>
+                <td data-label="When">
+                  <DateText value={e.at} />
+                </td>
+                <td data-label="Who">{who(e)}</td>
+                <td data-label="Action">
+                  <code>{e.action}</code>
+                </td>
+                <td data-label="Whose">{e.ownerEmail || '—'}</td>
+                <td data-label="What">
+                  {[e.provider && (PROVIDER_NAMES[e.provider] || e.provider), e.agent && (AGENT_NAMES[e.agent] || e.agent), e.detail]
+                    .filter(Boolean)
+                    .join(' · ') || '—'}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      <div className="actions">
+        {cursor && (
+          <button type="button" className="btn" onClick={more} disabled={loading}>
+            Older entries
+          </button>
+        )}
+      </div>
+    </section>
+  );
+}

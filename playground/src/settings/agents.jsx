@@ -1,0 +1,528 @@
+// Agent Credentials: one expandable card per agent (from the `agents` catalog).
+import { useState } from 'react';
+import { M_REMOVE_AGENT, M_SAVE_SUBSCRIPTION } from './api.js';
+import { ApiKeyRow, fallbackFor, providerInfo } from './keys.jsx';
+import { CodeFlowPanel, DeviceFlowPanel, startFlow } from './flows.jsx';
+import { Badge, DateText, Field, PROVIDER_NAMES, StatusBadge, USABLE, useConfirm, useNotice } from './ui.jsx';
+
+const SUBSCRIPTIONS = {
+  CLAUDE_CODE: 'Claude Max ($200/mo), Claude Pro ($20/mo)',
+  CODEX: 'ChatGPT Plus ($20/mo), ChatGPT Pro ($200/mo)',
+  COPILOT: 'Copilot Individual ($10/mo), Business ($19/mo), Enterprise',
+  OPENCODE: 'Anthropic: Claude Max ($200/mo), Claude Pro ($20/mo) · OpenAI: ChatGPT Plus ($20/mo), ChatGPT Pro ($200/mo)',
+};
+
+function methodLabel(agent, method) {
+  if (method.method === 'API_KEY') return 'API key';
+  if (method.method === 'AUTHORIZATION_CODE') return 'Sign in with Claude';
+  if (method.method === 'DEVICE_CODE') return method.provider === 'GITHUB' ? 'Connect with GitHub' : 'Sign in with ChatGPT';
+  if (agent === 'CLAUDE_CODE') return 'Paste a setup-token';
+  if (agent === 'CODEX') return 'auth.json or access token';
+  if (agent === 'COPILOT') return 'Paste a fine-grained token';
+  return 'Paste a token';
+}
+
+function Steps({ text }) {
+  const isStep = (l) => /^\d+\.\s/.test(l);
+  const lines = text.split('\n').filter((l) => l.trim());
+  const first = lines.findIndex(isStep);
+  // The card already says which subscriptions are supported.
+  const intro = (first < 0 ? lines : lines.slice(0, first)).filter((l) => !l.startsWith('Supported subscriptions'));
+  const rest = first < 0 ? [] : lines.slice(first);
+  const steps = rest.filter(isStep);
+  const notes = rest.filter((l) => !isStep(l));
+  return (
+    <div className="instructions">
+      {intro.map((l) => (
+        <p key={l}>{l}</p>
+      ))}
+      {steps.length > 0 && (
+        <ol>
+          {steps.map((l) => (
+            <li key={l}>{l.replace(/^\d+\.\s/, '')}</li>
+          ))}
+        </ol>
+      )}
+      {notes.map((l) => (
+        <p key={l} className="muted small">
+          {l}
+        </p>
+      ))}
+    </div>
+  );
+}
+
+export function AgentsTab({ api, agents, systemKeys, credentials, reload, flows, setFlow, expanded, setExpanded }) {
+  const info = providerInfo(agents, systemKeys);
+  const pending = Object.entries(flows).filter(([, f]) => f && f.kind === 'DEVICE_CODE' && f.flow.status === 'PENDING');
+  return (
+    <section aria-labelledby="agents-title" className="page">
+      <header className="page-header">
+        <h1 id="agents-title">Agent Credentials</h1>
+        <p className="lede">
+          Use your existing AI subscriptions instead of pay-per-token billing. Expand the agent you want to configure,
+          follow the setup instructions and click Save Credentials.
+        </p>
+      </header>
+      {pending.length > 0 && (
+        <div className="banner" role="status">
+          <strong>Sign-ins in progress:</strong>{' '}
+          {pending.map(([agent, f], i) => (
+            <span key={agent}>
+              {i > 0 && ', '}
+              <button type="button" className="link-button" onClick={() => setExpanded(agent, true)}>
+                {agents.find((a) => a.agent === agent)?.name || agent} with {PROVIDER_NAMES[f.flow.provider]}
+              </button>
+            </span>
+          ))}
+        </div>
+      )}
+      <ul className="rows">
+        {agents.map((a) => (
+          <AgentCard
+            key={a.agent}
+            api={api}
+            agent={a}
+            info={info}
+            credentials={credentials}
+            reload={reload}
+            flow={flows[a.agent]}
+            setFlow={(f) => setFlow(a.agent, f)}
+            open={!!expanded[a.agent]}
+            setOpen={(v) => setExpanded(a.agent, v)}
+          />
+        ))}
+      </ul>
+      <Help />
+    </section>
+  );
+}
+
+function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open, setOpen }) {
+  const confirm = useConfirm();
+  const notify = useNotice();
+  const [removeError, setRemoveError] = useState('');
+  const subs = credentials.filter((c) => c.kind === 'SUBSCRIPTION' && c.agent === agent.agent);
+  const keyProviders = [...new Set(agent.methods.filter((m) => m.method === 'API_KEY').map((m) => m.provider))];
+  const usableSub = subs.find((c) => USABLE.has(c.status));
+  const usableKey = credentials.find((c) => c.kind === 'API_KEY' && keyProviders.includes(c.provider) && USABLE.has(c.status));
+  const worst = subs.find((c) => c.status === 'NEEDS_REAUTH') || subs.find((c) => c.status === 'EXPIRED') || subs.find((c) => c.status === 'EXPIRING');
+  const panelId = `agent-${agent.agent}-panel`;
+
+  let uses;
+  if (usableSub) uses = `Tasks use your ${PROVIDER_NAMES[usableSub.provider]} subscription.`;
+  else {
+    const fallback = keyProviders.map((p) => fallbackFor(p, credentials, info)).find(Boolean);
+    uses = fallback ? `Tasks use ${fallback}.` : `Not set up: tasks with ${agent.name} need a credential.`;
+  }
+
+  const remove = async () => {
+    const fallbacks = keyProviders.map((p) => fallbackFor(p, credentials, info)).filter(Boolean);
+    const after = fallbacks.length
+      ? `Afterwards ${agent.name} will use ${fallbacks.join(', or ')}.`
+      : `Afterwards ${agent.name} will have no credential: tasks with it fail until you add one.`;
+    const ok = await confirm({
+      title: `Remove ${agent.name}'s subscription credentials?`,
+      body: (
+        <>
+          <p>{after}</p>
+          <p className="muted small">To revoke the token itself, also revoke it in your provider's settings.</p>
+        </>
+      ),
+      confirmLabel: 'Remove Credentials',
+    });
+    if (!ok) return;
+    setRemoveError('');
+    try {
+      await api.request(M_REMOVE_AGENT, { agent: agent.agent });
+      notify(`${agent.name}'s subscription credentials removed.`, 'ok');
+      await reload();
+    } catch (e) {
+      setRemoveError(e.message);
+    }
+  };
+
+  return (
+    <li className="card agent-card" id={`agent-${agent.agent}`} data-agent={agent.agent}>
+      <h2 className="agent-head">
+        <button type="button" className="disclosure" aria-expanded={open} aria-controls={panelId} onClick={() => setOpen(!open)}>
+          <span className="chevron" aria-hidden="true" />
+          <span className="agent-name">{agent.name}</span>
+          <span className="badges">
+            {(usableSub || usableKey) && <Badge tone="ok">Authenticated</Badge>}
+            {worst && <StatusBadge status={worst.status} />}
+          </span>
+        </button>
+      </h2>
+      <p className="uses muted small">{uses}</p>
+      {open && (
+        <div id={panelId} className="agent-body">
+          {agent.agent === 'GEMINI' ? (
+            <GeminiHelp />
+          ) : (
+            <p>
+              <strong>Supported subscriptions:</strong> {SUBSCRIPTIONS[agent.agent] || '—'}
+            </p>
+          )}
+          {subs.length > 0 && (
+            <ul className="cred-list" aria-label={`${agent.name} subscription credentials`}>
+              {subs.map((c) => (
+                <li key={c.id} className="cred">
+                  <span>
+                    {PROVIDER_NAMES[c.provider]} subscription <code className="hint">{c.hint}</code>
+                  </span>
+                  <StatusBadge status={c.status} />
+                  <span className="muted small">
+                    Expires <DateText value={c.expiresAt} empty="never" /> · last used <DateText value={c.lastUsedAt} empty="never" />
+                  </span>
+                  {c.statusMessage && <span className="status-message">{c.statusMessage}</span>}
+                </li>
+              ))}
+            </ul>
+          )}
+          {agent.agent === 'OPENCODE' ? (
+            <ManageProviders api={api} agent={agent} info={info} credentials={credentials} reload={reload} flow={flow} setFlow={setFlow} />
+          ) : agent.agent !== 'GEMINI' ? (
+            <Configure api={api} agent={agent} info={info} credentials={credentials} reload={reload} flow={flow} setFlow={setFlow} />
+          ) : null}
+          {subs.length > 0 && (
+            <div className="actions remove-row">
+              <button type="button" className="btn btn-danger-ghost" onClick={remove}>
+                Remove Credentials
+              </button>
+              {removeError && (
+                <p className="field-error" role="alert">
+                  {removeError}
+                </p>
+              )}
+            </div>
+          )}
+        </div>
+      )}
+    </li>
+  );
+}
+
+function GeminiHelp() {
+  return (
+    <div className="instructions">
+      <p>
+        <strong>API key only</strong> - Gemini CLI doesn't support subscription-based authentication headlessly.
+      </p>
+      <p>Google One AI Premium requires browser-based authentication that can't be automated. Use an API key:</p>
+      <ol>
+        <li>Go to Google AI Studio</li>
+        <li>Create or copy your API key</li>
+        <li>
+          Enter in <a href="#api-keys/GOOGLE">Settings → API Keys</a> (or <code>GEMINI_API_KEY</code> env var)
+        </li>
+      </ol>
+    </div>
+  );
+}
+
+/** Configure: the methods of one agent (Claude Code, Codex, Copilot). */
+function Configure({ api, agent, info, credentials, reload, flow, setFlow }) {
+  const methods = agent.methods;
+  const [choice, setChoice] = useState(() => methods.findIndex((m) => m.method === 'PASTE_TOKEN'));
+  const method = methods[choice] || methods[0];
+  const groupName = `method-${agent.agent}`;
+  if (flow) {
+    return <FlowView api={api} flow={flow} setFlow={setFlow} reload={reload} />;
+  }
+  return (
+    <div className="configure">
+      <fieldset className="segmented">
+        <legend>Configure with</legend>
+        {methods.map((m, i) => (
+          <label key={`${m.method}-${m.provider}`} className={i === choice ? 'checked' : ''}>
+            <input type="radio" name={groupName} checked={i === choice} onChange={() => setChoice(i)} />
+            {methodLabel(agent.agent, m)}
+          </label>
+        ))}
+      </fieldset>
+      <Steps text={method.instructions} />
+      <MethodForm api={api} agent={agent} method={method} info={info} credentials={credentials} reload={reload} setFlow={setFlow} />
+    </div>
+  );
+}
+
+function MethodForm({ api, agent, method, info, credentials, reload, setFlow }) {
+  if (method.method === 'API_KEY') {
+    return (
+      <ApiKeyRow
+        api={api}
+        info={info[method.provider]}
+        credential={credentials.find((c) => c.kind === 'API_KEY' && c.provider === method.provider)}
+        reload={reload}
+        compact
+      />
+    );
+  }
+  if (method.method === 'DEVICE_CODE' || method.method === 'AUTHORIZATION_CODE') {
+    return <StartFlow api={api} agent={agent} method={method} setFlow={setFlow} />;
+  }
+  return <PasteForm api={api} agent={agent} method={method} reload={reload} />;
+}
+
+function StartFlow({ api, agent, method, setFlow }) {
+  const [error, setError] = useState('');
+  const [busy, setBusy] = useState(false);
+  const label = methodLabel(agent.agent, method);
+  const start = async () => {
+    setBusy(true);
+    setError('');
+    try {
+      setFlow(await startFlow(api, method.method, agent.agent, method.provider));
+    } catch (e) {
+      setError(e.message);
+      setBusy(false);
+    }
+  };
+  return (
+    <div className="actions">
+      <button type="button" className="btn btn-primary" onClick={start} disabled={busy}>
+        {label}
+      </button>
+      {error && (
+        <p className="field-error" role="alert">
+          {error}
+        </p>
+      )}
+    </div>
+  );
+}
+
+function FlowView({ api, flow, setFlow, reload }) {
+  const close = () => setFlow(null);
+  const finished = async () => {
+    setFlow(null);
+    await reload();
+  };
+  if (flow.kind === 'DEVICE_CODE') {
+    return <DeviceFlowPanel key={flow.flow.id} api={api} initial={flow.flow} onClose={close} onAuthorized={finished} />;
+  }
+  return <CodeFlowPanel key={flow.flow.id} api={api} initial={flow.flow} onClose={close} onCompleted={finished} />;
+}
+
+/** Paste a token: Claude setup-token, Copilot token, Codex auth.json or access token. */
+function PasteForm({ api, agent, method, reload }) {
+  const [token, setToken] = useState('');
+  const [authJson, setAuthJson] = useState('');
+  const [refresh, setRefresh] = useState('');
+  const [codexMode, setCodexMode] = useState('authJson');
+  const [error, setError] = useState('');
+  const [busy, setBusy] = useState(false);
+  const notify = useNotice();
+  const isCodex = agent.agent === 'CODEX';
+  const prefix = method.tokenPrefixes[0];
+  const tokenLabel = agent.agent === 'CLAUDE_CODE' ? 'Setup token' : agent.agent === 'COPILOT' ? 'Fine-grained token' : isCodex ? 'Access token' : 'Token';
+
+  const save = async (e) => {
+    e.preventDefault();
+    const input = { agent: agent.agent };
+    if (isCodex && codexMode === 'authJson') {
+      if (!authJson.trim()) return setError('Paste the contents of ~/.codex/auth.json first.');
+      input.authJson = authJson;
+    } else if (isCodex) {
+      if (!token.trim()) return setError('Paste the access token first.');
+      input.accessToken = token.trim();
+      if (refresh.trim()) input.refreshToken = refresh.trim();
+    } else {
+      if (!token.trim()) return setError(`Paste the ${tokenLabel.toLowerCase()} first.`);
+      input.token = token.trim();
+    }
+    if (agent.agent === 'OPENCODE') input.provider = method.provider;
+    setBusy(true);
+    setError('');
+    try {
+      await api.request(M_SAVE_SUBSCRIPTION, { input });
+      setToken('');
+      setAuthJson('');
+      setRefresh('');
+      notify(`${agent.name} credentials saved.`, 'ok');
+      await reload();
+    } catch (err) {
+      setError(err.message);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <form className="paste-form" onSubmit={save} autoComplete="off">
+      {isCodex && (
+        <fieldset className="segmented small">
+          <legend>Paste</legend>
+          <label className={codexMode === 'authJson' ? 'checked' : ''}>
+            <input type="radio" name="codex-mode" checked={codexMode === 'authJson'} onChange={() => setCodexMode('authJson')} />
+            auth.json
+          </label>
+          <label className={codexMode === 'tokens' ? 'checked' : ''}>
+            <input type="radio" name="codex-mode" checked={codexMode === 'tokens'} onChange={() => setCodexMode('tokens')} />
+            Access token
+          </label>
+        </fieldset>
+      )}
+      {isCodex && codexMode === 'authJson' ? (
+        <Field label="Contents of ~/.codex/auth.json" error={error} id={`${agent.agent}-authjson`}>
+          {(props) => (
+            <textarea
+              {...props}
+              name="auth-json"
+              rows={5}
+              value={authJson}
+              placeholder='{"auth_mode": "chatgpt", "tokens": { … } }'
+              spellCheck={false}
+              autoComplete="off"
+              className="secret-text"
+              onChange={(e) => setAuthJson(e.target.value)}
+            />
+          )}
+        </Field>
+      ) : (
+        <>
+          <Field label={tokenLabel} error={isCodex && refresh ? '' : error} id={`${agent.agent}-token`}>
+            {(props) => (
+              <input
+                {...props}
+                type="password"
+                name="token"
+                value={token}
+                placeholder={prefix ? `${prefix}…` : 'Paste the token'}
+                autoComplete="off"
+                spellCheck={false}
+                onChange={(e) => setToken(e.target.value)}
+              />
+            )}
+          </Field>
+          {isCodex && (
+            <Field label="Refresh token (optional)" error={refresh ? error : ''} id={`${agent.agent}-refresh`}>
+              {(props) => (
+                <input
+                  {...props}
+                  type="password"
+                  name="refresh-token"
+                  value={refresh}
+                  autoComplete="off"
+                  spellCheck={false}
+                  onChange={(e) => setRefresh(e.target.value)}
+                />
+              )}
+            </Field>
+          )}
+        </>
+      )}
+      <div className="actions">
+        <button type="submit" className="btn btn-primary" disabled={busy}>
+          Save Credentials
+        </button>
+      </div>
+    </form>
+  );
+}
+
+/** OpenCode's Manage Providers: Connect → Use Subscription / Use API Key. */
+function ManageProviders({ api, agent, info, credentials, reload, flow, setFlow }) {
+  const providers = [...new Set(agent.methods.map((m) => m.provider))];
+  const [connecting, setConnecting] = useState(null);
+  const [mode, setMode] = useState('subscription');
+  if (flow) return <FlowView api={api} flow={flow} setFlow={setFlow} reload={reload} />;
+  return (
+    <div className="manage-providers">
+      <h3>Manage Providers</h3>
+      <p className="muted small">OpenCode has its own provider management that supports both API keys and OAuth.</p>
+      <ul className="provider-list">
+        {providers.map((p) => {
+          const sub = credentials.find((c) => c.kind === 'SUBSCRIPTION' && c.agent === 'OPENCODE' && c.provider === p);
+          const key = credentials.find((c) => c.kind === 'API_KEY' && c.provider === p);
+          const subMethod = agent.methods.find((m) => m.provider === p && m.method !== 'API_KEY');
+          const isOpen = connecting === p;
+          return (
+            <li key={p} className="provider-row" data-provider={p}>
+              <div className="provider-line">
+                <strong>{PROVIDER_NAMES[p]}</strong>
+                <span className="badges">
+                  {sub ? <StatusBadge status={sub.status} /> : key ? <Badge tone="ok">API key</Badge> : <Badge>Not connected</Badge>}
+                </span>
+                <button
+                  type="button"
+                  className="btn"
+                  aria-expanded={isOpen}
+                  onClick={() => {
+                    setConnecting(isOpen ? null : p);
+                    setMode('subscription');
+                  }}
+                >
+                  {isOpen ? 'Close' : 'Connect'}
+                </button>
+              </div>
+              {isOpen && (
+                <div className="connect">
+                  <fieldset className="segmented">
+                    <legend>Connect {PROVIDER_NAMES[p]}</legend>
+                    <label className={mode === 'subscription' ? 'checked' : ''}>
+                      <input type="radio" name={`connect-${p}`} checked={mode === 'subscription'} onChange={() => setMode('subscription')} />
+                      Use Subscription
+                    </label>
+                    <label className={mode === 'key' ? 'checked' : ''}>
+                      <input type="radio" name={`connect-${p}`} checked={mode === 'key'} onChange={() => setMode('key')} />
+                      Use API Key
+                    </label>
+                  </fieldset>
+                  {mode === 'subscription' && subMethod ? (
+                    <>
+                      <Steps text={subMethod.instructions} />
+                      <StartFlow api={api} agent={agent} method={subMethod} setFlow={setFlow} />
+                    </>
+                  ) : (
+                    <ApiKeyRow api={api} info={info[p]} credential={key} reload={reload} compact />
+                  )}
+                </div>
+              )}
+            </li>
+          );
+        })}
+      </ul>
+    </div>
+  );
+}
+
+function Help() {
+  return (
+    <section className="help card" aria-labelledby="help-title">
+      <h2 id="help-title">Troubleshooting</h2>
+      <details>
+        <summary>"Authentication failed" Error</summary>
+        <ul>
+          <li>Verify your subscription is active</li>
+          <li>Check you copied the entire token</li>
+          <li>
+            For Claude: ensure token starts with <code>sk-ant-oat01-</code>
+          </li>
+          <li>For Codex: verify device auth is enabled in ChatGPT settings</li>
+        </ul>
+      </details>
+      <details>
+        <summary>Token Expired</summary>
+        <p>OAuth tokens may expire. Re-run the setup command and update credentials:</p>
+        <pre>
+          <code>{'# Claude\nclaude setup-token\n\n# Codex\ncodex login --device-auth'}</code>
+        </pre>
+      </details>
+      <details>
+        <summary>Credentials Not Working</summary>
+        <ul>
+          <li>Remove and re-add the credentials</li>
+          <li>Check the agent's logs for specific error messages</li>
+          <li>Verify your subscription hasn't expired</li>
+          <li>Try using an API key instead to isolate the issue</li>
+        </ul>
+      </details>
+      <details>
+        <summary>Credential Priority</summary>
+        <p>When running a task, Sesame checks for credentials in order: your subscription for the agent, then your API key for the provider, then the system-wide key.</p>
+      </details>
+    </section>
+  );
+}

@@ -1,0 +1,194 @@
+// Settings → API Keys: one row per provider.
+import { useState } from 'react';
+import { M_REMOVE_CREDENTIAL, M_SET_API_KEY } from './api.js';
+import { AGENT_NAMES, DateText, Field, PROVIDER_NAMES, PROVIDER_ORDER, StatusBadge, USABLE, useConfirm, useNotice } from './ui.jsx';
+
+/** Per provider: the agents an API key serves, its env var and expected prefix (from the `agents` catalog). */
+export function providerInfo(agents, systemKeys) {
+  const info = {};
+  for (const provider of PROVIDER_ORDER) {
+    const system = systemKeys.find((k) => k.provider === provider);
+    info[provider] = { provider, agents: [], prefixes: [], envVar: system ? system.envVar : '', systemConfigured: !!(system && system.configured) };
+  }
+  for (const a of agents) {
+    for (const m of a.methods) {
+      if (m.method !== 'API_KEY' || !info[m.provider]) continue;
+      const row = info[m.provider];
+      if (!row.agents.includes(a.name)) row.agents.push(a.name);
+      for (const p of m.tokenPrefixes) if (!row.prefixes.includes(p)) row.prefixes.push(p);
+    }
+  }
+  return info;
+}
+
+export function ApiKeysTab({ api, agents, systemKeys, credentials, reload, focusProvider }) {
+  const info = providerInfo(agents, systemKeys);
+  return (
+    <section aria-labelledby="api-keys-title" className="page">
+      <header className="page-header">
+        <h1 id="api-keys-title">API Keys</h1>
+        <p className="lede">
+          Pay-per-token keys for your agents. Keys are encrypted at rest and only used for your tasks. A subscription
+          (Agent Credentials) is used first when you have one; then your key; then the system-wide key, if an admin set
+          one.
+        </p>
+      </header>
+      <ul className="rows">
+        {PROVIDER_ORDER.map((provider) => (
+          <ApiKeyRow
+            key={provider}
+            api={api}
+            info={info[provider]}
+            credential={credentials.find((c) => c.kind === 'API_KEY' && c.provider === provider)}
+            reload={reload}
+            highlight={focusProvider === provider}
+          />
+        ))}
+      </ul>
+    </section>
+  );
+}
+
+export function ApiKeyRow({ api, info, credential, reload, highlight, compact = false }) {
+  const [key, setKey] = useState('');
+  const [error, setError] = useState('');
+  const [busy, setBusy] = useState(false);
+  const confirm = useConfirm();
+  const notify = useNotice();
+  const name = PROVIDER_NAMES[info.provider];
+  const what = info.provider === 'GITHUB' ? 'token' : 'API key';
+  const placeholder = info.prefixes.length ? `${info.prefixes[0]}…` : 'Paste the key';
+
+  const save = async (e) => {
+    e.preventDefault();
+    if (!key.trim()) {
+      setError(`Paste your ${name} key first.`);
+      return;
+    }
+    setBusy(true);
+    setError('');
+    try {
+      await api.request(M_SET_API_KEY, { provider: info.provider, key: key.trim() });
+      setKey('');
+      notify(`${name} key ${credential ? 'replaced' : 'saved'}.`, 'ok');
+      await reload();
+    } catch (err) {
+      setError(err.message);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const remove = async () => {
+    const after = info.systemConfigured
+      ? `Afterwards ${info.agents.join(' and ')} will use the system key (${info.envVar}) unless you have a subscription.`
+      : `Afterwards ${info.agents.join(' and ')} will need a subscription or a new key.`;
+    const ok = await confirm({
+      title: `Remove your ${name} key?`,
+      body: <p>{after}</p>,
+      confirmLabel: 'Remove',
+    });
+    if (!ok) return;
+    setBusy(true);
+    setError('');
+    try {
+      await api.request(M_REMOVE_CREDENTIAL, { id: credential.id });
+      notify(`${name} key removed.`, 'ok');
+      await reload();
+    } catch (err) {
+      setError(err.message);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  let fallback;
+  if (!credential) {
+    fallback = info.systemConfigured
+      ? `No key of your own: tasks use the system key (${info.envVar}).`
+      : `No key. ${info.agents.join(' and ')} ${info.agents.length > 1 ? 'need' : 'needs'} a key here or a subscription.`;
+  }
+
+  return (
+    <li className={`row card${highlight ? ' highlight' : ''}`} id={`api-key-${info.provider}`} data-provider={info.provider}>
+      <div className="row-head">
+        <div>
+          <h2 className="row-title">{name}</h2>
+          <p className="muted small">
+            {info.agents.join(', ')} · <code>{info.envVar}</code>
+          </p>
+        </div>
+        <div className="row-status">
+          {credential ? <StatusBadge status={credential.status} /> : info.systemConfigured ? <span className="badge badge-neutral">System key</span> : <span className="badge badge-neutral">Not set</span>}
+        </div>
+      </div>
+      {credential ? (
+        <dl className="meta">
+          <div>
+            <dt>Key</dt>
+            <dd>
+              <code className="hint">{credential.hint}</code>
+            </dd>
+          </div>
+          <div>
+            <dt>Created</dt>
+            <dd>
+              <DateText value={credential.createdAt} />
+            </dd>
+          </div>
+          <div>
+            <dt>Last used</dt>
+            <dd>
+              <DateText value={credential.lastUsedAt} empty="Never" />
+            </dd>
+          </div>
+          <div>
+            <dt>Expires</dt>
+            <dd>
+              <DateText value={credential.expiresAt} empty="Never" />
+            </dd>
+          </div>
+        </dl>
+      ) : (
+        <p className="fallback">{fallback}</p>
+      )}
+      {credential && credential.statusMessage && <p className="status-message">{credential.statusMessage}</p>}
+      <form className="inline-form" onSubmit={save} autoComplete="off">
+        <Field label={credential ? `New ${name} ${what}` : `${name} ${what}`} error={error} id={`key-${info.provider}${compact ? '-inline' : ''}`}>
+          {(props) => (
+            <input
+              {...props}
+              type="password"
+              name={`key-${info.provider}`}
+              value={key}
+              placeholder={placeholder}
+              autoComplete="off"
+              spellCheck={false}
+              onChange={(e) => setKey(e.target.value)}
+            />
+          )}
+        </Field>
+        <div className="actions">
+          <button type="submit" className="btn btn-primary" disabled={busy}>
+            {credential ? 'Replace' : 'Save'}
+          </button>
+          {credential && (
+            <button type="button" className="btn btn-danger-ghost" onClick={remove} disabled={busy}>
+              Remove
+            </button>
+          )}
+        </div>
+      </form>
+    </li>
+  );
+}
+
+/** What an agent falls back to without its subscription, for one provider. */
+export function fallbackFor(provider, credentials, info) {
+  const key = credentials.find((c) => c.kind === 'API_KEY' && c.provider === provider && USABLE.has(c.status));
+  if (key) return `your ${PROVIDER_NAMES[provider]} API key`;
+  if (info[provider] && info[provider].systemConfigured) return `the system key (${info[provider].envVar})`;
+  return null;
+}
+
+export { AGENT_NAMES };

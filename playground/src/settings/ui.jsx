@@ -1,0 +1,221 @@
+// Small building blocks shared by the Credentials app's screens.
+import { createContext, useCallback, useContext, useEffect, useId, useRef, useState } from 'react';
+
+export const PROVIDER_NAMES = { ANTHROPIC: 'Anthropic', OPENAI: 'OpenAI', GOOGLE: 'Google', GITHUB: 'GitHub' };
+export const PROVIDER_ORDER = ['ANTHROPIC', 'OPENAI', 'GOOGLE', 'GITHUB'];
+export const AGENT_NAMES = {
+  CLAUDE_CODE: 'Claude Code',
+  CODEX: 'Codex',
+  COPILOT: 'Copilot',
+  GEMINI: 'Gemini',
+  OPENCODE: 'OpenCode',
+};
+
+export const STATUS_LABELS = {
+  ACTIVE: 'Active',
+  EXPIRING: 'Expiring soon',
+  EXPIRED: 'Expired',
+  NEEDS_REAUTH: 'Sign in again',
+};
+
+export const USABLE = new Set(['ACTIVE', 'EXPIRING']);
+
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+
+export function formatDate(value) {
+  if (!value) return '—';
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) return '—';
+  return dateFormat.format(date);
+}
+
+export function DateText({ value, empty = '—' }) {
+  if (!value) return <span className="muted">{empty}</span>;
+  return (
+    <time dateTime={value} title={value}>
+      {formatDate(value)}
+    </time>
+  );
+}
+
+export function StatusBadge({ status }) {
+  if (!status) return null;
+  const tone = { ACTIVE: 'ok', EXPIRING: 'warn', EXPIRED: 'bad', NEEDS_REAUTH: 'bad' }[status] || 'neutral';
+  return <span className={`badge badge-${tone}`}>{STATUS_LABELS[status] || status}</span>;
+}
+
+export function Badge({ tone = 'neutral', children }) {
+  return <span className={`badge badge-${tone}`}>{children}</span>;
+}
+
+/** A copy button for a value shown on screen (user codes, new tokens). */
+export function CopyButton({ value, label = 'Copy', className = '' }) {
+  const [state, setState] = useState('idle');
+  const timer = useRef();
+  useEffect(() => () => clearTimeout(timer.current), []);
+  const copy = async () => {
+    try {
+      await navigator.clipboard.writeText(value);
+      setState('copied');
+    } catch {
+      setState('failed');
+    }
+    clearTimeout(timer.current);
+    timer.current = setTimeout(() => setState('idle'), 2500);
+  };
+  return (
+    <button type="button" className={`btn ${className}`} onClick={copy} aria-live="polite">
+      {state === 'copied' ? 'Copied' : state === 'failed' ? 'Select and copy' : label}
+    </button>
+  );
+}
+
+/** A labelled input with the server's message under it. */
+export function Field({ label, hint, error, children, id: givenId }) {
+  const autoId = useId();
+  const id = givenId || autoId;
+  const hintId = `${id}-hint`;
+  const errorId = `${id}-error`;
+  const describedBy = [hint ? hintId : null, error ? errorId : null].filter(Boolean).join(' ') || undefined;
+  return (
+    <div className="field">
+      <label htmlFor={id}>{label}</label>
+      {children({ id, 'aria-describedby': describedBy, 'aria-invalid': error ? true : undefined })}
+      {hint && (
+        <p id={hintId} className="field-hint">
+          {hint}
+        </p>
+      )}
+      {error && (
+        <p id={errorId} className="field-error" role="alert">
+          {error}
+        </p>
+      )}
+    </div>
+  );
+}
+
+// ---------------------------------------------------------------- confirm dialog
+
+const ConfirmContext = createContext(async () => false);
+export const useConfirm = () => useContext(ConfirmContext);
+
+export function ConfirmProvider({ children }) {
+  const [request, setRequest] = useState(null);
+  const dialog = useRef(null);
+  const opener = useRef(null);
+
+  const confirm = useCallback(
+    (options) =>
+      new Promise((resolve) => {
+        opener.current = document.activeElement;
+        setRequest({ ...options, resolve });
+      }),
+    [],
+  );
+
+  useEffect(() => {
+    if (request && dialog.current && !dialog.current.open) dialog.current.showModal();
+  }, [request]);
+
+  const close = (answer) => {
+    if (!request) return;
+    request.resolve(answer);
+    if (dialog.current && dialog.current.open) dialog.current.close();
+    setRequest(null);
+    const back = opener.current;
+    if (back && typeof back.focus === 'function' && document.contains(back)) back.focus();
+  };
+
+  return (
+    <ConfirmContext.Provider value={confirm}>
+      {children}
+      <dialog
+        ref={dialog}
+        className="dialog"
+        aria-labelledby="confirm-title"
+        aria-describedby="confirm-body"
+        onCancel={(e) => {
+          e.preventDefault();
+          close(false);
+        }}
+      >
+        {request && (
+          <form
+            method="dialog"
+            onSubmit={(e) => {
+              e.preventDefault();
+              close(true);
+            }}
+          >
+            <h2 id="confirm-title">{request.title}</h2>
+            <div id="confirm-body" className="dialog-body">
+              {request.body}
+            </div>
+            <div className="actions">
+              <button type="button" className="btn" onClick={() => close(false)} autoFocus>
+                Cancel
+              </button>
+              <button type="submit" className={`btn ${request.danger === false ? 'btn-primary' : 'btn-danger'}`}>
+                {request.confirmLabel || 'Confirm'}
+              </button>
+            </div>
+          </form>
+        )}
+      </dialog>
+    </ConfirmContext.Provider>
+  );
+}
+
+// ---------------------------------------------------------------- notices
+
+const NoticeContext = createContext(() => {});
+export const useNotice = () => useContext(NoticeContext);
+
+let noticeSeq = 0;
+
+/** Notices float at the bottom of the window: showing one never moves the page. */
+export function NoticeProvider({ children }) {
+  const [notices, setNotices] = useState([]);
+  const dismiss = useCallback((id) => setNotices((list) => list.filter((n) => n.id !== id)), []);
+  const notify = useCallback(
+    (text, tone = 'info', timeoutMs = 12_000) => {
+      const id = ++noticeSeq;
+      setNotices((list) => [...list.slice(-3), { id, text, tone }]);
+      if (timeoutMs) setTimeout(() => dismiss(id), timeoutMs);
+    },
+    [dismiss],
+  );
+  return (
+    <NoticeContext.Provider value={notify}>
+      {children}
+      <div className="notices" role="status" aria-live="polite">
+        {notices.map((n) => (
+          <div key={n.id} className={`notice notice-${n.tone}`}>
+            <span>{n.text}</span>
+            <button type="button" className="btn btn-small btn-ghost" onClick={() => dismiss(n.id)} aria-label="Dismiss notice">
+              ×
+            </button>
+          </div>
+        ))}
+      </div>
+    </NoticeContext.Provider>
+  );
+}
+
+/** Seconds left until `iso`, ticking once a second. */
+export function useCountdown(iso) {
+  const [now, setNow] = useState(() => Date.now());
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(t);
+  }, []);
+  if (!iso) return 0;
+  return Math.max(0, Math.round((new Date(iso).getTime() - now) / 1000));
+}
+
+export function formatSeconds(total) {
+  const m = Math.floor(total / 60);
+  const s = total % 60;
+  return `${m}:${String(s).padStart(2, '0')}`;
+}
