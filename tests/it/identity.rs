@@ -576,3 +576,59 @@ async fn identity_cli_manages_people_and_tokens_by_email_or_id() {
     );
     assert!(!fresh.exists(), "the refused command created a data directory");
 }
+
+// ---- first run ------------------------------------------------------------
+
+#[tokio::test]
+async fn identity_first_run_keeps_the_admin_token_for_a_bound_port_and_says_what_next() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    // The port is taken: serve fails before anyone is created.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(crate::common::BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SESAME_DATA_DIR", dir.path())
+        .env("SESAME_LISTEN", &port)
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Admin token"), "the token went to a server that never ran");
+    drop(taken);
+
+    // The next start, on a free port, still creates the admin and shows the token, then what to do.
+    let mut child = Command::new(crate::common::BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SESAME_DATA_DIR", dir.path())
+        .env("SESAME_LISTEN", "127.0.0.1:0")
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.contains("Lost a token?");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(60), lines).await.expect("first-run output").unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = lines.join("\n");
+    let token_at = text.find("Admin token (shown once").expect("the admin token");
+    let listening_at = text.find("listening on http://").expect("the URL");
+    let next_at = text.find("What to do next").expect("what to do next");
+    assert!(token_at < listening_at && listening_at < next_at, "{text}");
+}
