@@ -40,38 +40,44 @@ pub async fn notify<C: ConnectionTrait>(db: &C, channel: &str, payload: &impl se
 /// silence, so flows need no catch-up.
 pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
     let mut listener = listen(&store).await?;
+    // The newest event id this listener handed on (or that existed when it
+    // started listening: older ones are not its to announce).
+    let mut last_seq = store.latest_event_id().await.map_err(crate::app::api_to_anyhow)?;
     tokio::spawn(async move {
-        // The newest event id this listener handed on.
-        let mut last_seq = 0i64;
         loop {
-            match listener.recv().await {
-                Ok(n) => match n.channel() {
-                    EVENTS_CHANNEL => match serde_json::from_str::<CredentialEvent>(n.payload()) {
-                        Ok(event) => {
-                            last_seq = last_seq.max(event.seq);
-                            store.events().publish(event);
-                        }
-                        Err(e) => tracing::error!(error = %e, "unreadable credential event notification"),
-                    },
-                    FLOWS_CHANNEL => match serde_json::from_str::<FlowUpdate>(n.payload()) {
-                        Ok(update) => flows.publish(update),
-                        Err(e) => tracing::error!(error = %e, "unreadable flow notification"),
-                    },
-                    _ => {}
-                },
-                Err(e) => {
-                    let lost_at = chrono::Utc::now();
-                    tracing::warn!(error = %e, "lost the PostgreSQL listener; reconnecting");
-                    listener = loop {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        match listen(&store).await {
-                            Ok(fresh) => break fresh,
-                            Err(e) => tracing::warn!(error = %e, "reconnecting the PostgreSQL listener failed"),
-                        }
-                    };
-                    last_seq = catch_up(&store, last_seq, lost_at).await;
+            // `try_recv` (not `recv`, which reconnects silently) says when the
+            // connection was lost: `Ok(None)`.
+            let lost = match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    match n.channel() {
+                        EVENTS_CHANNEL => match serde_json::from_str::<CredentialEvent>(n.payload()) {
+                            Ok(event) => {
+                                last_seq = last_seq.max(event.seq);
+                                store.events().publish(event);
+                            }
+                            Err(e) => tracing::error!(error = %e, "unreadable credential event notification"),
+                        },
+                        FLOWS_CHANNEL => match serde_json::from_str::<FlowUpdate>(n.payload()) {
+                            Ok(update) => flows.publish(update),
+                            Err(e) => tracing::error!(error = %e, "unreadable flow notification"),
+                        },
+                        _ => {}
+                    }
+                    continue;
                 }
-            }
+                Ok(None) => "the connection closed".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            let lost_at = chrono::Utc::now();
+            tracing::warn!(error = %lost, "lost the PostgreSQL listener; reconnecting");
+            listener = loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match listen(&store).await {
+                    Ok(fresh) => break fresh,
+                    Err(e) => tracing::warn!(error = %e, "reconnecting the PostgreSQL listener failed"),
+                }
+            };
+            last_seq = catch_up(&store, last_seq, lost_at).await;
         }
     });
     Ok(())
@@ -88,7 +94,7 @@ async fn listen(store: &Store) -> anyhow::Result<PgListener> {
 /// the last one it saw, and anything recorded in a margin before the loss,
 /// for ids that committed out of order). Returns the new last id.
 async fn catch_up(store: &Store, last_seq: i64, lost_at: chrono::DateTime<chrono::Utc>) -> i64 {
-    const MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+    const MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
     const MAX: u64 = 10_000;
     match store.events_since(last_seq, lost_at - MARGIN, MAX).await {
         Ok(missed) => {

@@ -131,18 +131,26 @@ pub fn prescan(text: &str, limits: &DocumentLimits) -> Result<(), Refusal> {
             }
             b'"' if bytes[i..].starts_with(b"\"\"\"") => {
                 // Block string: ends at the first `"""` not escaped as `\"""`.
+                // Unterminated, the grammar would read `""` and go on parsing
+                // what follows: so it is refused here, never skipped.
                 i += 3;
                 while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
                     i += if bytes[i..].starts_with(b"\\\"\"\"") { 4 } else { 1 };
                 }
+                if i >= bytes.len() {
+                    return Err(Refusal::new("a block string (\"\"\") is not closed", position(start)));
+                }
                 i += 3;
             }
             b'"' => {
-                // String: ends at an unescaped quote; a line break ends it too
-                // (the parser then reports it as unterminated).
+                // String: ends at an unescaped quote on the same line. The scan
+                // is never more lenient than the grammar: unterminated is refused.
                 i += 1;
                 while i < bytes.len() && !matches!(bytes[i], b'"' | b'\n' | b'\r') {
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                if i >= bytes.len() || bytes[i] != b'"' {
+                    return Err(Refusal::new("a string is not closed on its line", position(start)));
                 }
                 i += 1;
             }
@@ -278,12 +286,30 @@ pub fn check_structure(doc: &ExecutableDocument, limits: &DocumentLimits) -> Res
         let size = Expanded::of(&op.node.selection_set, &expanded);
         total.selections = total.selections.saturating_add(size.selections);
         total.depth = total.depth.max(size.depth);
+        total.introspection_lists = total.introspection_lists.max(size.introspection_lists);
         check_expanded(&total, limits, op.pos)?;
     }
     Ok(())
 }
 
+/// Introspection fields that return lists. Each one nested in another
+/// multiplies the answer by the schema's size (types × fields × …), which no
+/// count of the document shows; GraphiQL's own query nests three
+/// (`types { fields { args } }`).
+const INTROSPECTION_LISTS: &[&str] =
+    &["types", "fields", "args", "inputFields", "interfaces", "possibleTypes", "enumValues", "directives"];
+pub const MAX_INTROSPECTION_LISTS: usize = 3;
+
 fn check_expanded(size: &Expanded, limits: &DocumentLimits, pos: Pos) -> Result<(), Refusal> {
+    if size.introspection_lists > MAX_INTROSPECTION_LISTS {
+        return Err(Refusal::new(
+            format!(
+                "introspection lists (types, fields, args, …) may nest {MAX_INTROSPECTION_LISTS} deep; \
+                 ask for the schema once and walk it on your side"
+            ),
+            Some(pos),
+        ));
+    }
     if size.depth > MAX_NESTING {
         return Err(Refusal::new(
             format!("with its fragments expanded the document nests more than {MAX_NESTING} deep"),
@@ -337,14 +363,22 @@ impl<'a> Written<'a> {
 struct Expanded {
     selections: usize,
     depth: usize,
+    /// Introspection list fields nested along the deepest path.
+    introspection_lists: usize,
 }
 
 impl Expanded {
     fn of(set: &Positioned<SelectionSet>, fragments: &HashMap<&str, Expanded>) -> Expanded {
         let mut size = Expanded::default();
         for item in &set.node.items {
+            let mut is_list = false;
             let inner = match &item.node {
-                Selection::Field(field) => Expanded::of(&field.node.selection_set, fragments),
+                Selection::Field(field) => {
+                    // Our own schema has no fields of these names; only
+                    // introspection types do.
+                    is_list = INTROSPECTION_LISTS.contains(&field.node.name.node.as_str());
+                    Expanded::of(&field.node.selection_set, fragments)
+                }
                 Selection::InlineFragment(inline) => Expanded::of(&inline.node.selection_set, fragments),
                 Selection::FragmentSpread(spread) => {
                     fragments.get(spread.node.fragment_name.node.as_str()).copied().unwrap_or_default()
@@ -352,6 +386,8 @@ impl Expanded {
             };
             size.selections = size.selections.saturating_add(1).saturating_add(inner.selections);
             size.depth = size.depth.max(inner.depth.saturating_add(1));
+            size.introspection_lists =
+                size.introspection_lists.max(inner.introspection_lists.saturating_add(usize::from(is_list)));
         }
         size
     }
@@ -639,12 +675,17 @@ impl DocumentGate {
 
 impl ExtensionFactory for DocumentGate {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(GateExtension { state: self.state.clone() })
+        Arc::new(GateExtension { state: self.state.clone(), is_query: Default::default() })
     }
 }
 
 struct GateExtension {
     state: Arc<GateState>,
+    /// Set once the request is admitted: only queries run under the time
+    /// budget. A mutation stopped halfway could have committed and not yet
+    /// announced its change; mutations are bounded by the database's and
+    /// the providers' own timeouts instead.
+    is_query: std::sync::atomic::AtomicBool,
 }
 
 impl GateState {
@@ -653,7 +694,8 @@ impl GateState {
     }
 
     /// Steps 1–4 for one request; the parsed tree goes into the request.
-    fn admit(&self, ctx: &ExtensionContext<'_>, request: &mut Request, signed_in: bool) -> Result<(), Refusal> {
+    /// Returns whether the operation it runs is a query.
+    fn admit(&self, ctx: &ExtensionContext<'_>, request: &mut Request, signed_in: bool) -> Result<bool, Refusal> {
         let limits = if signed_in { &self.signed_in } else { &self.anonymous };
         let document = match signed_in.then(|| self.cache.get(&request.query)).flatten() {
             Some(document) => document,
@@ -671,8 +713,10 @@ impl GateState {
         };
         check_required_variables(&document, request)?;
         apply_variable_defaults(&document, request);
+        let is_query = chosen_operation(&document, request.operation_name.as_deref())
+            .is_some_and(|op| op.node.ty == OperationType::Query);
         request.set_parsed_query(ExecutableDocument::clone(&document));
-        Ok(())
+        Ok(is_query)
     }
 }
 
@@ -690,7 +734,8 @@ impl Extension for GateExtension {
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
         let signed_in = is_signed_in(ctx, &request);
-        self.state.admit(ctx, &mut request, signed_in).map_err(Refusal::into_server_error)?;
+        let is_query = self.state.admit(ctx, &mut request, signed_in).map_err(Refusal::into_server_error)?;
+        self.is_query.store(is_query, std::sync::atomic::Ordering::Relaxed);
         next.run(ctx, request).await
     }
 
@@ -720,12 +765,10 @@ impl Extension for GateExtension {
             .boxed()
     }
 
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
+    async fn execute(&self, ctx: &ExtensionContext<'_>, operation_name: Option<&str>, next: NextExecute<'_>) -> Response {
+        if !self.is_query.load(std::sync::atomic::Ordering::Relaxed) {
+            return next.run(ctx, operation_name).await;
+        }
         match tokio::time::timeout(self.state.timeout, next.run(ctx, operation_name)).await {
             Ok(response) => response,
             Err(_) => {
@@ -763,9 +806,25 @@ mod tests {
         // An escaped quote does not end the string early.
         let escaped = format!("{{ a(x: \"\\\" {} \") }}", "[".repeat(100));
         assert!(prescan(&escaped, &limits()).is_ok());
-        // A string cut by a line break ends there: brackets after it count.
+        // Unterminated strings are refused, never skipped: the grammar reads an
+        // unclosed `"""` as `""` and parses what follows.
         let cut = format!("{{ a(x: \"oops\n{}) }}", "[".repeat(100));
-        assert!(prescan(&cut, &limits()).is_err());
+        assert!(prescan(&cut, &limits()).unwrap_err().message.contains("not closed"));
+        let unclosed_block = format!("{{ __typename(x: [\"\"\"x\" {}{} ]) }}", "[".repeat(3000), "]".repeat(3000));
+        assert!(prescan(&unclosed_block, &limits()).unwrap_err().message.contains("not closed"));
+        assert!(prescan("{ a(x: \"open", &limits()).is_err());
+    }
+
+    #[test]
+    fn introspection_lists_nest_three_deep_at_most() {
+        let graphiql = "{ __schema { types { fields { args { name } } } } }";
+        assert!(check_structure(&parse(graphiql).unwrap(), &limits()).is_ok());
+        let blowup = "{ __schema { types { fields { type { fields { type { fields { name } } } } } } } }";
+        let refusal = check_structure(&parse(blowup).unwrap(), &limits()).unwrap_err();
+        assert!(refusal.message.contains("introspection"), "{refusal:?}");
+        // Through fragments too.
+        let hidden = "{ __schema { types { ...F } } } fragment F on __Type { fields { type { fields { type { fields { name } } } } } }";
+        assert!(check_structure(&parse(hidden).unwrap(), &limits()).is_err());
     }
 
     #[test]

@@ -38,6 +38,16 @@ impl Store {
         Ok(query.one(self.reader()).await?.is_some())
     }
 
+    /// The newest event id (0 when there is none).
+    pub async fn latest_event_id(&self) -> ApiResult<i64> {
+        let newest = credential_event::Entity::find()
+            .order_by_desc(credential_event::Column::Id)
+            .one(self.db())
+            .await?
+            .map_or(0, |row| row.id);
+        Ok(newest)
+    }
+
     /// Events recorded at or after `since`, or with an id above `after`
     /// (PostgreSQL ids may commit out of order, so a time window covers
     /// those committed late). For a listener catching up: subscribers drop

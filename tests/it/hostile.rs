@@ -126,7 +126,10 @@ async fn deep_nesting_is_refused_over_post_get_and_websocket() {
     let server = Server::start().await;
     let (_, token) = server.create_user("deep@example.com").await;
     let before = snapshot(&server).await;
-    let documents = [nested_list(2000), nested_object(2000), nested_selection(2000), nested_list(60_000)];
+    // The last hides its nesting behind an unclosed block string: the grammar
+    // reads `"""` as `""` and parses on (found in review).
+    let unclosed_block = format!("{{ __typename(x: [\"\"\"x\" {}{} ]) }}", "[".repeat(3000), "]".repeat(3000));
+    let documents = [nested_list(2000), nested_object(2000), nested_selection(2000), unclosed_block, nested_list(60_000)];
     for doc in &documents {
         for caller in ["", token.as_str()] {
             let (status, body) = post_raw(&server, caller, json!({ "query": doc }).to_string().into_bytes()).await;
@@ -134,7 +137,7 @@ async fn deep_nesting_is_refused_over_post_get_and_websocket() {
             assert_eq!(status, 200, "{body}");
             let (code, message) = first_error(&body);
             assert_eq!(code, "BAD_USER_INPUT", "{message}");
-            assert!(message.contains("nests"), "{message}");
+            assert!(message.contains("nests") || message.contains("not closed"), "{message}");
         }
         if doc.len() < 8000 {
             let (status, body) = get_query(&server, &token, doc).await;
@@ -151,7 +154,7 @@ async fn deep_nesting_is_refused_over_post_get_and_websocket() {
     assert!(body.contains("BAD_USER_INPUT"));
 
     let mut socket = ws::open(&server.url, &token).await;
-    for (i, doc) in documents.iter().take(3).enumerate() {
+    for (i, doc) in documents.iter().take(4).enumerate() {
         let reply = ws_operation(&mut socket, &format!("deep{i}"), doc).await.expect("socket stays open");
         assert_eq!(ws_error_code(&reply), "BAD_USER_INPUT", "{reply}");
     }
@@ -415,6 +418,9 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
         format!("fragment {MARKER} on Query {{ __typename }}"),
         format!("{{ ...{MARKER} }}"),
         format!("{{ __schema {{ types {{ fields {{ type {{ ofType {{ ofType {{ ofType {{ name }} }} }} }} }} }} }} # {MARKER}"),
+        format!("{{ __schema {{ types {{ fields {{ type {{ fields {{ type {{ fields {{ type {{ fields {{ name }} }} }} }} }} }} }} }} }} # {MARKER}"),
+        format!("{{ __typename(x: [\"\"\"{MARKER}\" {}{} ]) }}", "[".repeat(5000), "]".repeat(5000)),
+        format!("{{ __typename(x: \"{MARKER}\\\n{}{}\") }}", "[".repeat(5000), "]".repeat(5000)),
     ]);
     let mut bodies: Vec<Vec<u8>> = docs.iter().map(|q| json!({ "query": q }).to_string().into_bytes()).collect();
     // Wrong shapes, broken JSON, invalid UTF-8, batches.
@@ -541,6 +547,8 @@ async fn hostile_suite_over_http_and_websocket() {
 
     health_ok(&server).await;
     assert_eq!(before, snapshot(&server).await, "no hostile request changed the store");
-    assert!(!server.log().contains(MARKER), "no hostile value reached the log");
+    let log = server.log();
+    let leaked: Vec<&str> = log.lines().filter(|line| line.contains(MARKER)).take(3).collect();
+    assert!(leaked.is_empty(), "no hostile value reaches the log: {leaked:?}");
     assert!(sent > 300, "{sent} requests");
 }

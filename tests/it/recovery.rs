@@ -80,7 +80,9 @@ async fn credential_events_resume_after_the_last_id_received() {
     // Bad `after`: not an id, an id of someone else's event, an id never made.
     let bobs_event = {
         let mut s = ws::open(&server.url, &bob).await;
-        ws::send(&mut s, json!({ "id": "b", "type": "subscribe", "payload": subscribe(Some("0")) })).await;
+        ws::send(&mut s, json!({ "id": "b", "type": "subscribe", "payload": subscribe(None) })).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.ok(&bob, SET_KEY, json!({ "p": "GOOGLE", "k": GEMINI_KEY.replace("TEST", "BOBS") })).await;
         read_events(&mut s, "b", 1, Duration::from_millis(300)).await[0]["id"].as_str().unwrap().to_owned()
     };
     for bad in ["yesterday", "-1", bobs_event.as_str(), "999999"] {
