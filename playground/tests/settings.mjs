@@ -18,6 +18,7 @@
 //   resume          a pending sign-in is shown again after a reload
 //   live-expiring   a badge changes live when the scheduler marks a key expiring
 //   admin           the admin deletes a user's credential; no request names `hint`
+//   sign-out        Sign out forgets the token
 //   explorer        after a reload and Forget, no secret in local/sessionStorage
 // Every request goes to the server only; no uncaught error; no CSP violation.
 // Screenshots of each screen at 1440 and 375 px in test-artifacts/.
@@ -331,6 +332,21 @@ async function main() {
       const who = await page.locator('#signed-in-as').textContent();
       if (who !== 'admin@localhost') fail(`the account menu shows ${who}`);
       await page.keyboard.press('Escape');
+      // Keyboard: every control is reachable, with a visible focus ring.
+      await page.locator('body').click({ position: { x: 5, y: 300 } });
+      const rings = [];
+      for (let i = 0; i < 8; i++) {
+        await page.keyboard.press('Tab');
+        rings.push(
+          await page.evaluate(() => {
+            const el = document.activeElement;
+            const style = getComputedStyle(el);
+            return { what: `${el.tagName} ${el.textContent.trim().slice(0, 20)}`, ring: style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2 };
+          }),
+        );
+      }
+      const noRing = rings.filter((r) => !r.ring && r.what !== 'BODY ');
+      if (noRing.length) fail(`focused without a visible focus ring: ${noRing.map((r) => r.what).join(', ')}`);
       const stored = await page.evaluate(() => ({ local: JSON.stringify(localStorage), session: sessionStorage.getItem('sesame-vault:token') }));
       if (stored.session !== admin) fail('the token is not kept in sessionStorage');
       if (stored.local.includes('sv_')) fail('the token is in localStorage');
@@ -435,6 +451,9 @@ async function main() {
       await agentCard('COPILOT').locator('.flow-panel').waitFor({ state: 'detached', timeout: 20_000 });
       await agentCard('COPILOT').locator('.badge', { hasText: 'Authenticated' }).waitFor();
       await page.locator('.notice', { hasText: 'Copilot is signed in with GitHub' }).waitFor();
+      await page.emulateMedia({ colorScheme: 'dark' });
+      await shoot(page, 'agents-dark');
+      await page.emulateMedia({ colorScheme: 'light' });
       if ((providers.calls.githubPolls['dev-1'] || 0) < 3) fail('AUTHORIZED before the provider authorized');
       const subscribed = seen.requests.some((r) => r.url.includes('/graphql/ws') && r.body.includes('deviceFlowStatus'));
       if (!subscribed) fail('the page did not subscribe to deviceFlowStatus');
@@ -496,6 +515,17 @@ async function main() {
       await agentCard('COPILOT').locator('.flow-panel').waitFor({ state: 'detached' });
     });
 
+    // ---- OpenCode's Manage Providers: Connect → Use Subscription / Use API Key
+    await journey('opencode', async () => {
+      await openAgent('OPENCODE');
+      const anthropic = agentCard('OPENCODE').locator('.provider-row[data-provider="ANTHROPIC"]');
+      await anthropic.getByRole('button', { name: 'Connect' }).click();
+      await anthropic.getByRole('button', { name: 'Sign in with Claude' }).waitFor();
+      await anthropic.locator('label', { hasText: 'Use API Key' }).click();
+      await anthropic.locator('code.hint').waitFor();
+      await shoot(page, 'opencode');
+    });
+
     // ---- a badge changes live when the scheduler marks a key expiring
     await journey('live-expiring', async () => {
       await page.goto(`${base}/settings#api-keys`);
@@ -542,6 +572,17 @@ async function main() {
       if (named.length) fail(`the admin page sent requests naming hint:\n  ${named.map((r) => r.body.slice(0, 200)).join('\n  ')}`);
       const sent = seen.requests.filter((r) => r.at >= from && r.body).length;
       log(`admin page: ${sent} requests, none names hint`);
+    });
+
+    // ---- Sign out forgets the token
+    await journey('sign-out', async () => {
+      await page.getByRole('button', { name: /Account:/ }).click();
+      await page.getByRole('button', { name: 'Sign out' }).click();
+      await page.getByLabel('Personal token').waitFor();
+      const stored = await page.evaluate(() => JSON.stringify({ ...localStorage, ...sessionStorage }));
+      if (stored.includes('sv_')) fail(`Sign out left the token in storage: ${stored}`);
+      await page.reload();
+      await page.getByLabel('Personal token').waitFor();
     });
 
     // ---- explorer: after a reload and Forget, no secret in storage

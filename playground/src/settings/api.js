@@ -40,7 +40,9 @@ export function normalizeToken(value) {
 /** An error the server answered, with its stable code (extensions.code). */
 export class ApiError extends Error {
   constructor(message, code) {
-    super(message);
+    // Shown as a sentence under the field it is about.
+    const text = String(message || 'Something went wrong.');
+    super(text.charAt(0).toUpperCase() + text.slice(1));
     this.code = code || 'INTERNAL';
   }
 }

@@ -109,8 +109,14 @@ export function ApiKeyRow({ api, info, credential, reload, highlight, compact = 
       : `No key. ${info.agents.join(' and ')} ${info.agents.length > 1 ? 'need' : 'needs'} a key here or a subscription.`;
   }
 
+  // In the API Keys list a list item; inside an agent's card (compact) a plain box.
+  const Root = compact ? 'div' : 'li';
   return (
-    <li className={`row card${highlight ? ' highlight' : ''}`} id={`api-key-${info.provider}`} data-provider={info.provider}>
+    <Root
+      className={`row card${highlight ? ' highlight' : ''}`}
+      id={compact ? undefined : `api-key-${info.provider}`}
+      data-provider={info.provider}
+    >
       <div className="row-head">
         <div>
           <h2 className="row-title">{name}</h2>
@@ -179,7 +185,7 @@ export function ApiKeyRow({ api, info, credential, reload, highlight, compact = 
           )}
         </div>
       </form>
-    </li>
+    </Root>
   );
 }
 

@@ -179,9 +179,9 @@ export function NoticeProvider({ children }) {
   const [notices, setNotices] = useState([]);
   const dismiss = useCallback((id) => setNotices((list) => list.filter((n) => n.id !== id)), []);
   const notify = useCallback(
-    (text, tone = 'info', timeoutMs = 12_000) => {
+    (text, tone = 'info', timeoutMs = 8_000) => {
       const id = ++noticeSeq;
-      setNotices((list) => [...list.slice(-3), { id, text, tone }]);
+      setNotices((list) => [...list.slice(-2), { id, text, tone }]);
       if (timeoutMs) setTimeout(() => dismiss(id), timeoutMs);
     },
     [dismiss],
