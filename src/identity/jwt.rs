@@ -70,6 +70,9 @@ struct Cache {
     last_attempt: Option<Instant>,
     /// From the discovery document, once read.
     jwks_url: Option<String>,
+    /// The last attempt to read the discovery document (rate-limited like
+    /// key fetches while it cannot be read).
+    discovery_attempt: Option<Instant>,
     issuer: Option<String>,
 }
 
@@ -80,6 +83,7 @@ pub struct JwtVerifier {
     cache: Mutex<Cache>,
     /// One fetch at a time; requests that waited re-read the cache.
     fetching: tokio::sync::Mutex<()>,
+    discovering: tokio::sync::Mutex<()>,
 }
 
 fn refused(why: &str) -> ApiError {
@@ -107,6 +111,7 @@ impl JwtVerifier {
             http,
             cache: Mutex::new(cache),
             fetching: tokio::sync::Mutex::new(()),
+            discovering: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -183,11 +188,24 @@ impl JwtVerifier {
     /// The issuer tokens must name, and the key set's URL (reading the
     /// discovery document the first time).
     async fn issuer(&self) -> ApiResult<(String, String)> {
-        {
+        let known = || {
             let cache = self.cache();
-            if let (Some(issuer), Some(url)) = (&cache.issuer, &cache.jwks_url) {
-                return Ok((issuer.clone(), url.clone()));
+            cache.issuer.clone().zip(cache.jwks_url.clone())
+        };
+        if let Some(known) = known() {
+            return Ok(known);
+        }
+        // One reader at a time; those who waited use what it found.
+        let _one_at_a_time = self.discovering.lock().await;
+        if let Some(known) = known() {
+            return Ok(known);
+        }
+        {
+            let mut cache = self.cache();
+            if cache.discovery_attempt.is_some_and(|at| at.elapsed() < self.config.refetch_interval) {
+                return Err(refused("the IdP's discovery document could not be read; try again shortly"));
             }
+            cache.discovery_attempt = Some(Instant::now());
         }
         let discovery = self.config.oidc_discovery_url.clone().unwrap_or_default();
         let document = self.fetch_json(&discovery).await.map_err(|e| {
