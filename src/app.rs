@@ -4,8 +4,6 @@
 use std::path::Path;
 
 use anyhow::Context;
-use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::Server;
 
 use crate::config::Config;
 use crate::flows::FlowEngine;
@@ -52,18 +50,11 @@ impl App {
         Ok(App { config, store, flows, schema })
     }
 
-    /// Serves until Ctrl-C / SIGTERM. Prints the URL (and, on first start,
-    /// the bootstrap admin's token) to stdout.
-    pub async fn serve(self) -> anyhow::Result<()> {
-        let acceptor = TcpListener::bind(self.config.listen)
-            .into_acceptor()
-            .await
-            .with_context(|| format!("listening on {}", self.config.listen))?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .context("the listener has no address")?;
+    /// Serves on the listeners `crate::ops::serve` bound until Ctrl-C /
+    /// SIGTERM, then shuts down gracefully (`crate::shutdown`). Prints the
+    /// URL (and, on first start, the bootstrap admin's token) to stdout.
+    pub async fn serve(self, serving: crate::ops::Serving) -> anyhow::Result<()> {
+        let addr = serving.addr();
         // A SQLite database has one instance by construction: leases left by
         // its previous run are its own, so pending flows resume at once.
         if !self.config.is_sqlite() {
@@ -72,9 +63,9 @@ impl App {
                 .context("listening for PostgreSQL notifications")?;
         }
         self.flows.run_background(self.config.is_sqlite());
-        let _scheduler =
+        let scheduler =
             crate::scheduler::start(self.store.clone(), self.flows.clone(), self.config.scheduler.clone()).await?;
-        // After the listener is bound: a port in use never swallows the
+        // After the listener is bound (`crate::ops::serve`): a port in use never swallows the
         // once-shown token.
         let first_run = self.store.bootstrap_admin().await.map_err(api_to_anyhow)?.is_some_and(|(user, token)| {
             println!("Created the first admin {} (id {}).", user.email, user.id.as_str());
@@ -84,6 +75,8 @@ impl App {
         let auth = crate::identity::Authenticator::new(self.store.clone(), &self.config.auth)?;
         auth.warm_up();
         let routes = crate::http::routes(self.schema, auth, self.config.graphql.clone());
+        // Ready (routes in, `/ready` 200) before the URL is announced.
+        serving.open(routes);
         println!("sesame-vault listening on http://{addr}");
         println!("Credentials app: http://{addr}/settings   GraphQL explorer: http://{addr}/");
         if first_run {
@@ -95,23 +88,8 @@ impl App {
             println!("  3. Lost a token? `sesame-vault token create --user EMAIL --name …` from this folder.");
         }
         tracing::info!(%addr, "listening");
-        Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(routes, shutdown_signal(), Some(std::time::Duration::from_secs(10)))
-            .await
-            .context("serving HTTP")
+        serving.run(&self.flows, scheduler).await
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 /// For commands: an API error becomes a plain error with its client message.

@@ -58,6 +58,15 @@ pub struct Config {
     /// `[auth]`: JWT sign-in (`SESAME_AUTH__JWT__*`, see `crate::identity`).
     #[serde(default)]
     pub auth: crate::identity::AuthConfig,
+    /// `[log]`: `format = "text" | "json"` (`SESAME_LOG__FORMAT`).
+    #[serde(default)]
+    pub log: crate::telemetry::LogConfig,
+    /// `[metrics]`: `listen` (`SESAME_METRICS__LISTEN`); unset = no metrics.
+    #[serde(default)]
+    pub metrics: crate::ops::MetricsConfig,
+    /// `[shutdown]`: `grace` (`SESAME_SHUTDOWN__GRACE`).
+    #[serde(default)]
+    pub shutdown: crate::shutdown::ShutdownConfig,
     /// System-wide agent keys, used when a user has none.
     #[serde(skip_serializing, default)]
     pub system_keys: SystemKeys,
@@ -307,6 +316,9 @@ impl Default for Config {
             oauth: OauthConfig::default(),
             scheduler: SchedulerConfig::default(),
             auth: Default::default(),
+            log: Default::default(),
+            metrics: Default::default(),
+            shutdown: Default::default(),
             system_keys: SystemKeys::default(),
         }
     }

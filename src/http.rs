@@ -43,6 +43,7 @@ pub fn routes(schema: VaultSchema, auth: Authenticator, limits: GraphqlConfig) -
 
 /// A GraphQL-shaped error response with a code, outside normal execution.
 fn error_response(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response {
+    crate::telemetry::note_code(code);
     let body = serde_json::json!({
         "errors": [{ "message": message, "extensions": { "code": code, "requestId": request_id } }]
     });
@@ -75,12 +76,14 @@ async fn authenticate(auth: &Authenticator, req: &Request) -> Result<Option<Prin
 }
 
 async fn execute(state: &AppState, batch: BatchRequest, principal: Option<Principal>, request_id: String) -> Response {
+    crate::telemetry::note_principal(principal.as_ref());
     let batch = match principal {
         Some(p) => batch.data(p),
         None => batch,
     };
     // Limits, parsing and error codes: `crate::graphql::gate`, inside the schema.
     let response = REQUEST_ID.scope(request_id.clone(), state.schema.execute_batch(batch)).await;
+    crate::telemetry::note_responses(&response);
     let body = serde_json::to_vec(&response).unwrap_or_default();
     Response::builder().content_type("application/json").header("x-request-id", request_id).body(body)
 }

@@ -10,7 +10,6 @@ use sesame_vault::domain::Role;
 use sesame_vault::people_cli;
 use sesame_vault::runner_cli::{task_env, task_return, Client, TaskEnv};
 use sesame_vault::store::audit::Actor;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "sesame-vault", version, about = "Encrypted credential service for AI coding agents")]
@@ -148,13 +147,10 @@ struct Output {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: log files and collectors get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    // The log format is a setting; a configuration error is reported by the command.
+    let log_format = Config::load(cli.config.as_deref()).map(|c| c.log.format).unwrap_or_default();
+    sesame_vault::telemetry::init(log_format);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -192,7 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             App::open(config()?).await?;
             println!("database is up to date");
         }
-        Command::Serve => App::open(config()?).await?.serve().await?,
+        Command::Serve => sesame_vault::ops::serve(config()?).await?,
         Command::RotateKey => {
             let app = App::open(config()?).await?;
             let n = app.store.rotate_keys().await.map_err(api_to_anyhow)?;

@@ -149,15 +149,43 @@ impl Providers {
         self.config.openai.issuer.trim_end_matches('/')
     }
 
-    /// Sends a request; returns (status, JSON body or Null).
+    /// Sends a request; returns (status, JSON body or Null). Each call is
+    /// logged at INFO and counted: host, path, status, duration — never the
+    /// query string, a header or a body (they carry codes and tokens).
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
-        let response = request.header("accept", "application/json").send().await.map_err(|e| {
-            if e.is_timeout() {
-                "the request timed out".to_owned()
-            } else {
-                "the provider could not be reached".to_owned()
+        let (client, request) = request.header("accept", "application/json").build_split();
+        let request = request.map_err(|_| "the provider URL is not valid".to_owned())?;
+        let host = request.url().host_str().unwrap_or("").to_owned();
+        let path = request.url().path().to_owned();
+        let method = request.method().clone();
+        let started = std::time::Instant::now();
+        let sent = client.execute(request).await;
+        let took = started.elapsed();
+        let duration_ms = took.as_secs_f64() * 1000.0;
+        let response = match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                tracing::info!(%method, host, path, status, duration_ms, "provider call");
+                crate::metrics::provider_request(&host, &status.to_string(), took);
+                response
             }
-        })?;
+            Err(e) => {
+                let why = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connect"
+                } else {
+                    "error"
+                };
+                tracing::info!(%method, host, path, status = why, duration_ms, "provider call failed");
+                crate::metrics::provider_request(&host, why, took);
+                return Err(if e.is_timeout() {
+                    "the request timed out".to_owned()
+                } else {
+                    "the provider could not be reached".to_owned()
+                });
+            }
+        };
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|_| "the answer was cut off".to_owned())?;
         let body =

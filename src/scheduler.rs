@@ -57,6 +57,36 @@ where
     result.map(Some)
 }
 
+/// Runs one job: not at all once the shutdown has started (the shutdown
+/// waits for runs in progress: `crate::shutdown::JOBS`), logged at INFO
+/// with its report and duration (DEBUG when another replica had it), and
+/// counted in `sesame_scheduler_runs_total` / `_duration_seconds`.
+async fn run_job<T: std::fmt::Debug>(job: &'static str, run: impl Future<Output = ApiResult<Option<T>>>) {
+    if crate::shutdown::is_triggered() {
+        return;
+    }
+    let _running = crate::shutdown::JOBS.enter();
+    let started = std::time::Instant::now();
+    let result = run.await;
+    let took = started.elapsed();
+    let duration_ms = took.as_secs_f64() * 1000.0;
+    let outcome = match &result {
+        Ok(Some(report)) => {
+            tracing::info!(job, ?report, duration_ms, "scheduler job ran");
+            "ran"
+        }
+        Ok(None) => {
+            tracing::debug!(job, duration_ms, "scheduler job running on another instance");
+            "skipped"
+        }
+        Err(e) => {
+            tracing::error!(job, error = ?e, duration_ms, "scheduler job failed");
+            "failed"
+        }
+    };
+    crate::metrics::job_run(job, outcome, took);
+}
+
 /// Builds and starts the scheduler; `None` when every job is disabled.
 pub async fn start(store: Store, flows: FlowEngine, config: SchedulerConfig) -> anyhow::Result<Option<JobScheduler>> {
     let scheduler = JobScheduler::new().await.context("starting the scheduler")?;
@@ -81,11 +111,8 @@ pub async fn start(store: Store, flows: FlowEngine, config: SchedulerConfig) -> 
             .add(Job::new_async(schedule.as_str(), move |_, _| {
                 let store = store.clone();
                 Box::pin(async move {
-                    match exclusive(&store, LOCK_EXPIRY, || store.scan_expiry(Utc::now(), within)).await {
-                        Ok(Some(report)) => tracing::debug!(?report, "expiry scan"),
-                        Ok(None) => tracing::debug!("expiry scan running elsewhere"),
-                        Err(e) => tracing::error!(error = ?e, "expiry scan failed"),
-                    }
+                    run_job("expiry_scan", exclusive(&store, LOCK_EXPIRY, || store.scan_expiry(Utc::now(), within)))
+                        .await;
                 })
             })?)
             .await?;
@@ -97,11 +124,7 @@ pub async fn start(store: Store, flows: FlowEngine, config: SchedulerConfig) -> 
             .add(Job::new_async(schedule.as_str(), move |_, _| {
                 let store = store.clone();
                 Box::pin(async move {
-                    match exclusive(&store, LOCK_REFRESH, || store.refresh_due(Utc::now(), before)).await {
-                        Ok(Some(report)) => tracing::debug!(?report, "refresh"),
-                        Ok(None) => tracing::debug!("refresh running elsewhere"),
-                        Err(e) => tracing::error!(error = ?e, "refresh failed"),
-                    }
+                    run_job("refresh", exclusive(&store, LOCK_REFRESH, || store.refresh_due(Utc::now(), before))).await;
                 })
             })?)
             .await?;
@@ -120,10 +143,7 @@ pub async fn start(store: Store, flows: FlowEngine, config: SchedulerConfig) -> 
                         let rest = store.housekeeping(now, now - event_retention).await?;
                         Ok((flows_deleted, rest))
                     };
-                    match exclusive(&store, LOCK_HOUSEKEEPING, work).await {
-                        Ok(report) => tracing::debug!(?report, "housekeeping"),
-                        Err(e) => tracing::error!(error = ?e, "housekeeping failed"),
-                    }
+                    run_job("housekeeping", exclusive(&store, LOCK_HOUSEKEEPING, work)).await;
                 })
             })?)
             .await?;

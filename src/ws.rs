@@ -159,7 +159,7 @@ async fn graphql_ws(
     websocket
         .config(config)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| session(socket, protocol.0, state, max_message))
+        .on_upgrade(move |socket| crate::telemetry::websocket_session(session(socket, protocol.0, state, max_message)))
 }
 
 async fn session(
@@ -175,6 +175,7 @@ async fn session(
         Ok(None) => return finish(&mut sink, &mut stream, None).await,
         Err(close) => return finish(&mut sink, &mut stream, Some(close)).await,
     };
+    crate::telemetry::note_socket_principal(&principal, protocol.sec_websocket_protocol());
     let slot = match state.subscriptions.open_socket(&principal) {
         Ok(slot) => slot,
         Err(limit) => return finish(&mut sink, &mut stream, Some(Close::new(1008, limit.message()))).await,
@@ -201,17 +202,17 @@ async fn session(
     let serve = drive(driver, &mut sink, &shared);
     let ended = tokio::select! {
         () = serve => None,
-        why = state.auth.session_ended(&signed_in, &principal, state.limits.ws_token_recheck) => Some(why),
+        why = state.auth.session_ended(&signed_in, &principal, state.limits.ws_token_recheck) => {
+            Some(Close::new(4403, why))
+        }
+        () = crate::shutdown::triggered() => Some(Close::new(1001, "Going away: the server is shutting down")),
     };
     // The driver and every operation's stream are gone: release the
     // session's permits and its socket slot before the client hears the end.
     let Shared { close, live, .. } = shared.into_inner().unwrap_or_else(PoisonError::into_inner);
     drop(live);
     drop(slot);
-    let close = match ended {
-        Some(why) => Some(Close::new(4403, why)),
-        None => close,
-    };
+    let close = ended.or(close);
     finish(&mut sink, &mut stream, close).await;
 }
 
@@ -282,6 +283,7 @@ where
     S: Stream<Item = io::Result<Message>> + Unpin,
 {
     let close = close.unwrap_or_else(|| Close::new(1000, ""));
+    crate::telemetry::note_socket_close(close.code);
     let _ = sink.send(close.message()).await;
     let _ = sink.close().await;
     let _ = tokio::time::timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = stream.next().await {} }).await;
@@ -404,6 +406,7 @@ impl<S> Incoming<'_, S> {
                 }
                 match self.slot.subscribe() {
                     Ok(permit) => {
+                        crate::telemetry::note_subscription();
                         shared.live.insert(id.clone(), permit);
                         payload.data.insert(RootFieldTicket::default());
                     }

@@ -305,6 +305,8 @@ impl FlowEngine {
             updated_at: now,
         };
         let row = self.insert_pending(row).await?;
+        crate::metrics::flow(&row.provider, "STARTED");
+        tracing::info!(flow = %row.id, owner = %row.owner_id, provider = %row.provider, agent = %row.agent, kind = KIND_DEVICE, "sign-in flow started");
         self.spawn_poller(row.id.clone());
         view(self.store().keys(), &row)
     }
@@ -350,7 +352,9 @@ impl FlowEngine {
             created_at: now,
             updated_at: now,
         };
-        self.insert_pending(row).await?;
+        let row = self.insert_pending(row).await?;
+        crate::metrics::flow(&row.provider, "STARTED");
+        tracing::info!(flow = %row.id, owner = %row.owner_id, provider = %row.provider, agent = %row.agent, kind = KIND_AUTHORIZATION, "sign-in flow started");
         Ok(AuthorizationFlow {
             id: ID(id),
             agent,
@@ -379,6 +383,7 @@ impl FlowEngine {
         holder: Holder<'_>,
     ) -> ApiResult<bool> {
         let now = Utc::now();
+        let credential_shown = credential_id.clone();
         let held = match holder {
             Holder::Anyone => Condition::all(),
             Holder::Lease(owner) => Condition::all().add(oauth_flow::Column::LeaseOwner.eq(owner)),
@@ -400,6 +405,17 @@ impl FlowEngine {
             .await?
             .rows_affected;
         if updated == 1 {
+            crate::metrics::flow(&row.provider, status.as_str());
+            tracing::info!(
+                flow = %row.id,
+                owner = %row.owner_id,
+                provider = %row.provider,
+                agent = %row.agent,
+                kind = %row.kind,
+                status = status.as_str(),
+                credential = credential_shown.as_deref().unwrap_or("-"),
+                "sign-in flow ended"
+            );
             if let Some(fresh) = oauth_flow::Entity::find_by_id(row.id.as_str()).one(self.store().db()).await? {
                 self.publish_row(&fresh).await?;
             }
@@ -629,6 +645,10 @@ impl FlowEngine {
     }
 
     fn spawn_poller(&self, id: String) {
+        // Shutting down: the flow stays for another instance (or the restart).
+        if crate::shutdown::is_triggered() {
+            return;
+        }
         let notify = {
             let mut running = self.inner.running.lock().expect("flow map");
             if running.contains_key(&id) {
@@ -651,6 +671,10 @@ impl FlowEngine {
 
     async fn poll_loop(&self, id: &str, wake: &Notify) -> ApiResult<()> {
         loop {
+            // Between polls: a shutdown stops here, never mid-request.
+            if crate::shutdown::is_triggered() {
+                return Ok(());
+            }
             if !self.claim(id).await? {
                 return Ok(()); // finished, cancelled, or another instance has it
             }
@@ -672,6 +696,7 @@ impl FlowEngine {
                 tokio::select! {
                     _ = tokio::time::sleep(wait.to_std().unwrap_or_default()) => {}
                     _ = wake.notified() => {}
+                    _ = crate::shutdown::triggered() => {}
                 }
                 continue;
             }
@@ -753,6 +778,34 @@ impl FlowEngine {
             }
         }
         Ok(())
+    }
+
+    /// At shutdown: waits (at most `grace`) for this instance's pollers to
+    /// stop between polls, then releases their leases, so another instance's
+    /// next sweep takes the flows over at once instead of after the lease
+    /// runs out. Returns how many leases were released. Safe to call again
+    /// (a flow started by a request that was still running).
+    pub async fn release_leases(&self, grace: std::time::Duration) -> ApiResult<u64> {
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.inner.running.lock().expect("flow map").is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let still = self.inner.running.lock().expect("flow map").len();
+        if still > 0 {
+            tracing::warn!(pollers = still, "sign-in pollers still busy at the end of the grace period");
+        }
+        let released = oauth_flow::Entity::update_many()
+            .col_expr(oauth_flow::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(oauth_flow::Column::LeaseUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(oauth_flow::Column::LeaseOwner.eq(self.inner.instance.as_str()))
+            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
+            .exec(self.store().db())
+            .await?
+            .rows_affected;
+        if released > 0 {
+            tracing::info!(flows = released, "released sign-in flow leases for another instance");
+        }
+        Ok(released)
     }
 
     /// Starts pollers for pending device flows that no live instance holds.

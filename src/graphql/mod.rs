@@ -34,7 +34,9 @@ pub fn build_schema(store: Store, flows: FlowEngine, config: &GraphqlConfig) -> 
         .limit_complexity(config.max_complexity)
         .limit_recursive_depth(32)
         .limit_directives(16)
-        .extension(gate::DocumentGate::new(config));
+        .extension(gate::DocumentGate::new(config))
+        // After the gate: notes each operation's name and type for the request log.
+        .extension(crate::telemetry::OperationLog);
     if !config.introspection {
         builder = builder.disable_introspection();
     }

@@ -133,7 +133,11 @@ impl SocketSlot {
             self.subscriptions.fetch_sub(1, Ordering::AcqRel);
             return Err(Limit::SubscriptionsPerPrincipal(self.limits.per_principal));
         }
-        Ok(SubscriptionPermit { socket: self.subscriptions.clone(), principal: self.counts.clone() })
+        Ok(SubscriptionPermit {
+            socket: self.subscriptions.clone(),
+            principal: self.counts.clone(),
+            _gauge: crate::metrics::GaugeGuard::subscription(),
+        })
     }
 }
 
@@ -156,6 +160,8 @@ impl Drop for SocketSlot {
 pub struct SubscriptionPermit {
     socket: Arc<AtomicUsize>,
     principal: Arc<Counts>,
+    /// `sesame_websocket_subscriptions`, while the permit lives.
+    _gauge: crate::metrics::GaugeGuard,
 }
 
 impl Drop for SubscriptionPermit {

@@ -344,6 +344,7 @@ impl Store {
     /// arrive through the relay instead (announced at commit), on every
     /// instance including this one.
     pub(crate) fn publish_all(&self, events: Vec<CredentialEvent>) {
+        crate::telemetry::credential_events(&events);
         if self.is_postgres() {
             return;
         }

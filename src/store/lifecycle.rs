@@ -154,8 +154,25 @@ impl Store {
     pub(crate) async fn refresh_credential(
         &self,
         row: credential::Model,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> ApiResult<RefreshOutcome> {
+        let (id, owner, provider) = (row.id.clone(), row.owner_id.clone(), row.provider.clone());
+        let result = self.refresh_credential_once(row, now).await;
+        let outcome = match &result {
+            Ok(RefreshOutcome::Refreshed) => "REFRESHED",
+            Ok(RefreshOutcome::NeedsReauth) => "NEEDS_REAUTH",
+            Ok(RefreshOutcome::Transient) => "TRANSIENT",
+            Ok(RefreshOutcome::Skipped) => "SKIPPED",
+            Err(_) => "ERROR",
+        };
+        crate::metrics::refresh(&provider, outcome);
+        if !matches!(result, Ok(RefreshOutcome::Skipped)) {
+            tracing::info!(credential = %id, owner = %owner, provider = %provider, outcome, "credential refresh");
+        }
+        result
+    }
+
+    async fn refresh_credential_once(&self, row: credential::Model, _now: DateTime<Utc>) -> ApiResult<RefreshOutcome> {
         if !row.has_refresh_token || !refreshable(&row.provider) {
             return Ok(RefreshOutcome::Skipped);
         }

@@ -132,11 +132,31 @@ impl RunnerHandle {
             task: task.clone(),
         };
         let batcher = self.store.batcher(super::ISSUE_WORKERS, |inner| &inner.issue_batch, Store::issue_batch);
-        let request = match batcher.submit(request).await? {
-            Decision::Granted(grant) => return self.store.deliver(*grant),
-            Decision::Alone(request) => request,
+        let issued = match batcher.submit(request).await {
+            Ok(Decision::Granted(grant)) => self.store.deliver(*grant),
+            Ok(Decision::Alone(request)) => self.store.issue_alone(request).await,
+            Err(e) => Err(e),
         };
-        self.store.issue_alone(request).await
+        crate::metrics::issuance(issued.as_ref().map(|i| i.source.as_str()).map_err(|e| e.code()));
+        match &issued {
+            Ok(i) => tracing::info!(
+                user = user_id,
+                agent = agent.as_str(),
+                provider = i.provider.as_str(),
+                task = task.as_str(),
+                source = i.source.as_str(),
+                credential = i.credential_id.as_deref().unwrap_or("-"),
+                "task credentials issued"
+            ),
+            Err(e) => tracing::info!(
+                user = user_id,
+                agent = agent.as_str(),
+                task = task.as_str(),
+                code = e.code(),
+                "task credentials not issued"
+            ),
+        }
+        issued
     }
 
     /// Takes back the login files a task's agent may have refreshed and

@@ -258,3 +258,29 @@ impl Server {
         Server { child, url, admin_token: admin.unwrap_or_default(), dir, env, http: reqwest::Client::new() }
     }
 }
+
+// Appended for the operability tests (issue 17): signals and exit status.
+
+impl Server {
+    /// Sends `signal` (e.g. "TERM") to the server process.
+    pub fn signal(&self, signal: &str) {
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit (at most `limit`); its status, or
+    /// `None` if it is still running.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -10,6 +10,7 @@ mod hardening;
 mod hostile;
 mod identity;
 mod lifecycle;
+mod operable;
 mod postgres;
 mod replicas;
 mod safety;
