@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod credential_input;
@@ -22,8 +23,8 @@ pub mod keys;
 pub mod materialize;
 pub mod metrics;
 pub mod oauth;
-pub mod ops;
 pub mod people_cli;
+pub mod ops;
 pub mod playground;
 pub mod relay;
 pub mod runner_cli;

@@ -37,6 +37,9 @@ enum Command {
     Migrate,
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Copy the SQLite database to FILE (consistent, while the server runs;
+    /// mode 0600). The encryption key is not in it: back that up separately.
+    Backup { file: PathBuf },
     /// Re-encrypt every stored secret under the current ENCRYPTION_KEY
     /// (old keys go in ENCRYPTION_KEYS_OLD until this has run).
     RotateKey,
@@ -188,9 +191,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             App::open(config()?).await?;
             println!("database is up to date");
         }
+        Command::Backup { file } => {
+            let bytes = sesame_vault::backup::run(&config()?, &file).await?;
+            println!("backed up the database to {} ({bytes} bytes)", file.display());
+            println!("the encryption key is not in the backup: keep ENCRYPTION_KEY (or data/encryption.key) apart from it");
+        }
         Command::Serve => sesame_vault::ops::serve(config()?).await?,
         Command::RotateKey => {
-            let app = App::open(config()?).await?;
+            let app = open_existing(config()?).await?;
             let n = app.store.rotate_keys().await.map_err(api_to_anyhow)?;
             println!("re-encrypted {n} secrets under key {}", app.store.key_fingerprint());
         }

@@ -169,7 +169,14 @@ async fn session(
     max_message: usize,
 ) {
     let (mut sink, mut stream) = socket.split();
+    // Sockets that have not signed in yet belong to no principal, so no
+    // per-principal limit holds them: a global bound does.
+    let Some(pending) = PendingInit::enter() else {
+        let close = Close::new(1013, "Try again later: too many connections are starting");
+        return finish(&mut sink, &mut stream, Some(close)).await;
+    };
     let authenticated = authenticate(&mut stream, &state, max_message).await;
+    drop(pending);
     let (principal, signed_in) = match authenticated {
         Ok(Some(checked)) => checked,
         Ok(None) => return finish(&mut sink, &mut stream, None).await,
@@ -377,6 +384,35 @@ struct Incoming<'a, S> {
     done: bool,
 }
 
+/// The longest operation id accepted (clients use short counters or UUIDs).
+const MAX_ID_BYTES: usize = 128;
+/// Sockets at once between the upgrade and a checked `connection_init`
+/// (each lasts at most `ws_init_timeout`).
+const MAX_PENDING_INIT: usize = 1024;
+
+static PENDING_INIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One socket counted in [`PENDING_INIT`] until dropped.
+struct PendingInit;
+
+impl PendingInit {
+    fn enter() -> Option<PendingInit> {
+        use std::sync::atomic::Ordering;
+        let before = PENDING_INIT.fetch_add(1, Ordering::AcqRel);
+        if before >= MAX_PENDING_INIT {
+            PENDING_INIT.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(PendingInit)
+    }
+}
+
+impl Drop for PendingInit {
+    fn drop(&mut self) {
+        PENDING_INIT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// What to do with one client message. (It lives on the stack for one
 /// message; boxing the large variant, async-graphql's request, would cost
 /// an allocation per message.)
@@ -401,6 +437,13 @@ impl<S> Incoming<'_, S> {
                 return Verdict::Close(Close::new(4429, "Too many initialisation requests"));
             }
             ClientMessage::Start { id, payload } => {
+                if id.len() > MAX_ID_BYTES {
+                    // Ids are kept while their operation lives: bound them.
+                    return Verdict::Close(Close::new(
+                        4400,
+                        format!("Invalid message: an operation id is at most {MAX_ID_BYTES} bytes"),
+                    ));
+                }
                 if shared.live.contains_key(id.as_str()) {
                     return Verdict::Close(Close::new(4409, format!("Subscriber for {id} already exists")));
                 }

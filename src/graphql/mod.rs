@@ -2,6 +2,7 @@
 //! `schema` command use it directly; `crate::http` serves it.
 
 mod documents;
+mod event_stream;
 pub mod gate;
 mod guards;
 mod mutation;

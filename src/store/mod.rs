@@ -8,11 +8,13 @@ pub mod audit;
 mod batch;
 mod credentials;
 pub mod db;
+mod event_log;
 mod lifecycle;
 mod owner;
 mod people;
 mod runner;
 
+pub use event_log::EventScope;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 

@@ -12,6 +12,7 @@ mod identity;
 mod lifecycle;
 mod operable;
 mod postgres;
+mod recovery;
 mod replicas;
 mod safety;
 mod schema;
