@@ -17,6 +17,7 @@
 //   anthropic-code  Anthropic code flow with a wrong then right code#state
 //   resume          a pending sign-in is shown again after a reload
 //   live-expiring   a badge changes live when the scheduler marks a key expiring
+//   reconnect       live updates come back after the server restarts
 //   admin           the admin deletes a user's credential; no request names `hint`
 //   sign-out        Sign out forgets the token
 //   explorer        after a reload and Forget, no secret in local/sessionStorage
@@ -156,12 +157,12 @@ async function startFakeProviders() {
 
 // ---------------------------------------------------------------- the server
 
-function startServer(dataDir, providers) {
+function startServer(dataDir, providers, listen = '127.0.0.1:0', firstRun = true) {
   if (!existsSync(BIN)) fail(`no server binary at ${BIN}: run cargo build first (or set SESAME_BIN)`);
   const env = {
     PATH: process.env.PATH || '/usr/bin:/bin',
     SESAME_DATA_DIR: dataDir,
-    SESAME_LISTEN: '127.0.0.1:0',
+    SESAME_LISTEN: listen,
     SESAME_OAUTH__GITHUB__DEVICE_AUTHORIZATION_URL: `${providers}/github/device/code`,
     SESAME_OAUTH__GITHUB__TOKEN_URL: `${providers}/github/token`,
     SESAME_OAUTH__OPENAI__ISSUER: `${providers}/openai`,
@@ -189,7 +190,7 @@ function startServer(dataDir, providers) {
         const listening = line.match(/^sesame-vault listening on (http:\/\/127\.0\.0\.1:\d+)/);
         if (listening) state.baseUrl = listening[1];
         if (/^Credentials app: http:\/\/\S+\/settings/.test(line)) state.printedSettings = true;
-        if (state.baseUrl && state.adminToken && state.printedSettings) resolve();
+        if (state.baseUrl && (state.adminToken || !firstRun) && state.printedSettings) resolve();
       }
     });
     child.stderr.setEncoding('utf8');
@@ -230,6 +231,15 @@ async function shoot(page, name) {
   await page.setViewportSize({ width: 375, height: 812 });
   await sleep(150);
   await page.screenshot({ path: path.join(ARTIFACTS, `settings-${name}-375.png`), fullPage: true });
+  // Nothing wider than the phone: no sideways scrolling at 375 px.
+  const wide = await page.evaluate(() => {
+    if (document.documentElement.scrollWidth <= window.innerWidth) return null;
+    return [...document.querySelectorAll('body *')]
+      .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 0.5)
+      .slice(0, 5)
+      .map((el) => `${el.tagName.toLowerCase()}.${el.className} (${Math.round(el.getBoundingClientRect().right)}px)`);
+  });
+  if (wide && !name.startsWith('explorer')) fail(`${name} is wider than 375 px: ${wide.join(', ')}`);
   await page.setViewportSize(size);
   await sleep(100);
 }
@@ -541,6 +551,23 @@ async function main() {
       if (seen.requests.filter((r) => r.url === `${base}/settings`).length !== loads) fail('the page reloaded');
     });
 
+    // ---- live updates reconnect after a drop (the server restarts on the same port)
+    await journey('reconnect', async () => {
+      await page.goto(`${base}/settings#api-keys`);
+      await page.locator('.live-live').waitFor();
+      await stopProcess(report.server.child);
+      await page.locator('.live-reconnecting').waitFor({ timeout: 10_000 });
+      await shoot(page, 'reconnecting');
+      const again = startServer(path.join(tmp, 'data'), providers.base, serverHost, false);
+      report.server = again;
+      cleanup.push(() => stopProcess(again.child));
+      await Promise.race([again.ready, sleep(60_000).then(() => fail('the server did not restart within 60s'))]);
+      await page.locator('.live-live').waitFor({ timeout: 30_000 });
+      // An event after the reconnect still reaches the page.
+      await gql(base, admin, 'mutation($k: String!) { setApiKey(provider: GITHUB, key: $k) { id } }', { k: KEYS.GITHUB[0] });
+      await row('GITHUB').locator('code.hint').waitFor({ timeout: 10_000 });
+    });
+
     // ---- admin: delete a user's credential; no request names `hint`
     let userToken;
     await journey('admin', async () => {
@@ -623,7 +650,10 @@ async function main() {
     });
     if (offHost.length) fail(`the pages contacted other hosts:\n  ${[...new Set(offHost)].join('\n  ')}`);
     if (seen.pageErrors.length) fail(`uncaught errors:\n  ${seen.pageErrors.join('\n  ')}`);
-    const bad = seen.console.filter((m) => /^error:|Content Security Policy/i.test(m) && !/status of 4\d\d/.test(m));
+    // Expected: the refused sign-in (401) and the refused WebSocket while the server restarts.
+    const bad = seen.console.filter(
+      (m) => /^error:|Content Security Policy/i.test(m) && !/status of 401|ERR_CONNECTION_REFUSED/.test(m),
+    );
     if (bad.length) fail(`console errors:\n  ${bad.join('\n  ')}`);
     log(`${seen.requests.length} requests and ${seen.websockets.length} WebSocket(s), all to ${serverHost}`);
   } finally {

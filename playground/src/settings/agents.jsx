@@ -3,7 +3,7 @@ import { useState } from 'react';
 import { M_REMOVE_AGENT, M_SAVE_SUBSCRIPTION } from './api.js';
 import { ApiKeyRow, fallbackFor, providerInfo } from './keys.jsx';
 import { CodeFlowPanel, DeviceFlowPanel, startFlow } from './flows.jsx';
-import { Badge, DateText, Field, PROVIDER_NAMES, StatusBadge, USABLE, useConfirm, useNotice } from './ui.jsx';
+import { Badge, DateText, Field, PROVIDER_NAMES, StatusBadge, StatusMessage, USABLE, useConfirm, useNotice } from './ui.jsx';
 
 const SUBSCRIPTIONS = {
   CLAUDE_CODE: 'Claude Max ($200/mo), Claude Pro ($20/mo)',
@@ -175,7 +175,7 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
                   <span className="muted small">
                     Expires <DateText value={c.expiresAt} empty="never" /> · last used <DateText value={c.lastUsedAt} empty="never" />
                   </span>
-                  {c.statusMessage && <span className="status-message">{c.statusMessage}</span>}
+                  <StatusMessage credential={c} />
                 </li>
               ))}
             </ul>

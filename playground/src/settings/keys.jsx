@@ -1,7 +1,7 @@
 // Settings → API Keys: one row per provider.
 import { useState } from 'react';
 import { M_REMOVE_CREDENTIAL, M_SET_API_KEY } from './api.js';
-import { AGENT_NAMES, DateText, Field, PROVIDER_NAMES, PROVIDER_ORDER, StatusBadge, USABLE, useConfirm, useNotice } from './ui.jsx';
+import { AGENT_NAMES, DateText, Field, PROVIDER_NAMES, PROVIDER_ORDER, StatusBadge, StatusMessage, USABLE, useConfirm, useNotice } from './ui.jsx';
 
 /** Per provider: the agents an API key serves, its env var and expected prefix (from the `agents` catalog). */
 export function providerInfo(agents, systemKeys) {
@@ -158,7 +158,11 @@ export function ApiKeyRow({ api, info, credential, reload, highlight, compact = 
       ) : (
         <p className="fallback">{fallback}</p>
       )}
-      {credential && credential.statusMessage && <p className="status-message">{credential.statusMessage}</p>}
+      {credential && credential.statusMessage && (
+        <p>
+          <StatusMessage credential={credential} />
+        </p>
+      )}
       <form className="inline-form" onSubmit={save} autoComplete="off">
         <Field label={credential ? `New ${name} ${what}` : `${name} ${what}`} error={error} id={`key-${info.provider}${compact ? '-inline' : ''}`}>
           {(props) => (

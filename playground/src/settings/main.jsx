@@ -8,7 +8,7 @@ import { createApi, normalizeToken, Q_ME, Q_MY_CREDENTIALS, Q_OVERVIEW, readToke
 import { ApiKeysTab } from './keys.jsx';
 import { AgentsTab } from './agents.jsx';
 import { AdminTab } from './admin.jsx';
-import { AGENT_NAMES, ConfirmProvider, Field, NoticeProvider, PROVIDER_NAMES, useNotice } from './ui.jsx';
+import { AGENT_NAMES, ConfirmProvider, Field, NoticeProvider, PROVIDER_NAMES, sentence, useNotice } from './ui.jsx';
 
 function SignIn({ onSignedIn, message }) {
   const [token, setToken] = useState('');
@@ -176,8 +176,7 @@ function Shell({ token, me, onSignOut }) {
         const text = EVENT_TEXT[event.kind];
         if (text) {
           const tone = event.kind === 'REFRESHED' ? 'ok' : event.kind === 'EXPIRING' ? 'warn' : 'bad';
-          const detail = event.message ? ` ${event.message.charAt(0).toUpperCase()}${event.message.slice(1)}` : '';
-          notify(`Your ${credentialName(event)} ${text}.${detail.replace(/([^.])$/, '$1.')}`, tone);
+          notify(`Your ${credentialName(event)} ${text}.${event.message ? ` ${sentence(event.message)}` : ''}`, tone);
         }
       },
       error: (e) => {
@@ -279,7 +278,7 @@ function Shell({ token, me, onSignOut }) {
         <div className="account">
           <span className={`live live-${live}`} role="status" title="Live updates from the server">
             <span className="dot" aria-hidden="true" />
-            {live === 'live' ? 'Live' : live === 'connecting' ? 'Connecting' : 'Reconnecting'}
+            <span className="live-text">{live === 'live' ? 'Live' : live === 'connecting' ? 'Connecting' : 'Reconnecting'}</span>
           </span>
           <AccountMenu me={me} onSignOut={() => onSignOut('')} />
         </div>

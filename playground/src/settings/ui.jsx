@@ -38,6 +38,20 @@ export function DateText({ value, empty = '—' }) {
   );
 }
 
+/** A server message shown as a sentence. */
+export function sentence(text) {
+  if (!text) return '';
+  const s = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?]$/.test(s) ? s : `${s}.`;
+}
+
+/** Why a credential needs attention: amber while it still works, red once it does not. */
+export function StatusMessage({ credential }) {
+  if (!credential.statusMessage) return null;
+  const tone = credential.status === 'EXPIRING' ? 'warn' : credential.status === 'ACTIVE' ? 'muted' : 'bad';
+  return <span className={`status-message status-${tone}`}>{sentence(credential.statusMessage)}</span>;
+}
+
 export function StatusBadge({ status }) {
   if (!status) return null;
   const tone = { ACTIVE: 'ok', EXPIRING: 'warn', EXPIRED: 'bad', NEEDS_REAUTH: 'bad' }[status] || 'neutral';
