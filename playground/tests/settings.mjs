@@ -12,6 +12,7 @@
 //   bad-key         a bad key shows the server's message and changes nothing
 //   claude-token    Claude setup-token
 //   codex-authjson  Codex auth.json
+//   copilot-classic-token  a classic ghp_ token: the server's refusal at the field
 //   copilot-device  Copilot device flow to AUTHORIZED with live status
 //   openai-denied   an OpenAI device flow DENIED, then Retry
 //   anthropic-code  Anthropic code flow with a wrong then right code#state
@@ -442,6 +443,18 @@ async function main() {
       await agentCard('CODEX').locator('.badge', { hasText: 'Authenticated' }).waitFor();
       const sub = (await myCredentials()).find((c) => c.kind === 'SUBSCRIPTION' && c.agent === 'CODEX');
       if (!sub) fail('no Codex subscription stored');
+    });
+
+    // ---- Copilot: a classic ghp_ token is refused with the server's message at the field
+    await journey('copilot-classic-token', async () => {
+      await openAgent('COPILOT');
+      await chooseMethod('COPILOT', 'Paste a fine-grained token');
+      await agentCard('COPILOT').getByLabel('Fine-grained token', { exact: true }).fill('ghp_CLASSICtoken1234567890abcdefABCDEF1234');
+      await agentCard('COPILOT').getByRole('button', { name: 'Save Credentials' }).click();
+      const error = agentCard('COPILOT').locator('.field-error');
+      await error.waitFor();
+      if (!/ghp_/.test(await error.textContent())) fail(`the refusal is not the server's: ${await error.textContent()}`);
+      if ((await myCredentials()).some((c) => c.agent === 'COPILOT')) fail('a refused token was stored');
     });
 
     // ---- Copilot device flow to AUTHORIZED with live status
