@@ -58,7 +58,7 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
                             Err(e) => tracing::error!(error = %e, "unreadable credential event notification"),
                         },
                         FLOWS_CHANNEL => match serde_json::from_str::<FlowUpdate>(n.payload()) {
-                            Ok(update) => flows.publish(update),
+                            Ok(update) => flows.publish_notified(update).await,
                             Err(e) => tracing::error!(error = %e, "unreadable flow notification"),
                         },
                         _ => {}

@@ -191,6 +191,27 @@ impl FlowEngine {
         let _ = self.inner.bus.send(update);
     }
 
+    /// Publishes a change announced over PostgreSQL: the notification holds
+    /// no user code, so the flow is read back (and decrypted) here.
+    pub async fn publish_notified(&self, update: FlowUpdate) {
+        let id = update.flow.id.to_string();
+        let fresh = async {
+            let row = oauth_flow::Entity::find_by_id(id.as_str()).one(self.store().db()).await?;
+            row.map(|row| {
+                let flow = view(self.store().keys(), &row)?;
+                Ok::<_, ApiError>(FlowUpdate { owner_id: row.owner_id.clone(), revision: row.revision, flow })
+            })
+            .transpose()
+        };
+        match fresh.await {
+            Ok(Some(update)) => self.publish(update),
+            // Deleted meanwhile (housekeeping): nothing left to show.
+            Ok(None) => {}
+            Err(ApiError::Internal(e)) => tracing::error!(flow = %id, error = format!("{e:#}"), "reading a notified flow failed"),
+            Err(_) => {}
+        }
+    }
+
     /// Announces a flow's new state: in-process on SQLite; on PostgreSQL
     /// to every instance (this one included) through the relay.
     async fn publish_row(&self, row: &oauth_flow::Model) -> ApiResult<()> {
@@ -203,7 +224,13 @@ impl FlowEngine {
             flow: view(self.store().keys(), row)?,
         };
         if self.store().is_postgres() {
-            crate::relay::notify(self.store().db(), crate::relay::FLOWS_CHANNEL, &update).await
+            // A notification is readable by any session LISTENing on the
+            // database: it carries no user code or link; receivers read
+            // the flow back (`publish_notified`).
+            let mut slim = update;
+            slim.flow.user_code = String::new();
+            slim.flow.verification_uri_complete = None;
+            crate::relay::notify(self.store().db(), crate::relay::FLOWS_CHANNEL, &slim).await
         } else {
             self.publish(update);
             Ok(())

@@ -190,3 +190,45 @@ async fn a_postgres_listener_that_reconnects_catches_up() {
     assert_eq!(ids.len(), 3);
     assert!(server.log().contains("caught up from the outbox"), "{}", server.log());
 }
+
+/// PostgreSQL notifications can be read by any session LISTENing on the
+/// database: a sign-in's user code never travels in one (receivers read
+/// the flow back), and watchers still see it.
+#[tokio::test]
+async fn flow_notifications_carry_no_user_code() {
+    use crate::fake_provider::{FakeProvider, Reply};
+    let fake = FakeProvider::start(&[Reply::Pending, Reply::Pending], Reply::Authorize).await;
+    let Some(db) = TempDb::available().await else { return };
+    let mut env = vec![("DATABASE_URL".to_owned(), db.url.clone()), ("ENCRYPTION_KEY".to_owned(), "66".repeat(32))];
+    env.extend(fake.env());
+    let server = Server::spawn(tempfile::tempdir().unwrap(), env, true).await;
+    let (_, token) = server.create_user("notify@example.com").await;
+
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+    listener.listen("sesame_flow_updates").await.unwrap();
+    let flow = server
+        .ok(&token, "mutation { startDeviceFlow(agent: COPILOT, provider: GITHUB) { id userCode } }", json!({}))
+        .await;
+    let user_code = flow["startDeviceFlow"]["userCode"].as_str().unwrap().to_owned();
+    assert!(!user_code.is_empty());
+    let mut watcher = ws::open(&server.url, &token).await;
+    let states = ws::collect(
+        &mut watcher,
+        "w",
+        "subscription($id: ID!) { deviceFlowStatus(id: $id) { status userCode } }",
+        json!({ "id": flow["startDeviceFlow"]["id"] }),
+    )
+    .await;
+    assert!(states.iter().all(|s| s["deviceFlowStatus"]["userCode"] == user_code.as_str()), "{states:?}");
+    assert_eq!(states.last().unwrap()["deviceFlowStatus"]["status"], "AUTHORIZED");
+
+    let mut payloads = Vec::new();
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await {
+        payloads.push(n.payload().to_owned());
+    }
+    assert!(!payloads.is_empty(), "the flow's changes were announced");
+    for payload in &payloads {
+        assert!(!payload.contains(&user_code), "a notification carried the user code: {payload}");
+    }
+}
