@@ -54,6 +54,13 @@ impl App {
     /// SIGTERM, then shuts down gracefully (`crate::shutdown`). Prints the
     /// URL (and, on first start, the bootstrap admin's token) to stdout.
     pub async fn serve(self, serving: crate::ops::Serving) -> anyhow::Result<()> {
+        // After the listener is bound (`crate::ops::serve`): a port in use
+        // never swallows the once-shown token.
+        let first_run = self.store.bootstrap_admin().await.map_err(api_to_anyhow)?.is_some_and(|(user, token)| {
+            println!("Created the first admin {} (id {}).", user.email, user.id.as_str());
+            println!("Admin token (shown once, keep it safe): {}", token.as_str());
+            true
+        });
         let addr = serving.addr();
         // A SQLite database has one instance by construction: leases left by
         // its previous run are its own, so pending flows resume at once.
@@ -65,13 +72,6 @@ impl App {
         self.flows.run_background(self.config.is_sqlite());
         let scheduler =
             crate::scheduler::start(self.store.clone(), self.flows.clone(), self.config.scheduler.clone()).await?;
-        // After the listener is bound (`crate::ops::serve`): a port in use never swallows the
-        // once-shown token.
-        let first_run = self.store.bootstrap_admin().await.map_err(api_to_anyhow)?.is_some_and(|(user, token)| {
-            println!("Created the first admin {} (id {}).", user.email, user.id.as_str());
-            println!("Admin token (shown once, keep it safe): {}", token.as_str());
-            true
-        });
         let auth = crate::identity::Authenticator::new(self.store.clone(), &self.config.auth)?;
         auth.warm_up();
         let routes = crate::http::routes(self.schema, auth, self.config.graphql.clone());

@@ -194,7 +194,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup { file } => {
             let bytes = sesame_vault::backup::run(&config()?, &file).await?;
             println!("backed up the database to {} ({bytes} bytes)", file.display());
-            println!("the encryption key is not in the backup: keep ENCRYPTION_KEY (or data/encryption.key) apart from it");
+            println!(
+                "the encryption key is not in the backup: keep ENCRYPTION_KEY (or data/encryption.key) apart from it"
+            );
         }
         Command::Serve => sesame_vault::ops::serve(config()?).await?,
         Command::RotateKey => {

@@ -411,6 +411,8 @@ mod tests {
                 code: "OK".into(),
             })
             .inc();
+        // A family without samples is not encoded at all: observe one.
+        m.request_duration.get_or_create(&TypeLabels { operation_type: "query".into() }).observe(0.004);
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &m.registry).unwrap();
         assert!(

@@ -251,7 +251,9 @@ mod tests {
         let css = attribute_values(&html, "href").into_iter().find(|s| s.ends_with(".css")).expect("css").to_owned();
         assert!(header_of(&get(css.trim_start_matches('.')).await, header::CONTENT_TYPE).starts_with("text/css"));
 
-        for missing in ["/settings/", "/nope", "/assets/nope.js", "/../Cargo.toml", "/assets/../index.html", "//index.html"] {
+        for missing in
+            ["/settings/", "/nope", "/assets/nope.js", "/../Cargo.toml", "/assets/../index.html", "//index.html"]
+        {
             assert_eq!(get(missing).await.status(), StatusCode::NOT_FOUND, "{missing}");
         }
 

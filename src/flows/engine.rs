@@ -207,7 +207,9 @@ impl FlowEngine {
             Ok(Some(update)) => self.publish(update),
             // Deleted meanwhile (housekeeping): nothing left to show.
             Ok(None) => {}
-            Err(ApiError::Internal(e)) => tracing::error!(flow = %id, error = format!("{e:#}"), "reading a notified flow failed"),
+            Err(ApiError::Internal(e)) => {
+                tracing::error!(flow = %id, error = format!("{e:#}"), "reading a notified flow failed")
+            }
             Err(_) => {}
         }
     }

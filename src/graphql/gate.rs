@@ -765,7 +765,12 @@ impl Extension for GateExtension {
             .boxed()
     }
 
-    async fn execute(&self, ctx: &ExtensionContext<'_>, operation_name: Option<&str>, next: NextExecute<'_>) -> Response {
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
         if !self.is_query.load(std::sync::atomic::Ordering::Relaxed) {
             return next.run(ctx, operation_name).await;
         }

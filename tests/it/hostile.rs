@@ -129,7 +129,8 @@ async fn deep_nesting_is_refused_over_post_get_and_websocket() {
     // The last hides its nesting behind an unclosed block string: the grammar
     // reads `"""` as `""` and parses on (found in review).
     let unclosed_block = format!("{{ __typename(x: [\"\"\"x\" {}{} ]) }}", "[".repeat(3000), "]".repeat(3000));
-    let documents = [nested_list(2000), nested_object(2000), nested_selection(2000), unclosed_block, nested_list(60_000)];
+    let documents =
+        [nested_list(2000), nested_object(2000), nested_selection(2000), unclosed_block, nested_list(60_000)];
     for doc in &documents {
         for caller in ["", token.as_str()] {
             let (status, body) = post_raw(&server, caller, json!({ "query": doc }).to_string().into_bytes()).await;

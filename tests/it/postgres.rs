@@ -40,7 +40,9 @@ impl TempDb {
 
     pub async fn new() -> TempDb {
         let name = format!("sesame_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = Database::connect(admin_url()).await.expect("PostgreSQL at TEST_POSTGRES_URL (default 127.0.0.1:5432; see README, Tests)");
+        let admin = Database::connect(admin_url())
+            .await
+            .expect("PostgreSQL at TEST_POSTGRES_URL (default 127.0.0.1:5432; see README, Tests)");
         admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
         let base = admin_url();
         let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);

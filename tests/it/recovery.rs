@@ -72,7 +72,9 @@ async fn credential_events_resume_after_the_last_id_received() {
     let ids: Vec<i64> = missed.iter().map(|e| e["id"].as_str().unwrap().parse().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]) && ids[0] > last_seen.parse::<i64>().unwrap());
     server.ok(&alice, "mutation { removeAgentCredentials(agent: CODEX) }", json!({})).await;
-    server.ok(&alice, "mutation($id: ID!) { removeCredential(id: $id) }", json!({ "id": made["setApiKey"]["id"] })).await;
+    server
+        .ok(&alice, "mutation($id: ID!) { removeCredential(id: $id) }", json!({ "id": made["setApiKey"]["id"] }))
+        .await;
     let live = read_events(&mut socket, "resume", 1, Duration::from_millis(500)).await;
     assert_eq!(live.len(), 1, "the live part continues after the replay, once: {live:?}");
     assert_eq!(live[0]["kind"], "REMOVED");
