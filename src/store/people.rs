@@ -291,11 +291,7 @@ impl Store {
     /// are refused and their credentials are not issued; nothing is deleted.
     pub async fn set_disabled(&self, actor: Actor<'_>, user_id: &str, disabled: bool) -> ApiResult<Person> {
         let txn = self.db().begin().await?;
-        let target = user::Entity::find_by_id(user_id)
-            .lock_exclusive()
-            .one(&txn)
-            .await?
-            .ok_or_else(|| ApiError::not_found("user"))?;
+        let target = locked_user(&txn, user_id).await?;
         if disabled {
             self.keep_an_admin(&txn, &target, "disabled").await?;
         }
@@ -323,11 +319,7 @@ impl Store {
     /// stays, with their id and, from now on, their email beside it.
     pub async fn delete_person(&self, actor: Actor<'_>, user_id: &str) -> ApiResult<DeletedPerson> {
         let txn = self.db().begin().await?;
-        let target = user::Entity::find_by_id(user_id)
-            .lock_exclusive()
-            .one(&txn)
-            .await?
-            .ok_or_else(|| ApiError::not_found("user"))?;
+        let target = locked_user(&txn, user_id).await?;
         self.keep_an_admin(&txn, &target, "deleted").await?;
         let rows = credential::Entity::find().filter(credential::Column::OwnerId.eq(user_id)).all(&txn).await?;
         let removed = self
@@ -582,4 +574,10 @@ impl AdminHandle {
     pub async fn people(&self) -> ApiResult<Vec<Person>> {
         self.store.people().await
     }
+}
+
+/// The person's row, locked for the rest of the transaction (PostgreSQL;
+/// SQLite's single writer orders transactions anyway).
+async fn locked_user(txn: &sea_orm::DatabaseTransaction, user_id: &str) -> ApiResult<user::Model> {
+    user::Entity::find_by_id(user_id).lock_exclusive().one(txn).await?.ok_or_else(|| ApiError::not_found("user"))
 }

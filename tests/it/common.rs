@@ -22,7 +22,11 @@ pub struct Server {
 /// The environment a server or CLI run gets: nothing inherited but PATH, so
 /// the developer's own keys or settings cannot leak into a test.
 fn base_command(data_dir: &Path, env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(BIN);
+    with_test_env(Command::new(BIN), data_dir, env)
+}
+
+/// Gives `cmd` the test environment (see [`base_command`]).
+fn with_test_env(mut cmd: Command, data_dir: &Path, env: &[(String, String)]) -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "info")
@@ -47,13 +51,19 @@ impl Server {
 
     /// Starts the binary on an existing data directory.
     pub async fn spawn(dir: tempfile::TempDir, env: Vec<(String, String)>, expect_bootstrap: bool) -> Server {
+        let cmd = base_command(dir.path(), &env);
+        Server::launch(cmd, dir, env, expect_bootstrap).await
+    }
+
+    /// Runs `cmd serve`, logging to `server.log` in `dir`, and waits for its URL.
+    async fn launch(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        env: Vec<(String, String)>,
+        expect_bootstrap: bool,
+    ) -> Server {
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut child = base_command(dir.path(), &env)
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn sesame-vault");
+        let mut child = cmd.arg("serve").stdout(Stdio::piped()).stderr(log).spawn().expect("spawn sesame-vault");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -71,6 +81,7 @@ impl Server {
             Ok(v) => v,
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!(
                     "server did not start; log:\n{}",
                     std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
@@ -200,15 +211,7 @@ pub fn jwt(claims: Value) -> String {
 pub fn command_with_umask(umask: &str, data_dir: &Path, env: &[(String, String)]) -> Command {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(format!("umask {umask} && exec \"$0\" \"$@\"")).arg(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .env("SESAME_DATA_DIR", data_dir)
-        .env("SESAME_LISTEN", "127.0.0.1:0");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
+    with_test_env(cmd, data_dir, env)
 }
 
 impl Server {
@@ -221,41 +224,8 @@ impl Server {
         umask: &str,
         expect_bootstrap: bool,
     ) -> Server {
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut child = command_with_umask(umask, dir.path(), &env)
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn sesame-vault");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut admin = None;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(token) = line.strip_prefix("Admin token (shown once, keep it safe): ") {
-                    admin = Some(token.trim().to_owned());
-                }
-                if let Some(url) = line.strip_prefix("sesame-vault listening on ") {
-                    let _ = tx.send((url.trim().to_owned(), admin.take()));
-                }
-            }
-        });
-        let (url, admin) = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(v) => v,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "server did not start; log:\n{}",
-                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
-                );
-            }
-        };
-        if expect_bootstrap {
-            assert!(admin.is_some(), "a fresh server prints the bootstrap admin token");
-        }
-        Server { child, url, admin_token: admin.unwrap_or_default(), dir, env, http: reqwest::Client::new() }
+        let cmd = command_with_umask(umask, dir.path(), &env);
+        Server::launch(cmd, dir, env, expect_bootstrap).await
     }
 }
 

@@ -455,15 +455,7 @@ async fn operable_sigterm_hands_a_polled_flow_to_the_other_replica_at_once() {
     assert!(a.log().contains("released sign-in flow leases"), "{}", a.log());
     let polls_by_a = fake.polls().len();
     fake.state.lock().unwrap().then = Some(Reply::Authorize);
-    let mut last = Value::Null;
-    while let Some(msg) = ws::recv(&mut watcher).await {
-        if msg["type"] == "complete" {
-            break;
-        }
-        if msg["type"] == "next" {
-            last = msg["payload"]["data"]["deviceFlowStatus"].clone();
-        }
-    }
+    let last = ws::last_before_complete(&mut watcher).await["deviceFlowStatus"].clone();
     assert_eq!(last["status"], "AUTHORIZED", "{last}");
     let took = signalled.elapsed();
     // The lease would have lasted 40 s; the sweep (every 5 s) and one poll

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::common::*;
 use crate::fake_provider::{FakeProvider, Reply};
@@ -85,15 +85,7 @@ async fn a_killed_instance_hands_its_flow_to_the_survivor() {
     let killed_at = Instant::now();
     drop(a.stop()); // SIGKILL: no chance to hand anything over
     fake.state.lock().unwrap().then = Some(Reply::Authorize);
-    let mut last = Value::Null;
-    while let Some(msg) = ws::recv(&mut watcher).await {
-        if msg["type"] == "complete" {
-            break;
-        }
-        if msg["type"] == "next" {
-            last = msg["payload"]["data"]["deviceFlowStatus"].clone();
-        }
-    }
+    let last = ws::last_before_complete(&mut watcher).await["deviceFlowStatus"].clone();
     assert_eq!(last["status"], "AUTHORIZED", "{last}");
     let took = killed_at.elapsed();
     assert!(took < Duration::from_secs(45), "takeover took {took:?}");

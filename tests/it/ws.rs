@@ -79,3 +79,17 @@ pub async fn collect(ws: &mut Socket, id: &str, query: &str, variables: Value) -
     }
     out
 }
+
+/// Reads until `complete` (or the socket ends); the data of the last `next`.
+pub async fn last_before_complete(ws: &mut Socket) -> Value {
+    let mut last = Value::Null;
+    while let Some(msg) = recv(ws).await {
+        if msg["type"] == "complete" {
+            break;
+        }
+        if msg["type"] == "next" {
+            last = msg["payload"]["data"].clone();
+        }
+    }
+    last
+}
