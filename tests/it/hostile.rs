@@ -79,14 +79,27 @@ fn first_error(body: &Value) -> (String, String) {
     )
 }
 
+/// The server's default body limit (`SESAME_GRAPHQL__MAX_BODY_BYTES`).
+const MAX_BODY: usize = 256 * 1024;
+
 async fn post_raw(server: &Server, token: &str, body: Vec<u8>) -> (u16, String) {
+    let oversized = body.len() > MAX_BODY;
     let mut req =
         server.http().post(format!("{}/graphql", server.url)).header("content-type", "application/json").body(body);
     if !token.is_empty() {
         req = req.bearer_auth(token);
     }
-    let res = req.send().await.expect("the server answers (it did not abort)");
-    (res.status().as_u16(), res.text().await.unwrap_or_default())
+    match req.send().await {
+        Ok(res) => (res.status().as_u16(), res.text().await.unwrap_or_default()),
+        // A body over the limit is answered 413 after the limit is read and
+        // the connection closed: the client may still be writing the rest.
+        // That is a refusal, as long as the server stays up.
+        Err(e) if oversized && e.is_request() => {
+            health_ok(server).await;
+            (413, String::new())
+        }
+        Err(e) => panic!("the server answers (it did not abort): {e}"),
+    }
 }
 
 async fn get_query(server: &Server, token: &str, query: &str) -> (u16, String) {
