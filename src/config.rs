@@ -2,6 +2,7 @@
 //! (`SESAME_<SECTION>__<KEY>`, plus the conventional `DATABASE_URL`,
 //! `ENCRYPTION_KEY`, `ENCRYPTION_KEYS_OLD` and the system-wide agent keys).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Provider;
+use crate::providers::anthropic::AnthropicOauth;
+use crate::providers::github::GithubOauth;
+use crate::providers::openai::OpenaiOauth;
 
 /// A configured secret: prints as `***` in Debug and never serialises its value.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
@@ -190,8 +194,9 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Sign-in providers. Defaults are the real endpoints and the agent CLIs'
-/// public client ids; tests point them at fake providers.
+/// Sign-in providers. Defaults (in each provider's file) are the real
+/// endpoints and the agent CLIs' public client ids; tests point them at
+/// fake providers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OauthConfig {
@@ -224,82 +229,35 @@ impl Default for OauthConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GithubOauth {
-    pub client_id: String,
-    pub device_authorization_url: String,
-    pub token_url: String,
-    pub scope: String,
-}
-
-impl Default for GithubOauth {
-    fn default() -> Self {
-        GithubOauth {
-            client_id: "Iv1.b507a08c87ecfe98".into(),
-            device_authorization_url: "https://github.com/login/device/code".into(),
-            token_url: "https://github.com/login/oauth/access_token".into(),
-            scope: "read:user".into(),
-        }
-    }
-}
-
-/// OpenAI's device login (Codex, OpenCode); endpoints hang off the issuer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OpenaiOauth {
-    pub client_id: String,
-    pub issuer: String,
-}
-
-impl Default for OpenaiOauth {
-    fn default() -> Self {
-        OpenaiOauth { client_id: "app_EMoamEEZ73f0CkXaXp7hrann".into(), issuer: "https://auth.openai.com".into() }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AnthropicOauth {
-    pub client_id: String,
-    pub authorize_url: String,
-    pub token_url: String,
-    pub redirect_uri: String,
-    pub scope: String,
-}
-
-impl Default for AnthropicOauth {
-    fn default() -> Self {
-        AnthropicOauth {
-            client_id: "9d1c250a-e61b-44d9-88ed-5944d1962f5e".into(),
-            authorize_url: "https://claude.ai/oauth/authorize".into(),
-            token_url: "https://console.anthropic.com/v1/oauth/token".into(),
-            redirect_uri: "https://console.anthropic.com/oauth/code/callback".into(),
-            scope: "org:create_api_key user:profile user:inference".into(),
-        }
-    }
-}
-
 /// The administrator's default keys, from the environment variables the
-/// agents themselves read.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SystemKeys {
-    pub anthropic_api_key: Option<SecretValue>,
-    pub openai_api_key: Option<SecretValue>,
-    pub gemini_api_key: Option<SecretValue>,
-    pub copilot_github_token: Option<SecretValue>,
-}
+/// agents themselves read (each provider's `api_key_env`), keyed by
+/// provider. As settings they are named after the variable in lower case
+/// (`system_keys.anthropic_api_key`).
+#[derive(Debug, Clone, Default)]
+pub struct SystemKeys(BTreeMap<Provider, SecretValue>);
 
 impl SystemKeys {
     pub fn get(&self, provider: Provider) -> Option<&SecretValue> {
-        match provider {
-            Provider::Anthropic => self.anthropic_api_key.as_ref(),
-            Provider::Openai => self.openai_api_key.as_ref(),
-            Provider::Google => self.gemini_api_key.as_ref(),
-            Provider::Github => self.copilot_github_token.as_ref(),
+        self.0.get(&provider).filter(|v| !v.expose().trim().is_empty())
+    }
+
+    /// The setting a provider's key is read from.
+    fn setting(provider: Provider) -> String {
+        provider.system_env_var().to_lowercase()
+    }
+}
+
+impl<'de> Deserialize<'de> for SystemKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let named = BTreeMap::<String, SecretValue>::deserialize(deserializer)?;
+        let mut keys = BTreeMap::new();
+        for (name, value) in named {
+            let Some(&provider) = Provider::ALL.iter().find(|&&p| SystemKeys::setting(p) == name) else {
+                return Err(serde::de::Error::unknown_field(&name, &[]));
+            };
+            keys.insert(provider, value);
         }
-        .filter(|v| !v.expose().trim().is_empty())
+        Ok(SystemKeys(keys))
     }
 }
 
@@ -341,7 +299,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        let system_keys = ["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "COPILOT_GITHUB_TOKEN"];
+        let system_keys: Vec<&str> = Provider::ALL.iter().map(|p| p.system_env_var()).collect();
         figment = figment
             .merge(Env::raw().only(&["DATABASE_URL", "ENCRYPTION_KEY", "ENCRYPTION_KEYS_OLD"]))
             .merge(Env::raw().only(&system_keys).map(|k| format!("system_keys.{}", k.as_str().to_lowercase()).into()))

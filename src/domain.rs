@@ -125,39 +125,26 @@ string_enum!(CredentialEventKind {
     Removed => "REMOVED",
 });
 
+/// What each agent and provider is lives in its registry
+/// (`crate::agents`, `crate::providers`); these read it.
 impl Agent {
     /// The name a person sees in the Agent Credentials dialog.
     pub fn display_name(self) -> &'static str {
-        match self {
-            Agent::ClaudeCode => "Claude Code",
-            Agent::Codex => "Codex",
-            Agent::Copilot => "Copilot",
-            Agent::Gemini => "Gemini",
-            Agent::Opencode => "OpenCode",
-        }
+        crate::agents::spec(self).name
     }
 
-    /// The provider an agent uses when none is named; OpenCode has several
-    /// and needs one named.
+    /// The provider an agent uses when none is named: its only one;
+    /// OpenCode has several and needs one named.
     pub fn default_provider(self) -> Option<Provider> {
-        match self {
-            Agent::ClaudeCode => Some(Provider::Anthropic),
-            Agent::Codex => Some(Provider::Openai),
-            Agent::Copilot => Some(Provider::Github),
-            Agent::Gemini => Some(Provider::Google),
-            Agent::Opencode => None,
+        match self.providers() {
+            [only] => Some(*only),
+            _ => None,
         }
     }
 
     /// Providers this agent can run against.
     pub fn providers(self) -> &'static [Provider] {
-        match self {
-            Agent::ClaudeCode => &[Provider::Anthropic],
-            Agent::Codex => &[Provider::Openai],
-            Agent::Copilot => &[Provider::Github],
-            Agent::Gemini => &[Provider::Google],
-            Agent::Opencode => &[Provider::Anthropic, Provider::Openai],
-        }
+        crate::agents::spec(self).providers
     }
 }
 
@@ -165,21 +152,11 @@ impl Provider {
     /// The environment variable holding the system-wide key for this provider
     /// (and the one the agents read).
     pub fn system_env_var(self) -> &'static str {
-        match self {
-            Provider::Anthropic => "ANTHROPIC_API_KEY",
-            Provider::Openai => "OPENAI_API_KEY",
-            Provider::Google => "GEMINI_API_KEY",
-            Provider::Github => "COPILOT_GITHUB_TOKEN",
-        }
+        crate::providers::spec(self).api_key_env
     }
 
     pub fn display_name(self) -> &'static str {
-        match self {
-            Provider::Anthropic => "Anthropic",
-            Provider::Openai => "OpenAI",
-            Provider::Google => "Google",
-            Provider::Github => "GitHub",
-        }
+        crate::providers::spec(self).name
     }
 }
 

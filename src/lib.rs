@@ -3,10 +3,10 @@
 //! The GraphQL schema ([`graphql`]) is independent of HTTP; [`http`] wires
 //! it to poem routes, and the binary only parses commands.
 
+pub mod agents;
 pub mod app;
 pub mod auth;
 pub mod backup;
-pub mod catalog;
 pub mod config;
 pub mod credential_input;
 pub mod crypto;
@@ -20,17 +20,15 @@ pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod keys;
-pub mod materialize;
 pub mod metrics;
-pub mod oauth;
 pub mod ops;
 pub mod people_cli;
 pub mod playground;
+pub mod providers;
 pub mod relay;
 pub mod runner_cli;
 pub mod scheduler;
 pub mod shutdown;
 pub mod store;
-pub mod tasks;
 pub mod telemetry;
 mod ws;

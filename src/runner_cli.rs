@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::materialize;
+use crate::agents;
 
 /// A GraphQL client with a bearer token; follows no redirects.
 pub struct Client {
@@ -119,7 +119,7 @@ pub async fn task_env(client: &Client, req: TaskEnv<'_>) -> anyhow::Result<Strin
 /// many credentials the task held.
 pub async fn task_return(client: &Client, task: &str, home: &Path) -> anyhow::Result<usize> {
     let mut files = Vec::new();
-    for path in [materialize::CLAUDE_CREDENTIALS_PATH, materialize::CODEX_AUTH_PATH, materialize::OPENCODE_AUTH_PATH] {
+    for path in agents::login_files() {
         let full = home.join(path);
         if full.is_file() {
             let content = std::fs::read_to_string(&full).with_context(|| format!("reading {}", full.display()))?;

@@ -22,7 +22,7 @@ use crate::credential_input::SubscriptionSecret;
 use crate::domain::{CredentialEventKind, CredentialStatus, Provider};
 use crate::entities::{credential, task_lease};
 use crate::error::{ApiError, ApiResult};
-use crate::oauth::Refresh;
+use crate::providers::{self, Refresh};
 
 /// Most credentials refreshed by one run; the next run takes the rest.
 const REFRESH_BATCH: u64 = 500;
@@ -51,7 +51,7 @@ pub enum RefreshOutcome {
 }
 
 fn refreshable(provider: &str) -> bool {
-    provider == Provider::Openai.as_str() || provider == Provider::Anthropic.as_str()
+    providers::refreshable_names().contains(&provider)
 }
 
 impl Store {
@@ -73,22 +73,23 @@ impl Store {
             .filter(credential::Column::ExpiresAt.lte(now))
             .exec_with_returning(&txn)
             .await?;
-        let expiring =
-            credential::Entity::update_many()
-                .col_expr(credential::Column::Status, Expr::value(CredentialStatus::Expiring.as_str()))
-                .col_expr(
-                    credential::Column::StatusMessage,
-                    Expr::value("this credential expires soon: renew it before it stops working"),
-                )
-                .filter(credential::Column::Status.eq(CredentialStatus::Active.as_str()))
-                .filter(credential::Column::ExpiresAt.gt(now))
-                .filter(credential::Column::ExpiresAt.lte(now + within))
-                // Refreshable OAuth logins are refreshed, not warned about.
-                .filter(Condition::any().add(credential::Column::HasRefreshToken.eq(false)).add(
-                    credential::Column::Provider.is_not_in([Provider::Openai.as_str(), Provider::Anthropic.as_str()]),
-                ))
-                .exec_with_returning(&txn)
-                .await?;
+        let expiring = credential::Entity::update_many()
+            .col_expr(credential::Column::Status, Expr::value(CredentialStatus::Expiring.as_str()))
+            .col_expr(
+                credential::Column::StatusMessage,
+                Expr::value("this credential expires soon: renew it before it stops working"),
+            )
+            .filter(credential::Column::Status.eq(CredentialStatus::Active.as_str()))
+            .filter(credential::Column::ExpiresAt.gt(now))
+            .filter(credential::Column::ExpiresAt.lte(now + within))
+            // Refreshable OAuth logins are refreshed, not warned about.
+            .filter(
+                Condition::any()
+                    .add(credential::Column::HasRefreshToken.eq(false))
+                    .add(credential::Column::Provider.is_not_in(providers::refreshable_names())),
+            )
+            .exec_with_returning(&txn)
+            .await?;
         let mut events = Vec::with_capacity(expired.len() + expiring.len());
         for (rows, kind) in [(&expired, CredentialEventKind::Expired), (&expiring, CredentialEventKind::Expiring)] {
             for row in rows.iter() {
@@ -114,7 +115,7 @@ impl Store {
             ]))
             .filter(credential::Column::ExpiresAt.lte(now + before))
             .filter(credential::Column::HasRefreshToken.eq(true))
-            .filter(credential::Column::Provider.is_in([Provider::Openai.as_str(), Provider::Anthropic.as_str()]))
+            .filter(credential::Column::Provider.is_in(providers::refreshable_names()))
             .filter(no_live_claim(now))
             .order_by_asc(credential::Column::ExpiresAt)
             .limit(REFRESH_BATCH)

@@ -5,12 +5,13 @@
 use chrono::{Duration, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
+use sesame_vault::agents::{parse_subscription, SubscriptionInput};
 use sesame_vault::app::App;
 use sesame_vault::auth::Principal;
 use sesame_vault::config::{Config, SecretValue};
-use sesame_vault::credential_input::{parse_subscription, ApiKey, SubscriptionInput};
 use sesame_vault::domain::{Agent, CredentialEventKind, CredentialStatus, Provider, Role};
 use sesame_vault::entities::{credential, credential_event};
+use sesame_vault::providers::ApiKey;
 use sesame_vault::store::audit::Actor;
 use sesame_vault::store::{CredentialMeta, RefreshReport, ScanReport, TaskId};
 

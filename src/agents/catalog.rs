@@ -1,0 +1,171 @@
+//! What the `agents` query answers: for every agent, the ways a person can
+//! give it credentials, the environment variable the agent reads, the token
+//! prefixes we accept and the setup steps from the product's Credentials page.
+//!
+//! Each agent's methods are static data in its own file, so that the API,
+//! error messages and validation all read the same table; the token
+//! prefixes come from the provider files, where they are enforced.
+
+use std::sync::LazyLock;
+
+use crate::domain::{Agent, AuthMethod, Provider};
+
+/// One way of authenticating one agent against one provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodInfo {
+    pub provider: Provider,
+    pub method: AuthMethod,
+    /// Environment variable the agent reads the credential from, if any
+    /// (Codex reads a file, `~/.codex/auth.json`, so it has none).
+    pub env_var: Option<&'static str>,
+    /// Prefixes a pasted value must start with; empty where nothing is pasted
+    /// (browser flows) or the token has no fixed prefix.
+    pub token_prefixes: &'static [&'static str],
+    /// Setup steps a person follows, in plain text.
+    pub instructions: &'static str,
+}
+
+/// Everything the `agents` query says about one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentEntry {
+    pub agent: Agent,
+    pub methods: &'static [MethodInfo],
+}
+
+impl AgentEntry {
+    /// The agent's name as people see it, e.g. "Claude Code".
+    pub fn name(&self) -> &'static str {
+        self.agent.display_name()
+    }
+
+    /// Whether any method is a subscription (anything but an API key).
+    pub fn takes_subscriptions(&self) -> bool {
+        self.methods.iter().any(|m| m.method != AuthMethod::ApiKey)
+    }
+}
+
+static CATALOG: LazyLock<Vec<AgentEntry>> =
+    LazyLock::new(|| super::registered().map(|a| AgentEntry { agent: a.agent, methods: a.methods }).collect());
+
+/// Every agent, in registry order.
+pub fn catalog() -> &'static [AgentEntry] {
+    &CATALOG
+}
+
+/// The catalog entry of one agent.
+pub fn entry(agent: Agent) -> &'static AgentEntry {
+    CATALOG.iter().find(|e| e.agent == agent).expect("every agent is registered")
+}
+
+/// The method entry for `agent` + `provider` + `method`, or `None` when the
+/// agent does not support that combination (used to refuse e.g. a device
+/// flow for Gemini before contacting anyone).
+pub fn find_method(agent: Agent, provider: Provider, method: AuthMethod) -> Option<&'static MethodInfo> {
+    entry(agent).methods.iter().find(|m| m.provider == provider && m.method == method)
+}
+
+/// The sign-in an agent/provider pair uses, if any: a device code or an
+/// authorization code (pasted back).
+pub fn sign_in_method(agent: Agent, provider: Provider) -> Option<AuthMethod> {
+    [AuthMethod::DeviceCode, AuthMethod::AuthorizationCode]
+        .into_iter()
+        .find(|&method| find_method(agent, provider, method).is_some())
+}
+
+/// A sentence for error messages listing what an agent supports, e.g.
+/// "Gemini supports: API key for Google (GEMINI_API_KEY)."
+pub fn supported_methods(agent: Agent) -> String {
+    let methods: Vec<String> = entry(agent)
+        .methods
+        .iter()
+        .map(|m| {
+            let base = format!("{} for {}", method_label(m.method), m.provider.display_name());
+            match m.env_var {
+                Some(var) => format!("{base} ({var})"),
+                None => base,
+            }
+        })
+        .collect();
+    format!("{} supports: {}.", agent.display_name(), methods.join(", "))
+}
+
+/// How a method is named in prose.
+fn method_label(method: AuthMethod) -> &'static str {
+    match method {
+        AuthMethod::ApiKey => "API key",
+        AuthMethod::PasteToken => "pasted token",
+        AuthMethod::DeviceCode => "device code login",
+        AuthMethod::AuthorizationCode => "authorization code login",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_entry_per_agent_in_agent_order() {
+        let agents: Vec<Agent> = catalog().iter().map(|e| e.agent).collect();
+        assert_eq!(agents, Agent::ALL.to_vec());
+        for &agent in Agent::ALL {
+            assert_eq!(entry(agent).agent, agent);
+            assert_eq!(entry(agent).name(), agent.display_name());
+        }
+    }
+
+    #[test]
+    fn every_agent_has_methods_for_its_own_providers_only() {
+        for e in catalog() {
+            assert!(!e.methods.is_empty(), "{:?} has no methods", e.agent);
+            for m in e.methods {
+                assert!(
+                    e.agent.providers().contains(&m.provider),
+                    "{:?} lists foreign provider {:?}",
+                    e.agent,
+                    m.provider
+                );
+                assert!(!m.instructions.trim().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn no_duplicate_methods() {
+        for e in catalog() {
+            for (i, a) in e.methods.iter().enumerate() {
+                for b in &e.methods[i + 1..] {
+                    assert!(
+                        !(a.provider == b.provider && a.method == b.method),
+                        "{:?} lists {:?}/{:?} twice",
+                        e.agent,
+                        a.provider,
+                        a.method
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn api_key_methods_use_the_providers_system_env_var() {
+        for e in catalog() {
+            for m in e.methods.iter().filter(|m| m.method == AuthMethod::ApiKey) {
+                assert_eq!(m.env_var, Some(m.provider.system_env_var()));
+            }
+        }
+    }
+
+    #[test]
+    fn supported_methods_sentence() {
+        assert_eq!(supported_methods(Agent::Gemini), "Gemini supports: API key for Google (GEMINI_API_KEY).");
+        let codex = supported_methods(Agent::Codex);
+        assert_eq!(
+            codex,
+            "Codex supports: API key for OpenAI (OPENAI_API_KEY), pasted token for OpenAI, \
+             device code login for OpenAI."
+        );
+        let opencode = supported_methods(Agent::Opencode);
+        assert!(opencode.starts_with("OpenCode supports: API key for Anthropic (ANTHROPIC_API_KEY)"));
+        assert!(opencode.ends_with('.'));
+    }
+}

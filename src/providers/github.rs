@@ -1,0 +1,191 @@
+//! GitHub, for Copilot: the token kinds Copilot accepts (and the classic
+//! kind it refuses), and RFC 8628 device sign-in.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::signin::{error_code, not_understood, printable_code, tokens_from, unreachable_error};
+use super::{http, wrong_prefix, DeviceStart, FlowSecret, Poll, ProviderError, ProviderSpec, RefreshTokens};
+use crate::credential_input::{
+    check_token_body, clean, InputError, InputResult, Secret, SubscriptionFields, SubscriptionSecret, MAX_INPUT_BYTES,
+};
+use crate::domain::{Agent, Provider};
+
+/// Token kinds the Copilot CLI accepts: fine-grained PAT, OAuth, GitHub App user.
+pub const ACCEPTED_PREFIXES: &[&str] = &["github_pat_", "gho_", "ghu_"];
+/// Classic personal access tokens, which Copilot refuses.
+pub const CLASSIC_PREFIX: &str = "ghp_";
+
+pub const GHP_REFUSAL: &str = "Classic GitHub tokens (ghp_…) are not accepted by Copilot: create a \
+     fine-grained personal access token with the Copilot permission (it starts with github_pat_) \
+     and paste that instead.";
+
+pub static SPEC: ProviderSpec = ProviderSpec {
+    provider: Provider::Github,
+    name: "GitHub",
+    api_key_env: "COPILOT_GITHUB_TOKEN",
+    token_env: "COPILOT_GITHUB_TOKEN",
+    check_api_key: |key| check_token(key, "key"),
+    kinds: &[
+        ("github_pat_", "a GitHub token"),
+        ("gho_", "a GitHub token"),
+        ("ghu_", "a GitHub token"),
+        ("ghp_", "a classic GitHub token"),
+        ("ghs_", "a GitHub app installation token"),
+        ("ghr_", "a GitHub refresh token"),
+    ],
+    hint_prefixes: &["github_pat_", "gho_", "ghu_"],
+    refresh: RefreshTokens::None,
+};
+
+/// Copilot accepts fine-grained PATs, OAuth and GitHub App user tokens only.
+fn check_token(token: &str, field: &str) -> InputResult<()> {
+    if token.starts_with(CLASSIC_PREFIX) {
+        return Err(InputError::new(GHP_REFUSAL));
+    }
+    if !ACCEPTED_PREFIXES.iter().any(|p| token.starts_with(p)) {
+        return Err(wrong_prefix(
+            "A Copilot token (a fine-grained personal access token, or a GitHub OAuth or app \
+             user token)",
+            ACCEPTED_PREFIXES,
+            token,
+        ));
+    }
+    check_token_body(token, field, "GitHub token")
+}
+
+/// A pasted GitHub token as a subscription: a fine-grained PAT, OAuth or
+/// GitHub App user token, used as it is.
+pub fn parse_pasted(
+    agent: Agent,
+    fields: &SubscriptionFields<'_>,
+    expires_at: Option<DateTime<Utc>>,
+) -> InputResult<(SubscriptionSecret, Option<DateTime<Utc>>)> {
+    if fields.auth_json.is_some() {
+        return Err(InputError::new(format!(
+            "authJson is only for Codex's ~/.codex/auth.json; for {} paste a fine-grained GitHub \
+             token (starts with github_pat_) into token.",
+            agent.display_name()
+        )));
+    }
+    if fields.refresh_token.is_some() {
+        return Err(InputError::new(format!(
+            "{} uses the token as it is; leave refreshToken empty.",
+            agent.display_name()
+        )));
+    }
+    let Some((raw, field)) = fields.pasted_token()? else {
+        return Err(InputError::new(
+            "token is missing: create a fine-grained GitHub token with the Copilot permission \
+             and paste it (starts with github_pat_).",
+        ));
+    };
+    let token = clean(raw, field, MAX_INPUT_BYTES)?;
+    check_token(token, field)?;
+    Ok((SubscriptionSecret::access_only(Secret::new(token.to_owned())), expires_at))
+}
+
+// ---------------------------------------------------------------------------
+// Device sign-in
+// ---------------------------------------------------------------------------
+
+/// `[oauth.github]`: GitHub device sign-in; defaults are github.com and
+/// Copilot's public client id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubOauth {
+    pub client_id: String,
+    pub device_authorization_url: String,
+    pub token_url: String,
+    pub scope: String,
+}
+
+impl Default for GithubOauth {
+    fn default() -> Self {
+        GithubOauth {
+            client_id: "Iv1.b507a08c87ecfe98".into(),
+            device_authorization_url: "https://github.com/login/device/code".into(),
+            token_url: "https://github.com/login/oauth/access_token".into(),
+            scope: "read:user".into(),
+        }
+    }
+}
+
+pub(super) async fn start_device(client: &reqwest::Client, cfg: &GithubOauth) -> Result<DeviceStart, ProviderError> {
+    let request = client
+        .post(&cfg.device_authorization_url)
+        .form(&[("client_id", cfg.client_id.as_str()), ("scope", cfg.scope.as_str())]);
+    let (status, body) = http::send(request).await.map_err(|m| unreachable_error("GitHub", &m))?;
+    if status >= 500 {
+        return Err(unreachable_error("GitHub", &format!("it answered {status}")));
+    }
+    if let Some(code) = error_code(&body) {
+        return Err(ProviderError {
+            message: format!(
+                "GitHub refused to start the sign-in ({code}); device sign-in may be disabled for this app"
+            ),
+            transient: false,
+        });
+    }
+    let parsed: oauth2::StandardDeviceAuthorizationResponse =
+        serde_json::from_value(body).map_err(|_| not_understood("GitHub"))?;
+    Ok(DeviceStart {
+        secret: FlowSecret::GithubDevice { device_code: Secret::new(parsed.device_code().secret().clone()) },
+        user_code: parsed.user_code().secret().clone(),
+        verification_uri: parsed.verification_uri().to_string(),
+        verification_uri_complete: parsed.verification_uri_complete().map(|u| u.secret().clone()),
+        expires_in: Duration::from_std(parsed.expires_in()).unwrap_or(Duration::minutes(15)),
+        interval: parsed.interval().as_secs().clamp(1, 300) as u32,
+    })
+}
+
+pub(super) async fn poll(client: &reqwest::Client, cfg: &GithubOauth, device_code: &Secret) -> Poll {
+    let request = client.post(&cfg.token_url).form(&[
+        ("client_id", cfg.client_id.as_str()),
+        ("device_code", device_code.expose()),
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+    ]);
+    let (status, body) = match http::send(request).await {
+        Ok(r) => r,
+        Err(m) => return Poll::Transient(format!("GitHub: {m}")),
+    };
+    if status >= 500 {
+        return Poll::Transient(format!("GitHub answered {status}"));
+    }
+    if let Some(code) = error_code(&body) {
+        return match code.as_str() {
+            "authorization_pending" => Poll::Pending,
+            "slow_down" => Poll::SlowDown,
+            "access_denied" => Poll::Denied("the sign-in was declined at GitHub".into()),
+            "expired_token" => Poll::Expired("the code expired before the sign-in was completed; start again".into()),
+            "device_flow_disabled" => Poll::Failed("device sign-in is disabled for this GitHub app".into()),
+            "incorrect_device_code" => Poll::Failed("GitHub no longer knows this sign-in; start again".into()),
+            _ => Poll::Failed(format!("GitHub refused the sign-in ({})", printable_code(&code))),
+        };
+    }
+    match tokens_from(&body, Utc::now()) {
+        Some(tokens) if status < 300 => Poll::Authorized(tokens),
+        _ => Poll::Failed("GitHub answered in a way sesame-vault does not understand".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::samples::*;
+    use crate::providers::ApiKey;
+
+    #[test]
+    fn github_rules_refuse_classic_tokens() {
+        let classic = format!("ghp_{MARK}0123456789abcdefghij");
+        let msg = refused(ApiKey::parse(Provider::Github, &classic), &classic);
+        assert!(msg.contains("Classic GitHub tokens (ghp_…) are not accepted by Copilot"), "{msg}");
+        assert!(msg.contains("fine-grained personal access token with the Copilot permission"));
+
+        let other = format!("ghs_{MARK}0123456789abcdefghij");
+        let msg = refused(ApiKey::parse(Provider::Github, &other), &other);
+        for p in ACCEPTED_PREFIXES {
+            assert!(msg.contains(p), "{msg}");
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The providers, one file each: the formats of their keys and tokens and
+//! the refusals that name them, their sign-in protocol and refresh, and
+//! their settings. The rest of the service asks this registry ([`spec`])
+//! what a provider is, instead of matching on [`Provider`].
+//!
+//! Shared once: JWT reading ([`jwt`]), the HTTP client policy ([`http`]),
+//! the sign-in types and routing ([`signin`]).
+
+pub mod anthropic;
+pub mod github;
+pub mod google;
+pub mod http;
+pub mod jwt;
+pub mod openai;
+#[cfg(test)]
+pub(crate) mod samples;
+mod signin;
+
+pub use signin::{DeviceStart, FlowSecret, Poll, ProviderError, Providers, Refresh, Tokens};
+
+use crate::credential_input::{clean, InputError, InputResult, Secret, MAX_INPUT_BYTES};
+use crate::domain::Provider;
+
+/// Every provider, one line each.
+static REGISTERED: &[&ProviderSpec] = &[&anthropic::SPEC, &openai::SPEC, &google::SPEC, &github::SPEC];
+
+/// What the service knows about one provider.
+pub struct ProviderSpec {
+    pub provider: Provider,
+    /// How people see it named, e.g. "OpenAI".
+    pub name: &'static str,
+    /// The environment variable holding the system-wide key (and the one
+    /// the agents read an API key from).
+    pub api_key_env: &'static str,
+    /// Where a subscription token handed over as one variable goes.
+    pub token_env: &'static str,
+    /// Checks the shape of an API key already trimmed and cleaned.
+    pub check_api_key: fn(&str) -> InputResult<()>,
+    /// What a value starting with each prefix is, for refusals that say
+    /// what was pasted instead.
+    pub kinds: &'static [(&'static str, &'static str)],
+    /// Prefixes a masked hint may show.
+    pub hint_prefixes: &'static [&'static str],
+    pub refresh: RefreshTokens,
+}
+
+/// Whether and how a provider's logins are refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshTokens {
+    None,
+    Reusable,
+    /// Each refresh token works once: a second holder must never spend it.
+    SingleUse,
+}
+
+/// The registry entry of a provider.
+pub fn spec(provider: Provider) -> &'static ProviderSpec {
+    REGISTERED.iter().find(|s| s.provider == provider).expect("every provider is registered")
+}
+
+/// Providers whose logins the scheduler refreshes, as stored.
+pub fn refreshable_names() -> Vec<&'static str> {
+    REGISTERED.iter().filter(|s| s.refresh != RefreshTokens::None).map(|s| s.provider.as_str()).collect()
+}
+
+/// Whether a provider's refresh tokens work once only, so two holders
+/// must never both be given one.
+pub fn single_use_refresh(provider: Provider) -> bool {
+    spec(provider).refresh == RefreshTokens::SingleUse
+}
+
+/// A provider API key whose shape has been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    provider: Provider,
+    key: Secret,
+}
+
+impl ApiKey {
+    /// Parses a key typed into Settings → API Keys (or `setApiKey`).
+    pub fn parse(provider: Provider, raw: &str) -> InputResult<Self> {
+        let key = clean(raw, "key", MAX_INPUT_BYTES)?;
+        (spec(provider).check_api_key)(key)?;
+        Ok(ApiKey { provider, key: Secret::new(key.to_owned()) })
+    }
+
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    pub fn secret(&self) -> &Secret {
+        &self.key
+    }
+
+    pub fn into_secret(self) -> Secret {
+        self.key
+    }
+}
+
+/// The longest of the registered prefixes that `value` starts with.
+fn longest_prefix<'a, T>(value: &str, items: impl Iterator<Item = (&'a str, T)>) -> Option<(&'a str, T)> {
+    items.filter(|(prefix, _)| value.starts_with(prefix)).max_by_key(|(prefix, _)| prefix.len())
+}
+
+/// What a value resembles, judged by its prefix alone.
+fn looks_like(value: &str) -> Option<&'static str> {
+    let kinds = REGISTERED.iter().flat_map(|s| s.kinds.iter().copied());
+    longest_prefix(value, kinds).map(|(_, kind)| kind)
+}
+
+/// "X starts with P; that looks like Y." — naming what the value resembles
+/// (never the value) is the most useful hint when the wrong thing was pasted.
+pub fn wrong_prefix(expected: &str, prefixes: &[&str], value: &str) -> InputError {
+    let list = match prefixes {
+        [one] => (*one).to_owned(),
+        many => many.join(", "),
+    };
+    let starts = if prefixes.len() == 1 { "starts with" } else { "starts with one of" };
+    let mut msg = format!("{expected} {starts} {list}");
+    if let Some(kind) = looks_like(value) {
+        msg.push_str(&format!("; that looks like {kind}"));
+    }
+    msg.push('.');
+    InputError::new(msg)
+}
+
+/// Secrets shorter than this show no characters at all.
+const HINT_MIN_CHARS: usize = 12;
+/// How many characters a hint shows at the end.
+const HINT_TAIL: usize = 4;
+/// Characters that must stay hidden between the shown prefix and tail; with
+/// fewer, the prefix is dropped so a short secret is not mostly revealed.
+const HINT_MIN_HIDDEN: usize = 8;
+
+/// A masked preview a person recognises their credential by, e.g.
+/// `sk-ant-…9f2c`: a known prefix and the last four characters.
+pub fn hint(secret: &str) -> String {
+    let secret = secret.trim();
+    let len = secret.chars().count();
+    if len < HINT_MIN_CHARS {
+        return "…".to_owned();
+    }
+    let tail: String = secret.chars().skip(len - HINT_TAIL).collect();
+    let prefixes = REGISTERED.iter().flat_map(|s| s.hint_prefixes.iter().map(|p| (*p, ())));
+    let prefix = longest_prefix(secret, prefixes)
+        .map(|(p, ())| p)
+        .filter(|p| len >= p.len() + HINT_TAIL + HINT_MIN_HIDDEN)
+        .unwrap_or("");
+    format!("{prefix}…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::samples::*;
+    use super::*;
+
+    #[test]
+    fn one_entry_per_provider() {
+        for &provider in Provider::ALL {
+            assert_eq!(spec(provider).provider, provider);
+        }
+        assert_eq!(REGISTERED.len(), Provider::ALL.len());
+        let mut names = refreshable_names();
+        names.sort();
+        assert_eq!(names, ["ANTHROPIC", "OPENAI"]);
+    }
+
+    #[test]
+    fn accepts_valid_api_keys_and_trims() {
+        let cases = [
+            (Provider::Anthropic, anthropic_key()),
+            (Provider::Openai, openai_key()),
+            (Provider::Openai, format!("sk-{MARK}0123456789abcdef")),
+            (Provider::Google, google_key()),
+            (Provider::Github, github_pat()),
+            (Provider::Github, format!("gho_{MARK}0123456789abcdef")),
+            (Provider::Github, format!("ghu_{MARK}0123456789abcdef")),
+        ];
+        for (provider, key) in cases {
+            let parsed = ApiKey::parse(provider, &format!("  {key}\n")).unwrap();
+            assert_eq!(parsed.provider(), provider);
+            assert_eq!(parsed.secret().expose(), key);
+            assert!(!format!("{parsed:?}").contains(MARK));
+            assert_eq!(parsed.into_secret().expose(), key);
+        }
+    }
+
+    #[test]
+    fn generic_refusals() {
+        let msg = refused(ApiKey::parse(Provider::Anthropic, "   \n"), "");
+        assert!(msg.contains("empty"), "{msg}");
+
+        let huge = format!("sk-ant-api03-{}", "a".repeat(MAX_INPUT_BYTES));
+        let msg = refused(ApiKey::parse(Provider::Anthropic, &huge), &huge);
+        assert!(msg.contains("8192"), "{msg}");
+
+        let key = anthropic_key();
+        for broken in [
+            format!("{}\n{}", &key[..20], &key[20..]),
+            format!("{} {}", &key[..20], &key[20..]),
+            format!("{}\t{}", &key[..20], &key[20..]),
+            format!("{}\u{7}{}", &key[..20], &key[20..]),
+        ] {
+            let msg = refused(ApiKey::parse(Provider::Anthropic, &broken), &broken);
+            assert!(msg.contains("the token contains spaces or line breaks; copy it again without them"), "{msg}");
+        }
+
+        let curly = format!("“{key}”");
+        let msg = refused(ApiKey::parse(Provider::Anthropic, &curly), &curly);
+        assert!(msg.contains("curly quotes"), "{msg}");
+
+        let quoted = format!("{key}\"");
+        let msg = refused(ApiKey::parse(Provider::Anthropic, &quoted), &quoted);
+        assert!(msg.contains("quotes"), "{msg}");
+
+        let msg = refused(ApiKey::parse(Provider::Openai, r#"{"a":"b"}"#), "");
+        assert!(msg.contains("JSON"), "{msg}");
+    }
+
+    // ---- Hints -------------------------------------------------------------
+
+    #[test]
+    fn hints_show_known_prefix_and_last_four() {
+        assert_eq!(hint("sk-ant-api03-abcdefghijklmnop9f2c"), "sk-ant-…9f2c");
+        assert_eq!(hint("sk-ant-oat01-abcdefghijklmnop9f2c"), "sk-ant-…9f2c");
+        assert_eq!(hint("sk-proj-abcdefghijklmnopqrsta1b2"), "sk-proj-…a1b2");
+        assert_eq!(hint("sk-abcdefghijklmnopqrstuvwxyz1234"), "sk-…1234");
+        assert_eq!(hint(&format!("github_pat_11AAAA{}a1b2", "x".repeat(60))), "github_pat_…a1b2");
+        assert_eq!(hint("gho_abcdefghijklmnopqrstuvwxyz0123"), "gho_…0123");
+        assert_eq!(hint("ghu_abcdefghijklmnopqrstuvwxyz0123"), "ghu_…0123");
+        assert_eq!(hint("AIzaSyA-abcdefghijklmnopqrstuvwxyz1"), "AIza…xyz1");
+        let access = codex_access(now());
+        assert_eq!(hint(&access), format!("eyJ…{}", &access[access.len() - 4..]));
+    }
+
+    #[test]
+    fn hints_for_short_and_unknown_secrets() {
+        assert_eq!(hint(""), "…");
+        assert_eq!(hint("abc"), "…");
+        assert_eq!(hint("abcdefghijk"), "…"); // 11 chars
+        assert_eq!(hint("abcdefghijkl"), "…ijkl"); // 12 chars
+        assert_eq!(hint("rt_opaque-refresh-token-wxyz"), "…wxyz");
+        // A known prefix on a short secret is dropped so little is revealed.
+        assert_eq!(hint("github_pat_abcd"), "…abcd");
+        assert_eq!(hint("sk-ant-12345"), "…2345");
+        // Never more than four trailing characters, even for multi-byte text.
+        assert_eq!(hint("ééééééééééééééé"), "…éééé");
+        for s in [claude_token(), github_pat(), google_key(), openai_key()] {
+            assert!(!hint(&s).contains(MARK));
+            let tail: String = hint(&s).chars().skip_while(|c| *c != '…').skip(1).collect();
+            assert_eq!(tail.chars().count(), 4);
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! OpenAI: API keys, ChatGPT logins (JWT access tokens carrying the
+//! account id, opaque single-use refresh tokens), and its device login:
+//! user code, poll, then an authorization-code exchange with the PKCE
+//! verifier the poll returns; and refresh.
+
+use chrono::{Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::signin::{error_code, not_understood, tokens_from, unreachable_error};
+use super::{http, jwt, wrong_prefix, DeviceStart, FlowSecret, Poll, ProviderError, ProviderSpec, RefreshTokens};
+use crate::credential_input::{
+    check_opaque_token, check_token_body, clean, too_short, InputError, InputResult, Secret, SubscriptionSecret,
+    MAX_INPUT_BYTES, MIN_TOKEN_CHARS,
+};
+use crate::domain::Provider;
+
+pub const API_KEY_PREFIX: &str = "sk-";
+/// Where ChatGPT tokens keep their claims, including the account id.
+pub const AUTH_CLAIM: &str = "https://api.openai.com/auth";
+
+pub static SPEC: ProviderSpec = ProviderSpec {
+    provider: Provider::Openai,
+    name: "OpenAI",
+    api_key_env: "OPENAI_API_KEY",
+    token_env: "OPENAI_API_KEY",
+    check_api_key,
+    kinds: &[("sk-", "an OpenAI API key"), ("eyJ", "a JWT access token")],
+    hint_prefixes: &["sk-proj-", "eyJ", "sk-"],
+    // A refresh token works once: the newest must be kept, and two holders
+    // must never both spend it.
+    refresh: RefreshTokens::SingleUse,
+};
+
+fn check_api_key(key: &str) -> InputResult<()> {
+    if key.starts_with("sk-ant-") {
+        return Err(InputError::new(
+            "That is an Anthropic key (sk-ant-…), not an OpenAI key: add it with provider \
+             ANTHROPIC instead.",
+        ));
+    }
+    if !key.starts_with(API_KEY_PREFIX) {
+        return Err(wrong_prefix("An OpenAI API key", &[API_KEY_PREFIX], key));
+    }
+    check_token_body(key, "key", "OpenAI API key")
+}
+
+/// The ChatGPT account id a ChatGPT JWT carries, if any.
+pub fn account_id(token: &str) -> Option<String> {
+    let claims = jwt::claims(token)?;
+    let id = claims.get(AUTH_CLAIM)?.get("chatgpt_account_id")?.as_str()?.trim();
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// A ChatGPT access token as typed into `field`.
+pub fn check_access_token<'a>(raw: &'a str, field: &str) -> InputResult<&'a str> {
+    let token = clean(raw, field, MAX_INPUT_BYTES)?;
+    if token.starts_with(API_KEY_PREFIX) {
+        return Err(InputError::new(format!(
+            "{field}: that is an API key, not a ChatGPT access token; add it under Settings → \
+             API Keys, or paste the access token from ~/.codex/auth.json."
+        )));
+    }
+    if token.len() < MIN_TOKEN_CHARS {
+        return Err(too_short(field, "ChatGPT access token"));
+    }
+    // ChatGPT access tokens are JWTs; one that starts like a JWT but does not
+    // decode was clipped while copying.
+    if token.starts_with("eyJ") && !jwt::is_jwt(token) {
+        return Err(InputError::new(format!(
+            "{field} looks like a JWT but is incomplete; copy the whole access token again."
+        )));
+    }
+    Ok(token)
+}
+
+/// A ChatGPT access token typed on its own, with an optional refresh token.
+pub fn parse_tokens(raw: &str, field: &str, refresh: Option<&str>) -> InputResult<SubscriptionSecret> {
+    let access = check_access_token(raw, field)?;
+    let refresh = match refresh {
+        Some(raw) => Some(check_opaque_token(raw, "refreshToken")?),
+        None => None,
+    };
+    let mut secret = SubscriptionSecret::access_only(Secret::new(access.to_owned()));
+    secret.refresh_token = refresh.map(|r| Secret::new(r.to_owned()));
+    Ok(secret)
+}
+
+// ---------------------------------------------------------------------------
+// Device login and refresh
+// ---------------------------------------------------------------------------
+
+/// `[oauth.openai]`: OpenAI's device login (Codex, OpenCode); endpoints
+/// hang off the issuer. Defaults are auth.openai.com and Codex's client id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenaiOauth {
+    pub client_id: String,
+    pub issuer: String,
+}
+
+impl Default for OpenaiOauth {
+    fn default() -> Self {
+        OpenaiOauth { client_id: "app_EMoamEEZ73f0CkXaXp7hrann".into(), issuer: "https://auth.openai.com".into() }
+    }
+}
+
+impl OpenaiOauth {
+    fn issuer(&self) -> &str {
+        self.issuer.trim_end_matches('/')
+    }
+}
+
+pub(super) async fn start_device(client: &reqwest::Client, cfg: &OpenaiOauth) -> Result<DeviceStart, ProviderError> {
+    let url = format!("{}/api/accounts/deviceauth/usercode", cfg.issuer());
+    let request = client.post(url).json(&json!({ "client_id": cfg.client_id }));
+    let (status, body) = http::send(request).await.map_err(|m| unreachable_error("OpenAI", &m))?;
+    if status == 404 {
+        return Err(ProviderError {
+            message: "device code sign-in is not enabled for this ChatGPT account: enable it in ChatGPT's security settings, then start again".into(),
+            transient: false,
+        });
+    }
+    if status >= 500 {
+        return Err(unreachable_error("OpenAI", &format!("it answered {status}")));
+    }
+    let device_auth_id = body["device_auth_id"].as_str();
+    let user_code = body["user_code"].as_str().or(body["usercode"].as_str());
+    let (Some(device_auth_id), Some(user_code), true) = (device_auth_id, user_code, status < 300) else {
+        return Err(not_understood("OpenAI"));
+    };
+    // The interval may come as a number or a string.
+    let interval =
+        body["interval"].as_u64().or_else(|| body["interval"].as_str().and_then(|s| s.parse().ok())).unwrap_or(5);
+    Ok(DeviceStart {
+        secret: FlowSecret::OpenaiDevice {
+            device_auth_id: Secret::new(device_auth_id.to_owned()),
+            user_code: user_code.to_owned(),
+        },
+        user_code: user_code.to_owned(),
+        verification_uri: format!("{}/codex/device", cfg.issuer()),
+        verification_uri_complete: None,
+        expires_in: Duration::minutes(15),
+        interval: interval.clamp(1, 300) as u32,
+    })
+}
+
+pub(super) async fn poll(
+    client: &reqwest::Client,
+    cfg: &OpenaiOauth,
+    device_auth_id: &Secret,
+    user_code: &str,
+) -> Poll {
+    let url = format!("{}/api/accounts/deviceauth/token", cfg.issuer());
+    let request = client.post(url).json(&json!({ "device_auth_id": device_auth_id.expose(), "user_code": user_code }));
+    let (status, body) = match http::send(request).await {
+        Ok(r) => r,
+        Err(m) => return Poll::Transient(format!("OpenAI: {m}")),
+    };
+    match status {
+        403 | 404 => return Poll::Pending,
+        s if s >= 500 => return Poll::Transient(format!("OpenAI answered {s}")),
+        s if s >= 300 => {
+            return match error_code(&body).as_deref() {
+                Some("slow_down") => Poll::SlowDown,
+                Some("access_denied") => Poll::Denied("the sign-in was declined at OpenAI".into()),
+                Some("expired_token") => {
+                    Poll::Expired("the code expired before the sign-in was completed; start again".into())
+                }
+                _ => Poll::Failed(format!("OpenAI refused the sign-in (HTTP {s})")),
+            }
+        }
+        _ => {}
+    }
+    let (Some(code), Some(verifier)) = (body["authorization_code"].as_str(), body["code_verifier"].as_str()) else {
+        return Poll::Failed("OpenAI answered in a way sesame-vault does not understand".into());
+    };
+    let issuer = cfg.issuer();
+    let request = client.post(format!("{issuer}/oauth/token")).form(&[
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", &format!("{issuer}/deviceauth/callback")),
+        ("client_id", &cfg.client_id),
+        ("code_verifier", verifier),
+    ]);
+    match http::send(request).await {
+        Err(m) => Poll::Transient(format!("OpenAI: {m}")),
+        Ok((s, _)) if s >= 500 => Poll::Transient(format!("OpenAI answered {s}")),
+        Ok((s, body)) if s < 300 => match tokens_from(&body, Utc::now()) {
+            Some(tokens) => Poll::Authorized(tokens),
+            None => Poll::Failed("OpenAI answered in a way sesame-vault does not understand".into()),
+        },
+        Ok((s, _)) => Poll::Failed(format!("OpenAI refused to issue tokens (HTTP {s})")),
+    }
+}
+
+pub(super) fn refresh_request(
+    client: &reqwest::Client,
+    cfg: &OpenaiOauth,
+    refresh_token: &Secret,
+) -> reqwest::RequestBuilder {
+    client.post(format!("{}/oauth/token", cfg.issuer())).json(&json!({
+        "client_id": cfg.client_id,
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token.expose(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::samples::*;
+    use crate::providers::ApiKey;
+
+    #[test]
+    fn openai_api_key_rules() {
+        let key = anthropic_key();
+        let msg = refused(ApiKey::parse(Provider::Openai, &key), &key);
+        assert!(msg.contains("Anthropic key"), "{msg}");
+
+        let key = github_pat();
+        let msg = refused(ApiKey::parse(Provider::Openai, &key), &key);
+        assert!(msg.contains("starts with sk-"), "{msg}");
+        assert!(msg.contains("GitHub token"), "{msg}");
+
+        let msg = refused(ApiKey::parse(Provider::Openai, "sk-short"), "sk-short");
+        assert!(msg.contains("too short"), "{msg}");
+    }
+}

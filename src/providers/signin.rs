@@ -1,0 +1,209 @@
+//! Signing in with a provider, one HTTP exchange per call, so the flow
+//! engine controls timing, persistence and cancellation. The protocol of
+//! each provider lives in its own file; this holds what they share: the
+//! flow's stored secret, the results of a poll and a refresh, token
+//! responses, and [`Providers`], which routes each call to the provider.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{anthropic, github, http, openai};
+use crate::config::OauthConfig;
+use crate::credential_input::{Secret, SubscriptionSecret};
+use crate::domain::Provider;
+
+/// What the flow must remember between polls; stored encrypted.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FlowSecret {
+    GithubDevice { device_code: Secret },
+    OpenaiDevice { device_auth_id: Secret, user_code: String },
+    Authorization { verifier: Secret, state: Secret },
+}
+
+/// A started device flow.
+pub struct DeviceStart {
+    pub secret: FlowSecret,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: Option<String>,
+    pub expires_in: Duration,
+    pub interval: u32,
+}
+
+/// The result of one poll.
+pub enum Poll {
+    Pending,
+    SlowDown,
+    Authorized(Tokens),
+    Denied(String),
+    Expired(String),
+    /// Permanent: the flow ends FAILED with this message.
+    Failed(String),
+    /// Network trouble or a 5xx: retry with backoff.
+    Transient(String),
+}
+
+/// Tokens a provider issued.
+pub struct Tokens {
+    pub secret: SubscriptionSecret,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The result of a refresh.
+pub enum Refresh {
+    Refreshed(Tokens),
+    /// The provider refused the refresh token for good: sign in again.
+    Permanent(String),
+    Transient(String),
+}
+
+/// A provider error for the person, and whether retrying could help.
+#[derive(Debug)]
+pub struct ProviderError {
+    pub message: String,
+    pub transient: bool,
+}
+
+/// The providers' sign-in endpoints, reached with one HTTP client.
+pub struct Providers {
+    http: reqwest::Client,
+    config: OauthConfig,
+}
+
+impl Providers {
+    pub fn new(config: OauthConfig) -> anyhow::Result<Providers> {
+        Ok(Providers { http: http::client(config.http_timeout)?, config })
+    }
+
+    pub fn config(&self) -> &OauthConfig {
+        &self.config
+    }
+
+    pub async fn start_device(&self, provider: Provider) -> Result<DeviceStart, ProviderError> {
+        match provider {
+            Provider::Github => github::start_device(&self.http, &self.config.github).await,
+            Provider::Openai => openai::start_device(&self.http, &self.config.openai).await,
+            other => Err(ProviderError {
+                message: format!("{} has no device sign-in", other.display_name()),
+                transient: false,
+            }),
+        }
+    }
+
+    pub async fn poll(&self, secret: &FlowSecret) -> Poll {
+        match secret {
+            FlowSecret::GithubDevice { device_code } => {
+                github::poll(&self.http, &self.config.github, device_code).await
+            }
+            FlowSecret::OpenaiDevice { device_auth_id, user_code } => {
+                openai::poll(&self.http, &self.config.openai, device_auth_id, user_code).await
+            }
+            FlowSecret::Authorization { .. } => Poll::Failed("this sign-in is completed by pasting a code".into()),
+        }
+    }
+
+    /// A fresh PKCE pair and state, and the URL the person opens (Anthropic).
+    pub fn authorization_request(&self) -> (String, FlowSecret) {
+        anthropic::authorization_request(&self.config.anthropic)
+    }
+
+    /// Exchanges a pasted authorization code (Anthropic).
+    pub async fn exchange_code(&self, code: &str, state: &str, verifier: &Secret) -> Result<Tokens, ProviderError> {
+        anthropic::exchange_code(&self.http, &self.config.anthropic, code, state, verifier).await
+    }
+
+    /// Uses a refresh token once. Single-use tokens (OpenAI) must never be
+    /// sent twice: callers guard this with a compare-and-swap.
+    pub async fn refresh(&self, provider: Provider, refresh_token: &Secret) -> Refresh {
+        let (name, request) = match provider {
+            Provider::Openai => ("OpenAI", openai::refresh_request(&self.http, &self.config.openai, refresh_token)),
+            Provider::Anthropic => {
+                ("Anthropic", anthropic::refresh_request(&self.http, &self.config.anthropic, refresh_token))
+            }
+            other => return Refresh::Permanent(format!("{} tokens cannot be refreshed", other.display_name())),
+        };
+        let (status, body) = match http::send(request).await {
+            Ok(r) => r,
+            Err(m) => return Refresh::Transient(format!("{name}: {m}")),
+        };
+        if status >= 500 || status == 429 {
+            return Refresh::Transient(format!("{name} answered {status}"));
+        }
+        if status >= 300 {
+            let code = error_code(&body).unwrap_or_default();
+            return if PERMANENT_REFRESH_ERRORS.contains(&code.as_str()) {
+                Refresh::Permanent(format!(
+                    "{name} no longer accepts this login ({}); sign in again",
+                    if code.is_empty() { format!("HTTP {status}") } else { printable_code(&code) }
+                ))
+            } else {
+                Refresh::Transient(format!("{name} answered {status} ({})", printable_code(&code)))
+            };
+        }
+        match tokens_from(&body, Utc::now()) {
+            Some(tokens) => Refresh::Refreshed(tokens),
+            None => Refresh::Transient(format!("{name} answered in a way sesame-vault does not understand")),
+        }
+    }
+}
+
+/// Permanent refresh refusals (single-use tokens reused, revoked, expired).
+/// Anything else (say `invalid_client` from a misconfigured client id) is
+/// retried and logged, rather than signing every user out at once.
+const PERMANENT_REFRESH_ERRORS: &[&str] =
+    &["invalid_grant", "refresh_token_expired", "refresh_token_reused", "refresh_token_invalidated"];
+
+/// A provider's error body: `{"error": "...", "error_description": "..."}`,
+/// or OpenAI's `{"error": {"code": "...", "message": "..."}}`.
+pub(super) fn error_code(body: &Value) -> Option<String> {
+    match &body["error"] {
+        Value::String(code) => Some(code.clone()),
+        Value::Object(obj) => obj.get("code").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn secret_field(body: &Value, name: &str) -> Option<Secret> {
+    body[name].as_str().filter(|s| !s.is_empty() && s.len() <= 16 * 1024).map(|s| Secret::new(s.to_owned()))
+}
+
+/// A token response (`access_token`, optional `refresh_token`, `id_token`,
+/// `expires_in`, `scope`) into what the vault stores. ChatGPT tokens also
+/// carry the account id, which OpenAI's login files want.
+pub(super) fn tokens_from(body: &Value, now: DateTime<Utc>) -> Option<Tokens> {
+    let access_token = secret_field(body, "access_token")?;
+    let expires_at = body["expires_in"]
+        .as_i64()
+        .map(|s| now + Duration::seconds(s))
+        .or_else(|| super::jwt::expiry(access_token.expose()));
+    let id_token = secret_field(body, "id_token");
+    let account_id = id_token.as_ref().or(Some(&access_token)).and_then(|t| openai::account_id(t.expose()));
+    let scopes =
+        body["scope"].as_str().map(|s| s.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect());
+    Some(Tokens {
+        secret: SubscriptionSecret {
+            access_token,
+            refresh_token: secret_field(body, "refresh_token"),
+            id_token,
+            account_id,
+            last_refresh: Some(now),
+            scopes: scopes.unwrap_or_default(),
+        },
+        expires_at,
+    })
+}
+
+pub(super) fn unreachable_error(name: &str, why: &str) -> ProviderError {
+    ProviderError { message: format!("{name} could not be reached ({why}); try again in a moment"), transient: true }
+}
+
+pub(super) fn not_understood(name: &str) -> ProviderError {
+    ProviderError { message: format!("{name} answered in a way sesame-vault does not understand"), transient: false }
+}
+
+/// A provider error code, kept short and printable.
+pub(super) fn printable_code(code: &str) -> String {
+    code.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(48).collect()
+}
