@@ -1,7 +1,7 @@
 //! Codex: an OpenAI API key, or a ChatGPT login (pasted `~/.codex/auth.json`
 //! or tokens, or device sign-in), handed over as `~/.codex/auth.json` so it
 //! can refresh and hand back its login. OpenCode takes the same ChatGPT
-//! login ([`parse_chatgpt_login`]).
+//! login (`parse_chatgpt_login`).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

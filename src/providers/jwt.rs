@@ -4,7 +4,7 @@
 //!
 //! Two readings exist because two consumers disagree: people paste tokens
 //! that tools may have padded ([`claims`]), while Codex loads only the strict
-//! form ([`strict_claims`]) and refuses a file holding anything else.
+//! form ([`is_strict_jwt`]) and refuses a file holding anything else.
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
@@ -75,11 +75,8 @@ fn strict_parts(token: &str) -> Option<(&str, Map<String, Value>)> {
     Some((header, strict_object(payload)?))
 }
 
-/// The claims of a JWT in the strict form (see [`strict_parts`]).
-pub fn strict_claims(token: &str) -> Option<Map<String, Value>> {
-    strict_parts(token).map(|(_, claims)| claims)
-}
-
+/// Whether `token` is in the strict form Codex accepts: three non-empty
+/// parts, the middle one an unpadded base64url JSON object.
 pub fn is_strict_jwt(token: &str) -> bool {
     strict_parts(token).is_some()
 }
@@ -153,7 +150,7 @@ mod tests {
         claims.insert("a".into(), 1.into());
         let token = unsigned(claims.clone());
         assert!(is_strict_jwt(&token) && is_unsigned(&token));
-        assert_eq!(strict_claims(&token), Some(claims));
+        assert_eq!(strict_parts(&token).map(|(_, c)| c), Some(claims));
         assert!(!is_unsigned(&jwt(serde_json::json!({}))));
         // Padding is not the strict form.
         let padded = format!("{}.{}.sig", b64(b"{}"), base64::engine::general_purpose::URL_SAFE.encode(b"{\"a\":12}"));

@@ -4,7 +4,7 @@
 //! what a provider is, instead of matching on [`Provider`].
 //!
 //! Shared once: JWT reading ([`jwt`]), the HTTP client policy ([`http`]),
-//! the sign-in types and routing ([`signin`]).
+//! the sign-in types and routing (`signin.rs`).
 
 pub mod anthropic;
 pub mod github;
