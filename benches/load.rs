@@ -26,7 +26,6 @@
 //! something did not work (a request failed, the server died, a subscriber
 //! missed an event), so `--tiny` in CI proves the tool and the paths still work.
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,6 +41,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use serde_json::{json, Value};
+use sesame_test_support::{jwt, log_tail, ServerProcess};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -431,7 +431,7 @@ impl PerfRecording {
 // ---------------------------------------------------------------------------
 
 struct Server {
-    child: Child,
+    process: ServerProcess,
     pid: String,
     addr: SocketAddr,
     url: String,
@@ -443,70 +443,30 @@ struct Server {
 impl Server {
     /// The environment a server or CLI run gets: nothing inherited but PATH.
     fn command(bin: &Path, data_dir: &Path) -> Command {
-        let mut cmd = Command::new(bin);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "warn")
-            .env("SESAME_DATA_DIR", data_dir)
-            .env("SESAME_LISTEN", "127.0.0.1:0")
-            // The fan-out run opens every subscriber with one token; the
-            // per-principal limits (issue 12) are lifted for it.
-            .env("SESAME_GRAPHQL__MAX_SOCKETS_PER_PRINCIPAL", "1000000")
-            .env("SESAME_GRAPHQL__MAX_SUBSCRIPTIONS_PER_PRINCIPAL", "1000000");
-        cmd
+        // The fan-out run opens every subscriber with one token; the
+        // per-principal limits (issue 12) are lifted for it.
+        let env = [
+            ("SESAME_GRAPHQL__MAX_SOCKETS_PER_PRINCIPAL", "1000000"),
+            ("SESAME_GRAPHQL__MAX_SUBSCRIPTIONS_PER_PRINCIPAL", "1000000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        sesame_test_support::command(bin, data_dir, "warn", &env)
     }
 
     fn start(bin: &Path) -> Result<Server> {
         let dir = tempfile::Builder::new().prefix("sesame-bench-").tempdir().context("creating a temp data dir")?;
-        let log = std::fs::File::create(dir.path().join("server.log")).context("creating the server log")?;
-        let mut child = Server::command(bin, dir.path())
-            .arg("serve")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout pipe"))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut admin = None;
-            // Reads to the end so the server never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(token) = line.strip_prefix("Admin token (shown once, keep it safe): ") {
-                    admin = Some(token.trim().to_owned());
-                }
-                if let Some(url) = line.strip_prefix("sesame-vault listening on ") {
-                    let _ = tx.send((url.trim().to_owned(), admin.take()));
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let (url, admin) = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(v) => break v,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        bail!("the server exited ({status}) before listening; its log:\n{}", log_tail(dir.path(), 40));
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    bail!("the server did not print its URL within 60 s; its log:\n{}", log_tail(dir.path(), 40));
-                }
-            }
-        };
-        let Some(admin_token) = admin else {
-            let _ = child.kill();
-            let _ = child.wait();
+        let process = ServerProcess::start(Server::command(bin, dir.path()), dir.path())
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let Some(admin_token) = process.admin_token.clone() else {
             bail!("the server did not print a bootstrap admin token (is the data dir fresh?)");
         };
+        let url = process.url.clone();
         let addr: SocketAddr = url
             .strip_prefix("http://")
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| anyhow!("cannot parse the server URL {url:?}"))?;
-        let pid = child.id().to_string();
-        Ok(Server { child, pid, addr, url, admin_token, dir, bin: bin.to_owned() })
+        let pid = process.child.id().to_string();
+        Ok(Server { process, pid, addr, url, admin_token, dir, bin: bin.to_owned() })
     }
 
     /// Runs a CLI command against the server's data directory.
@@ -523,7 +483,7 @@ impl Server {
     }
 
     fn alive(&mut self) -> Result<()> {
-        match self.child.try_wait() {
+        match self.process.child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => {
                 bail!("the server died ({status}); the end of its log:\n{}", log_tail(self.dir.path(), 40))
@@ -533,55 +493,24 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn log_tail(dir: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 /// A small GraphQL client for setup and event triggers (not used for load).
 struct Gql {
     http: reqwest::Client,
-    url: String,
+    base: String,
 }
 
 impl Gql {
     fn new(base: &str) -> Result<Gql> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().context("building reqwest")?;
-        Ok(Gql { http, url: format!("{base}/graphql") })
+        Ok(Gql { http, base: base.to_owned() })
     }
 
     async fn ok(&self, token: &str, query: &str, variables: Value) -> Result<Value> {
-        let res = self
-            .http
-            .post(&self.url)
-            .bearer_auth(token)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .with_context(|| format!("POST {}", self.url))?;
-        let status = res.status();
-        let body: Value = res.json().await.with_context(|| format!("HTTP {status}: the body is not JSON"))?;
-        if body.get("errors").is_some() || !status.is_success() {
-            bail!("GraphQL call failed (HTTP {status}): {body}\nquery: {query}");
-        }
-        Ok(body["data"].clone())
+        sesame_test_support::graphql_ok(&self.http, &self.base, token, query, variables).await
     }
 
     async fn create_user(&self, admin: &str, email: &str) -> Result<(String, String)> {
-        let data = self
-            .ok(admin, "mutation($e: String!) { createUser(email: $e) { user { id } token } }", json!({ "e": email }))
-            .await?;
-        let id = data["createUser"]["user"]["id"].as_str().ok_or_else(|| anyhow!("createUser returned no id"))?;
-        let token = data["createUser"]["token"].as_str().ok_or_else(|| anyhow!("createUser returned no token"))?;
-        Ok((id.to_owned(), token.to_owned()))
+        sesame_test_support::create_user(&self.http, &self.base, admin, email).await
     }
 
     async fn set_api_key(&self, token: &str, provider: &str, key: &str) -> Result<()> {
@@ -603,15 +532,6 @@ impl Gql {
         .await
         .map(|_| ())
     }
-}
-
-/// An unsigned JWT with the given claims (the vault never verifies provider JWTs).
-fn jwt(claims: Value) -> String {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
-    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
-    format!("{header}.{body}.c2lnbmF0dXJl")
 }
 
 /// Everything the HTTP scenarios need, created through the public API.
@@ -817,7 +737,7 @@ async fn run_load(server: &Server, settings: &Settings, spec: LoadSpec) -> Resul
     let threads0 = thread_cpu(&server.pid);
     let perf = PerfRecording::start(
         settings.perf.as_deref(),
-        server.child.id(),
+        server.process.child.id(),
         &spec.name.replace([' ', '{', '}'], ""),
         settings.duration.as_secs_f64(),
     );
@@ -1155,7 +1075,8 @@ async fn ws_fanout(server: &mut Server, settings: &Settings, gql: &Gql, fixture:
     let mut rounds = Vec::new();
     for round in 1..=WS_ROUNDS {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let perf = PerfRecording::start(settings.perf.as_deref(), server.child.id(), &format!("ws-round{round}"), 2.0);
+        let perf =
+            PerfRecording::start(settings.perf.as_deref(), server.process.child.id(), &format!("ws-round{round}"), 2.0);
         let server_cpu0 = cpu_seconds(&server.pid)?;
         let client_cpu0 = cpu_seconds("self")?;
         let machine0 = machine_busy_seconds();

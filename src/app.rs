@@ -8,7 +8,7 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::flows::FlowEngine;
 use crate::graphql::{build_schema, VaultSchema};
-use crate::oauth::Providers;
+use crate::providers::Providers;
 use crate::store::{db, Store, StoreSettings};
 
 /// The opened service: store and schema, ready to serve or to run a command.
@@ -35,10 +35,13 @@ impl App {
         let keys = crate::keys::load_keyring(&config)?;
         let db = db::connect(&url).await?;
         let reader = db::open_reader(&url, &db).await?;
+        let events = crate::events::EventBus::default();
         let settings = StoreSettings {
             system_keys: config.system_keys.clone(),
             task_lease: config.tasks.lease,
             providers: Providers::new(config.oauth.clone())?,
+            events: events.clone(),
+            sink: crate::relay::sink_for(&db, &events),
         };
         let store = Store::new(db, reader, keys, settings);
         let flows = FlowEngine::new(store.clone());

@@ -1,35 +1,26 @@
-//! Credential events, fanned out to subscribers in this process.
+//! Credential events: what changed, as plain data (the GraphQL object that
+//! shows one is `graphql::types::CredentialEvent`), and the bus that fans
+//! them out to subscribers in this process.
 
-use async_graphql::{ComplexObject, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use crate::domain::{Agent, CredentialEventKind, CredentialStatus, Provider};
 
-/// Metadata only: an event never carries secret material.
-#[derive(Clone, Debug, SimpleObject, serde::Serialize, serde::Deserialize)]
-#[graphql(complex)]
+/// Metadata only: an event never carries secret material. Serialised as the
+/// PostgreSQL notification payload.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CredentialEvent {
     /// The outbox row id: unique per event, so duplicates can be dropped.
-    #[graphql(skip)]
     pub seq: i64,
     pub kind: CredentialEventKind,
-    pub credential_id: ID,
-    pub owner_id: ID,
+    pub credential_id: String,
+    pub owner_id: String,
     pub provider: Provider,
     pub agent: Option<Agent>,
     pub status: Option<CredentialStatus>,
     pub at: DateTime<Utc>,
     pub message: Option<String>,
-}
-
-#[ComplexObject]
-impl CredentialEvent {
-    /// The event's id: pass the last one you received as
-    /// `credentialEvents(after:)` to get what you missed while away.
-    async fn id(&self) -> ID {
-        ID(self.seq.to_string())
-    }
 }
 
 #[derive(Clone)]
@@ -53,5 +44,19 @@ impl EventBus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<CredentialEvent> {
         self.tx.subscribe()
+    }
+}
+
+/// One instance (SQLite): announcements stay in this process; events reach
+/// subscribers once their transaction committed.
+impl crate::store::EventSink for EventBus {
+    fn announce(&self, _channel: crate::store::Channel, _payload: &str) -> Option<sea_orm::Statement> {
+        None
+    }
+
+    fn publish(&self, events: Vec<CredentialEvent>) {
+        for event in events {
+            EventBus::publish(self, event);
+        }
     }
 }

@@ -42,7 +42,7 @@ fn token_json(t: &AccessToken) -> serde_json::Value {
     json!({
         "id": t.id.as_str(),
         "kind": match t.kind { TokenKind::User => "USER", TokenKind::Runner => "RUNNER" },
-        "userId": t.user_id.as_ref().map(|u| u.as_str()),
+        "userId": t.user_id.as_deref(),
         "name": t.name,
         "createdAt": t.created_at,
         "lastUsedAt": t.last_used_at,
@@ -73,7 +73,7 @@ pub async fn token_list(app: &App, user: Option<&str>, as_json: bool) -> anyhow:
         println!(
             "{}  {kind:<6}  user {}  name {}  created {}  last used {}  expires {}",
             t.id.as_str(),
-            t.user_id.as_ref().map(|u| u.as_str()).unwrap_or("-"),
+            t.user_id.as_deref().unwrap_or("-"),
             t.name.as_deref().unwrap_or("-"),
             t.created_at.to_rfc3339(),
             at(t.last_used_at),

@@ -8,29 +8,47 @@
 //! delivered twice. On SQLite there is one instance and events stay
 //! in-process.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use sqlx::postgres::PgListener;
 
-use crate::error::ApiResult;
-use crate::events::CredentialEvent;
+use crate::events::{CredentialEvent, EventBus};
 use crate::flows::{FlowEngine, FlowUpdate};
-use crate::store::Store;
+use crate::store::{Channel, EventSink, Store};
 
 pub const EVENTS_CHANNEL: &str = "sesame_credential_events";
 pub const FLOWS_CHANNEL: &str = "sesame_flow_updates";
 
-/// Announces `payload` on `channel`; inside a transaction it is sent on commit.
-pub async fn notify<C: ConnectionTrait>(db: &C, channel: &str, payload: &impl serde::Serialize) -> ApiResult<()> {
-    let json = serde_json::to_string(payload).map_err(crate::error::ApiError::internal)?;
-    db.execute(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT pg_notify($1, $2)",
-        [channel.into(), json.into()],
-    ))
-    .await?;
-    Ok(())
+/// The store's sink for `db`: NOTIFY on PostgreSQL, the in-process bus
+/// otherwise.
+pub fn sink_for(db: &DatabaseConnection, bus: &EventBus) -> Arc<dyn EventSink> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        Arc::new(Notifier)
+    } else {
+        Arc::new(bus.clone())
+    }
+}
+
+/// Announces with `pg_notify`; inside a transaction it is sent on commit.
+/// Local subscribers hear back through [`start`]'s listener.
+pub struct Notifier;
+
+impl EventSink for Notifier {
+    fn announce(&self, channel: Channel, payload: &str) -> Option<Statement> {
+        let channel = match channel {
+            Channel::CredentialEvents => EVENTS_CHANNEL,
+            Channel::FlowUpdates => FLOWS_CHANNEL,
+        };
+        Some(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [channel.into(), payload.into()],
+        ))
+    }
+
+    fn publish(&self, _events: Vec<CredentialEvent>) {}
 }
 
 /// Starts the listener (PostgreSQL only). When its connection is lost it

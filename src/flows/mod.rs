@@ -1,57 +1,182 @@
-//! OAuth sign-in flows: the engine, and the GraphQL entry points over it.
+//! The sign-in flow engine: stores flows (secrets encrypted), polls device
+//! flows in the background with the provider's rules, resumes after a
+//! restart, and fans status changes out to subscribers. It returns plain
+//! views ([`DeviceFlow`], [`AuthorizationFlow`]); `graphql::flows` shows
+//! them.
+//!
+//! Each pending device flow is polled by one instance at a time: the
+//! poller holds a lease in the database (`lease_owner`, `lease_until`) and
+//! renews it every loop; a sweep picks up flows whose lease ran out.
+//!
+//! Here: the engine and its announcements; `sign_in` starts, completes,
+//! cancels and reads flows; `poller` polls device flows and sweeps for
+//! orphans; `upkeep` seals old rows and deletes finished ones.
 
-mod engine;
+mod poller;
+mod sign_in;
+mod upkeep;
+mod view;
 
-use async_graphql::{Context, ID};
-use futures_util::Stream;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-pub use engine::{FlowEngine, FlowUpdate};
+use chrono::Duration;
+use sea_orm::EntityTrait;
+use tokio::sync::{broadcast, Notify};
 
-use crate::domain::{Agent, Provider};
-use crate::error::ApiResult;
-use crate::graphql::types::{AuthorizationFlow, Credential, DeviceFlow};
-use crate::graphql::{principal, store};
-use crate::ids::parse_id;
+pub use view::{AuthorizationFlow, DeviceFlow};
 
-fn engine<'a>(ctx: &Context<'a>) -> &'a FlowEngine {
-    ctx.data_unchecked::<FlowEngine>()
+use crate::crypto::Binding;
+use crate::entities::oauth_flow;
+use crate::error::{ApiError, ApiResult};
+use crate::ids::new_id;
+use crate::providers::FlowSecret;
+use crate::store::{Channel, Store, FLOW_FIELD as FIELD};
+use view::view;
+
+const KIND_DEVICE: &str = "DEVICE";
+const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
+/// First key of the per-person advisory lock around the pending-flow limit
+/// (PostgreSQL; arbitrary, stable).
+const PENDING_LIMIT_LOCK: i32 = 0x5e5a_0001;
+/// A completion in progress holds the flow with this lease-owner prefix.
+const COMPLETING: &str = "complete:";
+/// The poller wakes at least this often to renew its lease.
+const MAX_SLEEP: Duration = Duration::seconds(5);
+/// A watcher that heard nothing for this long re-reads the flow.
+const REREAD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often each instance looks for pending flows nobody polls.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A visible change of a device flow.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct FlowUpdate {
+    pub owner_id: String,
+    pub revision: i64,
+    pub flow: DeviceFlow,
 }
 
-pub async fn device_flow(ctx: &Context<'_>, id: &ID) -> ApiResult<Option<DeviceFlow>> {
-    let owner = store(ctx).owner(principal(ctx)?)?;
-    engine(ctx).device_flow(&owner, &parse_id("id", id)?).await
+#[derive(Clone)]
+pub struct FlowEngine {
+    inner: Arc<Inner>,
 }
 
-pub async fn pending_device_flows(ctx: &Context<'_>) -> ApiResult<Vec<DeviceFlow>> {
-    let owner = store(ctx).owner(principal(ctx)?)?;
-    engine(ctx).pending_device_flows(&owner).await
+struct Inner {
+    store: Store,
+    bus: broadcast::Sender<FlowUpdate>,
+    /// This process's id as a lease owner.
+    instance: String,
+    /// Flows polled by this process, with the handle that wakes the poller.
+    running: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
-pub async fn start_device_flow(ctx: &Context<'_>, agent: Agent, provider: Provider) -> ApiResult<DeviceFlow> {
-    let owner = store(ctx).owner(principal(ctx)?)?;
-    engine(ctx).start_device(&owner, agent, provider).await
+/// Who may end a flow.
+#[derive(Clone, Copy)]
+enum Holder<'a> {
+    Anyone,
+    /// The instance polling it, or the request completing it.
+    Lease(&'a str),
+    /// Anyone but a completion in progress (a cancel).
+    NotCompleting,
 }
 
-pub async fn start_authorization_flow(
-    ctx: &Context<'_>,
-    agent: Agent,
-    provider: Provider,
-) -> ApiResult<AuthorizationFlow> {
-    let owner = store(ctx).owner(principal(ctx)?)?;
-    engine(ctx).start_authorization(&owner, agent, provider).await
+fn binding<'a>(row: &'a oauth_flow::Model) -> Binding<'a> {
+    Binding { owner_id: &row.owner_id, record_id: &row.id, field: FIELD }
 }
 
-pub async fn complete_authorization_flow(ctx: &Context<'_>, id: &ID, code: &str) -> ApiResult<Credential> {
-    let owner = store(ctx).owner(principal(ctx)?)?;
-    engine(ctx).complete(&owner, &parse_id("id", id)?, code).await.map(Credential)
-}
+impl FlowEngine {
+    pub fn new(store: Store) -> FlowEngine {
+        FlowEngine {
+            inner: Arc::new(Inner {
+                store,
+                bus: broadcast::channel(1024).0,
+                instance: new_id(),
+                running: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
 
-pub async fn cancel_flow(ctx: &Context<'_>, id: &ID) -> ApiResult<bool> {
-    let owner = store(ctx).owner(principal(ctx)?)?;
-    engine(ctx).cancel(&owner, &parse_id("id", id)?).await
-}
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
 
-pub async fn device_flow_status(ctx: &Context<'_>, id: &ID) -> ApiResult<impl Stream<Item = DeviceFlow> + use<>> {
-    let owner = store(ctx).owner(principal(ctx)?)?;
-    engine(ctx).watch(&owner, &parse_id("id", id)?).await
+    /// How long a poller's claim on a flow lasts without renewal: longer
+    /// than one poll can take (OpenAI's is two requests), so a live poller
+    /// never loses its flow to another instance mid-request.
+    fn lease(&self) -> Duration {
+        Duration::from_std(self.config().http_timeout * 2).unwrap_or(Duration::minutes(1)) + Duration::seconds(10)
+    }
+
+    fn config(&self) -> &crate::config::OauthConfig {
+        self.store().providers().config()
+    }
+
+    /// Receives every flow change made in this process (and, with a shared
+    /// database and a relay, others).
+    pub fn updates(&self) -> broadcast::Receiver<FlowUpdate> {
+        self.inner.bus.subscribe()
+    }
+
+    /// Publishes a change to local subscribers.
+    pub fn publish(&self, update: FlowUpdate) {
+        let _ = self.inner.bus.send(update);
+    }
+
+    /// Publishes a change announced over PostgreSQL: the notification holds
+    /// no user code, so the flow is read back (and decrypted) here.
+    pub async fn publish_notified(&self, update: FlowUpdate) {
+        let id = update.flow.id.to_string();
+        let fresh = async {
+            let row = oauth_flow::Entity::find_by_id(id.as_str()).one(self.store().db()).await?;
+            row.map(|row| {
+                let flow = view(self.store().keys(), &row)?;
+                Ok::<_, ApiError>(FlowUpdate { owner_id: row.owner_id.clone(), revision: row.revision, flow })
+            })
+            .transpose()
+        };
+        match fresh.await {
+            Ok(Some(update)) => self.publish(update),
+            // Deleted meanwhile (housekeeping): nothing left to show.
+            Ok(None) => {}
+            Err(ApiError::Internal(e)) => {
+                tracing::error!(flow = %id, error = format!("{e:#}"), "reading a notified flow failed")
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Announces a flow's new state through the store's sink: in-process on
+    /// SQLite; on PostgreSQL to every instance (this one included) through
+    /// the relay.
+    async fn publish_row(&self, row: &oauth_flow::Model) -> ApiResult<()> {
+        if row.kind != KIND_DEVICE {
+            return Ok(());
+        }
+        let update = FlowUpdate {
+            owner_id: row.owner_id.clone(),
+            revision: row.revision,
+            flow: view(self.store().keys(), row)?,
+        };
+        // A notification (PostgreSQL) is readable by any session LISTENing
+        // on the database: it carries no user code or link; receivers read
+        // the flow back (`publish_notified`).
+        let mut slim = update.clone();
+        slim.flow.user_code = String::new();
+        slim.flow.verification_uri_complete = None;
+        if !self.store().announce(self.store().db(), Channel::FlowUpdates, &slim).await? {
+            self.publish(update);
+        }
+        Ok(())
+    }
+
+    fn seal(&self, owner_id: &str, id: &str, secret: &FlowSecret) -> ApiResult<String> {
+        let plain = zeroize::Zeroizing::new(serde_json::to_vec(secret).map_err(ApiError::internal)?);
+        Ok(self.store().keys().encrypt(&plain, Binding { owner_id, record_id: id, field: FIELD }))
+    }
+
+    fn open(&self, row: &oauth_flow::Model) -> ApiResult<FlowSecret> {
+        let plain = self.store().keys().decrypt(&row.secret, binding(row))?;
+        serde_json::from_slice(&plain)
+            .map_err(|_| ApiError::internal(anyhow::anyhow!("flow {} secret does not parse", row.id)))
+    }
 }

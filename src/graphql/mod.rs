@@ -3,12 +3,15 @@
 
 mod documents;
 mod event_stream;
+mod flows;
 pub mod gate;
 mod guards;
 mod mutation;
+mod people;
 mod query;
 mod subscription;
 pub mod subscription_limits;
+mod tasks;
 pub mod types;
 
 use async_graphql::{Context, SDLExportOptions, Schema};

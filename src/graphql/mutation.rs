@@ -2,15 +2,16 @@ use async_graphql::{Context, Object, ID};
 use chrono::{DateTime, Utc};
 
 use super::guards::{AdminGuard, PersonGuard, RunnerGuard, SignedIn};
+use super::people::{DeletedPerson, Person};
 use super::types::{
     AuthorizationFlow, Credential, CredentialFileInput, DeviceFlow, NewToken, NewUser, SubscriptionCredentialInput,
     TaskCredentials,
 };
 use super::{principal, store};
-use crate::credential_input::{parse_subscription, ApiKey, SubscriptionInput};
+use crate::agents::{parse_subscription, SubscriptionInput};
 use crate::domain::{Agent, Provider, Role};
 use crate::ids::parse_id;
-use crate::store::{DeletedPerson, Person};
+use crate::providers::ApiKey;
 use async_graphql::Result;
 
 pub struct MutationRoot;
@@ -72,7 +73,7 @@ impl MutationRoot {
 
     #[graphql(guard = "PersonGuard")]
     async fn start_device_flow(&self, ctx: &Context<'_>, agent: Agent, provider: Provider) -> Result<DeviceFlow> {
-        Ok(crate::flows::start_device_flow(ctx, agent, provider).await?)
+        Ok(super::flows::start_device_flow(ctx, agent, provider).await?)
     }
 
     #[graphql(guard = "PersonGuard")]
@@ -82,7 +83,7 @@ impl MutationRoot {
         agent: Agent,
         provider: Provider,
     ) -> Result<AuthorizationFlow> {
-        Ok(crate::flows::start_authorization_flow(ctx, agent, provider).await?)
+        Ok(super::flows::start_authorization_flow(ctx, agent, provider).await?)
     }
 
     /// code is what the provider showed, e.g. 'abc#state'.
@@ -93,12 +94,12 @@ impl MutationRoot {
         id: ID,
         #[graphql(secret)] code: String,
     ) -> Result<Credential> {
-        Ok(crate::flows::complete_authorization_flow(ctx, &id, &code).await?)
+        Ok(super::flows::complete_authorization_flow(ctx, &id, &code).await?)
     }
 
     #[graphql(guard = "PersonGuard")]
     async fn cancel_flow(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
-        Ok(crate::flows::cancel_flow(ctx, &id).await?)
+        Ok(super::flows::cancel_flow(ctx, &id).await?)
     }
 
     /// ADMIN only.
@@ -111,7 +112,7 @@ impl MutationRoot {
     ) -> Result<NewUser> {
         let admin = store(ctx).admin(principal(ctx)?)?;
         let (user, token) = admin.create_user(&email, role.unwrap_or(Role::User)).await?;
-        Ok(NewUser { user, token: token.to_string() })
+        Ok(NewUser { user: user.into(), token: token.to_string() })
     }
 
     /// A new token for the caller, shown once (only its hash is stored).
@@ -123,7 +124,7 @@ impl MutationRoot {
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<NewToken> {
         let (access_token, token) = store(ctx).owner(principal(ctx)?)?.create_token(&name, expires_at).await?;
-        Ok(NewToken { access_token, token: token.to_string() })
+        Ok(NewToken { access_token: access_token.into(), token: token.to_string() })
     }
 
     /// Revokes a token: a person their own (anyone else's is NOT_FOUND), an admin any.
@@ -142,7 +143,7 @@ impl MutationRoot {
     #[graphql(guard = "AdminGuard")]
     async fn create_runner_token(&self, ctx: &Context<'_>, name: String) -> Result<NewToken> {
         let (access_token, token) = store(ctx).admin(principal(ctx)?)?.create_runner_token(&name).await?;
-        Ok(NewToken { access_token, token: token.to_string() })
+        Ok(NewToken { access_token: access_token.into(), token: token.to_string() })
     }
 
     /// ADMIN only: their tokens and JWTs are refused and their credentials not issued; nothing is deleted.
@@ -150,14 +151,14 @@ impl MutationRoot {
     #[graphql(guard = "AdminGuard")]
     async fn disable_user(&self, ctx: &Context<'_>, id: ID) -> Result<Person> {
         let id = parse_id("id", &id)?;
-        Ok(store(ctx).admin(principal(ctx)?)?.set_disabled(&id, true).await?)
+        Ok(store(ctx).admin(principal(ctx)?)?.set_disabled(&id, true).await?.into())
     }
 
     /// ADMIN only.
     #[graphql(guard = "AdminGuard")]
     async fn enable_user(&self, ctx: &Context<'_>, id: ID) -> Result<Person> {
         let id = parse_id("id", &id)?;
-        Ok(store(ctx).admin(principal(ctx)?)?.set_disabled(&id, false).await?)
+        Ok(store(ctx).admin(principal(ctx)?)?.set_disabled(&id, false).await?.into())
     }
 
     /// ADMIN only: removes their credentials and sign-ins in progress and revokes their tokens; the audit
@@ -165,7 +166,7 @@ impl MutationRoot {
     #[graphql(guard = "AdminGuard")]
     async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> Result<DeletedPerson> {
         let id = parse_id("id", &id)?;
-        Ok(store(ctx).admin(principal(ctx)?)?.delete_user(&id).await?)
+        Ok(store(ctx).admin(principal(ctx)?)?.delete_user(&id).await?.into())
     }
 
     /// ADMIN only: delete without reading.
@@ -194,7 +195,7 @@ impl MutationRoot {
         provider: Option<Provider>,
         task_id: String,
     ) -> Result<TaskCredentials> {
-        Ok(crate::tasks::issue(ctx, &user_id, agent, provider, &task_id).await?)
+        Ok(super::tasks::issue(ctx, &user_id, agent, provider, &task_id).await?)
     }
 
     /// RUNNER only: after a run, hand back credential files the agent may have refreshed.
@@ -205,6 +206,6 @@ impl MutationRoot {
         task_id: String,
         files: Vec<CredentialFileInput>,
     ) -> Result<Vec<Credential>> {
-        Ok(crate::tasks::return_files(ctx, &task_id, files).await?)
+        Ok(super::tasks::return_files(ctx, &task_id, files).await?)
     }
 }

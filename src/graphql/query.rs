@@ -1,14 +1,14 @@
 use async_graphql::{Context, Object, ID};
 
 use super::guards::{AdminGuard, PersonGuard, SignedIn};
+use super::people::{AccessToken, Person, User};
 use super::types::{
     AgentInfo, AuditEntryConnection, Credential, CredentialConnection, DeviceFlow, SystemKey, UserConnection,
 };
 use super::{principal, store};
-use crate::catalog;
+use crate::agents::catalog;
 use crate::domain::{CredentialStatus, Provider};
 use crate::ids::{decode_cursor, page_size, parse_id};
-use crate::store::{AccessToken, Person, User};
 use async_graphql::Result;
 
 pub struct QueryRoot;
@@ -18,7 +18,7 @@ impl QueryRoot {
     /// The signed-in person.
     #[graphql(guard = "PersonGuard")]
     async fn me(&self, ctx: &Context<'_>) -> Result<User> {
-        Ok(store(ctx).owner(principal(ctx)?)?.me().await?)
+        Ok(store(ctx).owner(principal(ctx)?)?.me().await?.into())
     }
 
     /// Every agent, with the ways to authenticate it and the setup steps.
@@ -67,13 +67,13 @@ impl QueryRoot {
     /// Owner only.
     #[graphql(guard = "PersonGuard")]
     async fn device_flow(&self, ctx: &Context<'_>, id: ID) -> Result<Option<DeviceFlow>> {
-        Ok(crate::flows::device_flow(ctx, &id).await?)
+        Ok(super::flows::device_flow(ctx, &id).await?)
     }
 
     /// Owner only: the caller's device sign-ins still in progress, newest first (to resume them).
     #[graphql(guard = "PersonGuard")]
     async fn my_pending_device_flows(&self, ctx: &Context<'_>) -> Result<Vec<DeviceFlow>> {
-        Ok(crate::flows::pending_device_flows(ctx).await?)
+        Ok(super::flows::pending_device_flows(ctx).await?)
     }
 
     /// ADMIN only.
@@ -86,7 +86,7 @@ impl QueryRoot {
     ) -> Result<UserConnection> {
         let admin = store(ctx).admin(principal(ctx)?)?;
         let page = admin.users(page_size(first)?, decode_cursor(after.as_deref())?).await?;
-        Ok(UserConnection { nodes: page.nodes, next_cursor: page.next_cursor })
+        Ok(UserConnection { nodes: page.nodes.into_iter().map(User::from).collect(), next_cursor: page.next_cursor })
     }
 
     /// ADMIN only: metadata of every user's credentials.
@@ -111,7 +111,7 @@ impl QueryRoot {
     /// The caller's own live tokens (never the tokens themselves).
     #[graphql(guard = "PersonGuard")]
     async fn my_tokens(&self, ctx: &Context<'_>) -> Result<Vec<AccessToken>> {
-        Ok(store(ctx).owner(principal(ctx)?)?.my_tokens().await?)
+        Ok(store(ctx).owner(principal(ctx)?)?.my_tokens().await?.into_iter().map(AccessToken::from).collect())
     }
 
     /// ADMIN only: live tokens of one person, or every token (runners' too) without userId.
@@ -119,13 +119,13 @@ impl QueryRoot {
     async fn tokens(&self, ctx: &Context<'_>, user_id: Option<ID>) -> Result<Vec<AccessToken>> {
         let admin = store(ctx).admin(principal(ctx)?)?;
         let user_id = user_id.map(|id| parse_id("userId", &id)).transpose()?;
-        Ok(admin.tokens(user_id.as_deref()).await?)
+        Ok(admin.tokens(user_id.as_deref()).await?.into_iter().map(AccessToken::from).collect())
     }
 
     /// ADMIN only: every person, with whether they are disabled and how they sign in.
     #[graphql(guard = "AdminGuard")]
     async fn people(&self, ctx: &Context<'_>) -> Result<Vec<Person>> {
-        Ok(store(ctx).admin(principal(ctx)?)?.people().await?)
+        Ok(store(ctx).admin(principal(ctx)?)?.people().await?.into_iter().map(Person::from).collect())
     }
 
     /// ADMIN only: who did what to which credential, oldest first. Never secret material.
@@ -140,6 +140,9 @@ impl QueryRoot {
     ) -> Result<AuditEntryConnection> {
         let admin = store(ctx).admin(principal(ctx)?)?;
         let page = admin.audit_log(page_size(first)?, decode_cursor(after.as_deref())?, newest_first).await?;
-        Ok(AuditEntryConnection { nodes: page.nodes, next_cursor: page.next_cursor })
+        Ok(AuditEntryConnection {
+            nodes: page.nodes.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 }

@@ -1,12 +1,11 @@
 use async_graphql::{Context, Subscription, ID};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 
 use super::guards::PersonGuard;
 use super::subscription_limits::RootFieldTicket;
-use super::types::DeviceFlow;
+use super::types::{CredentialEvent, DeviceFlow};
 use super::{principal, store};
 use crate::error::ApiError;
-use crate::events::CredentialEvent;
 use async_graphql::Result;
 
 pub struct SubscriptionRoot;
@@ -17,7 +16,7 @@ impl SubscriptionRoot {
     #[graphql(guard = "PersonGuard")]
     async fn device_flow_status(&self, ctx: &Context<'_>, id: ID) -> Result<impl Stream<Item = DeviceFlow>> {
         single_root_field(ctx)?;
-        Ok(crate::flows::device_flow_status(ctx, &id).await?)
+        Ok(super::flows::device_flow_status(ctx, &id).await?)
     }
 
     /// The caller's own credential events; ADMIN receives every user's (metadata only).
@@ -32,7 +31,7 @@ impl SubscriptionRoot {
         let principal = principal(ctx)?.clone();
         let store = store(ctx).clone();
         let after = super::event_stream::resume_point(&store, &principal, after.as_ref().map(|id| id.as_str())).await?;
-        Ok(super::event_stream::events(store, principal, after))
+        Ok(super::event_stream::events(store, principal, after).map(CredentialEvent))
     }
 }
 

@@ -1,16 +1,19 @@
 //! API object types. They wrap store views; no database row is exposed.
 
-use async_graphql::{ComplexObject, Context, InputObject, Object, SimpleObject, ID};
+use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
 use super::guards::PersonGuard;
 use super::{principal, store};
-use crate::catalog;
-use crate::domain::{Agent, AuthMethod, CredentialKind, CredentialSource, CredentialStatus, FlowStatus, Provider};
+use crate::agents::catalog;
+use crate::domain::{
+    Agent, AuthMethod, CredentialEventKind, CredentialKind, CredentialSource, CredentialStatus, FlowStatus, Provider,
+};
 use async_graphql::Result;
 
+use super::people::{AccessToken, AuditEntry, User};
 use crate::error::ApiError;
-use crate::store::{AuditEntry, CredentialMeta, User};
+use crate::store::CredentialMeta;
 
 /// A stored credential's metadata. The secret itself is never a field.
 pub struct Credential(pub CredentialMeta);
@@ -22,7 +25,7 @@ impl Credential {
     }
 
     async fn owner(&self, ctx: &Context<'_>) -> Result<User> {
-        Ok(store(ctx).user(&self.0.owner_id).await?.ok_or_else(|| ApiError::not_found("user"))?)
+        Ok(store(ctx).user(&self.0.owner_id).await?.ok_or_else(|| ApiError::not_found("user"))?.into())
     }
 
     async fn provider(&self) -> Provider {
@@ -79,6 +82,51 @@ impl Credential {
     }
 }
 
+/// A credential event (`crate::events`), as subscribers see it.
+pub struct CredentialEvent(pub crate::events::CredentialEvent);
+
+/// Metadata only: an event never carries secret material.
+#[Object]
+impl CredentialEvent {
+    /// The event's id: pass the last one you received as
+    /// `credentialEvents(after:)` to get what you missed while away.
+    async fn id(&self) -> ID {
+        ID(self.0.seq.to_string())
+    }
+
+    async fn kind(&self) -> CredentialEventKind {
+        self.0.kind
+    }
+
+    async fn credential_id(&self) -> ID {
+        ID(self.0.credential_id.clone())
+    }
+
+    async fn owner_id(&self) -> ID {
+        ID(self.0.owner_id.clone())
+    }
+
+    async fn provider(&self) -> Provider {
+        self.0.provider
+    }
+
+    async fn agent(&self) -> Option<Agent> {
+        self.0.agent
+    }
+
+    async fn status(&self) -> Option<CredentialStatus> {
+        self.0.status
+    }
+
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+
+    async fn message(&self) -> Option<&str> {
+        self.0.message.as_deref()
+    }
+}
+
 #[derive(SimpleObject)]
 pub struct CredentialConnection {
     pub nodes: Vec<Credential>,
@@ -100,7 +148,7 @@ pub struct AuditEntryConnection {
 
 #[derive(SimpleObject)]
 pub struct NewToken {
-    pub access_token: crate::store::AccessToken,
+    pub access_token: AccessToken,
     /// Shown once; only its hash is stored.
     pub token: String,
 }
@@ -158,31 +206,57 @@ pub struct SystemKey {
     pub configured: bool,
 }
 
-/// A device sign-in in progress (RFC 8628 or OpenAI's device login).
-#[derive(SimpleObject, Clone, Debug, serde::Serialize, serde::Deserialize)]
-#[graphql(complex)]
-pub struct DeviceFlow {
-    pub id: ID,
-    pub agent: Agent,
-    pub provider: Provider,
-    pub status: FlowStatus,
-    pub user_code: String,
-    pub verification_uri: String,
-    pub verification_uri_complete: Option<String>,
-    pub expires_at: DateTime<Utc>,
-    /// Current poll interval in seconds (grows on slow_down).
-    pub interval: i32,
-    /// Why the flow failed or was denied, in words a person understands.
-    pub message: Option<String>,
-    #[graphql(skip)]
-    pub credential_id: Option<String>,
-}
+/// A device sign-in (`crate::flows`), as its owner sees it.
+pub struct DeviceFlow(pub crate::flows::DeviceFlow);
 
-#[ComplexObject]
+/// A device sign-in in progress (RFC 8628 or OpenAI's device login).
+#[Object]
 impl DeviceFlow {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    async fn agent(&self) -> Agent {
+        self.0.agent
+    }
+
+    async fn provider(&self) -> Provider {
+        self.0.provider
+    }
+
+    async fn status(&self) -> FlowStatus {
+        self.0.status
+    }
+
+    async fn user_code(&self) -> &str {
+        &self.0.user_code
+    }
+
+    async fn verification_uri(&self) -> &str {
+        &self.0.verification_uri
+    }
+
+    async fn verification_uri_complete(&self) -> Option<&str> {
+        self.0.verification_uri_complete.as_deref()
+    }
+
+    async fn expires_at(&self) -> DateTime<Utc> {
+        self.0.expires_at
+    }
+
+    /// Current poll interval in seconds (grows on slow_down).
+    async fn interval(&self) -> i32 {
+        self.0.interval
+    }
+
+    /// Why the flow failed or was denied, in words a person understands.
+    async fn message(&self) -> Option<&str> {
+        self.0.message.as_deref()
+    }
+
     /// Set once status is AUTHORIZED.
     async fn credential(&self, ctx: &Context<'_>) -> Result<Option<Credential>> {
-        let Some(id) = &self.credential_id else { return Ok(None) };
+        let Some(id) = &self.0.credential_id else { return Ok(None) };
         let owner = store(ctx).owner(principal(ctx)?)?;
         Ok(owner.credential(id).await?.map(Credential))
     }
@@ -196,6 +270,19 @@ pub struct AuthorizationFlow {
     pub status: FlowStatus,
     pub authorize_url: String,
     pub expires_at: DateTime<Utc>,
+}
+
+impl From<crate::flows::AuthorizationFlow> for AuthorizationFlow {
+    fn from(f: crate::flows::AuthorizationFlow) -> AuthorizationFlow {
+        AuthorizationFlow {
+            id: ID(f.id),
+            agent: f.agent,
+            provider: f.provider,
+            status: f.status,
+            authorize_url: f.authorize_url,
+            expires_at: f.expires_at,
+        }
+    }
 }
 
 #[derive(SimpleObject, Clone)]

@@ -1,13 +1,12 @@
 //! What an admin may do: see metadata, create users, delete credentials.
 //! There is deliberately no method here that decrypts anything.
 
-use async_graphql::{SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 use zeroize::Zeroizing;
 
 use super::audit::{Action, Actor};
-use super::{CredentialMeta, Page, Store, User};
+use super::{CredentialMeta, Page, Person, Store};
 use crate::auth::Principal;
 use crate::domain::{CredentialStatus, Role};
 use crate::entities::{audit_log, credential, user};
@@ -22,20 +21,20 @@ pub struct AdminHandle {
 }
 
 /// One audit entry, as admins page through them.
-#[derive(Clone, Debug, SimpleObject)]
+#[derive(Clone, Debug)]
 pub struct AuditEntry {
-    pub id: ID,
+    pub id: String,
     pub at: DateTime<Utc>,
     /// USER, ADMIN, RUNNER or SYSTEM.
     pub actor_kind: String,
-    pub actor_id: Option<ID>,
+    pub actor_id: Option<String>,
     /// The acting person's email (kept after they are deleted).
     pub actor_email: Option<String>,
     pub action: String,
-    pub owner_id: Option<ID>,
+    pub owner_id: Option<String>,
     /// The owner's email (kept after they are deleted).
     pub owner_email: Option<String>,
-    pub credential_id: Option<ID>,
+    pub credential_id: Option<String>,
     pub provider: Option<String>,
     pub agent: Option<String>,
     pub task_id: Option<String>,
@@ -59,13 +58,14 @@ impl AdminHandle {
         Actor::Principal(&self.principal)
     }
 
-    pub async fn users(&self, limit: u64, after: Option<String>) -> ApiResult<Page<User>> {
+    pub async fn users(&self, limit: u64, after: Option<String>) -> ApiResult<Page<Person>> {
         let mut query = user::Entity::find().order_by_asc(user::Column::Id).limit(limit + 1);
         if let Some(after) = after {
             query = query.filter(user::Column::Id.gt(after));
         }
-        let rows = query.all(self.store.db()).await?.into_iter().map(User::try_from).collect::<ApiResult<Vec<_>>>()?;
-        Ok(paginate(rows, limit, |u| u.id.to_string()))
+        let rows =
+            query.all(self.store.db()).await?.into_iter().map(Person::try_from).collect::<ApiResult<Vec<_>>>()?;
+        Ok(paginate(rows, limit, |u| u.id.clone()))
     }
 
     pub async fn credentials(
@@ -99,7 +99,7 @@ impl AdminHandle {
             .transpose()
     }
 
-    pub async fn create_user(&self, email: &str, role: Role) -> ApiResult<(User, Zeroizing<String>)> {
+    pub async fn create_user(&self, email: &str, role: Role) -> ApiResult<(Person, Zeroizing<String>)> {
         self.store.create_user(self.actor(), email, role).await
     }
 
@@ -172,21 +172,21 @@ impl AdminHandle {
         let rows = rows
             .into_iter()
             .map(|m| AuditEntry {
-                id: ID(m.id.to_string()),
+                id: m.id.to_string(),
                 at: m.at,
                 actor_email: if is_person(&m.actor_kind) { email_of(&m.actor_id).or(m.actor_email) } else { None },
                 actor_kind: m.actor_kind,
-                actor_id: m.actor_id.map(ID),
+                actor_id: m.actor_id,
                 action: m.action,
                 owner_email: email_of(&m.owner_id).or(m.owner_email),
-                owner_id: m.owner_id.map(ID),
-                credential_id: m.credential_id.map(ID),
+                owner_id: m.owner_id,
+                credential_id: m.credential_id,
                 provider: m.provider,
                 agent: m.agent,
                 task_id: m.task_id,
                 detail: m.detail,
             })
             .collect();
-        Ok(paginate(rows, limit, |e: &AuditEntry| e.id.to_string()))
+        Ok(paginate(rows, limit, |e: &AuditEntry| e.id.clone()))
     }
 }

@@ -1,7 +1,6 @@
 //! Credential rows: metadata views, the encrypted payload, and the writes
 //! shared by the role handles.
 
-use async_graphql::ID;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
@@ -9,13 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use super::audit::{self, Action, Actor};
 use super::Store;
-use crate::credential_input::{hint, Secret, SubscriptionSecret};
+use crate::credential_input::{Secret, SubscriptionSecret};
 use crate::crypto::Binding;
 use crate::domain::{Agent, CredentialEventKind, CredentialKind, CredentialStatus, Provider};
 use crate::entities::{credential, credential_event};
 use crate::error::{ApiError, ApiResult};
 use crate::events::CredentialEvent;
 use crate::ids::new_id;
+use crate::providers::hint;
 
 pub(crate) const FIELD_SECRET: &str = "secret";
 pub(crate) const FIELD_HINT: &str = "hint";
@@ -104,8 +104,8 @@ impl CredentialMeta {
         CredentialEvent {
             seq: 0,
             kind,
-            credential_id: ID(self.id.clone()),
-            owner_id: ID(self.owner_id.clone()),
+            credential_id: self.id.clone(),
+            owner_id: self.owner_id.clone(),
             provider: self.provider,
             agent: self.agent,
             status: Some(self.status),
@@ -310,8 +310,8 @@ impl Store {
         for chunk in events.chunks(ROWS_PER_INSERT) {
             let rows = chunk.iter().map(|event| credential_event::ActiveModel {
                 kind: Set(event.kind.as_str().to_owned()),
-                credential_id: Set(event.credential_id.to_string()),
-                owner_id: Set(event.owner_id.to_string()),
+                credential_id: Set(event.credential_id.clone()),
+                owner_id: Set(event.owner_id.clone()),
                 provider: Set(event.provider.as_str().to_owned()),
                 agent: Set(event.agent.map(|a| a.as_str().to_owned())),
                 status: Set(event.status.map(|s| s.as_str().to_owned())),
@@ -331,26 +331,19 @@ impl Store {
                     .get(event.credential_id.as_str())
                     .ok_or_else(|| ApiError::internal(anyhow::anyhow!("an inserted event went missing")))?;
                 let event = CredentialEvent { seq, ..event.clone() };
-                if self.is_postgres() {
-                    crate::relay::notify(txn, crate::relay::EVENTS_CHANNEL, &event).await?;
-                }
+                self.announce(txn, super::Channel::CredentialEvents, &event).await?;
                 recorded.push(event);
             }
         }
         Ok(recorded)
     }
 
-    /// After commit: hands events to local subscribers. On PostgreSQL they
-    /// arrive through the relay instead (announced at commit), on every
-    /// instance including this one.
+    /// After commit: hands events to the sink (local subscribers on
+    /// SQLite; on PostgreSQL they arrive through the relay instead, announced
+    /// at commit, on every instance including this one).
     pub(crate) fn publish_all(&self, events: Vec<CredentialEvent>) {
         crate::telemetry::credential_events(&events);
-        if self.is_postgres() {
-            return;
-        }
-        for event in events {
-            self.events().publish(event);
-        }
+        self.sink().publish(events);
     }
 
     /// Replaces a credential's secret if its version is still `expected`

@@ -75,8 +75,8 @@ fn event_from_row(row: credential_event::Model) -> ApiResult<CredentialEvent> {
     Ok(CredentialEvent {
         seq: row.id,
         kind: row.kind.parse().map_err(|e| parse("kind", e))?,
-        credential_id: row.credential_id.clone().into(),
-        owner_id: row.owner_id.clone().into(),
+        credential_id: row.credential_id.clone(),
+        owner_id: row.owner_id.clone(),
         provider: row.provider.parse().map_err(|e| parse("provider", e))?,
         agent: row.agent.as_deref().map(str::parse).transpose().map_err(|e| parse("agent", e))?,
         status: row.status.as_deref().map(str::parse).transpose().map_err(|e| parse("status", e))?,

@@ -13,13 +13,13 @@ mod lifecycle;
 mod owner;
 mod people;
 mod runner;
+mod sink;
 
 pub use event_log::EventScope;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
-use async_graphql::{SimpleObject, ID};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Set,
@@ -34,6 +34,7 @@ pub use lifecycle::{RefreshOutcome, RefreshReport, ScanReport};
 pub use owner::OwnerHandle;
 pub use people::{AccessToken, DeletedPerson, JwtPerson, Person, TokenKind, JWT_TOKEN_ID};
 pub use runner::{Issued, RunnerHandle, TaskId};
+pub use sink::{Channel, EventSink};
 
 use batch::Batcher;
 
@@ -45,7 +46,7 @@ use crate::entities::{access_token, credential, oauth_flow, user};
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventBus;
 use crate::ids::new_id;
-use crate::oauth::Providers;
+use crate::providers::Providers;
 
 #[derive(Clone)]
 pub struct Store {
@@ -59,6 +60,7 @@ struct Inner {
     reader: DatabaseConnection,
     keys: Keyring,
     events: EventBus,
+    sink: Arc<dyn EventSink>,
     system_keys: SystemKeys,
     task_lease: Duration,
     providers: Providers,
@@ -84,27 +86,10 @@ pub struct StoreSettings {
     pub task_lease: std::time::Duration,
     /// Token endpoints, for refreshing.
     pub providers: Providers,
-}
-
-/// A person, as the API shows them.
-#[derive(Clone, Debug, SimpleObject)]
-pub struct User {
-    pub id: ID,
-    pub email: String,
-    pub role: Role,
-    pub created_at: DateTime<Utc>,
-}
-
-impl TryFrom<user::Model> for User {
-    type Error = ApiError;
-    fn try_from(m: user::Model) -> ApiResult<User> {
-        Ok(User {
-            id: ID(m.id),
-            email: m.email,
-            role: m.role.parse().map_err(ApiError::internal)?,
-            created_at: m.created_at,
-        })
-    }
+    /// This process's subscribers.
+    pub events: EventBus,
+    /// Where recorded events and flow changes are announced.
+    pub sink: Arc<dyn EventSink>,
 }
 
 /// A page of results and the cursor for the next one.
@@ -144,14 +129,15 @@ const TOKEN_TOUCH_INTERVAL: Duration = Duration::minutes(5);
 
 impl Store {
     pub fn new(db: DatabaseConnection, reader: DatabaseConnection, keys: Keyring, settings: StoreSettings) -> Store {
-        let StoreSettings { system_keys, task_lease, providers } = settings;
+        let StoreSettings { system_keys, task_lease, providers, events, sink } = settings;
         let task_lease = Duration::from_std(task_lease).unwrap_or(Duration::hours(2));
         Store {
             inner: Arc::new(Inner {
                 db,
                 reader,
                 keys,
-                events: EventBus::default(),
+                events,
+                sink,
                 system_keys,
                 task_lease,
                 providers,
@@ -214,6 +200,29 @@ impl Store {
 
     pub fn events(&self) -> &EventBus {
         &self.inner.events
+    }
+
+    pub(crate) fn sink(&self) -> &dyn EventSink {
+        self.inner.sink.as_ref()
+    }
+
+    /// Announces `payload` on `channel` through the sink, in `db` (inside a
+    /// transaction it goes out on commit). False when the sink keeps
+    /// announcements in this process: the caller publishes locally then.
+    pub(crate) async fn announce<C: sea_orm::ConnectionTrait>(
+        &self,
+        db: &C,
+        channel: Channel,
+        payload: &impl serde::Serialize,
+    ) -> ApiResult<bool> {
+        let json = serde_json::to_string(payload).map_err(ApiError::internal)?;
+        match self.sink().announce(channel, &json) {
+            Some(statement) => {
+                db.execute(statement).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     pub fn system_keys(&self) -> &SystemKeys {
@@ -328,8 +337,8 @@ impl Store {
     }
 
     /// User metadata (email, role); nothing secret.
-    pub async fn user(&self, id: &str) -> ApiResult<Option<User>> {
-        user::Entity::find_by_id(id).one(self.db()).await?.map(User::try_from).transpose()
+    pub async fn user(&self, id: &str) -> ApiResult<Option<Person>> {
+        user::Entity::find_by_id(id).one(self.db()).await?.map(Person::try_from).transpose()
     }
 
     /// Creates a user and their first token (shown once, stored hashed).
@@ -338,7 +347,7 @@ impl Store {
         actor: audit::Actor<'_>,
         email: &str,
         role: Role,
-    ) -> ApiResult<(User, Zeroizing<String>)> {
+    ) -> ApiResult<(Person, Zeroizing<String>)> {
         let email = Email::parse(email)?;
         let txn = self.db().begin().await?;
         if user::Entity::find().filter(user::Column::Email.eq(email.0.as_str())).count(&txn).await? > 0 {
@@ -364,7 +373,7 @@ impl Store {
         )
         .await?;
         txn.commit().await?;
-        Ok((User::try_from(user)?, token))
+        Ok((Person::try_from(user)?, token))
     }
 
     /// Creates a RUNNER service token (the CLI's); returns its id and the token.
@@ -398,7 +407,7 @@ impl Store {
     }
 
     /// On first start, creates an admin so someone can sign in at all.
-    pub async fn bootstrap_admin(&self) -> ApiResult<Option<(User, Zeroizing<String>)>> {
+    pub async fn bootstrap_admin(&self) -> ApiResult<Option<(Person, Zeroizing<String>)>> {
         if user::Entity::find().count(self.db()).await? > 0 {
             return Ok(None);
         }

@@ -6,12 +6,13 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrai
 
 use super::audit::{Action, Actor};
 use super::credentials::{NewCredential, StoredSecret};
-use super::{CredentialMeta, Store, User};
+use super::{CredentialMeta, Person, Store};
+use crate::agents::ParsedSubscription;
 use crate::auth::Principal;
-use crate::credential_input::{ApiKey, ParsedSubscription};
 use crate::domain::{Agent, CredentialKind};
 use crate::entities::credential;
 use crate::error::{ApiError, ApiResult};
+use crate::providers::ApiKey;
 
 pub struct OwnerHandle {
     pub(super) store: Store,
@@ -40,7 +41,7 @@ impl OwnerHandle {
             .await?)
     }
 
-    pub async fn me(&self) -> ApiResult<User> {
+    pub async fn me(&self) -> ApiResult<Person> {
         self.store
             .user(&self.user_id)
             .await?

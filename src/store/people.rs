@@ -5,7 +5,7 @@
 //! (or created) by (issuer, subject). Every change writes its audit entry
 //! in the same transaction.
 
-use async_graphql::{Enum, SimpleObject, ID};
+use async_graphql::Enum;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -38,12 +38,12 @@ pub enum TokenKind {
 }
 
 /// A token's metadata; the token itself is shown once, when it is created.
-#[derive(Clone, Debug, SimpleObject)]
+#[derive(Clone, Debug)]
 pub struct AccessToken {
-    pub id: ID,
+    pub id: String,
     pub kind: TokenKind,
     /// The person a USER token acts for.
-    pub user_id: Option<ID>,
+    pub user_id: Option<String>,
     pub name: Option<String>,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
@@ -54,9 +54,9 @@ pub struct AccessToken {
 impl From<access_token::Model> for AccessToken {
     fn from(m: access_token::Model) -> AccessToken {
         AccessToken {
-            id: ID(m.id),
+            id: m.id,
             kind: if m.kind == RUNNER_KIND { TokenKind::Runner } else { TokenKind::User },
-            user_id: m.user_id.map(ID),
+            user_id: m.user_id,
             name: m.name,
             created_at: m.created_at,
             last_used_at: m.last_used_at,
@@ -65,11 +65,12 @@ impl From<access_token::Model> for AccessToken {
     }
 }
 
-/// A person as an admin manages them: with whether they are disabled and
-/// how they sign in.
-#[derive(Clone, Debug, SimpleObject)]
+/// A person: who they are, whether they are disabled and how they sign in.
+/// The API shows it as `User` (to anyone who may see the person) and as
+/// `Person` (to admins managing people).
+#[derive(Clone, Debug)]
 pub struct Person {
-    pub id: ID,
+    pub id: String,
     pub email: String,
     pub role: Role,
     pub created_at: DateTime<Utc>,
@@ -82,7 +83,7 @@ impl TryFrom<user::Model> for Person {
     type Error = ApiError;
     fn try_from(m: user::Model) -> ApiResult<Person> {
         Ok(Person {
-            id: ID(m.id),
+            id: m.id,
             email: m.email,
             role: m.role.parse().map_err(ApiError::internal)?,
             created_at: m.created_at,
@@ -366,7 +367,7 @@ impl Store {
         user::Entity::delete_by_id(user_id).exec(&txn).await?;
         txn.commit().await?;
         let deleted = DeletedPerson {
-            id: ID(target.id),
+            id: target.id,
             email: target.email,
             credentials: removed.len(),
             tokens: tokens.rows_affected,
@@ -508,9 +509,9 @@ fn email_taken() -> ApiError {
 }
 
 /// What `deleteUser` removed.
-#[derive(Clone, Debug, SimpleObject)]
+#[derive(Clone, Debug)]
 pub struct DeletedPerson {
-    pub id: ID,
+    pub id: String,
     pub email: String,
     /// Credentials removed.
     pub credentials: usize,

@@ -1,17 +1,18 @@
 //! Test harness: every test gets the real `sesame-vault` binary on port 0
 //! with its own data directory, and talks to it over HTTP like a client.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+pub use sesame_test_support::jwt;
+use sesame_test_support::ServerProcess;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sesame-vault");
 
 pub struct Server {
-    child: Child,
+    process: ServerProcess,
     pub url: String,
     pub admin_token: String,
     pub dir: tempfile::TempDir,
@@ -26,16 +27,8 @@ fn base_command(data_dir: &Path, env: &[(String, String)]) -> Command {
 }
 
 /// Gives `cmd` the test environment (see [`base_command`]).
-fn with_test_env(mut cmd: Command, data_dir: &Path, env: &[(String, String)]) -> Command {
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .env("SESAME_DATA_DIR", data_dir)
-        .env("SESAME_LISTEN", "127.0.0.1:0");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
+fn with_test_env(cmd: Command, data_dir: &Path, env: &[(String, String)]) -> Command {
+    sesame_test_support::with_clean_env(cmd, data_dir, "info", env)
 }
 
 impl Server {
@@ -57,41 +50,17 @@ impl Server {
 
     /// Runs `cmd serve`, logging to `server.log` in `dir`, and waits for its URL.
     async fn launch(
-        mut cmd: Command,
+        cmd: Command,
         dir: tempfile::TempDir,
         env: Vec<(String, String)>,
         expect_bootstrap: bool,
     ) -> Server {
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let mut child = cmd.arg("serve").stdout(Stdio::piped()).stderr(log).spawn().expect("spawn sesame-vault");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut admin = None;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(token) = line.strip_prefix("Admin token (shown once, keep it safe): ") {
-                    admin = Some(token.trim().to_owned());
-                }
-                if let Some(url) = line.strip_prefix("sesame-vault listening on ") {
-                    let _ = tx.send((url.trim().to_owned(), admin.take()));
-                }
-            }
-        });
-        let (url, admin) = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(v) => v,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "server did not start; log:\n{}",
-                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
-                );
-            }
-        };
+        let process = ServerProcess::start(cmd, dir.path()).unwrap_or_else(|e| panic!("server did not start: {e:#}"));
         if expect_bootstrap {
-            assert!(admin.is_some(), "a fresh server prints the bootstrap admin token");
+            assert!(process.admin_token.is_some(), "a fresh server prints the bootstrap admin token");
         }
-        Server { child, url, admin_token: admin.unwrap_or_default(), dir, env, http: reqwest::Client::new() }
+        let (url, admin_token) = (process.url.clone(), process.admin_token.clone().unwrap_or_default());
+        Server { process, url, admin_token, dir, env, http: reqwest::Client::new() }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -99,13 +68,12 @@ impl Server {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        sesame_test_support::read_log(self.dir.path())
     }
 
     /// Stops the process, returning the data directory for a restart.
     pub fn stop(mut self) -> (tempfile::TempDir, Vec<(String, String)>) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         (dir, std::mem::take(&mut self.env))
     }
@@ -120,13 +88,7 @@ impl Server {
     }
 
     pub async fn post_json(&self, token: &str, body: &Value) -> (u16, Value) {
-        let mut req = self.http.post(format!("{}/graphql", self.url)).json(body);
-        if !token.is_empty() {
-            req = req.bearer_auth(token);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        (status, res.json().await.expect("json body"))
+        sesame_test_support::post_graphql(&self.http, &self.url, token, body).await.expect("request with a JSON body")
     }
 
     /// Runs a query that must succeed and returns its `data`.
@@ -148,17 +110,7 @@ impl Server {
     }
 
     pub async fn create_user(&self, email: &str) -> (String, String) {
-        let data = self
-            .ok(
-                &self.admin_token,
-                "mutation($e: String!) { createUser(email: $e) { user { id } token } }",
-                json!({ "e": email }),
-            )
-            .await;
-        (
-            data["createUser"]["user"]["id"].as_str().unwrap().to_owned(),
-            data["createUser"]["token"].as_str().unwrap().to_owned(),
-        )
+        sesame_test_support::create_user(&self.http, &self.url, &self.admin_token, email).await.expect("createUser")
     }
 
     /// Runs the CLI against this server's data directory and environment.
@@ -174,13 +126,6 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs the CLI on a fresh directory (no server).
 pub fn cli_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -193,15 +138,6 @@ pub const OPENAI_KEY: &str = "sk-proj-TESTkeyBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB1a2b"
 pub const GEMINI_KEY: &str = "AIzaSyTESTkeyCCCCCCCCCCCCCCCCCCCCCCC123"; // AIza + 35
 pub const COPILOT_TOKEN: &str = "github_pat_11TESTkeyDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD7e8f";
 pub const CLAUDE_OAT: &str = "sk-ant-oat01-TESTsubEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE4d5e";
-
-/// A JWT with the given claims (unsigned: the vault never verifies provider JWTs).
-pub fn jwt(claims: Value) -> String {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
-    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
-    format!("{header}.{body}.c2lnbmF0dXJl")
-}
 
 // Appended for the hardening tests (issue 12): the binary under a chosen umask.
 
@@ -234,8 +170,11 @@ impl Server {
 impl Server {
     /// Sends `signal` (e.g. "TERM") to the server process.
     pub fn signal(&self, signal: &str) {
-        let status =
-            Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().expect("run kill");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.process.child.id().to_string())
+            .status()
+            .expect("run kill");
         assert!(status.success(), "kill -{signal} failed");
     }
 
@@ -244,7 +183,7 @@ impl Server {
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.process.child.try_wait().expect("try_wait") {
                 return Some(status);
             }
             if std::time::Instant::now() >= deadline {

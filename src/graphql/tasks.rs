@@ -2,10 +2,10 @@
 
 use async_graphql::{Context, ID};
 
+use super::types::{Credential, CredentialFile, CredentialFileInput, EnvVar, TaskCredentials};
+use super::{principal, store};
 use crate::domain::{Agent, Provider};
 use crate::error::ApiResult;
-use crate::graphql::types::{Credential, CredentialFile, CredentialFileInput, EnvVar, TaskCredentials};
-use crate::graphql::{principal, store};
 use crate::ids::parse_id;
 use crate::store::TaskId;
 

@@ -1,61 +1,27 @@
-//! The task runner's handle: the only code path that decrypts a credential
-//! for use. Every issuance is audited durably before plaintext leaves.
+//! Issuing credentials to tasks: priority (subscription, API key, system
+//! key), the batch that reads, audits and leases many requests at once, the
+//! one-at-a-time path for refreshes and races, and materialising.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
 
-use super::audit::{self, Action, Actor};
-use super::credentials::{no_live_claim, slot, StoredSecret};
-use super::{CredentialMeta, Store};
+use super::{Issued, TaskId};
+use crate::agents::{self, IssuedSecret};
 use crate::auth::Principal;
 use crate::config::SecretValue;
-use crate::credential_input::SubscriptionSecret;
-use crate::domain::{Agent, CredentialEventKind, CredentialKind, CredentialSource, CredentialStatus, Provider};
+use crate::domain::{Agent, CredentialKind, CredentialSource, CredentialStatus, Provider};
 use crate::entities::{credential, task_lease, user};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
-use crate::materialize::{self, IssuedSecret, Materialized};
+use crate::store::audit::{self, Action, Actor};
+use crate::store::credentials::{no_live_claim, slot, StoredSecret};
+use crate::store::Store;
 
 /// Attempts before giving up on a credential that keeps changing.
 const ISSUE_ATTEMPTS: usize = 40;
 /// Pause while another party holds the credential's refresh token.
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// A task id as the runner names it: 1–200 characters of `[A-Za-z0-9._:/-]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TaskId(String);
-
-impl TaskId {
-    pub fn parse(raw: &str) -> ApiResult<TaskId> {
-        let ok = (1..=200).contains(&raw.len())
-            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'));
-        if ok {
-            Ok(TaskId(raw.to_owned()))
-        } else {
-            Err(ApiError::bad_input("taskId must be 1 to 200 characters of letters, digits and . _ : / -"))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// What a task receives.
-#[derive(Debug)]
-pub struct Issued {
-    pub source: CredentialSource,
-    pub credential_id: Option<String>,
-    pub provider: Provider,
-    pub materialized: Materialized,
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-pub struct RunnerHandle {
-    store: Store,
-    principal: Principal,
-}
 
 /// Why a stored credential is passed over, in words for the person.
 fn unusable_reason(row: &credential::Model, now: DateTime<Utc>) -> Option<&'static str> {
@@ -94,258 +60,13 @@ async fn users_with_credentials<C: ConnectionTrait>(
         .await?)
 }
 
-/// A returned file, checked and ready to store.
-struct Update {
-    lease: task_lease::Model,
-    secret: SubscriptionSecret,
-    expires_at: Option<DateTime<Utc>>,
-}
-
-impl RunnerHandle {
-    pub(super) fn new(store: Store, principal: Principal) -> RunnerHandle {
-        RunnerHandle { store, principal }
-    }
-
-    fn token_id(&self) -> &str {
-        self.principal.actor_id()
-    }
-
-    /// Resolves by priority (subscription, the user's API key, the system
-    /// key), audits, leases, and only then materialises the plaintext.
-    ///
-    /// Tasks starting together are issued in one batch (one read, one
-    /// transaction, one commit); a task whose credential must be refreshed
-    /// first, is being refreshed, or changed under the batch goes alone.
-    pub async fn issue(
-        &self,
-        user_id: &str,
-        agent: Agent,
-        provider: Option<Provider>,
-        task: &TaskId,
-    ) -> ApiResult<Issued> {
-        let provider = checked_provider(agent, provider)?;
-        let request = IssueRequest {
-            principal: self.principal.clone(),
-            user_id: user_id.to_owned(),
-            agent,
-            provider,
-            task: task.clone(),
-        };
-        let batcher = self.store.batcher(super::ISSUE_WORKERS, |inner| &inner.issue_batch, Store::issue_batch);
-        let issued = match batcher.submit(request).await {
-            Ok(Decision::Granted(grant)) => self.store.deliver(*grant),
-            Ok(Decision::Alone(request)) => self.store.issue_alone(request).await,
-            Err(e) => Err(e),
-        };
-        crate::metrics::issuance(issued.as_ref().map(|i| i.source.as_str()).map_err(|e| e.code()));
-        match &issued {
-            Ok(i) => tracing::info!(
-                user = user_id,
-                agent = agent.as_str(),
-                provider = i.provider.as_str(),
-                task = task.as_str(),
-                source = i.source.as_str(),
-                credential = i.credential_id.as_deref().unwrap_or("-"),
-                "task credentials issued"
-            ),
-            Err(e) => tracing::info!(
-                user = user_id,
-                agent = agent.as_str(),
-                task = task.as_str(),
-                code = e.code(),
-                "task credentials not issued"
-            ),
-        }
-        issued
-    }
-
-    /// Takes back the login files a task's agent may have refreshed and
-    /// stores newer tokens. All files are checked before anything is
-    /// written; any stale or foreign file refuses the whole return.
-    pub async fn return_files(&self, task: &TaskId, files: Vec<(String, String)>) -> ApiResult<Vec<CredentialMeta>> {
-        let db = self.store.db();
-        let now = Utc::now();
-        let leases = task_lease::Entity::find()
-            .filter(task_lease::Column::TaskId.eq(task.as_str()))
-            .filter(task_lease::Column::RunnerTokenId.eq(self.token_id()))
-            .filter(task_lease::Column::ReturnedAt.is_null())
-            .filter(task_lease::Column::ExpiresAt.gt(now))
-            .all(db)
-            .await?;
-        if leases.is_empty() {
-            return Err(ApiError::bad_input(format!(
-                "task {} has no credentials out with this runner: the task id is unknown, was already returned, or its lease ran out",
-                task.as_str()
-            )));
-        }
-
-        let mut updates: Vec<Update> = Vec::new();
-        for (path, content) in &files {
-            let lease = leases.iter().find(|l| {
-                let (Ok(agent), Ok(provider)) = (l.agent.parse::<Agent>(), l.provider.parse::<Provider>()) else {
-                    return false;
-                };
-                materialize::returnable_paths(agent, provider).contains(&path.as_str())
-            });
-            let Some(lease) = lease else {
-                if path == materialize::CLAUDE_STATE_PATH {
-                    continue; // issued with Claude's login, but holds no tokens
-                }
-                return Err(ApiError::bad_input(format!(
-                    "{} is not a login file of a credential issued to task {}",
-                    printable(path),
-                    task.as_str()
-                )));
-            };
-            let agent: Agent = lease.agent.parse().map_err(ApiError::internal)?;
-            let provider: Provider = lease.provider.parse().map_err(ApiError::internal)?;
-            let returned = materialize::parse_returned(agent, provider, path, content)?;
-            let row = credential::Entity::find_by_id(lease.credential_id.as_str())
-                .filter(credential::Column::OwnerId.eq(lease.owner_id.as_str()))
-                .one(db)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::bad_input(format!(
-                        "the credential behind {} was removed while the task ran",
-                        printable(path)
-                    ))
-                })?;
-            let StoredSecret::Subscription(stored) = self.store.open_secret(&row)? else {
-                return Err(ApiError::bad_input(format!(
-                    "{} belongs to an API key, which a task cannot change",
-                    printable(path)
-                )));
-            };
-            // Tokens of another account are foreign, however new.
-            if let (Some(theirs), Some(ours)) = (&returned.secret.account_id, &stored.account_id) {
-                if theirs != ours {
-                    return Err(ApiError::bad_input(format!(
-                        "{} holds a login of a different account than the one issued to task {}; nothing was stored",
-                        printable(path),
-                        task.as_str()
-                    )));
-                }
-            }
-            // No new access token, no refresh happened (a task given the
-            // access token only sends back an empty refresh token).
-            if returned.secret.access_token == stored.access_token {
-                continue;
-            }
-            let stale = || {
-                ApiError::bad_input(format!(
-                    "{} holds older tokens than the vault (the credential was replaced or refreshed since task {} started); nothing was stored",
-                    printable(path),
-                    task.as_str()
-                ))
-            };
-            if row.version != lease.credential_version {
-                return Err(stale());
-            }
-            let newer = match (returned.refreshed_at, stored.last_refresh) {
-                (Some(r), Some(s)) if r != s => r > s,
-                _ => match (returned.expires_at, row.expires_at) {
-                    (Some(r), Some(s)) => r > s,
-                    (Some(_), None) => true,
-                    _ => returned.refreshed_at.is_some() && stored.last_refresh.is_none(),
-                },
-            };
-            if !newer {
-                return Err(stale());
-            }
-            if updates.iter().any(|u| u.lease.credential_id == lease.credential_id) {
-                return Err(ApiError::bad_input(format!(
-                    "two files were sent for the same credential ({})",
-                    printable(path)
-                )));
-            }
-            updates.push(Update {
-                lease: lease.clone(),
-                secret: returned.merged_with(&stored),
-                expires_at: returned.expires_at,
-            });
-        }
-
-        let txn = db.begin().await?;
-        let mut refreshed = Vec::new();
-        for update in updates {
-            let meta = self
-                .store
-                .swap_secret(
-                    &txn,
-                    &update.lease.credential_id,
-                    &update.lease.owner_id,
-                    update.lease.credential_version,
-                    StoredSecret::Subscription(update.secret),
-                    update.expires_at,
-                )
-                .await?
-                .ok_or_else(|| {
-                    ApiError::bad_input(
-                        "the credential changed while the files were being returned; nothing was stored",
-                    )
-                })?;
-            audit::record(
-                &txn,
-                Actor::Principal(&self.principal),
-                Action::TaskCredentialsReturned,
-                audit::Entry {
-                    owner_id: Some(&meta.owner_id),
-                    credential_id: Some(&meta.id),
-                    provider: Some(meta.provider),
-                    agent: meta.agent,
-                    task_id: Some(task.as_str()),
-                    detail: Some("refreshed tokens stored".into()),
-                },
-            )
-            .await?;
-            let event = meta.event(CredentialEventKind::Refreshed, Some("tokens refreshed during a task".into()));
-            refreshed.push(self.store.record_event(&txn, event).await?);
-        }
-        let lease_ids: Vec<String> = leases.iter().map(|l| l.id.clone()).collect();
-        task_lease::Entity::update_many()
-            .col_expr(task_lease::Column::ReturnedAt, Expr::value(now))
-            .filter(task_lease::Column::Id.is_in(lease_ids))
-            .exec(&txn)
-            .await?;
-        // The credentials are free for refresh again, unless another task
-        // still holds them.
-        let mut credential_ids: Vec<&str> = leases.iter().map(|l| l.credential_id.as_str()).collect();
-        credential_ids.sort_unstable();
-        credential_ids.dedup();
-        for id in credential_ids {
-            let still_out = task_lease::Entity::find()
-                .filter(task_lease::Column::CredentialId.eq(id))
-                .filter(task_lease::Column::ReturnedAt.is_null())
-                .filter(task_lease::Column::ExpiresAt.gt(now))
-                .order_by_desc(task_lease::Column::ExpiresAt)
-                .one(&txn)
-                .await?
-                .map(|l| l.expires_at);
-            credential::Entity::update_many()
-                .col_expr(credential::Column::LeasedUntil, Expr::value(still_out))
-                .filter(credential::Column::Id.eq(id))
-                .exec(&txn)
-                .await?;
-        }
-        txn.commit().await?;
-        self.store.publish_all(refreshed);
-
-        // Report every credential the task held, refreshed or not.
-        let mut ids: Vec<&str> = leases.iter().map(|l| l.credential_id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let rows = credential::Entity::find().filter(credential::Column::Id.is_in(ids)).all(db).await?;
-        rows.iter().map(CredentialMeta::try_from).collect()
-    }
-}
-
 /// One task's request for credentials, checked at the edge.
 pub(crate) struct IssueRequest {
-    principal: Principal,
-    user_id: String,
-    agent: Agent,
-    provider: Provider,
-    task: TaskId,
+    pub(super) principal: Principal,
+    pub(super) user_id: String,
+    pub(super) agent: Agent,
+    pub(super) provider: Provider,
+    pub(super) task: TaskId,
 }
 
 /// What a batch decided for one request.
@@ -379,7 +100,7 @@ enum Choice<'a> {
 }
 
 /// The provider a task runs against, checked against the agent.
-fn checked_provider(agent: Agent, provider: Option<Provider>) -> ApiResult<Provider> {
+pub(super) fn checked_provider(agent: Agent, provider: Option<Provider>) -> ApiResult<Provider> {
     match provider.or(agent.default_provider()) {
         Some(p) if agent.providers().contains(&p) => Ok(p),
         Some(p) => {
@@ -443,11 +164,11 @@ fn choose<'a>(
 impl Store {
     /// One batch of issuances: one read of the users and their credentials,
     /// then every grant audited and leased in one transaction.
-    async fn issue_batch(self, requests: Vec<IssueRequest>) -> Vec<ApiResult<Decision>> {
+    pub(super) async fn issue_batch(self, requests: Vec<IssueRequest>) -> Vec<ApiResult<Decision>> {
         let count = requests.len();
         match self.try_issue_batch(requests).await {
             Ok(decisions) => decisions,
-            Err(e) => super::batch::fail_all(count, &e),
+            Err(e) => crate::store::batch::fail_all(count, &e),
         }
     }
 
@@ -510,7 +231,7 @@ impl Store {
             }
             Err(e) => {
                 for at in granted {
-                    answers[at] = Some(Err(super::batch::copy_error(&e)));
+                    answers[at] = Some(Err(crate::store::batch::copy_error(&e)));
                 }
             }
         }
@@ -519,7 +240,7 @@ impl Store {
 
     /// The one-at-a-time path: refreshes an expired subscription first, waits
     /// out a refresher's claim, and retries when the credential changes.
-    async fn issue_alone(&self, mut request: IssueRequest) -> ApiResult<Issued> {
+    pub(super) async fn issue_alone(&self, mut request: IssueRequest) -> ApiResult<Issued> {
         let has_system_key = self.system_keys().get(request.provider).is_some();
         let mut tried_refresh = false;
         for _ in 0..ISSUE_ATTEMPTS {
@@ -582,7 +303,7 @@ impl Store {
             // OpenAI refresh tokens are single-use: when another task already
             // holds this login, this one gets the access token only, so two
             // agents can never both spend the refresh token.
-            let single_use = grants[members[0]].request.provider == Provider::Openai
+            let single_use = crate::providers::single_use_refresh(grants[members[0]].request.provider)
                 && row.kind == CredentialKind::Subscription.as_str();
             let mut leased = row.leased_until.is_some_and(|t| t > now);
             // Guarded by the version read and by the refresh claim: if a
@@ -675,7 +396,7 @@ impl Store {
     }
 
     /// Builds the plaintext of an audited, leased grant.
-    fn deliver(&self, grant: Grant) -> ApiResult<Issued> {
+    pub(super) fn deliver(&self, grant: Grant) -> ApiResult<Issued> {
         let Grant { request, source, row, secret, now } = grant;
         let (agent, provider) = (request.agent, request.provider);
         let system_key: Option<&SecretValue> = self.system_keys().get(provider);
@@ -690,16 +411,10 @@ impl Store {
             source,
             credential_id: row.map(|r| r.id),
             provider,
-            materialized: materialize::materialize(agent, provider, issued, expires_at, now),
+            materialized: agents::materialize(agent, provider, issued, expires_at, now),
             expires_at,
         })
     }
-}
-
-/// A client-supplied path, quoted and cut short for an error message.
-fn printable(path: &str) -> String {
-    let cut: String = path.chars().filter(|c| !c.is_control()).take(100).collect();
-    format!("{cut:?}")
 }
 
 /// A disabled person's tasks get nothing, not even the system key.
@@ -711,7 +426,7 @@ fn person_disabled(user_id: &str) -> ApiError {
 
 fn no_credentials(agent: Agent, provider: Provider, passed_over: &[String]) -> ApiError {
     let why = if passed_over.is_empty() { String::new() } else { format!(" ({})", passed_over.join("; ")) };
-    let subscription = if agent == Agent::Gemini {
+    let subscription = if !agents::takes_subscriptions(agent) {
         String::new()
     } else {
         format!(", connect a subscription in Agent Credentials → {}", agent.display_name())

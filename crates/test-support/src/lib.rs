@@ -1,0 +1,174 @@
+//! Dev-only support shared by the integration tests (`tests/it`) and the
+//! load tool (`benches/load.rs`): start the real `sesame-vault` binary on
+//! port 0 with its own data directory and a clean environment, read the
+//! URL and bootstrap admin token it prints, log to a file, kill it on drop;
+//! and a small GraphQL-over-HTTP client. The caller passes the binary's
+//! path (tests: `env!("CARGO_BIN_EXE_sesame-vault")`; the load tool: the
+//! release binary or `--server-bin`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+/// The file in the data directory that receives the server's log.
+pub const LOG_FILE: &str = "server.log";
+
+/// How long a server may take to print its URL.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Gives `cmd` the environment a server or CLI run gets: nothing inherited
+/// but PATH (the developer's own keys or settings cannot leak in), the
+/// data directory, port 0, `RUST_LOG=rust_log`, then `env`.
+pub fn with_clean_env(mut cmd: Command, data_dir: &Path, rust_log: &str, env: &[(String, String)]) -> Command {
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", rust_log)
+        .env("SESAME_DATA_DIR", data_dir)
+        .env("SESAME_LISTEN", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// `bin` in the clean environment (see [`with_clean_env`]).
+pub fn command(bin: &Path, data_dir: &Path, rust_log: &str, env: &[(String, String)]) -> Command {
+    with_clean_env(Command::new(bin), data_dir, rust_log, env)
+}
+
+/// A running `serve`: killed (and reaped) when dropped.
+pub struct ServerProcess {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`, as the server printed it.
+    pub url: String,
+    /// The bootstrap admin's token, printed on a fresh data directory only.
+    pub admin_token: Option<String>,
+}
+
+impl ServerProcess {
+    /// Runs `cmd serve` with its log in `log_dir`/[`LOG_FILE`] and waits for
+    /// the URL (and the admin token printed before it, if any). An error,
+    /// with the end of the log, if it exits or stays silent first.
+    pub fn start(mut cmd: Command, log_dir: &Path) -> Result<ServerProcess> {
+        let log = std::fs::File::create(log_dir.join(LOG_FILE)).context("creating the server log")?;
+        let mut child = cmd
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout pipe"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut admin = None;
+            // Reads to the end so the server never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(token) = line.strip_prefix("Admin token (shown once, keep it safe): ") {
+                    admin = Some(token.trim().to_owned());
+                }
+                if let Some(url) = line.strip_prefix("sesame-vault listening on ") {
+                    let _ = tx.send((url.trim().to_owned(), admin.take()));
+                }
+            }
+        });
+        // Owned from here: an early return kills it.
+        let mut process = ServerProcess { child, url: String::new(), admin_token: None };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let (url, admin_token) = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(v) => break v,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    if let Ok(Some(status)) = process.child.try_wait() {
+                        bail!("the server exited ({status}) before listening; its log:\n{}", log_tail(log_dir, 40));
+                    }
+                }
+                Err(_) => bail!("the server did not print its URL within 60 s; its log:\n{}", log_tail(log_dir, 40)),
+            }
+        };
+        process.url = url;
+        process.admin_token = admin_token;
+        Ok(process)
+    }
+
+    /// Kills the process and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The whole server log in `dir`.
+pub fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(LOG_FILE)).unwrap_or_default()
+}
+
+/// The last `lines` lines of the server log in `dir`.
+pub fn log_tail(dir: &Path, lines: usize) -> String {
+    let text = read_log(dir);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// POSTs a GraphQL request body to `base`/graphql (with the token, unless
+/// empty); the HTTP status and the JSON response.
+pub async fn post_graphql(http: &reqwest::Client, base: &str, token: &str, body: &Value) -> Result<(u16, Value)> {
+    let url = format!("{base}/graphql");
+    let mut req = http.post(&url).json(body);
+    if !token.is_empty() {
+        req = req.bearer_auth(token);
+    }
+    let res = req.send().await.with_context(|| format!("POST {url}"))?;
+    let status = res.status().as_u16();
+    let body = res.json().await.with_context(|| format!("HTTP {status}: the body is not JSON"))?;
+    Ok((status, body))
+}
+
+/// Runs an operation that must succeed (HTTP 2xx, no `errors`); its `data`.
+pub async fn graphql_ok(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    query: &str,
+    variables: Value,
+) -> Result<Value> {
+    let (status, body) = post_graphql(http, base, token, &json!({ "query": query, "variables": variables })).await?;
+    if body.get("errors").is_some() || !(200..300).contains(&status) {
+        bail!("GraphQL call failed (HTTP {status}): {body}\nquery: {query}");
+    }
+    Ok(body["data"].clone())
+}
+
+/// Creates a person as `admin`; their id and first token.
+pub async fn create_user(http: &reqwest::Client, base: &str, admin: &str, email: &str) -> Result<(String, String)> {
+    let data = graphql_ok(
+        http,
+        base,
+        admin,
+        "mutation($e: String!) { createUser(email: $e) { user { id } token } }",
+        json!({ "e": email }),
+    )
+    .await?;
+    let id = data["createUser"]["user"]["id"].as_str().ok_or_else(|| anyhow!("createUser returned no id"))?;
+    let token = data["createUser"]["token"].as_str().ok_or_else(|| anyhow!("createUser returned no token"))?;
+    Ok((id.to_owned(), token.to_owned()))
+}
+
+/// An unsigned JWT with the given claims (the vault never verifies provider JWTs).
+pub fn jwt(claims: Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    format!("{header}.{body}.c2lnbmF0dXJl")
+}

@@ -1,0 +1,114 @@
+//! The task runner's handle: the only code path that decrypts a credential
+//! for use. Every issuance is audited durably before plaintext leaves.
+//!
+//! Here: the handle and its entry points; `issuance` picks, audits, leases
+//! and materialises credentials (in batches); `returns` takes back the
+//! files a task's agent refreshed.
+
+mod issuance;
+mod returns;
+
+pub(crate) use issuance::{Decision, IssueRequest};
+
+use chrono::{DateTime, Utc};
+
+use crate::agents::Materialized;
+use crate::auth::Principal;
+use crate::domain::{Agent, CredentialSource, Provider};
+use crate::error::{ApiError, ApiResult};
+use crate::store::Store;
+use issuance::checked_provider;
+
+/// A task id as the runner names it: 1–200 characters of `[A-Za-z0-9._:/-]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskId(String);
+
+impl TaskId {
+    pub fn parse(raw: &str) -> ApiResult<TaskId> {
+        let ok = (1..=200).contains(&raw.len())
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'));
+        if ok {
+            Ok(TaskId(raw.to_owned()))
+        } else {
+            Err(ApiError::bad_input("taskId must be 1 to 200 characters of letters, digits and . _ : / -"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a task receives.
+#[derive(Debug)]
+pub struct Issued {
+    pub source: CredentialSource,
+    pub credential_id: Option<String>,
+    pub provider: Provider,
+    pub materialized: Materialized,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub struct RunnerHandle {
+    store: Store,
+    principal: Principal,
+}
+
+impl RunnerHandle {
+    pub(super) fn new(store: Store, principal: Principal) -> RunnerHandle {
+        RunnerHandle { store, principal }
+    }
+
+    fn token_id(&self) -> &str {
+        self.principal.actor_id()
+    }
+
+    /// Resolves by priority (subscription, the user's API key, the system
+    /// key), audits, leases, and only then materialises the plaintext.
+    ///
+    /// Tasks starting together are issued in one batch (one read, one
+    /// transaction, one commit); a task whose credential must be refreshed
+    /// first, is being refreshed, or changed under the batch goes alone.
+    pub async fn issue(
+        &self,
+        user_id: &str,
+        agent: Agent,
+        provider: Option<Provider>,
+        task: &TaskId,
+    ) -> ApiResult<Issued> {
+        let provider = checked_provider(agent, provider)?;
+        let request = IssueRequest {
+            principal: self.principal.clone(),
+            user_id: user_id.to_owned(),
+            agent,
+            provider,
+            task: task.clone(),
+        };
+        let batcher = self.store.batcher(crate::store::ISSUE_WORKERS, |inner| &inner.issue_batch, Store::issue_batch);
+        let issued = match batcher.submit(request).await {
+            Ok(Decision::Granted(grant)) => self.store.deliver(*grant),
+            Ok(Decision::Alone(request)) => self.store.issue_alone(request).await,
+            Err(e) => Err(e),
+        };
+        crate::metrics::issuance(issued.as_ref().map(|i| i.source.as_str()).map_err(|e| e.code()));
+        match &issued {
+            Ok(i) => tracing::info!(
+                user = user_id,
+                agent = agent.as_str(),
+                provider = i.provider.as_str(),
+                task = task.as_str(),
+                source = i.source.as_str(),
+                credential = i.credential_id.as_deref().unwrap_or("-"),
+                "task credentials issued"
+            ),
+            Err(e) => tracing::info!(
+                user = user_id,
+                agent = agent.as_str(),
+                task = task.as_str(),
+                code = e.code(),
+                "task credentials not issued"
+            ),
+        }
+        issued
+    }
+}

@@ -1,0 +1,210 @@
+//! Returned files: the login files a task's agent refreshed come back and
+//! their newer tokens are stored, under the task's lease.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+
+use super::{RunnerHandle, TaskId};
+use crate::agents;
+use crate::credential_input::SubscriptionSecret;
+use crate::domain::{Agent, CredentialEventKind, Provider};
+use crate::entities::{credential, task_lease};
+use crate::error::{ApiError, ApiResult};
+use crate::store::audit::{self, Action, Actor};
+use crate::store::credentials::StoredSecret;
+use crate::store::CredentialMeta;
+
+/// A returned file, checked and ready to store.
+struct Update {
+    lease: task_lease::Model,
+    secret: SubscriptionSecret,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl RunnerHandle {
+    /// Takes back the login files a task's agent may have refreshed and
+    /// stores newer tokens. All files are checked before anything is
+    /// written; any stale or foreign file refuses the whole return.
+    pub async fn return_files(&self, task: &TaskId, files: Vec<(String, String)>) -> ApiResult<Vec<CredentialMeta>> {
+        let db = self.store.db();
+        let now = Utc::now();
+        let leases = task_lease::Entity::find()
+            .filter(task_lease::Column::TaskId.eq(task.as_str()))
+            .filter(task_lease::Column::RunnerTokenId.eq(self.token_id()))
+            .filter(task_lease::Column::ReturnedAt.is_null())
+            .filter(task_lease::Column::ExpiresAt.gt(now))
+            .all(db)
+            .await?;
+        if leases.is_empty() {
+            return Err(ApiError::bad_input(format!(
+                "task {} has no credentials out with this runner: the task id is unknown, was already returned, or its lease ran out",
+                task.as_str()
+            )));
+        }
+
+        let mut updates: Vec<Update> = Vec::new();
+        for (path, content) in &files {
+            let lease = leases.iter().find(|l| {
+                let (Ok(agent), Ok(provider)) = (l.agent.parse::<Agent>(), l.provider.parse::<Provider>()) else {
+                    return false;
+                };
+                agents::returnable_paths(agent, provider).contains(&path.as_str())
+            });
+            let Some(lease) = lease else {
+                if agents::is_handed_out_only(path) {
+                    continue; // issued with Claude's login, but holds no tokens
+                }
+                return Err(ApiError::bad_input(format!(
+                    "{} is not a login file of a credential issued to task {}",
+                    printable(path),
+                    task.as_str()
+                )));
+            };
+            let agent: Agent = lease.agent.parse().map_err(ApiError::internal)?;
+            let provider: Provider = lease.provider.parse().map_err(ApiError::internal)?;
+            let returned = agents::parse_returned(agent, provider, path, content)?;
+            let row = credential::Entity::find_by_id(lease.credential_id.as_str())
+                .filter(credential::Column::OwnerId.eq(lease.owner_id.as_str()))
+                .one(db)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::bad_input(format!(
+                        "the credential behind {} was removed while the task ran",
+                        printable(path)
+                    ))
+                })?;
+            let StoredSecret::Subscription(stored) = self.store.open_secret(&row)? else {
+                return Err(ApiError::bad_input(format!(
+                    "{} belongs to an API key, which a task cannot change",
+                    printable(path)
+                )));
+            };
+            // Tokens of another account are foreign, however new.
+            if let (Some(theirs), Some(ours)) = (&returned.secret.account_id, &stored.account_id) {
+                if theirs != ours {
+                    return Err(ApiError::bad_input(format!(
+                        "{} holds a login of a different account than the one issued to task {}; nothing was stored",
+                        printable(path),
+                        task.as_str()
+                    )));
+                }
+            }
+            // No new access token, no refresh happened (a task given the
+            // access token only sends back an empty refresh token).
+            if returned.secret.access_token == stored.access_token {
+                continue;
+            }
+            let stale = || {
+                ApiError::bad_input(format!(
+                    "{} holds older tokens than the vault (the credential was replaced or refreshed since task {} started); nothing was stored",
+                    printable(path),
+                    task.as_str()
+                ))
+            };
+            if row.version != lease.credential_version {
+                return Err(stale());
+            }
+            let newer = match (returned.refreshed_at, stored.last_refresh) {
+                (Some(r), Some(s)) if r != s => r > s,
+                _ => match (returned.expires_at, row.expires_at) {
+                    (Some(r), Some(s)) => r > s,
+                    (Some(_), None) => true,
+                    _ => returned.refreshed_at.is_some() && stored.last_refresh.is_none(),
+                },
+            };
+            if !newer {
+                return Err(stale());
+            }
+            if updates.iter().any(|u| u.lease.credential_id == lease.credential_id) {
+                return Err(ApiError::bad_input(format!(
+                    "two files were sent for the same credential ({})",
+                    printable(path)
+                )));
+            }
+            updates.push(Update {
+                lease: lease.clone(),
+                secret: returned.merged_with(&stored),
+                expires_at: returned.expires_at,
+            });
+        }
+
+        let txn = db.begin().await?;
+        let mut refreshed = Vec::new();
+        for update in updates {
+            let meta = self
+                .store
+                .swap_secret(
+                    &txn,
+                    &update.lease.credential_id,
+                    &update.lease.owner_id,
+                    update.lease.credential_version,
+                    StoredSecret::Subscription(update.secret),
+                    update.expires_at,
+                )
+                .await?
+                .ok_or_else(|| {
+                    ApiError::bad_input(
+                        "the credential changed while the files were being returned; nothing was stored",
+                    )
+                })?;
+            audit::record(
+                &txn,
+                Actor::Principal(&self.principal),
+                Action::TaskCredentialsReturned,
+                audit::Entry {
+                    owner_id: Some(&meta.owner_id),
+                    credential_id: Some(&meta.id),
+                    provider: Some(meta.provider),
+                    agent: meta.agent,
+                    task_id: Some(task.as_str()),
+                    detail: Some("refreshed tokens stored".into()),
+                },
+            )
+            .await?;
+            let event = meta.event(CredentialEventKind::Refreshed, Some("tokens refreshed during a task".into()));
+            refreshed.push(self.store.record_event(&txn, event).await?);
+        }
+        let lease_ids: Vec<String> = leases.iter().map(|l| l.id.clone()).collect();
+        task_lease::Entity::update_many()
+            .col_expr(task_lease::Column::ReturnedAt, Expr::value(now))
+            .filter(task_lease::Column::Id.is_in(lease_ids))
+            .exec(&txn)
+            .await?;
+        // The credentials are free for refresh again, unless another task
+        // still holds them.
+        let mut credential_ids: Vec<&str> = leases.iter().map(|l| l.credential_id.as_str()).collect();
+        credential_ids.sort_unstable();
+        credential_ids.dedup();
+        for id in credential_ids {
+            let still_out = task_lease::Entity::find()
+                .filter(task_lease::Column::CredentialId.eq(id))
+                .filter(task_lease::Column::ReturnedAt.is_null())
+                .filter(task_lease::Column::ExpiresAt.gt(now))
+                .order_by_desc(task_lease::Column::ExpiresAt)
+                .one(&txn)
+                .await?
+                .map(|l| l.expires_at);
+            credential::Entity::update_many()
+                .col_expr(credential::Column::LeasedUntil, Expr::value(still_out))
+                .filter(credential::Column::Id.eq(id))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        self.store.publish_all(refreshed);
+
+        // Report every credential the task held, refreshed or not.
+        let mut ids: Vec<&str> = leases.iter().map(|l| l.credential_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let rows = credential::Entity::find().filter(credential::Column::Id.is_in(ids)).all(db).await?;
+        rows.iter().map(CredentialMeta::try_from).collect()
+    }
+}
+
+/// A client-supplied path, quoted and cut short for an error message.
+fn printable(path: &str) -> String {
+    let cut: String = path.chars().filter(|c| !c.is_control()).take(100).collect();
+    format!("{cut:?}")
+}
