@@ -8,6 +8,7 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::flows::FlowEngine;
 use crate::graphql::{build_schema, VaultSchema};
+use crate::providers::revoke::Revoker;
 use crate::providers::Providers;
 use crate::store::{db, Store, StoreSettings};
 
@@ -40,6 +41,7 @@ impl App {
             system_keys: config.system_keys.clone(),
             task_lease: config.tasks.lease,
             providers: Providers::new(config.oauth.clone())?,
+            revoker: Revoker::new(config.oauth.clone(), config.providers.clone())?,
             events: events.clone(),
             sink: crate::relay::sink_for(&db, &events),
         };

@@ -71,6 +71,9 @@ pub struct Config {
     /// `[shutdown]`: `grace` (`SESAME_SHUTDOWN__GRACE`).
     #[serde(default)]
     pub shutdown: crate::shutdown::ShutdownConfig,
+    /// `[providers]`: where each provider's API is (`SESAME_PROVIDERS__<PROVIDER>__API_URL`).
+    #[serde(default)]
+    pub providers: crate::providers::ProvidersConfig,
     /// System-wide agent keys, used when a user has none.
     #[serde(skip_serializing, default)]
     pub system_keys: SystemKeys,
@@ -241,6 +244,33 @@ impl SystemKeys {
         self.0.get(&provider).filter(|v| !v.expose().trim().is_empty())
     }
 
+    /// Start-up (`serve`, before it binds): each key set must pass the
+    /// checks a person's key passes in `setApiKey` (a classic `ghp_` token
+    /// for Copilot, an Anthropic key without `sk-ant-api03-`, spaces inside,
+    /// too short, …); it is kept as that parse cleaned it (trimmed). The
+    /// error names the variable and the rule, never the value. An empty
+    /// variable counts as unset.
+    pub fn check(&mut self) -> Result<(), ConfigError> {
+        for (&provider, value) in self.0.iter_mut() {
+            if value.expose().trim().is_empty() {
+                continue;
+            }
+            let var = provider.system_env_var();
+            match crate::providers::ApiKey::parse(provider, value.expose()) {
+                Ok(key) => *value = SecretValue::new(key.secret().expose()),
+                Err(refused) => {
+                    return Err(ConfigError(format!(
+                        "{var} (the system-wide {} key) is not a valid key, so the server did not start: {} \
+                         Fix or unset {var} and start again.",
+                        provider.display_name(),
+                        refused.0
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The setting a provider's key is read from.
     fn setting(provider: Provider) -> String {
         provider.system_env_var().to_lowercase()
@@ -277,6 +307,7 @@ impl Default for Config {
             log: Default::default(),
             metrics: Default::default(),
             shutdown: Default::default(),
+            providers: Default::default(),
             system_keys: SystemKeys::default(),
         }
     }
@@ -334,5 +365,37 @@ impl Config {
 
     pub fn is_sqlite(&self) -> bool {
         self.database_url().starts_with("sqlite:")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(pairs: &[(Provider, &str)]) -> SystemKeys {
+        SystemKeys(pairs.iter().map(|(p, v)| (*p, SecretValue::new(*v))).collect())
+    }
+
+    #[test]
+    fn system_keys_pass_the_checks_a_persons_key_passes() {
+        let secret = "MARKmarkMARKmarkMARKmark";
+        let refused = [
+            (Provider::Github, format!("ghp_{secret}")),
+            (Provider::Anthropic, format!("sk-wrong-{secret}")),
+            (Provider::Openai, format!("sk-{secret} {secret}")),
+            (Provider::Google, format!("AIza{secret}")),
+        ];
+        for (provider, value) in refused {
+            let err = keys(&[(provider, &value)]).check().unwrap_err().to_string();
+            assert!(err.contains(provider.system_env_var()), "{err}");
+            assert!(!err.contains(secret), "{err}");
+        }
+        let err = keys(&[(Provider::Github, &format!("ghp_{secret}"))]).check().unwrap_err().to_string();
+        assert!(err.contains("Classic GitHub tokens"), "{err}");
+
+        let mut fine = keys(&[(Provider::Anthropic, &format!(" sk-ant-api03-{secret}\n")), (Provider::Google, "  ")]);
+        fine.check().unwrap();
+        assert_eq!(fine.get(Provider::Anthropic).unwrap().expose(), format!("sk-ant-api03-{secret}"));
+        assert!(fine.get(Provider::Google).is_none());
     }
 }

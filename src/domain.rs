@@ -93,6 +93,19 @@ string_enum!(CredentialStatus {
     NeedsReauth => "NEEDS_REAUTH",
 });
 
+string_enum!(
+    /// What came of revoking a removed credential at its provider: REVOKED
+    /// (the provider confirmed it), FAILED (the vault tried, for a token its
+    /// own sign-in obtained, and it did not work: revoke it by hand),
+    /// NOT_OFFERED (a pasted token or key, or a provider without a revoke
+    /// endpoint: the message says where the person revokes it).
+    RevocationResult {
+        Revoked => "REVOKED",
+        Failed => "FAILED",
+        NotOffered => "NOT_OFFERED",
+    }
+);
+
 string_enum!(CredentialSource {
     Subscription => "SUBSCRIPTION",
     UserApiKey => "USER_API_KEY",

@@ -162,7 +162,9 @@ pub struct Serving {
 }
 
 /// `serve`: signals, listeners, then the store (migrating), then the service.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
+    // A malformed system-wide key stops start-up before anything is bound.
+    config.system_keys.check()?;
     tokio::spawn(crate::shutdown::listen_for_signals());
     let grace = config.shutdown.grace;
     let switch = Switch::default();

@@ -11,6 +11,7 @@ mod m20261127_000005_claims;
 mod m20261127_000006_sealed_flow_codes;
 mod m20261201_000007_people;
 mod m20261202_000008_checks;
+mod m20261202_000009_origin;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000006_sealed_flow_codes::Migration),
             Box::new(m20261201_000007_people::Migration),
             Box::new(m20261202_000008_checks::Migration),
+            Box::new(m20261202_000009_origin::Migration),
         ]
     }
 }

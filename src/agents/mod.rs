@@ -122,6 +122,16 @@ pub fn spec(agent: Agent) -> &'static AgentSpec {
     registered().find(|a| a.agent == agent).expect("every agent is registered")
 }
 
+/// Whether `provider`'s API key serves `agent` and no other registered
+/// agent (GitHub: Copilot; Google: Gemini). An agent is handed the API key
+/// of every provider it runs against, so Anthropic's key serves Claude Code
+/// and OpenCode, OpenAI's Codex and OpenCode: removing one agent's
+/// credentials takes such a shared key only when asked to.
+pub fn api_key_serves_only(provider: Provider, agent: Agent) -> bool {
+    let mut takers = registered().filter(|a| a.providers.contains(&provider));
+    matches!((takers.next(), takers.next()), (Some(only), None) if only.agent == agent)
+}
+
 /// Whether an agent takes any subscription at all (Gemini takes API keys only).
 pub fn takes_subscriptions(agent: Agent) -> bool {
     catalog::entry(agent).takes_subscriptions()

@@ -301,3 +301,16 @@ fn refusals_name_the_file_and_leak_nothing() {
     let msg = refused_file(parse_returned(oc, o, path, &format!("{{}} {MARK}")));
     assert!(msg.contains("not valid JSON"), "{msg}");
 }
+
+#[test]
+fn api_keys_serving_one_agent_only() {
+    assert!(api_key_serves_only(Provider::Github, Agent::Copilot));
+    assert!(api_key_serves_only(Provider::Google, Agent::Gemini));
+    for agent in [Agent::ClaudeCode, Agent::Opencode] {
+        assert!(!api_key_serves_only(Provider::Anthropic, agent));
+    }
+    for agent in [Agent::Codex, Agent::Opencode] {
+        assert!(!api_key_serves_only(Provider::Openai, agent));
+    }
+    assert!(!api_key_serves_only(Provider::Github, Agent::Gemini));
+}

@@ -32,6 +32,9 @@ pub struct Model {
     /// The latest end of a task lease on this credential: no refresh
     /// starts before it.
     pub leased_until: Option<DateTimeUtc>,
+    /// `FLOW` when the vault's own sign-in obtained it (it may be revoked at
+    /// the provider on removal), `PASTED` otherwise.
+    pub origin: String,
 }
 
 impl std::fmt::Debug for Model {

@@ -19,7 +19,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
 use crate::providers::{FlowSecret, Tokens};
 use crate::store::audit::Actor;
-use crate::store::{CredentialMeta, NewCredential, OwnerHandle, StoredSecret};
+use crate::store::{CredentialMeta, NewCredential, Origin, OwnerHandle, StoredSecret};
 use crate::store::{FLOW_USER_CODE_FIELD, FLOW_VERIFICATION_URI_FIELD};
 
 /// The sign-in method an (agent, provider) pair uses, if any.
@@ -386,6 +386,7 @@ impl FlowEngine {
             kind: CredentialKind::Subscription,
             secret: StoredSecret::Subscription(tokens.secret),
             expires_at: tokens.expires_at,
+            origin: Origin::Flow,
         };
         match owner {
             Some(owner) => owner.put(new).await,

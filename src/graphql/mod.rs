@@ -9,6 +9,7 @@ mod guards;
 mod mutation;
 mod people;
 mod query;
+mod removal;
 mod subscription;
 pub mod subscription_limits;
 mod tasks;

@@ -3,6 +3,7 @@ use chrono::{DateTime, Utc};
 
 use super::guards::{AdminGuard, PersonGuard, RunnerGuard, SignedIn};
 use super::people::{DeletedPerson, Person};
+use super::removal::AgentRemoval;
 use super::types::{
     AuthorizationFlow, Credential, CredentialFileInput, DeviceFlow, NewToken, NewUser, SubscriptionCredentialInput,
     TaskCredentials,
@@ -55,7 +56,7 @@ impl MutationRoot {
         Ok(owner.save_subscription(input.agent, parsed).await.map(Credential)?)
     }
 
-    /// Owner only.
+    /// Owner only. A token the vault's own sign-in obtained is revoked at its provider too (best effort).
     #[graphql(guard = "PersonGuard")]
     async fn remove_credential(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let id = parse_id("id", &id)?;
@@ -63,12 +64,44 @@ impl MutationRoot {
         Ok(true)
     }
 
-    /// Owner only: every subscription credential of that agent (Agent Credentials -> Remove Credentials).
-    /// API keys serve every agent of a provider and are removed from the API Keys tab.
+    /// Owner only: the caller's API key for a provider. True when it was removed, false when there was none.
     #[graphql(guard = "PersonGuard")]
-    async fn remove_agent_credentials(&self, ctx: &Context<'_>, agent: Agent) -> Result<i32> {
-        let removed = store(ctx).owner(principal(ctx)?)?.remove_agent(agent).await?;
-        Ok(i32::try_from(removed).unwrap_or(i32::MAX))
+    async fn remove_api_key(&self, ctx: &Context<'_>, provider: Provider) -> Result<bool> {
+        Ok(store(ctx).owner(principal(ctx)?)?.remove_api_key(provider).await?)
+    }
+
+    /// Owner only (Agent Credentials -> Remove Credentials): everything of the caller's that only serves that
+    /// agent, as disconnectAgent does; returns how many credentials were removed.
+    #[graphql(guard = "PersonGuard")]
+    async fn remove_agent_credentials(
+        &self,
+        ctx: &Context<'_>,
+        agent: Agent,
+        #[graphql(default = false, desc = "As in disconnectAgent: also the API keys shared with other agents.")]
+        include_shared_api_keys: bool,
+    ) -> Result<i32> {
+        let removal = store(ctx).owner(principal(ctx)?)?.disconnect(agent, include_shared_api_keys).await?;
+        Ok(i32::try_from(removal.removed.len()).unwrap_or(i32::MAX))
+    }
+
+    /// Owner only: removes everything of the caller's that only serves that agent (its subscription credentials,
+    /// and an API key no other agent takes: GitHub for Copilot, Google for Gemini), in one change; tokens the
+    /// vault's own sign-in obtained are revoked at the provider (best effort). Says what was removed and what
+    /// the agent would still use.
+    #[graphql(guard = "PersonGuard")]
+    async fn disconnect_agent(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The agent to disconnect.")] agent: Agent,
+        #[graphql(
+            default = false,
+            desc = "Also the caller's API keys this agent shares with other agents (Anthropic: Claude Code and \
+                    OpenCode; OpenAI: Codex and OpenCode)."
+        )]
+        include_shared_api_keys: bool,
+    ) -> Result<AgentRemoval> {
+        let removal = store(ctx).owner(principal(ctx)?)?.disconnect(agent, include_shared_api_keys).await?;
+        Ok(AgentRemoval(removal))
     }
 
     #[graphql(guard = "PersonGuard")]

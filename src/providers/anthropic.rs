@@ -7,6 +7,7 @@ use oauth2::{CsrfToken, PkceCodeChallenge};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::revoke::Revocation;
 use super::signin::{tokens_from, unreachable_error};
 use super::{http, wrong_prefix, FlowSecret, ProviderError, ProviderSpec, RefreshTokens, Tokens};
 use crate::credential_input::{
@@ -43,6 +44,12 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     hint_prefixes: &["sk-ant-"],
     refresh: RefreshTokens::Reusable,
+    // No documented revoke endpoint.
+    revocation: Revocation {
+        api_key_page: "https://console.anthropic.com/settings/keys",
+        login_page: "https://claude.ai/settings",
+        revoke: None,
+    },
 };
 
 fn check_api_key(key: &str) -> InputResult<()> {

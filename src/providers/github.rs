@@ -2,8 +2,10 @@
 //! kind it refuses), and RFC 8628 device sign-in.
 
 use chrono::{DateTime, Duration, Utc};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use super::revoke::{confirmed, Revocation, RevokeAt};
 use super::signin::{error_code, not_understood, printable_code, tokens_from, unreachable_error};
 use super::{http, wrong_prefix, DeviceStart, FlowSecret, Poll, ProviderError, ProviderSpec, RefreshTokens};
 use crate::credential_input::{
@@ -36,6 +38,12 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     hint_prefixes: &["github_pat_", "gho_", "ghu_"],
     refresh: RefreshTokens::None,
+    revocation: Revocation {
+        api_key_page: "https://github.com/settings/personal-access-tokens",
+        login_page: "https://github.com/settings/personal-access-tokens (fine-grained tokens) or \
+             https://github.com/settings/applications (sign-ins)",
+        revoke: Some(revoke),
+    },
 };
 
 /// Copilot accepts fine-grained PATs, OAuth and GitHub App user tokens only.
@@ -167,6 +175,30 @@ pub(super) async fn poll(client: &reqwest::Client, cfg: &GithubOauth, device_cod
         Some(tokens) if status < 300 => Poll::Authorized(tokens),
         _ => Poll::Failed("GitHub answered in a way sesame-vault does not understand".into()),
     }
+}
+
+// --- GitHub's API ----------------------------------------------------------
+
+/// Where GitHub's API is (`SESAME_PROVIDERS__GITHUB__API_URL`).
+pub const API_URL: &str = "https://api.github.com";
+
+// --- Revoking a sign-in ------------------------------------------------------
+
+/// `POST {api_url}/credentials/revoke`, unauthenticated, `{"credentials":
+/// [token]}`; GitHub answers 202 when it accepted the revocation.
+fn revoke<'a>(
+    client: &'a reqwest::Client,
+    at: &'a RevokeAt<'a>,
+    secret: &'a SubscriptionSecret,
+) -> BoxFuture<'a, Result<(), String>> {
+    Box::pin(async move {
+        let url = format!("{}/credentials/revoke", at.apis.github.api_url.trim_end_matches('/'));
+        let request = client
+            .post(url)
+            .header("x-github-api-version", "2022-11-28")
+            .json(&serde_json::json!({ "credentials": [secret.access_token.expose()] }));
+        confirmed(request, 202, "GitHub").await
+    })
 }
 
 #[cfg(test)]

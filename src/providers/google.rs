@@ -1,6 +1,7 @@
 //! Google, for Gemini: AI Studio API keys only (Google offers no headless
 //! sign-in the Gemini CLI can use).
 
+use super::revoke::Revocation;
 use super::{wrong_prefix, ProviderSpec, RefreshTokens};
 use crate::credential_input::{is_token_byte, InputError, InputResult};
 use crate::domain::Provider;
@@ -18,6 +19,12 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     kinds: &[("AIza", "a Google API key")],
     hint_prefixes: &["AIza"],
     refresh: RefreshTokens::None,
+    // No sign-in: only pasted API keys, revoked in AI Studio.
+    revocation: Revocation {
+        api_key_page: "https://aistudio.google.com/apikey",
+        login_page: "https://aistudio.google.com/apikey",
+        revoke: None,
+    },
 };
 
 fn check_api_key(key: &str) -> InputResult<()> {

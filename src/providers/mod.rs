@@ -12,11 +12,14 @@ pub mod google;
 pub mod http;
 pub mod jwt;
 pub mod openai;
+pub mod revoke;
 #[cfg(test)]
 pub(crate) mod samples;
 mod signin;
 
 pub use signin::{DeviceStart, FlowSecret, Poll, ProviderError, Providers, Refresh, Tokens};
+
+use serde::{Deserialize, Serialize};
 
 use crate::credential_input::{clean, InputError, InputResult, Secret, MAX_INPUT_BYTES};
 use crate::domain::Provider;
@@ -42,6 +45,32 @@ pub struct ProviderSpec {
     /// Prefixes a masked hint may show.
     pub hint_prefixes: &'static [&'static str],
     pub refresh: RefreshTokens,
+    /// Revoking at the provider what its sign-in issued, and where a person
+    /// revokes the rest by hand (`revoke.rs`).
+    pub revocation: revoke::Revocation,
+}
+
+/// `[providers]`: where each provider's API is
+/// (`SESAME_PROVIDERS__<PROVIDER>__API_URL`; the defaults are in each
+/// provider's file); tests point them at a fake.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvidersConfig {
+    pub github: ApiUrl,
+}
+
+impl Default for ProvidersConfig {
+    fn default() -> Self {
+        let at = |url: &str| ApiUrl { api_url: url.to_owned() };
+        ProvidersConfig { github: at(github::API_URL) }
+    }
+}
+
+/// A provider's API base URL.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiUrl {
+    pub api_url: String,
 }
 
 /// Whether and how a provider's logins are refreshed.

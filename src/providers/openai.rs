@@ -4,9 +4,11 @@
 //! verifier the poll returns; and refresh.
 
 use chrono::{Duration, Utc};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::revoke::{confirmed, Revocation, RevokeAt};
 use super::signin::{error_code, not_understood, tokens_from, unreachable_error};
 use super::{http, jwt, wrong_prefix, DeviceStart, FlowSecret, Poll, ProviderError, ProviderSpec, RefreshTokens};
 use crate::credential_input::{
@@ -30,6 +32,11 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     // A refresh token works once: the newest must be kept, and two holders
     // must never both spend it.
     refresh: RefreshTokens::SingleUse,
+    revocation: Revocation {
+        api_key_page: "https://platform.openai.com/api-keys",
+        login_page: "https://chatgpt.com/#settings/Security",
+        revoke: Some(revoke),
+    },
 };
 
 fn check_api_key(key: &str) -> InputResult<()> {
@@ -204,6 +211,31 @@ pub(super) fn refresh_request(
         "grant_type": "refresh_token",
         "refresh_token": refresh_token.expose(),
     }))
+}
+
+// --- Revoking a sign-in ------------------------------------------------------
+
+/// `POST {issuer}/oauth/revoke` (RFC 7009 form: `token`, `token_type_hint`,
+/// `client_id`), the refresh token when there is one (it ends the login),
+/// else the access token; 200 when OpenAI revoked it.
+fn revoke<'a>(
+    client: &'a reqwest::Client,
+    at: &'a RevokeAt<'a>,
+    secret: &'a SubscriptionSecret,
+) -> BoxFuture<'a, Result<(), String>> {
+    Box::pin(async move {
+        let cfg = &at.oauth.openai;
+        let (token, hint) = match &secret.refresh_token {
+            Some(refresh) => (refresh, "refresh_token"),
+            None => (&secret.access_token, "access_token"),
+        };
+        let request = client.post(format!("{}/oauth/revoke", cfg.issuer())).form(&[
+            ("token", token.expose()),
+            ("token_type_hint", hint),
+            ("client_id", cfg.client_id.as_str()),
+        ]);
+        confirmed(request, 200, "OpenAI").await
+    })
 }
 
 #[cfg(test)]

@@ -124,13 +124,40 @@ pub(crate) fn slot(kind: CredentialKind, agent: Option<Agent>, provider: Provide
     }
 }
 
-/// A credential to store: where, and what.
+/// A credential to store: where, what, and where it came from.
 pub(crate) struct NewCredential {
     pub provider: Provider,
     pub agent: Option<Agent>,
     pub kind: CredentialKind,
     pub secret: StoredSecret,
     pub expires_at: Option<DateTime<Utc>>,
+    pub origin: Origin,
+}
+
+/// Where a stored credential came from: the vault's own sign-in (so the
+/// vault may revoke it at the provider when it is removed) or a paste.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Flow,
+    Pasted,
+}
+
+impl Origin {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Origin::Flow => "FLOW",
+            Origin::Pasted => "PASTED",
+        }
+    }
+
+    /// The stored form back; anything else (rows from before the column) is pasted.
+    pub(crate) fn of(row: &credential::Model) -> Origin {
+        if row.origin == Origin::Flow.as_str() {
+            Origin::Flow
+        } else {
+            Origin::Pasted
+        }
+    }
 }
 
 impl Store {
@@ -196,6 +223,7 @@ impl Store {
                         refresh_claimed_until: None,
                         refresh_claim: None,
                         leased_until: None,
+                        origin: new.origin.as_str().into(),
                     };
                     row.secret = self.keys().encrypt(&plaintext, binding(&row, FIELD_SECRET));
                     row.hint = self.keys().encrypt(hint_text.as_bytes(), binding(&row, FIELD_HINT));
@@ -225,6 +253,15 @@ impl Store {
                 ));
             }
         };
+        if replaced {
+            // The new secret's origin: a pasted token over a signed-in one
+            // is no longer the vault's to revoke.
+            credential::Entity::update_many()
+                .col_expr(credential::Column::Origin, sea_orm::sea_query::Expr::value(new.origin.as_str()))
+                .filter(credential::Column::Id.eq(meta.id.as_str()))
+                .exec(&txn)
+                .await?;
+        }
         audit::record(
             &txn,
             actor,

@@ -12,6 +12,7 @@ mod event_log;
 mod lifecycle;
 mod owner;
 mod people;
+mod removal;
 mod runner;
 mod sink;
 
@@ -29,10 +30,11 @@ use zeroize::Zeroizing;
 
 pub use admin::{AdminHandle, AuditEntry};
 pub use credentials::CredentialMeta;
-pub(crate) use credentials::{NewCredential, StoredSecret};
+pub(crate) use credentials::{NewCredential, Origin, StoredSecret};
 pub use lifecycle::{RefreshOutcome, RefreshReport, ScanReport};
 pub use owner::OwnerHandle;
 pub use people::{AccessToken, DeletedPerson, JwtPerson, Person, TokenKind, JWT_TOKEN_ID};
+pub use removal::{Remaining, Removal, Removed};
 pub use runner::{Issued, RunnerHandle, TaskId};
 pub use sink::{Channel, EventSink};
 
@@ -46,6 +48,7 @@ use crate::entities::{access_token, credential, oauth_flow, user};
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventBus;
 use crate::ids::new_id;
+use crate::providers::revoke::Revoker;
 use crate::providers::Providers;
 
 #[derive(Clone)]
@@ -64,6 +67,7 @@ struct Inner {
     system_keys: SystemKeys,
     task_lease: Duration,
     providers: Providers,
+    revoker: Revoker,
     /// Token lookups of concurrent requests, one query per batch.
     auth_batch: OnceLock<Batcher<String, Principal>>,
     /// Task issuances of concurrent requests, one transaction per batch.
@@ -86,6 +90,8 @@ pub struct StoreSettings {
     pub task_lease: std::time::Duration,
     /// Token endpoints, for refreshing.
     pub providers: Providers,
+    /// Revocation at the provider, for removed credentials.
+    pub revoker: Revoker,
     /// This process's subscribers.
     pub events: EventBus,
     /// Where recorded events and flow changes are announced.
@@ -129,7 +135,7 @@ const TOKEN_TOUCH_INTERVAL: Duration = Duration::minutes(5);
 
 impl Store {
     pub fn new(db: DatabaseConnection, reader: DatabaseConnection, keys: Keyring, settings: StoreSettings) -> Store {
-        let StoreSettings { system_keys, task_lease, providers, events, sink } = settings;
+        let StoreSettings { system_keys, task_lease, providers, revoker, events, sink } = settings;
         let task_lease = Duration::from_std(task_lease).unwrap_or(Duration::hours(2));
         Store {
             inner: Arc::new(Inner {
@@ -141,6 +147,7 @@ impl Store {
                 system_keys,
                 task_lease,
                 providers,
+                revoker,
                 auth_batch: OnceLock::new(),
                 issue_batch: OnceLock::new(),
             }),
@@ -176,6 +183,10 @@ impl Store {
 
     pub(crate) fn providers(&self) -> &Providers {
         &self.inner.providers
+    }
+
+    pub(crate) fn revoker(&self) -> &Revoker {
+        &self.inner.revoker
     }
 
     pub(crate) fn task_lease(&self) -> Duration {

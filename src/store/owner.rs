@@ -2,10 +2,10 @@
 //! filtered by the owner's id, so another user's rows are simply not there.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
-use super::audit::{Action, Actor};
-use super::credentials::{NewCredential, StoredSecret};
+use super::audit::Actor;
+use super::credentials::{NewCredential, Origin, StoredSecret};
 use super::{CredentialMeta, Person, Store};
 use crate::agents::ParsedSubscription;
 use crate::auth::Principal;
@@ -89,7 +89,14 @@ impl OwnerHandle {
             .put_credential(
                 self.actor(),
                 &self.user_id,
-                NewCredential { provider, agent: None, kind: CredentialKind::ApiKey, secret, expires_at },
+                NewCredential {
+                    provider,
+                    agent: None,
+                    kind: CredentialKind::ApiKey,
+                    secret,
+                    expires_at,
+                    origin: Origin::Pasted,
+                },
             )
             .await
     }
@@ -106,6 +113,7 @@ impl OwnerHandle {
                     kind: CredentialKind::Subscription,
                     secret: StoredSecret::Subscription(secret),
                     expires_at,
+                    origin: Origin::Pasted,
                 },
             )
             .await
@@ -114,37 +122,5 @@ impl OwnerHandle {
     /// Stores a credential the caller obtained by signing in.
     pub(crate) async fn put(&self, new: NewCredential) -> ApiResult<CredentialMeta> {
         self.store.put_credential(self.actor(), &self.user_id, new).await
-    }
-
-    /// Removes one of the caller's credentials; NOT_FOUND for anyone else's.
-    pub async fn remove(&self, id: &str) -> ApiResult<()> {
-        let txn = self.store.db().begin().await?;
-        let row = credential::Entity::find_by_id(id)
-            .filter(credential::Column::OwnerId.eq(self.user_id.as_str()))
-            .one(&txn)
-            .await?
-            .ok_or_else(|| ApiError::not_found("credential"))?;
-        let removed =
-            self.store.delete_credentials(&txn, self.actor(), Action::CredentialRemoved, vec![row], None).await?;
-        txn.commit().await?;
-        self.store.publish_all(removed);
-        Ok(())
-    }
-
-    /// Removes the caller's subscription credentials for an agent (the
-    /// dialog's "Remove Credentials"). API keys serve every agent of their
-    /// provider, so they stay; they are removed from the API Keys tab.
-    pub async fn remove_agent(&self, agent: Agent) -> ApiResult<usize> {
-        let txn = self.store.db().begin().await?;
-        let rows = credential::Entity::find()
-            .filter(credential::Column::OwnerId.eq(self.user_id.as_str()))
-            .filter(credential::Column::Agent.eq(agent.as_str()))
-            .all(&txn)
-            .await?;
-        let removed = self.store.delete_credentials(&txn, self.actor(), Action::CredentialRemoved, rows, None).await?;
-        txn.commit().await?;
-        let n = removed.len();
-        self.store.publish_all(removed);
-        Ok(n)
     }
 }

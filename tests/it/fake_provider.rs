@@ -42,6 +42,11 @@ pub struct State {
     /// Answer refreshes with this error code instead of tokens.
     pub refresh_error: Option<(u16, String)>,
     pub access_lifetime: i64,
+    /// Revocations received: (endpoint, token, token_type_hint), for
+    /// `/github/api/credentials/revoke` and `/openai/oauth/revoke`.
+    pub revocations: Vec<(String, String, String)>,
+    /// Answer revocations with this status instead of success.
+    pub revoke_status: Option<u16>,
 }
 
 #[derive(Clone)]
@@ -67,6 +72,8 @@ impl FakeProvider {
             .at("/openai/api/accounts/deviceauth/token", post(openai_device_token))
             .at("/openai/oauth/token", post(openai_token))
             .at("/anthropic/token", post(anthropic_token))
+            .at("/github/api/credentials/revoke", post(github_revoke))
+            .at("/openai/oauth/revoke", post(openai_revoke))
             .data(state.clone());
         let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
         let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
@@ -84,6 +91,15 @@ impl FakeProvider {
             ("SESAME_OAUTH__OPENAI__ISSUER".into(), format!("{}/openai", self.url)),
             ("SESAME_OAUTH__ANTHROPIC__TOKEN_URL".into(), format!("{}/anthropic/token", self.url)),
         ]
+    }
+
+    /// Points GitHub's API (where revocations go) at this provider too.
+    pub fn revoke_env(&self) -> Vec<(String, String)> {
+        vec![("SESAME_PROVIDERS__GITHUB__API_URL".into(), format!("{}/github/api", self.url))]
+    }
+
+    pub fn revocations(&self) -> Vec<(String, String, String)> {
+        self.state.lock().unwrap().revocations.clone()
     }
 
     pub fn polls(&self) -> Vec<Instant> {
@@ -253,5 +269,37 @@ fn anthropic_token(Json(body): Json<Value>, Data(state): Data<&Arc<Mutex<State>>
             )
         }
         _ => json_response(400, json!({ "error": "unsupported_grant_type" })),
+    }
+}
+
+/// GitHub's credential revocation: unauthenticated JSON `{"credentials": [...]}`, 202.
+#[handler]
+fn github_revoke(req: &Request, Json(body): Json<Value>, Data(state): Data<&Arc<Mutex<State>>>) -> Response {
+    assert!(req.header("authorization").is_none(), "GitHub's revocation is unauthenticated");
+    let mut s = state.lock().unwrap();
+    for token in body["credentials"].as_array().expect("credentials: [...]") {
+        s.revocations.push(("github".into(), token.as_str().unwrap().to_owned(), String::new()));
+    }
+    match s.revoke_status {
+        Some(status) => json_response(status, json!({ "message": "Server Error" })),
+        None => json_response(202, json!({})),
+    }
+}
+
+/// OpenAI's RFC 7009 revocation: form `token`, `token_type_hint`, `client_id`; 200.
+#[handler]
+fn openai_revoke(body: String, Data(state): Data<&Arc<Mutex<State>>>) -> Response {
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    assert!(form.get("client_id").is_some_and(|c| !c.is_empty()), "{form:?}");
+    let mut s = state.lock().unwrap();
+    s.revocations.push((
+        "openai".into(),
+        form["token"].clone(),
+        form.get("token_type_hint").cloned().unwrap_or_default(),
+    ));
+    match s.revoke_status {
+        Some(status) => json_response(status, json!({ "error": "server_error" })),
+        None => json_response(200, json!({})),
     }
 }

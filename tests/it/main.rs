@@ -13,6 +13,7 @@ mod lifecycle;
 mod operable;
 mod postgres;
 mod recovery;
+mod removal;
 mod replicas;
 mod safety;
 mod schema;

@@ -24,7 +24,7 @@ const ISSUE_ATTEMPTS: usize = 40;
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Why a stored credential is passed over, in words for the person.
-fn unusable_reason(row: &credential::Model, now: DateTime<Utc>) -> Option<&'static str> {
+pub(in crate::store) fn unusable_reason(row: &credential::Model, now: DateTime<Utc>) -> Option<&'static str> {
     if row.status == CredentialStatus::NeedsReauth.as_str() {
         Some("needs you to sign in again")
     } else if row.expires_at.is_some_and(|t| t <= now) || row.status == CredentialStatus::Expired.as_str() {

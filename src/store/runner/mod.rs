@@ -18,6 +18,7 @@ use crate::domain::{Agent, CredentialSource, Provider};
 use crate::error::{ApiError, ApiResult};
 use crate::store::Store;
 use issuance::checked_provider;
+pub(super) use issuance::unusable_reason;
 
 /// A task id as the runner names it: 1–200 characters of `[A-Za-z0-9._:/-]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
