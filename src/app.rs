@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::checks::Checker;
 use crate::config::Config;
 use crate::flows::FlowEngine;
 use crate::graphql::{build_schema, VaultSchema};
@@ -17,6 +18,8 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub flows: FlowEngine,
+    /// Checks credentials with their providers (`crate::checks`).
+    pub checker: Checker,
     pub schema: VaultSchema,
 }
 
@@ -51,8 +54,14 @@ impl App {
         if sealed > 0 {
             tracing::info!(flows = sealed, "sealed the user codes of sign-in flows stored in plain text before");
         }
-        let schema = build_schema(store.clone(), flows.clone(), &config.graphql);
-        Ok(App { config, store, flows, schema })
+        let checker = Checker::new(
+            &config.checks,
+            config.providers.clone(),
+            config.oauth.http_timeout,
+            config.scheduler.expiring_within,
+        )?;
+        let schema = build_schema(store.clone(), flows.clone(), checker.clone(), &config.graphql);
+        Ok(App { config, store, flows, checker, schema })
     }
 
     /// Serves on the listeners `crate::ops::serve` bound until Ctrl-C /
@@ -75,8 +84,23 @@ impl App {
                 .context("listening for PostgreSQL notifications")?;
         }
         self.flows.run_background(self.config.is_sqlite());
-        let scheduler =
-            crate::scheduler::start(self.store.clone(), self.flows.clone(), self.config.scheduler.clone()).await?;
+        // The system-wide keys are checked in the background (readiness
+        // does not wait for providers), unless the checks job is off.
+        if !self.config.scheduler.checks.trim().is_empty() {
+            let (store, checker) = (self.store.clone(), self.checker.clone());
+            tokio::spawn(async move {
+                if let Err(e) = crate::checks::job::check_system_keys(&store, &checker).await {
+                    tracing::warn!(error = ?e, "checking the system keys at start-up failed; the checks job tries again");
+                }
+            });
+        }
+        let scheduler = crate::scheduler::start(
+            self.store.clone(),
+            self.flows.clone(),
+            self.checker.clone(),
+            self.config.scheduler.clone(),
+        )
+        .await?;
         let auth = crate::identity::Authenticator::new(self.store.clone(), &self.config.auth)?;
         auth.warm_up();
         let routes = crate::http::routes(self.schema, auth, self.config.graphql.clone());

@@ -71,7 +71,10 @@ pub struct Config {
     /// `[shutdown]`: `grace` (`SESAME_SHUTDOWN__GRACE`).
     #[serde(default)]
     pub shutdown: crate::shutdown::ShutdownConfig,
-    /// `[providers]`: where each provider's API is (`SESAME_PROVIDERS__<PROVIDER>__API_URL`).
+    /// `[checks]`: checking credentials with their provider (`SESAME_CHECKS__*`).
+    #[serde(default)]
+    pub checks: crate::checks::ChecksConfig,
+    /// `[providers]`: where each provider's API is (`SESAME_PROVIDERS__<PROVIDER>__API_URL`, …).
     #[serde(default)]
     pub providers: crate::providers::ProvidersConfig,
     /// System-wide agent keys, used when a user has none.
@@ -168,6 +171,8 @@ pub struct SchedulerConfig {
     pub expiry_scan: String,
     pub refresh: String,
     pub housekeeping: String,
+    /// Re-checks credentials with their provider (see `[checks]`).
+    pub checks: String,
     /// Credentials expiring within this become EXPIRING.
     #[serde(with = "humantime_serde")]
     pub expiring_within: std::time::Duration,
@@ -189,6 +194,7 @@ impl Default for SchedulerConfig {
             expiry_scan: "0 */5 * * * *".into(),
             refresh: "30 * * * * *".into(),
             housekeeping: "0 17 3 * * *".into(),
+            checks: "0 */10 * * * *".into(),
             expiring_within: std::time::Duration::from_secs(7 * DAY),
             refresh_before: std::time::Duration::from_secs(600),
             flow_retention: std::time::Duration::from_secs(7 * DAY),
@@ -307,6 +313,7 @@ impl Default for Config {
             log: Default::default(),
             metrics: Default::default(),
             shutdown: Default::default(),
+            checks: Default::default(),
             providers: Default::default(),
             system_keys: SystemKeys::default(),
         }

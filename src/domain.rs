@@ -91,7 +91,22 @@ string_enum!(CredentialStatus {
     Expiring => "EXPIRING",
     Expired => "EXPIRED",
     NeedsReauth => "NEEDS_REAUTH",
+    Invalid => "INVALID",
 });
+
+string_enum!(
+    /// What the provider said when a credential was last checked with it:
+    /// VALID (accepted), INVALID (refused: statusMessage and the check's
+    /// message say what to do), NO_ACCESS (authenticated, but without access,
+    /// e.g. no Copilot on this GitHub account), UNREACHABLE (network,
+    /// timeout, 5xx, 429 or an unknown answer: nothing was concluded).
+    CheckResult {
+        Valid => "VALID",
+        Invalid => "INVALID",
+        NoAccess => "NO_ACCESS",
+        Unreachable => "UNREACHABLE",
+    }
+);
 
 string_enum!(
     /// What came of revoking a removed credential at its provider: REVOKED
@@ -136,6 +151,7 @@ string_enum!(CredentialEventKind {
     Refreshed => "REFRESHED",
     NeedsReauth => "NEEDS_REAUTH",
     Removed => "REMOVED",
+    Invalid => "INVALID",
 });
 
 /// What each agent and provider is lives in its registry

@@ -7,6 +7,7 @@ pub mod agents;
 pub mod app;
 pub mod auth;
 pub mod backup;
+pub mod checks;
 pub mod config;
 pub mod credential_input;
 pub mod crypto;

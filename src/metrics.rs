@@ -15,6 +15,7 @@
 //! | `sesame_websocket_open` / `sesame_websocket_subscriptions` | | open sockets, live subscriptions |
 //! | `sesame_issuances_total` | source, outcome | task credential issuances |
 //! | `sesame_refreshes_total` | provider, outcome | OAuth token refreshes |
+//! | `sesame_checks_total` | provider, outcome | credentials checked with their provider, by result |
 //! | `sesame_flows_total` | provider, status | sign-in flows started (`STARTED`) and ended |
 //! | `sesame_provider_requests_total` / `_duration_seconds` | host, status | calls to providers |
 //! | `sesame_credentials` | status | stored credentials by status, read at scrape time |
@@ -22,9 +23,6 @@
 //! | `sesame_db_pool_connections` | pool, state | connections in use / idle, read at scrape time |
 //! | `sesame_db_pool_max_connections` | pool | the pool's bound |
 //! | `sesame_db_pool_acquire_seconds` | pool | how long this scrape waited for a connection |
-//!
-//! Provider checks (a later issue) get `sesame_checks_total{provider, outcome}`
-//! here, beside refreshes, when they exist; nothing is exported for them before.
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -135,6 +133,7 @@ pub struct Metrics {
     pub subscriptions: Gauge,
     pub issuances: Family<IssuanceLabels, Counter>,
     pub refreshes: Family<ProviderOutcome, Counter>,
+    pub checks: Family<ProviderOutcome, Counter>,
     pub flows: Family<FlowLabels, Counter>,
     pub provider_requests: Family<HostStatus, Counter>,
     pub provider_duration: HistogramFamily<HostLabels>,
@@ -158,6 +157,7 @@ impl Metrics {
             subscriptions: Gauge::default(),
             issuances: Family::default(),
             refreshes: Family::default(),
+            checks: Family::default(),
             flows: Family::default(),
             provider_requests: Family::default(),
             provider_duration: Family::new_with_constructor(latency_histogram),
@@ -182,6 +182,11 @@ impl Metrics {
         registry.register("websocket_subscriptions", "Live subscriptions over WebSocket", m.subscriptions.clone());
         registry.register("issuances", "Task credential issuances by source and outcome", m.issuances.clone());
         registry.register("refreshes", "OAuth token refreshes by provider and outcome", m.refreshes.clone());
+        registry.register(
+            "checks",
+            "Credentials checked with their provider, by provider and result",
+            m.checks.clone(),
+        );
         registry.register("flows", "Sign-in flows started (STARTED) and ended, by final status", m.flows.clone());
         registry.register("provider_requests", "HTTP calls to sign-in providers", m.provider_requests.clone());
         registry.register_with_unit(
@@ -258,6 +263,11 @@ pub fn issuance(result: Result<&str, &str>) {
 /// A refresh's outcome (`REFRESHED`, `NEEDS_REAUTH`, `TRANSIENT`, `SKIPPED`, `ERROR`).
 pub fn refresh(provider: &str, outcome: &str) {
     METRICS.refreshes.get_or_create(&ProviderOutcome { provider: provider.into(), outcome: outcome.into() }).inc();
+}
+
+/// A check with the provider and its result (`VALID`, `INVALID`, `NO_ACCESS`, `UNREACHABLE`).
+pub fn check(provider: &str, result: &str) {
+    METRICS.checks.get_or_create(&ProviderOutcome { provider: provider.into(), outcome: result.into() }).inc();
 }
 
 /// A flow started (`STARTED`) or ended (its final status).

@@ -1,10 +1,13 @@
-//! Background jobs on tokio-cron-scheduler: the expiry scan, token refresh
-//! and housekeeping, each on its own schedule (empty disables it).
+//! Background jobs on tokio-cron-scheduler: the expiry scan, token refresh,
+//! housekeeping and the checks with providers, each on its own schedule
+//! (empty disables it).
 //!
-//! Every instance runs the scheduler; on PostgreSQL each run first takes a
-//! transaction-scoped advisory lock named after its job, so one instance
-//! at a time does the work and the others skip. The jobs are idempotent
-//! besides (transitions and refreshes are compare-and-swap).
+//! Every instance runs the scheduler; on PostgreSQL each run of the first
+//! three first takes a transaction-scoped advisory lock named after its
+//! job, so one instance at a time does the work and the others skip. The
+//! checks job shares its work instead: each credential is claimed on its
+//! row (`crate::checks::job`). The jobs are idempotent besides
+//! (transitions and refreshes are compare-and-swap).
 
 use std::future::Future;
 
@@ -13,6 +16,7 @@ use chrono::{Duration, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
+use crate::checks::Checker;
 use crate::config::SchedulerConfig;
 use crate::error::ApiResult;
 use crate::flows::FlowEngine;
@@ -88,7 +92,12 @@ async fn run_job<T: std::fmt::Debug>(job: &'static str, run: impl Future<Output 
 }
 
 /// Builds and starts the scheduler; `None` when every job is disabled.
-pub async fn start(store: Store, flows: FlowEngine, config: SchedulerConfig) -> anyhow::Result<Option<JobScheduler>> {
+pub async fn start(
+    store: Store,
+    flows: FlowEngine,
+    checker: Checker,
+    config: SchedulerConfig,
+) -> anyhow::Result<Option<JobScheduler>> {
     let scheduler = JobScheduler::new().await.context("starting the scheduler")?;
     let mut jobs = 0;
 
@@ -144,6 +153,20 @@ pub async fn start(store: Store, flows: FlowEngine, config: SchedulerConfig) -> 
                         Ok((flows_deleted, rest))
                     };
                     run_job("housekeeping", exclusive(&store, LOCK_HOUSEKEEPING, work)).await;
+                })
+            })?)
+            .await?;
+        jobs += 1;
+    }
+    if let Some(schedule) = add("checks", &config.checks)? {
+        let (store, checker) = (store.clone(), checker.clone());
+        scheduler
+            .add(Job::new_async(schedule.as_str(), move |_, _| {
+                let (store, checker) = (store.clone(), checker.clone());
+                Box::pin(async move {
+                    // No advisory lock: every replica takes part, and each
+                    // credential is claimed on its row before it is checked.
+                    run_job("checks", async { crate::checks::job::run(&store, &checker).await.map(Some) }).await;
                 })
             })?)
             .await?;

@@ -35,6 +35,13 @@ pub struct Model {
     /// `FLOW` when the vault's own sign-in obtained it (it may be revoked at
     /// the provider on removal), `PASTED` otherwise.
     pub origin: String,
+    /// When the credential was last checked with its provider, what it
+    /// said, and what to do about it (see `crate::checks`).
+    pub last_checked_at: Option<DateTimeUtc>,
+    pub check_result: Option<String>,
+    pub check_message: Option<String>,
+    /// Set while one instance checks the credential (the periodic job's claim).
+    pub check_claimed_until: Option<DateTimeUtc>,
 }
 
 impl std::fmt::Debug for Model {

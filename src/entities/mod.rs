@@ -6,5 +6,6 @@ pub mod audit_log;
 pub mod credential;
 pub mod credential_event;
 pub mod oauth_flow;
+pub mod system_key_check;
 pub mod task_lease;
 pub mod user;

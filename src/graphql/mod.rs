@@ -1,6 +1,7 @@
 //! The GraphQL schema, independent of any HTTP framework: tests and the
 //! `schema` command use it directly; `crate::http` serves it.
 
+pub(crate) mod checks;
 mod documents;
 mod event_stream;
 mod flows;
@@ -22,6 +23,7 @@ pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
 
 use crate::auth::Principal;
+use crate::checks::Checker;
 use crate::config::GraphqlConfig;
 use crate::error::{ApiError, ApiResult};
 use crate::flows::FlowEngine;
@@ -31,10 +33,11 @@ pub type VaultSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema with its safety limits. The caller's `Principal`, if
 /// any, goes into each request's data.
-pub fn build_schema(store: Store, flows: FlowEngine, config: &GraphqlConfig) -> VaultSchema {
+pub fn build_schema(store: Store, flows: FlowEngine, checker: Checker, config: &GraphqlConfig) -> VaultSchema {
     let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(store)
         .data(flows)
+        .data(checker)
         .limit_depth(config.max_depth)
         .limit_complexity(config.max_complexity)
         .limit_recursive_depth(32)

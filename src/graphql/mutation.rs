@@ -8,11 +8,11 @@ use super::types::{
     AuthorizationFlow, Credential, CredentialFileInput, DeviceFlow, NewToken, NewUser, SubscriptionCredentialInput,
     TaskCredentials,
 };
-use super::{principal, store};
+use super::{checks, principal, store};
 use crate::agents::{parse_subscription, SubscriptionInput};
 use crate::domain::{Agent, Provider, Role};
 use crate::ids::parse_id;
-use crate::providers::ApiKey;
+use crate::providers::{ApiKey, Probe};
 use async_graphql::Result;
 
 pub struct MutationRoot;
@@ -27,10 +27,16 @@ impl MutationRoot {
         provider: Provider,
         #[graphql(secret)] key: String,
         expires_at: Option<DateTime<Utc>>,
+        #[graphql(
+            desc = "Check the key with its provider before saving it; a refused key is not saved. Null: the server's default (SESAME_CHECKS__ON_SAVE, on unless set to false)."
+        )]
+        check_on_save: Option<bool>,
     ) -> Result<Credential> {
         let owner = store(ctx).owner(principal(ctx)?)?;
         let key = ApiKey::parse(provider, &key)?;
-        Ok(owner.set_api_key(key, expires_at).await.map(Credential)?)
+        let probe = Probe::ApiKey(key.secret().expose());
+        let check = checks::before_save(ctx, &owner, check_on_save, (provider, None), probe).await?;
+        Ok(owner.set_api_key_checked(key, expires_at, check.as_ref()).await.map(Credential)?)
     }
 
     /// Saves (or replaces) the caller's subscription credential for an agent.
@@ -53,7 +59,30 @@ impl MutationRoot {
             },
             Utc::now(),
         )?;
-        Ok(owner.save_subscription(input.agent, parsed).await.map(Credential)?)
+        let probe = Probe::Subscription {
+            access_token: parsed.secret.access_token.expose(),
+            account_id: parsed.secret.account_id.as_deref(),
+        };
+        let check =
+            checks::before_save(ctx, &owner, input.check_on_save, (parsed.provider, Some(input.agent)), probe).await?;
+        Ok(owner.save_subscription_checked(input.agent, parsed, check.as_ref()).await.map(Credential)?)
+    }
+
+    /// Owner only: checks one of the caller's credentials with its provider now (no refresh, no lease).
+    /// An EXPIRED or NEEDS_REAUTH credential is returned as it is: its status already says what to do.
+    #[graphql(guard = "PersonGuard")]
+    async fn check_credential(&self, ctx: &Context<'_>, id: ID) -> Result<Credential> {
+        let id = parse_id("id", &id)?;
+        let owner = store(ctx).owner(principal(ctx)?)?;
+        Ok(crate::checks::check_own(checks::checker(ctx), &owner, &id).await.map(Credential)?)
+    }
+
+    /// Owner only: checks every one of the caller's credentials with its provider, a few at a time.
+    #[graphql(guard = "PersonGuard")]
+    async fn check_my_credentials(&self, ctx: &Context<'_>) -> Result<Vec<Credential>> {
+        let owner = store(ctx).owner(principal(ctx)?)?;
+        let checked = crate::checks::check_all_own(checks::checker(ctx), &owner).await?;
+        Ok(checked.into_iter().map(Credential).collect())
     }
 
     /// Owner only. A token the vault's own sign-in obtained is revoked at its provider too (best effort).

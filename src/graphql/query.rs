@@ -1,5 +1,6 @@
 use async_graphql::{Context, Object, ID};
 
+use super::checks::CredentialCheck;
 use super::guards::{AdminGuard, PersonGuard, SignedIn};
 use super::people::{AccessToken, Person, User};
 use super::types::{
@@ -29,16 +30,18 @@ impl QueryRoot {
 
     /// The system-wide keys set by environment: configured or not, never the value.
     #[graphql(guard = "SignedIn")]
-    async fn system_keys(&self, ctx: &Context<'_>) -> Vec<SystemKey> {
+    async fn system_keys(&self, ctx: &Context<'_>) -> Result<Vec<SystemKey>> {
         let keys = store(ctx).system_keys();
-        Provider::ALL
+        let checks = store(ctx).system_key_checks().await?;
+        Ok(Provider::ALL
             .iter()
             .map(|&provider| SystemKey {
                 provider,
                 env_var: provider.system_env_var().to_owned(),
                 configured: keys.get(provider).is_some(),
+                check: CredentialCheck::of_system_key(provider, &checks),
             })
-            .collect()
+            .collect())
     }
 
     #[graphql(guard = "PersonGuard")]

@@ -3,6 +3,7 @@
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
+use super::checks::CredentialCheck;
 use super::guards::PersonGuard;
 use super::{principal, store};
 use crate::agents::catalog;
@@ -79,6 +80,16 @@ impl Credential {
 
     async fn has_refresh_token(&self) -> bool {
         self.0.has_refresh_token
+    }
+
+    /// When the credential was last checked with its provider; null until it is.
+    async fn last_checked_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_checked_at
+    }
+
+    /// The last check with the provider (result, what to do, when); null until checked.
+    async fn check(&self) -> Option<CredentialCheck> {
+        CredentialCheck::of(&self.0)
     }
 }
 
@@ -204,6 +215,8 @@ pub struct SystemKey {
     pub provider: Provider,
     pub env_var: String,
     pub configured: bool,
+    /// The key's last check with its provider (never the value); null until checked.
+    pub check: Option<CredentialCheck>,
 }
 
 /// A device sign-in (`crate::flows`), as its owner sees it.
@@ -327,6 +340,8 @@ pub struct SubscriptionCredentialInput {
     #[graphql(secret)]
     pub auth_json: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Check the token with its provider before saving it; a refused token is not saved. Null: the server's default (SESAME_CHECKS__ON_SAVE, on unless set to false).
+    pub check_on_save: Option<bool>,
 }
 
 #[derive(InputObject)]

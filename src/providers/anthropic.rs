@@ -3,13 +3,15 @@
 //! authorization-code sign-in with PKCE S256, pasted back as `code#state`.
 
 use chrono::{DateTime, Duration, Utc};
+use futures_util::future::BoxFuture;
 use oauth2::{CsrfToken, PkceCodeChallenge};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::check::{conclude, Outcome, Probe};
 use super::revoke::Revocation;
 use super::signin::{tokens_from, unreachable_error};
-use super::{http, wrong_prefix, FlowSecret, ProviderError, ProviderSpec, RefreshTokens, Tokens};
+use super::{http, wrong_prefix, FlowSecret, ProviderError, ProviderSpec, ProvidersConfig, RefreshTokens, Tokens};
 use crate::credential_input::{
     check_token_body, clean, InputError, InputResult, Secret, SubscriptionFields, SubscriptionSecret, MAX_INPUT_BYTES,
 };
@@ -44,6 +46,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     hint_prefixes: &["sk-ant-"],
     refresh: RefreshTokens::Reusable,
+    check_with_provider: check,
     // No documented revoke endpoint.
     revocation: Revocation {
         api_key_page: "https://console.anthropic.com/settings/keys",
@@ -225,6 +228,69 @@ pub(super) fn refresh_request(
         "refresh_token": refresh_token.expose(),
         "client_id": cfg.client_id,
     }))
+}
+
+// --- Checking a credential with Anthropic -----------------------------------
+
+/// Where Anthropic's API is (`SESAME_PROVIDERS__ANTHROPIC__API_URL`).
+pub const API_URL: &str = "https://api.anthropic.com";
+
+/// The Messages API version `/v1/models` is asked with.
+const API_VERSION: &str = "2023-06-01";
+/// The beta flag under which Anthropic accepts OAuth access tokens.
+const OAUTH_BETA: &str = "oauth-2025-04-20";
+
+const KEY_REFUSED: &str = "Anthropic refused this API key (it was revoked, or is not a whole key): check you \
+     copied the entire key, or create a new key in the provider's console (console.anthropic.com → API Keys) \
+     and save it again.";
+
+const TOKEN_REFUSED: &str = "Anthropic refused this Claude subscription token (it expired or was revoked): \
+     re-run `claude setup-token` and save the new token, check you copied the entire token (it starts with \
+     sk-ant-oat01-), and verify your subscription is active.";
+
+/// Anthropic's error type: `{"type":"error","error":{"type":"permission_error",…}}`.
+fn is_permission_error(answer: &Result<(u16, serde_json::Value), String>) -> bool {
+    matches!(answer, Ok((403, body)) if body["error"]["type"].as_str() == Some("permission_error"))
+}
+
+fn check<'a>(http: &'a reqwest::Client, config: &'a ProvidersConfig, probe: Probe<'a>) -> BoxFuture<'a, Outcome> {
+    let base = config.anthropic.api_url.as_str();
+    Box::pin(async move {
+        match probe {
+            Probe::ApiKey(key) => check_api_key_with(http, base, key).await,
+            Probe::Subscription { access_token, .. } => check_subscription(http, base, access_token).await,
+        }
+    })
+}
+
+/// An API key: `GET /v1/models` with `x-api-key`. A 403 `permission_error`
+/// is a key that may not be used: refused too.
+pub async fn check_api_key_with(http: &reqwest::Client, base: &str, key: &str) -> Outcome {
+    let url = format!("{}/v1/models", base.trim_end_matches('/'));
+    let answer = http::send(http.get(url).header("x-api-key", key).header("anthropic-version", API_VERSION)).await;
+    if is_permission_error(&answer) {
+        return Outcome::invalid(KEY_REFUSED);
+    }
+    conclude(&answer, KEY_REFUSED)
+}
+
+/// A subscription token (setup-token or OAuth login): `GET
+/// /api/oauth/profile` as a Bearer token under the OAuth beta, never as
+/// `x-api-key`. Setup-tokens lack the `user:profile` scope and get 403
+/// `permission_error`, which still proves the token authenticated.
+pub async fn check_subscription(http: &reqwest::Client, base: &str, access_token: &str) -> Outcome {
+    let url = format!("{}/api/oauth/profile", base.trim_end_matches('/'));
+    let answer = http::send(
+        http.get(url)
+            .bearer_auth(access_token)
+            .header("anthropic-beta", OAUTH_BETA)
+            .header("anthropic-version", API_VERSION),
+    )
+    .await;
+    if is_permission_error(&answer) {
+        return Outcome::valid();
+    }
+    conclude(&answer, TOKEN_REFUSED)
 }
 
 #[cfg(test)]

@@ -5,12 +5,16 @@ use chrono::{DateTime, Duration, Utc};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use super::check::{conclude, Outcome, Probe};
 use super::revoke::{confirmed, Revocation, RevokeAt};
 use super::signin::{error_code, not_understood, printable_code, tokens_from, unreachable_error};
-use super::{http, wrong_prefix, DeviceStart, FlowSecret, Poll, ProviderError, ProviderSpec, RefreshTokens};
+use super::{
+    http, wrong_prefix, DeviceStart, FlowSecret, Poll, ProviderError, ProviderSpec, ProvidersConfig, RefreshTokens,
+};
 use crate::credential_input::{
     check_token_body, clean, InputError, InputResult, Secret, SubscriptionFields, SubscriptionSecret, MAX_INPUT_BYTES,
 };
+use crate::domain::CheckResult;
 use crate::domain::{Agent, Provider};
 
 /// Token kinds the Copilot CLI accepts: fine-grained PAT, OAuth, GitHub App user.
@@ -38,6 +42,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     ],
     hint_prefixes: &["github_pat_", "gho_", "ghu_"],
     refresh: RefreshTokens::None,
+    check_with_provider: check,
     revocation: Revocation {
         api_key_page: "https://github.com/settings/personal-access-tokens",
         login_page: "https://github.com/settings/personal-access-tokens (fine-grained tokens) or \
@@ -177,10 +182,39 @@ pub(super) async fn poll(client: &reqwest::Client, cfg: &GithubOauth, device_cod
     }
 }
 
-// --- GitHub's API ----------------------------------------------------------
+// --- Checking a token with GitHub -------------------------------------------
 
 /// Where GitHub's API is (`SESAME_PROVIDERS__GITHUB__API_URL`).
 pub const API_URL: &str = "https://api.github.com";
+
+const TOKEN_REFUSED: &str = "GitHub refused this token (Bad credentials: it expired or was revoked): check you \
+     copied the entire token, or create a new fine-grained token with the Copilot permission (or sign in with \
+     GitHub again) and save it.";
+
+const NO_COPILOT: &str = "GitHub accepted this token, but this GitHub account has no Copilot access: verify your \
+     subscription is active (github.com/settings/copilot), or use a token of an account that has Copilot.";
+
+fn check<'a>(http: &'a reqwest::Client, config: &'a ProvidersConfig, probe: Probe<'a>) -> BoxFuture<'a, Outcome> {
+    Box::pin(check_token_with(http, &config.github.api_url, probe.credential()))
+}
+
+/// A token for Copilot: `GET /user` proves the token, then `GET
+/// /copilot_internal/user` whether the account has Copilot (403/404: no).
+pub async fn check_token_with(http: &reqwest::Client, base: &str, token: &str) -> Outcome {
+    let get = |path: &str| {
+        http.get(format!("{}{path}", base.trim_end_matches('/')))
+            .bearer_auth(token)
+            .header("x-github-api-version", "2022-11-28")
+    };
+    let user = conclude(&http::send(get("/user")).await, TOKEN_REFUSED);
+    if user.result != CheckResult::Valid {
+        return user;
+    }
+    match http::send(get("/copilot_internal/user")).await {
+        Ok((403 | 404, _)) => Outcome::no_access(NO_COPILOT),
+        answer => conclude(&answer, TOKEN_REFUSED),
+    }
+}
 
 // --- Revoking a sign-in ------------------------------------------------------
 

@@ -1,8 +1,11 @@
 //! Google, for Gemini: AI Studio API keys only (Google offers no headless
 //! sign-in the Gemini CLI can use).
 
+use futures_util::future::BoxFuture;
+
+use super::check::{conclude, Outcome, Probe};
 use super::revoke::Revocation;
-use super::{wrong_prefix, ProviderSpec, RefreshTokens};
+use super::{http, wrong_prefix, ProviderSpec, ProvidersConfig, RefreshTokens};
 use crate::credential_input::{is_token_byte, InputError, InputResult};
 use crate::domain::Provider;
 
@@ -19,6 +22,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     kinds: &[("AIza", "a Google API key")],
     hint_prefixes: &["AIza"],
     refresh: RefreshTokens::None,
+    check_with_provider: check,
     // No sign-in: only pasted API keys, revoked in AI Studio.
     revocation: Revocation {
         api_key_page: "https://aistudio.google.com/apikey",
@@ -49,6 +53,40 @@ fn check_api_key(key: &str) -> InputResult<()> {
         ));
     }
     Ok(())
+}
+
+// --- Checking a key with Google ---------------------------------------------
+
+/// Where the Gemini API is (`SESAME_PROVIDERS__GOOGLE__API_URL`).
+pub const API_URL: &str = "https://generativelanguage.googleapis.com";
+
+const KEY_REFUSED: &str = "Google refused this Gemini API key (API_KEY_INVALID): check you copied the entire \
+     key, or create a new key in the provider's console (Google AI Studio → Get API key) and save it again.";
+
+const NO_ACCESS: &str = "Google accepted this key, but it may not use the Gemini API (PERMISSION_DENIED: the key \
+     is restricted to other APIs, or the API is not enabled for its project): allow the Generative Language API \
+     for this key in its console, or create a new key in Google AI Studio.";
+
+fn check<'a>(http: &'a reqwest::Client, config: &'a ProvidersConfig, probe: Probe<'a>) -> BoxFuture<'a, Outcome> {
+    Box::pin(check_key(http, &config.google.api_url, probe.credential()))
+}
+
+/// An API key: `GET /v1beta/models` with the key in `x-goog-api-key`
+/// (never `?key=`: a query string lands in proxies' logs). A dead key is a
+/// 400 with reason `API_KEY_INVALID`, not a 401.
+pub async fn check_key(http: &reqwest::Client, base: &str, key: &str) -> Outcome {
+    let url = format!("{}/v1beta/models", base.trim_end_matches('/'));
+    let answer = http::send(http.get(url).header("x-goog-api-key", key)).await;
+    let error = match &answer {
+        Ok((_, body)) => &body["error"],
+        Err(_) => &serde_json::Value::Null,
+    };
+    let reason = error["details"].as_array().and_then(|d| d.iter().find_map(|d| d["reason"].as_str()));
+    match &answer {
+        Ok((400, _)) if reason == Some("API_KEY_INVALID") => Outcome::invalid(KEY_REFUSED),
+        Ok((403, _)) if error["status"].as_str() == Some("PERMISSION_DENIED") => Outcome::no_access(NO_ACCESS),
+        _ => conclude(&answer, KEY_REFUSED),
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! The providers, one file each: the formats of their keys and tokens and
-//! the refusals that name them, their sign-in protocol and refresh, and
-//! their settings. The rest of the service asks this registry ([`spec`])
+//! the refusals that name them, their sign-in protocol and refresh, how a
+//! credential is checked with them, and their settings. The rest of the service asks this registry ([`spec`])
 //! what a provider is, instead of matching on [`Provider`].
 //!
 //! Shared once: JWT reading ([`jwt`]), the HTTP client policy ([`http`]),
-//! the sign-in types and routing (`signin.rs`).
+//! the sign-in types and routing (`signin.rs`), what a check is given and
+//! concludes ([`check`]).
 
 pub mod anthropic;
+pub mod check;
 pub mod github;
 pub mod google;
 pub mod http;
@@ -17,6 +19,7 @@ pub mod revoke;
 pub(crate) mod samples;
 mod signin;
 
+pub use check::{Outcome, Probe};
 pub use signin::{DeviceStart, FlowSecret, Poll, ProviderError, Providers, Refresh, Tokens};
 
 use serde::{Deserialize, Serialize};
@@ -45,24 +48,40 @@ pub struct ProviderSpec {
     /// Prefixes a masked hint may show.
     pub hint_prefixes: &'static [&'static str],
     pub refresh: RefreshTokens,
+    /// Asks the provider whether a credential works: the cheapest call
+    /// that proves it and costs nothing (`crate::checks`).
+    pub check_with_provider: CheckFn,
     /// Revoking at the provider what its sign-in issued, and where a person
     /// revokes the rest by hand (`revoke.rs`).
     pub revocation: revoke::Revocation,
 }
 
+/// A provider's check: the HTTP client, where the providers are, and the
+/// credential (never a refresh token).
+pub type CheckFn =
+    for<'a> fn(&'a reqwest::Client, &'a ProvidersConfig, Probe<'a>) -> futures_util::future::BoxFuture<'a, Outcome>;
+
 /// `[providers]`: where each provider's API is
-/// (`SESAME_PROVIDERS__<PROVIDER>__API_URL`; the defaults are in each
+/// (`SESAME_PROVIDERS__<PROVIDER>__API_URL`, …; the defaults are in each
 /// provider's file); tests point them at a fake.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProvidersConfig {
+    pub anthropic: ApiUrl,
+    pub openai: openai::ApiSettings,
+    pub google: ApiUrl,
     pub github: ApiUrl,
 }
 
 impl Default for ProvidersConfig {
     fn default() -> Self {
         let at = |url: &str| ApiUrl { api_url: url.to_owned() };
-        ProvidersConfig { github: at(github::API_URL) }
+        ProvidersConfig {
+            anthropic: at(anthropic::API_URL),
+            openai: openai::ApiSettings::default(),
+            google: at(google::API_URL),
+            github: at(github::API_URL),
+        }
     }
 }
 

@@ -8,9 +8,12 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::check::{conclude, Outcome, Probe};
 use super::revoke::{confirmed, Revocation, RevokeAt};
 use super::signin::{error_code, not_understood, tokens_from, unreachable_error};
-use super::{http, jwt, wrong_prefix, DeviceStart, FlowSecret, Poll, ProviderError, ProviderSpec, RefreshTokens};
+use super::{
+    http, jwt, wrong_prefix, DeviceStart, FlowSecret, Poll, ProviderError, ProviderSpec, ProvidersConfig, RefreshTokens,
+};
 use crate::credential_input::{
     check_opaque_token, check_token_body, clean, too_short, InputError, InputResult, Secret, SubscriptionSecret,
     MAX_INPUT_BYTES, MIN_TOKEN_CHARS,
@@ -32,6 +35,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     // A refresh token works once: the newest must be kept, and two holders
     // must never both spend it.
     refresh: RefreshTokens::SingleUse,
+    check_with_provider: check,
     revocation: Revocation {
         api_key_page: "https://platform.openai.com/api-keys",
         login_page: "https://chatgpt.com/#settings/Security",
@@ -211,6 +215,65 @@ pub(super) fn refresh_request(
         "grant_type": "refresh_token",
         "refresh_token": refresh_token.expose(),
     }))
+}
+
+// --- Checking a credential with OpenAI ---------------------------------------
+
+/// Where OpenAI's API and ChatGPT's backend are
+/// (`SESAME_PROVIDERS__OPENAI__API_URL`, `__CHATGPT_URL`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    pub api_url: String,
+    /// Where ChatGPT logins (Codex, OpenCode) are checked.
+    pub chatgpt_url: String,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings { api_url: "https://api.openai.com".into(), chatgpt_url: "https://chatgpt.com/backend-api".into() }
+    }
+}
+
+const KEY_REFUSED: &str = "OpenAI refused this API key (invalid_api_key: it was revoked, or is not a whole key): \
+     check you copied the entire key, or create a new key in the provider's console (platform.openai.com → API \
+     keys) and save it again.";
+
+const LOGIN_REFUSED: &str = "ChatGPT refused this login (it expired or was revoked): run `codex login \
+     --device-auth` again and save the new ~/.codex/auth.json (or sign in again here), and verify your \
+     subscription is active.";
+
+fn check<'a>(http: &'a reqwest::Client, config: &'a ProvidersConfig, probe: Probe<'a>) -> BoxFuture<'a, Outcome> {
+    let settings = &config.openai;
+    Box::pin(async move {
+        match probe {
+            Probe::ApiKey(key) => check_api_key_with(http, &settings.api_url, key).await,
+            Probe::Subscription { access_token, account_id } => {
+                check_login(http, &settings.chatgpt_url, access_token, account_id).await
+            }
+        }
+    })
+}
+
+/// An API key: `GET /v1/models` as a Bearer token.
+pub async fn check_api_key_with(http: &reqwest::Client, base: &str, key: &str) -> Outcome {
+    let url = format!("{}/v1/models", base.trim_end_matches('/'));
+    conclude(&http::send(http.get(url).bearer_auth(key)).await, KEY_REFUSED)
+}
+
+/// A ChatGPT login: `GET /wham/usage` on ChatGPT's backend with the
+/// account id, as Codex itself asks. The access token only: a check never
+/// spends the single-use refresh token.
+pub async fn check_login(http: &reqwest::Client, base: &str, access_token: &str, account: Option<&str>) -> Outcome {
+    let url = format!("{}/wham/usage", base.trim_end_matches('/'));
+    let mut request = http
+        .get(url)
+        .bearer_auth(access_token)
+        .header("user-agent", concat!("sesame-vault/", env!("CARGO_PKG_VERSION"), " (credential check)"));
+    if let Some(account) = account {
+        request = request.header("chatgpt-account-id", account);
+    }
+    conclude(&http::send(request).await, LOGIN_REFUSED)
 }
 
 // --- Revoking a sign-in ------------------------------------------------------

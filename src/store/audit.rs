@@ -18,6 +18,8 @@ pub enum Action {
     TaskCredentialsIssued,
     TaskCredentialsReturned,
     CredentialRefreshed,
+    /// A credential (or a system-wide key) was checked with its provider.
+    CredentialChecked,
     UserCreated,
     RunnerTokenCreated,
     TokenCreated,
@@ -38,6 +40,7 @@ impl Action {
             Action::TaskCredentialsIssued => "TASK_CREDENTIALS_ISSUED",
             Action::TaskCredentialsReturned => "TASK_CREDENTIALS_RETURNED",
             Action::CredentialRefreshed => "CREDENTIAL_REFRESHED",
+            Action::CredentialChecked => "CREDENTIAL_CHECKED",
             Action::UserCreated => "USER_CREATED",
             Action::RunnerTokenCreated => "RUNNER_TOKEN_CREATED",
             Action::TokenCreated => "TOKEN_CREATED",

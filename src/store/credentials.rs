@@ -10,12 +10,12 @@ use super::audit::{self, Action, Actor};
 use super::Store;
 use crate::credential_input::{Secret, SubscriptionSecret};
 use crate::crypto::Binding;
-use crate::domain::{Agent, CredentialEventKind, CredentialKind, CredentialStatus, Provider};
+use crate::domain::{Agent, CheckResult, CredentialEventKind, CredentialKind, CredentialStatus, Provider};
 use crate::entities::{credential, credential_event};
 use crate::error::{ApiError, ApiResult};
 use crate::events::CredentialEvent;
 use crate::ids::new_id;
-use crate::providers::hint;
+use crate::providers::{hint, Outcome};
 
 pub(crate) const FIELD_SECRET: &str = "secret";
 pub(crate) const FIELD_HINT: &str = "hint";
@@ -72,6 +72,10 @@ pub struct CredentialMeta {
     pub last_used_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The last check with the provider: when, what it said, what to do.
+    pub last_checked_at: Option<DateTime<Utc>>,
+    pub check_result: Option<CheckResult>,
+    pub check_message: Option<String>,
     /// The hint's ciphertext, so the owner can read it without another
     /// query; only the owner handle decrypts it.
     pub(crate) sealed_hint: String,
@@ -94,6 +98,10 @@ impl TryFrom<&credential::Model> for CredentialMeta {
             last_used_at: m.last_used_at,
             created_at: m.created_at,
             updated_at: m.updated_at,
+            last_checked_at: m.last_checked_at,
+            // A result this version does not know reads as never checked.
+            check_result: m.check_result.as_deref().and_then(|r| r.parse().ok()),
+            check_message: m.check_message.clone(),
             sealed_hint: m.hint.clone(),
         })
     }
@@ -170,6 +178,18 @@ impl Store {
         owner_id: &str,
         new: NewCredential,
     ) -> ApiResult<CredentialMeta> {
+        self.put_checked(actor, owner_id, new, None).await
+    }
+
+    /// [`Store::put_credential`], recording the check the new secret passed
+    /// before it was saved (a replacement is otherwise unchecked).
+    pub(crate) async fn put_checked(
+        &self,
+        actor: Actor<'_>,
+        owner_id: &str,
+        new: NewCredential,
+        check: Option<&Outcome>,
+    ) -> ApiResult<CredentialMeta> {
         let slot = slot(new.kind, new.agent, new.provider);
         let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&new.secret).map_err(ApiError::internal)?);
         let hint_text = hint(new.secret.primary());
@@ -184,7 +204,7 @@ impl Store {
         // first save got there first, the next attempt replaces that row.
         // On SQLite the single writer connection orders the transactions.
         let mut attempts = 0;
-        let (txn, replaced, meta) = loop {
+        let (txn, replaced, mut meta) = loop {
             attempts += 1;
             let txn = sea_orm::TransactionTrait::begin(db).await?;
             let existing = credential::Entity::find()
@@ -224,6 +244,10 @@ impl Store {
                         refresh_claim: None,
                         leased_until: None,
                         origin: new.origin.as_str().into(),
+                        last_checked_at: None,
+                        check_result: None,
+                        check_message: None,
+                        check_claimed_until: None,
                     };
                     row.secret = self.keys().encrypt(&plaintext, binding(&row, FIELD_SECRET));
                     row.hint = self.keys().encrypt(hint_text.as_bytes(), binding(&row, FIELD_HINT));
@@ -262,6 +286,19 @@ impl Store {
                 .exec(&txn)
                 .await?;
         }
+        if let Some(check) = check {
+            use sea_orm::sea_query::Expr;
+            credential::Entity::update_many()
+                .col_expr(credential::Column::LastCheckedAt, Expr::value(now))
+                .col_expr(credential::Column::CheckResult, Expr::value(check.result.as_str()))
+                .col_expr(credential::Column::CheckMessage, Expr::value(check.message.clone()))
+                .filter(credential::Column::Id.eq(meta.id.as_str()))
+                .exec(&txn)
+                .await?;
+            meta.last_checked_at = Some(now);
+            meta.check_result = Some(check.result);
+            meta.check_message = check.message.clone();
+        }
         audit::record(
             &txn,
             actor,
@@ -271,6 +308,7 @@ impl Store {
                 credential_id: Some(&meta.id),
                 provider: Some(meta.provider),
                 agent: meta.agent,
+                detail: check.map(|c| format!("checked before saving: result {}", c.result)),
                 ..Default::default()
             },
         )
@@ -439,6 +477,11 @@ impl Store {
             .col_expr(credential::Column::Version, Expr::value(expected + 1))
             .col_expr(credential::Column::RefreshClaimedUntil, Expr::value(Option::<DateTime<Utc>>::None))
             .col_expr(credential::Column::RefreshClaim, Expr::value(Option::<String>::None))
+            // A new secret is unchecked (and no longer INVALID).
+            .col_expr(credential::Column::LastCheckedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(credential::Column::CheckResult, Expr::value(Option::<String>::None))
+            .col_expr(credential::Column::CheckMessage, Expr::value(Option::<String>::None))
+            .col_expr(credential::Column::CheckClaimedUntil, Expr::value(Option::<DateTime<Utc>>::None))
             .filter(credential::Column::Id.eq(id))
             .filter(credential::Column::OwnerId.eq(owner_id))
             .filter(credential::Column::Version.eq(expected));

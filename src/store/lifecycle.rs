@@ -27,6 +27,9 @@ use crate::providers::{self, Refresh};
 /// Most credentials refreshed by one run; the next run takes the rest.
 const REFRESH_BATCH: u64 = 500;
 
+/// What an EXPIRING credential's status message says.
+pub const EXPIRING_MESSAGE: &str = "this credential expires soon: renew it before it stops working";
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ScanReport {
     pub expiring: usize,
@@ -75,10 +78,7 @@ impl Store {
             .await?;
         let expiring = credential::Entity::update_many()
             .col_expr(credential::Column::Status, Expr::value(CredentialStatus::Expiring.as_str()))
-            .col_expr(
-                credential::Column::StatusMessage,
-                Expr::value("this credential expires soon: renew it before it stops working"),
-            )
+            .col_expr(credential::Column::StatusMessage, Expr::value(EXPIRING_MESSAGE))
             .filter(credential::Column::Status.eq(CredentialStatus::Active.as_str()))
             .filter(credential::Column::ExpiresAt.gt(now))
             .filter(credential::Column::ExpiresAt.lte(now + within))

@@ -6,6 +6,7 @@
 mod admin;
 pub mod audit;
 mod batch;
+mod checks;
 mod credentials;
 pub mod db;
 mod event_log;
@@ -29,9 +30,10 @@ use sea_orm::{
 use zeroize::Zeroizing;
 
 pub use admin::{AdminHandle, AuditEntry};
+pub use checks::SystemKeyCheck;
 pub use credentials::CredentialMeta;
 pub(crate) use credentials::{NewCredential, Origin, StoredSecret};
-pub use lifecycle::{RefreshOutcome, RefreshReport, ScanReport};
+pub use lifecycle::{RefreshOutcome, RefreshReport, ScanReport, EXPIRING_MESSAGE};
 pub use owner::OwnerHandle;
 pub use people::{AccessToken, DeletedPerson, JwtPerson, Person, TokenKind, JWT_TOKEN_ID};
 pub use removal::{Remaining, Removal, Removed};

@@ -9,10 +9,10 @@ use super::credentials::{NewCredential, Origin, StoredSecret};
 use super::{CredentialMeta, Person, Store};
 use crate::agents::ParsedSubscription;
 use crate::auth::Principal;
-use crate::domain::{Agent, CredentialKind};
+use crate::domain::{Agent, CheckResult, CredentialKind, Provider};
 use crate::entities::credential;
 use crate::error::{ApiError, ApiResult};
-use crate::providers::ApiKey;
+use crate::providers::{ApiKey, Outcome};
 
 pub struct OwnerHandle {
     pub(super) store: Store,
@@ -80,13 +80,24 @@ impl OwnerHandle {
     }
 
     pub async fn set_api_key(&self, key: ApiKey, expires_at: Option<DateTime<Utc>>) -> ApiResult<CredentialMeta> {
+        self.set_api_key_checked(key, expires_at, None).await
+    }
+
+    /// [`OwnerHandle::set_api_key`], recording the check the key passed
+    /// with its provider just before (`checkOnSave`).
+    pub async fn set_api_key_checked(
+        &self,
+        key: ApiKey,
+        expires_at: Option<DateTime<Utc>>,
+        check: Option<&Outcome>,
+    ) -> ApiResult<CredentialMeta> {
         if expires_at.is_some_and(|t| t <= Utc::now()) {
             return Err(ApiError::bad_input("expiresAt is in the past; give a future time or leave it out"));
         }
         let provider = key.provider();
         let secret = StoredSecret::ApiKey { key: key.secret().clone() };
         self.store
-            .put_credential(
+            .put_checked(
                 self.actor(),
                 &self.user_id,
                 NewCredential {
@@ -97,14 +108,26 @@ impl OwnerHandle {
                     expires_at,
                     origin: Origin::Pasted,
                 },
+                check,
             )
             .await
     }
 
     pub async fn save_subscription(&self, agent: Agent, parsed: ParsedSubscription) -> ApiResult<CredentialMeta> {
+        self.save_subscription_checked(agent, parsed, None).await
+    }
+
+    /// [`OwnerHandle::save_subscription`], recording the check the token
+    /// passed with its provider just before (`checkOnSave`).
+    pub async fn save_subscription_checked(
+        &self,
+        agent: Agent,
+        parsed: ParsedSubscription,
+        check: Option<&Outcome>,
+    ) -> ApiResult<CredentialMeta> {
         let ParsedSubscription { provider, secret, expires_at } = parsed;
         self.store
-            .put_credential(
+            .put_checked(
                 self.actor(),
                 &self.user_id,
                 NewCredential {
@@ -115,8 +138,56 @@ impl OwnerHandle {
                     expires_at,
                     origin: Origin::Pasted,
                 },
+                check,
             )
             .await
+    }
+
+    /// One of the caller's credential rows (to check it); `None` for
+    /// anyone else's.
+    pub(crate) async fn row(&self, id: &str) -> ApiResult<Option<credential::Model>> {
+        self.own_row(id).await
+    }
+
+    /// All of the caller's credential rows (to check them).
+    pub(crate) async fn rows(&self) -> ApiResult<Vec<credential::Model>> {
+        Ok(credential::Entity::find()
+            .filter(credential::Column::OwnerId.eq(self.user_id.as_str()))
+            .order_by_asc(credential::Column::Id)
+            .all(self.store.db())
+            .await?)
+    }
+
+    /// Audits a save refused because the provider refused the credential
+    /// (nothing else is written).
+    pub(crate) async fn audit_refused_save(
+        &self,
+        provider: Provider,
+        agent: Option<Agent>,
+        result: CheckResult,
+    ) -> ApiResult<()> {
+        super::audit::record(
+            self.store.db(),
+            self.actor(),
+            super::audit::Action::CredentialChecked,
+            super::audit::Entry {
+                owner_id: Some(&self.user_id),
+                provider: Some(provider),
+                agent,
+                detail: Some(format!("result {result} before saving; nothing was saved")),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Who acts, for the audit of a check.
+    pub(crate) fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Stores a credential the caller obtained by signing in.

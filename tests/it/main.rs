@@ -1,9 +1,11 @@
 //! Integration tests: one binary, each test against a real server process.
 
 mod admin;
+mod checks;
 mod cli;
 mod common;
 mod credentials;
+mod fake_checks;
 mod fake_provider;
 mod flows;
 mod hardening;

@@ -11,7 +11,7 @@ use crate::postgres::TempDb;
 use crate::ws;
 
 /// Two server processes sharing one database and one key.
-async fn pair(db: &TempDb, extra: &[(String, String)]) -> (Server, Server) {
+pub(crate) async fn pair(db: &TempDb, extra: &[(String, String)]) -> (Server, Server) {
     let mut env = vec![("DATABASE_URL".to_owned(), db.url.clone()), ("ENCRYPTION_KEY".to_owned(), "44".repeat(32))];
     env.extend(extra.iter().cloned());
     let a = Server::spawn(tempfile::tempdir().unwrap(), env.clone(), true).await;

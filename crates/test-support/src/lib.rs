@@ -20,15 +20,26 @@ pub const LOG_FILE: &str = "server.log";
 /// How long a server may take to print its URL.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Where a test's server sends provider API calls unless the test names a
+/// fake: a closed local port, so no test key ever reaches a real provider.
+const NO_PROVIDER: &str = "http://127.0.0.1:9";
+
 /// Gives `cmd` the environment a server or CLI run gets: nothing inherited
 /// but PATH (the developer's own keys or settings cannot leak in), the
-/// data directory, port 0, `RUST_LOG=rust_log`, then `env`.
+/// data directory, port 0, `RUST_LOG=rust_log`, no checks with providers
+/// (on save, the checks job) and no provider API reachable, then `env`.
 pub fn with_clean_env(mut cmd: Command, data_dir: &Path, rust_log: &str, env: &[(String, String)]) -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", rust_log)
         .env("SESAME_DATA_DIR", data_dir)
-        .env("SESAME_LISTEN", "127.0.0.1:0");
+        .env("SESAME_LISTEN", "127.0.0.1:0")
+        .env("SESAME_CHECKS__ON_SAVE", "false")
+        .env("SESAME_SCHEDULER__CHECKS", "");
+    for provider in ["ANTHROPIC", "OPENAI", "GOOGLE", "GITHUB"] {
+        cmd.env(format!("SESAME_PROVIDERS__{provider}__API_URL"), NO_PROVIDER);
+    }
+    cmd.env("SESAME_PROVIDERS__OPENAI__CHATGPT_URL", NO_PROVIDER);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -171,4 +182,14 @@ pub fn jwt(claims: Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
     let body = URL_SAFE_NO_PAD.encode(claims.to_string());
     format!("{header}.{body}.c2lnbmF0dXJl")
+}
+
+/// The credential a request to a provider carries (`x-api-key`,
+/// `x-goog-api-key` or a Bearer token), read through `header`: fake
+/// providers answer per credential.
+pub fn credential_in(header: impl Fn(&str) -> Option<String>) -> String {
+    header("x-api-key")
+        .or_else(|| header("x-goog-api-key"))
+        .or_else(|| header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned)))
+        .unwrap_or_default()
 }

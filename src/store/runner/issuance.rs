@@ -10,13 +10,13 @@ use super::{Issued, TaskId};
 use crate::agents::{self, IssuedSecret};
 use crate::auth::Principal;
 use crate::config::SecretValue;
-use crate::domain::{Agent, CredentialKind, CredentialSource, CredentialStatus, Provider};
+use crate::domain::{Agent, CheckResult, CredentialKind, CredentialSource, CredentialStatus, Provider};
 use crate::entities::{credential, task_lease, user};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
 use crate::store::audit::{self, Action, Actor};
 use crate::store::credentials::{no_live_claim, slot, StoredSecret};
-use crate::store::Store;
+use crate::store::{Store, SystemKeyCheck};
 
 /// Attempts before giving up on a credential that keeps changing.
 const ISSUE_ATTEMPTS: usize = 40;
@@ -24,25 +24,30 @@ const ISSUE_ATTEMPTS: usize = 40;
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Why a stored credential is passed over, in words for the person.
-pub(in crate::store) fn unusable_reason(row: &credential::Model, now: DateTime<Utc>) -> Option<&'static str> {
+pub(in crate::store) fn unusable_reason(row: &credential::Model, now: DateTime<Utc>) -> Option<String> {
     if row.status == CredentialStatus::NeedsReauth.as_str() {
-        Some("needs you to sign in again")
+        Some("needs you to sign in again".into())
     } else if row.expires_at.is_some_and(|t| t <= now) || row.status == CredentialStatus::Expired.as_str() {
-        Some("has expired")
+        Some("has expired".into())
+    } else if row.status == CredentialStatus::Invalid.as_str() {
+        // The check's message says what to do.
+        let why = row.status_message.as_deref().unwrap_or("check it and save it again");
+        Some(format!("was refused by the provider when last checked: {why}"))
     } else {
         None
     }
 }
 
 /// `unusable_reason(row, now).is_none()` as a database condition, for the
-/// compare-and-swap: a refresh failure (NEEDS_REAUTH) or the scan
-/// (EXPIRED) changes the status without a new version.
+/// compare-and-swap: a refresh failure (NEEDS_REAUTH), the scan (EXPIRED)
+/// or a check (INVALID) changes the status without a new version.
 fn usable(now: DateTime<Utc>) -> Condition {
     Condition::all()
-        .add(
-            credential::Column::Status
-                .is_not_in([CredentialStatus::NeedsReauth.as_str(), CredentialStatus::Expired.as_str()]),
-        )
+        .add(credential::Column::Status.is_not_in([
+            CredentialStatus::NeedsReauth.as_str(),
+            CredentialStatus::Expired.as_str(),
+            CredentialStatus::Invalid.as_str(),
+        ]))
         .add(Condition::any().add(credential::Column::ExpiresAt.is_null()).add(credential::Column::ExpiresAt.gt(now)))
 }
 
@@ -101,18 +106,16 @@ enum Choice<'a> {
 
 /// The provider a task runs against, checked against the agent.
 pub(super) fn checked_provider(agent: Agent, provider: Option<Provider>) -> ApiResult<Provider> {
+    let valid = || agent.providers().iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" or ");
     match provider.or(agent.default_provider()) {
         Some(p) if agent.providers().contains(&p) => Ok(p),
-        Some(p) => {
-            let valid: Vec<&str> = agent.providers().iter().map(|p| p.as_str()).collect();
-            Err(ApiError::bad_input(format!(
-                "{} does not run against {}; use one of: {}",
-                agent.display_name(),
-                p.as_str(),
-                valid.join(", ")
-            )))
-        }
-        None => Err(ApiError::bad_input(format!("{} needs a provider: ANTHROPIC or OPENAI", agent.display_name()))),
+        Some(p) => Err(ApiError::bad_input(format!(
+            "{} does not run against {}; use one of: {}",
+            agent.display_name(),
+            p.as_str(),
+            valid()
+        ))),
+        None => Err(ApiError::bad_input(format!("{} needs a provider: {}", agent.display_name(), valid()))),
     }
 }
 
@@ -124,7 +127,7 @@ fn choose<'a>(
     request: &IssueRequest,
     now: DateTime<Utc>,
     may_refresh: bool,
-    has_system_key: bool,
+    system_key: &SystemKey,
 ) -> Choice<'a> {
     let (agent, provider) = (request.agent, request.provider);
     let in_slot = |slot: String| rows.clone().find(move |r| r.owner_id == request.user_id && r.slot == slot);
@@ -154,10 +157,35 @@ fn choose<'a>(
             Some(reason) => passed_over.push(format!("your {} {what} {reason}", provider.display_name())),
         }
     }
-    if has_system_key {
-        Choice::Use(CredentialSource::SystemKey, None)
-    } else {
-        Choice::Nothing(no_credentials(agent, provider, &passed_over))
+    match system_key {
+        SystemKey::Usable => Choice::Use(CredentialSource::SystemKey, None),
+        SystemKey::Refused(why) => {
+            let variable = crate::providers::spec(provider).api_key_env;
+            passed_over.push(format!("the system key {variable} was refused by the provider when last checked: {why}"));
+            Choice::Nothing(no_credentials(agent, provider, &passed_over))
+        }
+        SystemKey::Unset => Choice::Nothing(no_credentials(agent, provider, &passed_over)),
+    }
+}
+
+/// The system key of a provider, as issuance sees it: a key whose last
+/// check was INVALID is passed over like a person's.
+enum SystemKey {
+    Unset,
+    Usable,
+    Refused(String),
+}
+
+impl Store {
+    /// The system key of `provider`, given the system keys' last checks.
+    fn system_key(&self, provider: Provider, checks: &[SystemKeyCheck]) -> SystemKey {
+        if self.system_keys().get(provider).is_none() {
+            return SystemKey::Unset;
+        }
+        match checks.iter().find(|c| c.provider == provider && c.result == CheckResult::Invalid) {
+            Some(check) => SystemKey::Refused(check.message.clone().unwrap_or_else(|| "set a new key".into())),
+            None => SystemKey::Usable,
+        }
     }
 }
 
@@ -183,6 +211,7 @@ impl Store {
         let found = users_with_credentials(db, &user_ids).await?;
         let users: Vec<&str> = found.iter().map(|(u, _)| u.id.as_str()).collect();
         let rows: Vec<&credential::Model> = found.iter().flat_map(|(_, creds)| creds).collect();
+        let system_key_checks = self.system_key_checks().await?;
 
         let mut answers: Vec<Option<ApiResult<Decision>>> = Vec::with_capacity(requests.len());
         let mut grants = Vec::new();
@@ -196,8 +225,8 @@ impl Store {
                 answers.push(Some(Err(person_disabled(&request.user_id))));
                 continue;
             }
-            let has_system_key = self.system_keys().get(request.provider).is_some();
-            let (source, row) = match choose(rows.iter().copied(), &request, now, true, has_system_key) {
+            let system_key = self.system_key(request.provider, &system_key_checks);
+            let (source, row) = match choose(rows.iter().copied(), &request, now, true, &system_key) {
                 Choice::Wait | Choice::Refresh(_) => {
                     answers.push(Some(Ok(Decision::Alone(request))));
                     continue;
@@ -241,7 +270,7 @@ impl Store {
     /// The one-at-a-time path: refreshes an expired subscription first, waits
     /// out a refresher's claim, and retries when the credential changes.
     pub(super) async fn issue_alone(&self, mut request: IssueRequest) -> ApiResult<Issued> {
-        let has_system_key = self.system_keys().get(request.provider).is_some();
+        let system_key = self.system_key(request.provider, &self.system_key_checks().await?);
         let mut tried_refresh = false;
         for _ in 0..ISSUE_ATTEMPTS {
             let now = Utc::now();
@@ -250,7 +279,7 @@ impl Store {
             if person.disabled_at.is_some() {
                 return Err(person_disabled(&person.id));
             }
-            let (source, row) = match choose(rows.iter(), &request, now, !tried_refresh, has_system_key) {
+            let (source, row) = match choose(rows.iter(), &request, now, !tried_refresh, &system_key) {
                 Choice::Wait => {
                     tokio::time::sleep(CLAIM_WAIT).await;
                     continue;
