@@ -143,6 +143,14 @@ function startServer(dataDir, providerBase) {
     PATH: process.env.PATH || '/usr/bin:/bin',
     SESAME_DATA_DIR: dataDir,
     SESAME_LISTEN: '127.0.0.1:0',
+    // No test key ever reaches a real provider: checks off, provider APIs at a closed local port.
+    SESAME_CHECKS__ON_SAVE: 'false',
+    SESAME_SCHEDULER__CHECKS: '',
+    SESAME_PROVIDERS__ANTHROPIC__API_URL: 'http://127.0.0.1:9',
+    SESAME_PROVIDERS__OPENAI__API_URL: 'http://127.0.0.1:9',
+    SESAME_PROVIDERS__OPENAI__CHATGPT_URL: 'http://127.0.0.1:9',
+    SESAME_PROVIDERS__GOOGLE__API_URL: 'http://127.0.0.1:9',
+    SESAME_PROVIDERS__GITHUB__API_URL: 'http://127.0.0.1:9',
     SESAME_OAUTH__GITHUB__DEVICE_AUTHORIZATION_URL: `${providerBase}/login/device/code`,
     SESAME_OAUTH__GITHUB__TOKEN_URL: `${providerBase}/login/oauth/access_token`,
   };
@@ -299,8 +307,9 @@ async function main() {
   try {
     checkExamples();
     const github = await startFakeGithub();
-    cleanup.push(() => new Promise((r) => github.server.close(r)));
+    // Drop the server's idle keep-alive connections first: close() waits for them.
     cleanup.push(() => github.server.closeAllConnections());
+    cleanup.push(() => new Promise((r) => github.server.close(r)));
     log(`fake GitHub provider at ${github.base}`);
 
     // ---- 2

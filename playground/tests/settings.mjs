@@ -10,12 +10,13 @@
 // One journey per bullet of issue 16's "Tests in a real browser":
 //   api-keys        save / replace / remove an API key for each provider
 //   bad-key         a bad key shows the server's message and changes nothing
+//   provider-check  a key the provider refuses is not saved; Check marks a dead key, then a working one
 //   claude-token    Claude setup-token
 //   codex-authjson  Codex auth.json
 //   copilot-classic-token  a classic ghp_ token: the server's refusal at the field
-//   copilot-device  Copilot device flow to AUTHORIZED with live status
+//   copilot-device  Copilot device flow to AUTHORIZED with live status; Remove revokes the token at GitHub
 //   openai-denied   an OpenAI device flow DENIED, then Retry
-//   anthropic-code  Anthropic code flow with a wrong then right code#state
+//   anthropic-code  Anthropic code flow with a wrong code#state, a reload (resumed), then the right one
 //   resume          a pending sign-in is shown again after a reload
 //   live-expiring   a badge changes live when the scheduler marks a key expiring
 //   reconnect       live updates come back after the server restarts
@@ -100,7 +101,8 @@ function readBody(req) {
  * ones stay pending), Anthropic's token endpoint (code "good-code" only).
  */
 async function startFakeProviders() {
-  const calls = { github: 0, githubPolls: {}, openai: 0, anthropic: [] };
+  // `refused`: credentials the fake providers' APIs answer as dead; `checks` and `revoked` count.
+  const calls = { github: 0, githubPolls: {}, openai: 0, anthropic: [], refused: new Set(), checks: [], revoked: [] };
   let base = '';
   const server = http.createServer(async (req, res) => {
     const text = await readBody(req);
@@ -149,6 +151,24 @@ async function startFakeProviders() {
           expires_in: 28800,
           scope: 'user:inference user:profile',
         });
+    } else if (url.pathname.startsWith('/api/')) {
+      // The providers' APIs a check asks (GET) and GitHub's revocation endpoint.
+      const bearer = (req.headers.authorization || '').replace(/^Bearer /, '');
+      const presented = req.headers['x-api-key'] || req.headers['x-goog-api-key'] || bearer;
+      if (req.method === 'POST' && url.pathname === '/api/github/credentials/revoke') {
+        calls.revoked.push(...(body().credentials || []));
+        json(202, {});
+        return;
+      }
+      calls.checks.push(url.pathname);
+      if (!calls.refused.has(presented)) json(200, { data: [], login: 'browser-test', copilot_plan: 'individual' });
+      else if (url.pathname.startsWith('/api/google/'))
+        json(400, { error: { code: 400, status: 'INVALID_ARGUMENT', details: [{ reason: 'API_KEY_INVALID' }] } });
+      else if (url.pathname.startsWith('/api/github/')) json(401, { message: 'Bad credentials' });
+      else json(401, { type: 'error', error: { type: 'authentication_error', message: 'invalid x-api-key' } });
+    } else if (url.pathname === '/openai/oauth/revoke') {
+      calls.revoked.push(form().token);
+      json(200, {});
     } else json(404, { error: 'not_found' });
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
@@ -169,6 +189,11 @@ function startServer(dataDir, providers, listen = '127.0.0.1:0', firstRun = true
     SESAME_OAUTH__OPENAI__ISSUER: `${providers}/openai`,
     SESAME_OAUTH__ANTHROPIC__AUTHORIZE_URL: `${providers}/anthropic/authorize`,
     SESAME_OAUTH__ANTHROPIC__TOKEN_URL: `${providers}/anthropic/token`,
+    SESAME_PROVIDERS__ANTHROPIC__API_URL: `${providers}/api/anthropic`,
+    SESAME_PROVIDERS__OPENAI__API_URL: `${providers}/api/openai`,
+    SESAME_PROVIDERS__OPENAI__CHATGPT_URL: `${providers}/api/chatgpt`,
+    SESAME_PROVIDERS__GOOGLE__API_URL: `${providers}/api/google`,
+    SESAME_PROVIDERS__GITHUB__API_URL: `${providers}/api/github`,
     // The expiry scan every 2 s, so a badge changes within the test.
     SESAME_SCHEDULER__EXPIRY_SCAN: '*/2 * * * * *',
     GEMINI_API_KEY: SYSTEM_GEMINI_KEY,
@@ -270,8 +295,9 @@ async function main() {
   report.seen = seen;
   try {
     const providers = await startFakeProviders();
-    cleanup.push(() => new Promise((r) => providers.server.close(r)));
+    // Drop the server's idle keep-alive connections first: close() waits for them.
     cleanup.push(() => providers.server.closeAllConnections());
+    cleanup.push(() => new Promise((r) => providers.server.close(r)));
     const server = startServer(path.join(tmp, 'data'), providers.base);
     report.server = server;
     cleanup.push(() => stopProcess(server.child));
@@ -413,6 +439,40 @@ async function main() {
       await shoot(page, 'api-keys-error');
     });
 
+    // ---- checked with the provider: refused on save, then a working key that later stops working
+    await journey('provider-check', async () => {
+      const key = KEYS.OPENAI[0];
+      const input = row('OPENAI').locator('input[type=password]');
+      const before = JSON.stringify(await myCredentials());
+      providers.calls.refused.add(key);
+      await input.fill(key);
+      await row('OPENAI').getByRole('button', { name: 'Save' }).click();
+      const error = row('OPENAI').locator('.field-error');
+      await error.waitFor();
+      const text = await error.textContent();
+      if (!/OpenAI/.test(text) || text.includes(key)) fail(`a refused key: the field says ${text}`);
+      if (JSON.stringify(await myCredentials()) !== before) fail('a key the provider refused was stored');
+      providers.calls.refused.delete(key);
+      await row('OPENAI').getByRole('button', { name: 'Save' }).click();
+      await row('OPENAI').locator('code.hint').waitFor();
+      await row('OPENAI').locator('[data-check="VALID"]').waitFor();
+      // The key stops working at the provider: Check says so, and the row shows it.
+      providers.calls.refused.add(key);
+      await row('OPENAI').getByRole('button', { name: 'Check' }).click();
+      await row('OPENAI').locator('.badge', { hasText: 'Refused by provider' }).waitFor();
+      await row('OPENAI').locator('[data-check="INVALID"]').waitFor();
+      const stored = (await myCredentials()).find((c) => c.kind === 'API_KEY' && c.provider === 'OPENAI');
+      if (!stored || stored.status !== 'INVALID') fail(`after a refused check the key is ${stored && stored.status}`);
+      await shoot(page, 'api-keys-check');
+      providers.calls.refused.delete(key);
+      await row('OPENAI').getByRole('button', { name: 'Check' }).click();
+      await row('OPENAI').locator('[data-check="VALID"]').waitFor();
+      await row('OPENAI').locator('.badge', { hasText: 'Active' }).waitFor();
+      await row('OPENAI').getByRole('button', { name: 'Remove' }).click();
+      await page.locator('dialog[open]').getByRole('button', { name: 'Remove' }).click();
+      await row('OPENAI').locator('.fallback').waitFor();
+    });
+
     // ---- Claude setup-token
     await journey('claude-token', async () => {
       await openAgent('CLAUDE_CODE');
@@ -480,6 +540,14 @@ async function main() {
       if ((providers.calls.githubPolls['dev-1'] || 0) < 3) fail('AUTHORIZED before the provider authorized');
       const subscribed = seen.requests.some((r) => r.url.includes('/graphql/ws') && r.body.includes('deviceFlowStatus'));
       if (!subscribed) fail('the page did not subscribe to deviceFlowStatus');
+      // Remove Credentials: the token the sign-in obtained is revoked at GitHub too.
+      await agentCard('COPILOT').getByRole('button', { name: 'Remove Credentials' }).click();
+      const dialog = page.locator('dialog[open]');
+      if (!/its subscription credential/.test(await dialog.textContent())) fail(`the dialog: ${await dialog.textContent()}`);
+      await dialog.getByRole('button', { name: 'Remove Credentials' }).click();
+      await page.locator('.notice', { hasText: 'revoked at the provider' }).waitFor();
+      if (!providers.calls.revoked.includes(GITHUB_TOKEN)) fail('the GitHub token was not revoked at GitHub');
+      if ((await myCredentials()).some((c) => c.agent === 'COPILOT')) fail('Copilot credentials remain after Remove');
     });
 
     // ---- OpenAI device flow DENIED, then Retry
@@ -518,6 +586,15 @@ async function main() {
       if (!/state does not match/.test(await error.textContent())) fail(`wrong state: ${await error.textContent()}`);
       if ((await myCredentials()).some((c) => c.agent === 'CLAUDE_CODE')) fail('a wrong state saved a credential');
       await shoot(page, 'code-flow');
+      // A reload keeps the sign-in: it is listed, and resumes with the same URL (same state).
+      await page.reload();
+      await page.locator('.banner', { hasText: 'Sign-ins in progress' }).waitFor();
+      await open.waitFor();
+      const resumed = new URL(await open.getAttribute('href'));
+      if (resumed.searchParams.get('state') !== state) fail(`the resumed sign-in has another URL: ${resumed.href}`);
+      if (resumed.searchParams.get('code_challenge') !== url.searchParams.get('code_challenge')) {
+        fail('the resumed sign-in has another PKCE challenge');
+      }
       await input.fill(`good-code#${state}`);
       await agentCard('CLAUDE_CODE').getByRole('button', { name: 'Complete' }).click();
       await agentCard('CLAUDE_CODE').locator('.flow-panel').waitFor({ state: 'detached' });

@@ -286,6 +286,39 @@ impl FlowEngine {
         Ok(pending)
     }
 
+    /// The owner's authorization-code sign-ins still PENDING, newest first,
+    /// each with its URL rebuilt from the encrypted verifier and state: what
+    /// a person resumes after a reload.
+    pub async fn pending_authorization_flows(&self, owner: &OwnerHandle) -> ApiResult<Vec<AuthorizationFlow>> {
+        use sea_orm::QueryOrder;
+        let rows = oauth_flow::Entity::find()
+            .filter(oauth_flow::Column::OwnerId.eq(owner.user_id()))
+            .filter(oauth_flow::Column::Kind.eq(KIND_AUTHORIZATION))
+            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
+            .order_by_desc(oauth_flow::Column::CreatedAt)
+            .all(self.store().db())
+            .await?;
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in rows {
+            let row = self.expire_if_due(row).await?;
+            if row.status != FlowStatus::Pending.as_str() {
+                continue;
+            }
+            let authorize_url = self.store().providers().authorization_url(&self.open(&row)?).ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("authorization flow {} holds a device secret", row.id))
+            })?;
+            pending.push(AuthorizationFlow {
+                id: row.id.clone(),
+                agent: row.agent.parse().map_err(ApiError::internal)?,
+                provider: row.provider.parse().map_err(ApiError::internal)?,
+                status: FlowStatus::Pending,
+                authorize_url,
+                expires_at: row.expires_at,
+            });
+        }
+        Ok(pending)
+    }
+
     pub async fn cancel(&self, owner: &OwnerHandle, id: &str) -> ApiResult<bool> {
         let row = self.own_flow(owner, id).await?.ok_or_else(|| ApiError::not_found("sign-in flow"))?;
         if row.status != FlowStatus::Pending.as_str() {

@@ -25,6 +25,11 @@ pub async fn pending_device_flows(ctx: &Context<'_>) -> ApiResult<Vec<DeviceFlow
     Ok(engine(ctx).pending_device_flows(&owner).await?.into_iter().map(DeviceFlow).collect())
 }
 
+pub async fn pending_authorization_flows(ctx: &Context<'_>) -> ApiResult<Vec<AuthorizationFlow>> {
+    let owner = store(ctx).owner(principal(ctx)?)?;
+    Ok(engine(ctx).pending_authorization_flows(&owner).await?.into_iter().map(AuthorizationFlow::from).collect())
+}
+
 pub async fn start_device_flow(ctx: &Context<'_>, agent: Agent, provider: Provider) -> ApiResult<DeviceFlow> {
     let owner = store(ctx).owner(principal(ctx)?)?;
     engine(ctx).start_device(&owner, agent, provider).await.map(DeviceFlow)

@@ -4,7 +4,8 @@ use super::checks::CredentialCheck;
 use super::guards::{AdminGuard, PersonGuard, SignedIn};
 use super::people::{AccessToken, Person, User};
 use super::types::{
-    AgentInfo, AuditEntryConnection, Credential, CredentialConnection, DeviceFlow, SystemKey, UserConnection,
+    AgentInfo, AuditEntryConnection, AuthorizationFlow, Credential, CredentialConnection, DeviceFlow, SystemKey,
+    UserConnection,
 };
 use super::{principal, store};
 use crate::agents::catalog;
@@ -77,6 +78,13 @@ impl QueryRoot {
     #[graphql(guard = "PersonGuard")]
     async fn my_pending_device_flows(&self, ctx: &Context<'_>) -> Result<Vec<DeviceFlow>> {
         Ok(super::flows::pending_device_flows(ctx).await?)
+    }
+
+    /// Owner only: the caller's authorization-code sign-ins still in progress, newest first, each
+    /// with its authorization URL (to resume them: open it again, then complete with the code).
+    #[graphql(guard = "PersonGuard")]
+    async fn my_pending_authorization_flows(&self, ctx: &Context<'_>) -> Result<Vec<AuthorizationFlow>> {
+        Ok(super::flows::pending_authorization_flows(ctx).await?)
     }
 
     /// ADMIN only.

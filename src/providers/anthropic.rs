@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use futures_util::future::BoxFuture;
-use oauth2::{CsrfToken, PkceCodeChallenge};
+use oauth2::{CsrfToken, PkceCodeChallenge, PkceCodeVerifier};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -168,8 +168,21 @@ impl Default for AnthropicOauth {
 
 /// A fresh PKCE pair and state, and the URL the person opens.
 pub(super) fn authorization_request(cfg: &AnthropicOauth) -> (String, FlowSecret) {
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let verifier = PkceCodeVerifier::new(PkceCodeChallenge::new_random_sha256().1.secret().clone());
     let state = CsrfToken::new_random();
+    let url = authorization_url(cfg, verifier.secret(), state.secret());
+    let secret = FlowSecret::Authorization {
+        verifier: Secret::new(verifier.secret().clone()),
+        state: Secret::new(state.secret().clone()),
+    };
+    (url, secret)
+}
+
+/// The URL the person opens, rebuilt from a flow's verifier and state: the
+/// same every time, so a pending sign-in can be resumed after a reload
+/// without keeping the URL (it carries the state) anywhere but encrypted.
+pub(super) fn authorization_url(cfg: &AnthropicOauth, verifier: &str, state: &str) -> String {
+    let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(verifier.to_owned()));
     let mut url = url::Url::parse(&cfg.authorize_url)
         .unwrap_or_else(|_| url::Url::parse("https://invalid.invalid/").expect("static URL"));
     url.query_pairs_mut()
@@ -180,12 +193,8 @@ pub(super) fn authorization_request(cfg: &AnthropicOauth) -> (String, FlowSecret
         .append_pair("scope", &cfg.scope)
         .append_pair("code_challenge", challenge.as_str())
         .append_pair("code_challenge_method", "S256")
-        .append_pair("state", state.secret());
-    let secret = FlowSecret::Authorization {
-        verifier: Secret::new(verifier.secret().clone()),
-        state: Secret::new(state.secret().clone()),
-    };
-    (url.to_string(), secret)
+        .append_pair("state", state);
+    url.to_string()
 }
 
 /// Exchanges a pasted authorization code.

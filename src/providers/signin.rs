@@ -109,6 +109,17 @@ impl Providers {
         anthropic::authorization_request(&self.config.anthropic)
     }
 
+    /// The URL of a pending authorization-code sign-in, rebuilt from its
+    /// secret; `None` for a device flow's secret.
+    pub fn authorization_url(&self, secret: &FlowSecret) -> Option<String> {
+        match secret {
+            FlowSecret::Authorization { verifier, state } => {
+                Some(anthropic::authorization_url(&self.config.anthropic, verifier.expose(), state.expose()))
+            }
+            _ => None,
+        }
+    }
+
     /// Exchanges a pasted authorization code (Anthropic).
     pub async fn exchange_code(&self, code: &str, state: &str, verifier: &Secret) -> Result<Tokens, ProviderError> {
         anthropic::exchange_code(&self.http, &self.config.anthropic, code, state, verifier).await

@@ -227,7 +227,18 @@ async fn anthropic_code_flow_checks_state() {
         .unwrap()
         .is_empty());
 
+    // The pending sign-in can be resumed (after a reload): listed for its
+    // owner only, with the very URL it started with.
+    const PENDING: &str = "{ myPendingAuthorizationFlows { id agent provider status authorizeUrl expiresAt } }";
+    let pending = server.ok(&token, PENDING, json!({})).await["myPendingAuthorizationFlows"].clone();
+    assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
+    assert_eq!(pending[0]["id"], started["id"]);
+    assert_eq!(pending[0]["authorizeUrl"], started["authorizeUrl"]);
+    assert_eq!(pending[0]["expiresAt"], started["expiresAt"]);
+    assert_eq!(pending[0]["status"], "PENDING");
+
     let (_, other) = server.create_user("intruder@example.com").await;
+    assert_eq!(server.ok(&other, PENDING, json!({})).await["myPendingAuthorizationFlows"], json!([]));
     let (code, _) =
         server.err(&other, complete, json!({ "id": started["id"], "c": format!("good-code#{state}") })).await;
     assert_eq!(code, "NOT_FOUND");
@@ -241,6 +252,7 @@ async fn anthropic_code_flow_checks_state() {
     let (code, _) =
         server.err(&token, complete, json!({ "id": started["id"], "c": format!("good-code#{state}") })).await;
     assert_eq!(code, "BAD_USER_INPUT", "a flow completes once");
+    assert_eq!(server.ok(&token, PENDING, json!({})).await["myPendingAuthorizationFlows"], json!([]));
 
     // A code the provider refuses ends the flow FAILED.
     let again = server

@@ -1,9 +1,9 @@
 // Agent Credentials: one expandable card per agent (from the `agents` catalog).
 import { useState } from 'react';
-import { M_REMOVE_AGENT, M_SAVE_SUBSCRIPTION } from './api.js';
+import { M_DISCONNECT_AGENT, M_SAVE_SUBSCRIPTION } from './api.js';
 import { ApiKeyRow, fallbackFor, providerInfo } from './keys.jsx';
 import { CodeFlowPanel, DeviceFlowPanel, startFlow } from './flows.jsx';
-import { Badge, DateText, Field, PROVIDER_NAMES, StatusBadge, StatusMessage, USABLE, useConfirm, useNotice } from './ui.jsx';
+import { Badge, DateText, Field, PROVIDER_NAMES, StatusBadge, StatusMessage, USABLE, sentence, useConfirm, useNotice } from './ui.jsx';
 
 const SUBSCRIPTIONS = {
   CLAUDE_CODE: 'Claude Max ($200/mo), Claude Pro ($20/mo)',
@@ -54,7 +54,7 @@ function Steps({ text }) {
 
 export function AgentsTab({ api, agents, systemKeys, credentials, reload, flows, setFlow, expanded, setExpanded }) {
   const info = providerInfo(agents, systemKeys);
-  const pending = Object.entries(flows).filter(([, f]) => f && f.kind === 'DEVICE_CODE' && f.flow.status === 'PENDING');
+  const pending = Object.entries(flows).filter(([, f]) => f && f.flow.status === 'PENDING');
   return (
     <section aria-labelledby="agents-title" className="page">
       <header className="page-header">
@@ -106,7 +106,7 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
   const keyProviders = [...new Set(agent.methods.filter((m) => m.method === 'API_KEY').map((m) => m.provider))];
   const usableSub = subs.find((c) => USABLE.has(c.status));
   const usableKey = credentials.find((c) => c.kind === 'API_KEY' && keyProviders.includes(c.provider) && USABLE.has(c.status));
-  const worst = subs.find((c) => c.status === 'NEEDS_REAUTH') || subs.find((c) => c.status === 'EXPIRED') || subs.find((c) => c.status === 'EXPIRING');
+  const worst = subs.find((c) => c.status === 'INVALID') || subs.find((c) => c.status === 'NEEDS_REAUTH') || subs.find((c) => c.status === 'EXPIRED') || subs.find((c) => c.status === 'EXPIRING');
   const panelId = `agent-${agent.agent}-panel`;
 
   let uses;
@@ -116,17 +116,33 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
     uses = fallback ? `Tasks use ${fallback}.` : `Not set up: tasks with ${agent.name} need a credential.`;
   }
 
+  // Remove Credentials takes what only serves this agent: its subscriptions and an API key no
+  // other agent uses (GitHub for Copilot, Google for Gemini). Shared keys stay (API Keys tab).
+  const ownKeyProviders = keyProviders.filter((p) => info[p] && info[p].agents.length === 1);
+  const ownKeys = credentials.filter((c) => c.kind === 'API_KEY' && ownKeyProviders.includes(c.provider));
+  const removable = subs.length + ownKeys.length;
+
   const remove = async () => {
-    const fallbacks = keyProviders.map((p) => fallbackFor(p, credentials, info)).filter(Boolean);
+    const what = [
+      subs.length ? `${subs.length === 1 ? 'its subscription credential' : `its ${subs.length} subscription credentials`}` : null,
+      ...ownKeys.map((c) => `your ${PROVIDER_NAMES[c.provider]} API key (only ${agent.name} uses it)`),
+    ].filter(Boolean);
+    const sharedFallbacks = keyProviders
+      .filter((p) => !ownKeyProviders.includes(p))
+      .map((p) => fallbackFor(p, credentials, info))
+      .filter(Boolean);
+    const systemFallbacks = ownKeyProviders.filter((p) => info[p].systemConfigured).map((p) => `the system key (${info[p].envVar})`);
+    const fallbacks = [...sharedFallbacks, ...systemFallbacks];
     const after = fallbacks.length
       ? `Afterwards ${agent.name} will use ${fallbacks.join(', or ')}.`
       : `Afterwards ${agent.name} will have no credential: tasks with it fail until you add one.`;
     const ok = await confirm({
-      title: `Remove ${agent.name}'s subscription credentials?`,
+      title: `Remove ${agent.name}'s credentials?`,
       body: (
         <>
+          <p>This removes {what.join(' and ')}.</p>
           <p>{after}</p>
-          <p className="muted small">To revoke the token itself, also revoke it in your provider's settings.</p>
+          <p className="muted small">Tokens from Sesame's own sign-in are revoked at the provider too, where it offers that.</p>
         </>
       ),
       confirmLabel: 'Remove Credentials',
@@ -134,8 +150,21 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
     if (!ok) return;
     setRemoveError('');
     try {
-      await api.request(M_REMOVE_AGENT, { agent: agent.agent });
-      notify(`${agent.name}'s subscription credentials removed.`, 'ok');
+      const data = await api.request(M_DISCONNECT_AGENT, { agent: agent.agent });
+      const { removed, remaining } = data.disconnectAgent;
+      const still = remaining.map((r) =>
+        r.source === 'SYSTEM_KEY' ? `the system key (${r.envVar})` : `your ${PROVIDER_NAMES[r.provider]} API key`,
+      );
+      const revoke = [...new Set(removed.filter((r) => r.revocation.result !== 'REVOKED').map((r) => r.revocation.message))];
+      const revoked = removed.filter((r) => r.revocation.result === 'REVOKED').length;
+      notify(
+        [
+          `${agent.name}: ${removed.length} credential${removed.length === 1 ? '' : 's'} removed${revoked ? `, ${revoked} revoked at the provider` : ''}.`,
+          still.length ? `Tasks now use ${still.join(', or ')}.` : `Tasks with ${agent.name} now have no credential.`,
+          ...revoke.map(sentence),
+        ].join(' '),
+        'ok',
+      );
       await reload();
     } catch (e) {
       setRemoveError(e.message);
@@ -185,7 +214,7 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
           ) : agent.agent !== 'GEMINI' ? (
             <Configure api={api} agent={agent} info={info} credentials={credentials} reload={reload} flow={flow} setFlow={setFlow} />
           ) : null}
-          {subs.length > 0 && (
+          {removable > 0 && (
             <div className="actions remove-row">
               <button type="button" className="btn btn-danger-ghost" onClick={remove}>
                 Remove Credentials

@@ -137,13 +137,14 @@ export function createApi(token, onUnauthenticated) {
 
 export const Q_ME = `query me { me { id email role } }`;
 
-export const CREDENTIAL_FIELDS = `id kind provider agent status statusMessage hint hasRefreshToken createdAt updatedAt expiresAt lastUsedAt`;
+export const CREDENTIAL_FIELDS = `id kind provider agent status statusMessage hint hasRefreshToken createdAt updatedAt expiresAt lastUsedAt lastCheckedAt check { result message at }`;
 
 export const Q_OVERVIEW = `query overview {
   agents { agent name methods { method provider envVar tokenPrefixes instructions } }
-  systemKeys { provider envVar configured }
+  systemKeys { provider envVar configured check { result message at } }
   myCredentials { ${CREDENTIAL_FIELDS} }
   myPendingDeviceFlows { id agent provider status userCode verificationUri verificationUriComplete expiresAt interval message }
+  myPendingAuthorizationFlows { id agent provider status authorizeUrl expiresAt }
 }`;
 
 export const Q_MY_CREDENTIALS = `query myCredentials { myCredentials { ${CREDENTIAL_FIELDS} } }`;
@@ -158,7 +159,15 @@ export const M_SAVE_SUBSCRIPTION = `mutation saveSubscriptionCredential($input: 
   saveSubscriptionCredential(input: $input) { ${CREDENTIAL_FIELDS} }
 }`;
 
-export const M_REMOVE_AGENT = `mutation removeAgentCredentials($agent: Agent!) { removeAgentCredentials(agent: $agent) }`;
+export const M_DISCONNECT_AGENT = `mutation disconnectAgent($agent: Agent!) {
+  disconnectAgent(agent: $agent) {
+    agent
+    removed { id provider kind agent revocation { result message } }
+    remaining { source provider credentialId envVar }
+  }
+}`;
+
+export const M_CHECK_CREDENTIAL = `mutation checkCredential($id: ID!) { checkCredential(id: $id) { ${CREDENTIAL_FIELDS} } }`;
 
 const FLOW_FIELDS = `id agent provider status userCode verificationUri verificationUriComplete expiresAt interval message`;
 
@@ -180,7 +189,7 @@ export const M_COMPLETE_AUTHORIZATION = `mutation completeAuthorizationFlow($id:
   completeAuthorizationFlow(id: $id, code: $code) { id status }
 }`;
 
-export const S_EVENTS = `subscription credentialEvents { credentialEvents { at kind credentialId ownerId provider agent status message } }`;
+export const S_EVENTS = `subscription credentialEvents($after: ID) { credentialEvents(after: $after) { id at kind credentialId ownerId provider agent status message } }`;
 
 // Admin: metadata only, never `hint`.
 export const Q_USERS = `query users($first: Int, $after: String) {

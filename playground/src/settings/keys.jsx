@@ -1,14 +1,21 @@
 // Settings → API Keys: one row per provider.
 import { useState } from 'react';
-import { M_REMOVE_CREDENTIAL, M_SET_API_KEY } from './api.js';
-import { AGENT_NAMES, DateText, Field, PROVIDER_NAMES, PROVIDER_ORDER, StatusBadge, StatusMessage, USABLE, useConfirm, useNotice } from './ui.jsx';
+import { M_CHECK_CREDENTIAL, M_REMOVE_CREDENTIAL, M_SET_API_KEY } from './api.js';
+import { AGENT_NAMES, CheckText, DateText, Field, PROVIDER_NAMES, PROVIDER_ORDER, StatusBadge, StatusMessage, USABLE, useConfirm, useNotice } from './ui.jsx';
 
 /** Per provider: the agents an API key serves, its env var and expected prefix (from the `agents` catalog). */
 export function providerInfo(agents, systemKeys) {
   const info = {};
   for (const provider of PROVIDER_ORDER) {
     const system = systemKeys.find((k) => k.provider === provider);
-    info[provider] = { provider, agents: [], prefixes: [], envVar: system ? system.envVar : '', systemConfigured: !!(system && system.configured) };
+    info[provider] = {
+      provider,
+      agents: [],
+      prefixes: [],
+      envVar: system ? system.envVar : '',
+      systemConfigured: !!(system && system.configured),
+      systemCheck: system ? system.check : null,
+    };
   }
   for (const a of agents) {
     for (const m of a.methods) {
@@ -79,6 +86,23 @@ export function ApiKeyRow({ api, info, credential, reload, highlight, compact = 
     }
   };
 
+  // Asks the provider whether the key works (never refreshes or spends it).
+  const check = async () => {
+    setBusy(true);
+    setError('');
+    try {
+      const data = await api.request(M_CHECK_CREDENTIAL, { id: credential.id });
+      const result = data.checkCredential.check;
+      if (result && result.result === 'VALID') notify(`${name} accepted your key.`, 'ok');
+      else if (result) notify(result.message || `${name}: ${result.result}`, result.result === 'UNREACHABLE' ? 'warn' : 'bad');
+      await reload();
+    } catch (err) {
+      setError(err.message);
+    } finally {
+      setBusy(false);
+    }
+  };
+
   const remove = async () => {
     const after = info.systemConfigured
       ? `Afterwards ${info.agents.join(' and ')} will use the system key (${info.envVar}) unless you have a subscription.`
@@ -105,7 +129,9 @@ export function ApiKeyRow({ api, info, credential, reload, highlight, compact = 
   let fallback;
   if (!credential) {
     fallback = info.systemConfigured
-      ? `No key of your own: tasks use the system key (${info.envVar}).`
+      ? info.systemCheck && info.systemCheck.result === 'INVALID'
+        ? `No key of your own, and the system key (${info.envVar}) was refused by ${name}: tasks get no ${name} key until you add one or an admin replaces it.`
+        : `No key of your own: tasks use the system key (${info.envVar}).`
       : `No key. ${info.agents.join(' and ')} ${info.agents.length > 1 ? 'need' : 'needs'} a key here or a subscription.`;
   }
 
@@ -154,6 +180,12 @@ export function ApiKeyRow({ api, info, credential, reload, highlight, compact = 
               <DateText value={credential.expiresAt} empty="Never" />
             </dd>
           </div>
+          <div>
+            <dt>Checked</dt>
+            <dd>
+              <CheckText check={credential.check} />
+            </dd>
+          </div>
         </dl>
       ) : (
         <p className="fallback">{fallback}</p>
@@ -162,6 +194,9 @@ export function ApiKeyRow({ api, info, credential, reload, highlight, compact = 
         <p>
           <StatusMessage credential={credential} />
         </p>
+      )}
+      {credential && credential.check && credential.check.message && credential.check.message !== credential.statusMessage && (
+        <p className={`status-message status-${credential.check.result === 'UNREACHABLE' ? 'warn' : 'bad'}`}>{credential.check.message}</p>
       )}
       <form className="inline-form" onSubmit={save} autoComplete="off">
         <Field label={credential ? `New ${name} ${what}` : `${name} ${what}`} error={error} id={`key-${info.provider}${compact ? '-inline' : ''}`}>
@@ -182,6 +217,11 @@ export function ApiKeyRow({ api, info, credential, reload, highlight, compact = 
           <button type="submit" className="btn btn-primary" disabled={busy}>
             {credential ? 'Replace' : 'Save'}
           </button>
+          {credential && (
+            <button type="button" className="btn" onClick={check} disabled={busy}>
+              Check
+            </button>
+          )}
           {credential && (
             <button type="button" className="btn btn-danger-ghost" onClick={remove} disabled={busy}>
               Remove

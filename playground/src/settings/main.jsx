@@ -95,7 +95,14 @@ const EVENT_TEXT = {
   EXPIRED: 'has expired',
   REFRESHED: 'was refreshed',
   NEEDS_REAUTH: 'needs you to sign in again',
+  INVALID: 'was refused by its provider',
 };
+
+/** A server message says what happened, then what to do ("…expires soon: renew it…"); the notice already says the first part. */
+function whatToDo(message) {
+  const at = message.indexOf(': ');
+  return at > 0 ? message.slice(at + 2) : message;
+}
 
 function credentialName(event) {
   if (event.agent) return `${AGENT_NAMES[event.agent] || event.agent} subscription`;
@@ -129,6 +136,9 @@ function Shell({ token, me, onSignOut }) {
         setOverview(data);
         const pending = {};
         for (const f of data.myPendingDeviceFlows || []) if (!pending[f.agent]) pending[f.agent] = { kind: 'DEVICE_CODE', flow: f };
+        for (const f of data.myPendingAuthorizationFlows || []) {
+          if (!pending[f.agent]) pending[f.agent] = { kind: 'AUTHORIZATION_CODE', flow: f };
+        }
         setFlows(pending);
       })
       .catch((e) => alive && setLoadError(e.message));
@@ -167,16 +177,20 @@ function Shell({ token, me, onSignOut }) {
         connectedBefore = true;
       } else setLive('reconnecting');
     });
-    const stop = api.subscribe(S_EVENTS, {}, {
+    // The client sends these variables again on every reconnect: `after`
+    // then asks the server for what happened while the socket was down.
+    const variables = {};
+    const stop = api.subscribe(S_EVENTS, variables, {
       next: (data) => {
         const event = data.credentialEvents;
+        variables.after = event.id;
         setEventTick((t) => t + 1);
         if (event.ownerId !== me.id) return;
         reloadCredentials();
         const text = EVENT_TEXT[event.kind];
         if (text) {
           const tone = event.kind === 'REFRESHED' ? 'ok' : event.kind === 'EXPIRING' ? 'warn' : 'bad';
-          notify(`Your ${credentialName(event)} ${text}.${event.message ? ` ${sentence(event.message)}` : ''}`, tone);
+          notify(`Your ${credentialName(event)} ${text}.${event.message ? ` ${sentence(whatToDo(event.message))}` : ''}`, tone);
         }
       },
       error: (e) => {

@@ -16,6 +16,7 @@ export const STATUS_LABELS = {
   EXPIRING: 'Expiring soon',
   EXPIRED: 'Expired',
   NEEDS_REAUTH: 'Sign in again',
+  INVALID: 'Refused by provider',
 };
 
 export const USABLE = new Set(['ACTIVE', 'EXPIRING']);
@@ -54,8 +55,27 @@ export function StatusMessage({ credential }) {
 
 export function StatusBadge({ status }) {
   if (!status) return null;
-  const tone = { ACTIVE: 'ok', EXPIRING: 'warn', EXPIRED: 'bad', NEEDS_REAUTH: 'bad' }[status] || 'neutral';
+  const tone = { ACTIVE: 'ok', EXPIRING: 'warn', EXPIRED: 'bad', NEEDS_REAUTH: 'bad', INVALID: 'bad' }[status] || 'neutral';
   return <span className={`badge badge-${tone}`}>{STATUS_LABELS[status] || status}</span>;
+}
+
+const CHECK_TEXT = {
+  VALID: 'works',
+  INVALID: 'refused',
+  NO_ACCESS: 'no access',
+  UNREACHABLE: 'could not be reached',
+};
+
+/** The last check with the provider: when, and what it said. */
+export function CheckText({ check }) {
+  if (!check) return <span className="muted">Not yet</span>;
+  const tone = { VALID: 'ok', INVALID: 'bad', NO_ACCESS: 'bad', UNREACHABLE: 'warn' }[check.result] || 'muted';
+  return (
+    <span className={`check check-${tone}`} data-check={check.result}>
+      <DateText value={check.at} /> · {check.result === 'UNREACHABLE' ? 'provider ' : ''}
+      {CHECK_TEXT[check.result] || check.result}
+    </span>
+  );
 }
 
 export function Badge({ tone = 'neutral', children }) {
