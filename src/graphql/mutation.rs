@@ -2,7 +2,7 @@ use async_graphql::{Context, Object, ID};
 use chrono::{DateTime, Utc};
 
 use super::guards::{AdminGuard, PersonGuard, RunnerGuard, SignedIn};
-use super::people::{DeletedPerson, Person};
+use super::people::Person;
 use super::removal::AgentRemoval;
 use super::types::{
     AuthorizationFlow, Credential, CredentialFileInput, DeviceFlow, NewToken, NewUser, SubscriptionCredentialInput,
@@ -224,11 +224,13 @@ impl MutationRoot {
     }
 
     /// ADMIN only: removes their credentials and sign-ins in progress and revokes their tokens; the audit
-    /// trail keeps their id and email. The last enabled admin cannot be deleted.
+    /// trail keeps their id and email (and how many credentials and tokens went). The last enabled admin
+    /// cannot be deleted. Boolean, as the public contract has it.
     #[graphql(guard = "AdminGuard")]
-    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> Result<DeletedPerson> {
+    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let id = parse_id("id", &id)?;
-        Ok(store(ctx).admin(principal(ctx)?)?.delete_user(&id).await?.into())
+        store(ctx).admin(principal(ctx)?)?.delete_user(&id).await?;
+        Ok(true)
     }
 
     /// ADMIN only: delete without reading.

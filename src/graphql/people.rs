@@ -49,7 +49,9 @@ impl From<store::Person> for Person {
 }
 
 /// A token's metadata; the token itself is shown once, when it is created.
+/// `TokenInfo` in the API, as the contract names it.
 #[derive(Clone, Debug, SimpleObject)]
+#[graphql(name = "TokenInfo")]
 pub struct AccessToken {
     pub id: ID,
     pub kind: TokenKind,
@@ -73,23 +75,6 @@ impl From<store::AccessToken> for AccessToken {
             last_used_at: t.last_used_at,
             expires_at: t.expires_at,
         }
-    }
-}
-
-/// What `deleteUser` removed.
-#[derive(Clone, Debug, SimpleObject)]
-pub struct DeletedPerson {
-    pub id: ID,
-    pub email: String,
-    /// Credentials removed.
-    pub credentials: usize,
-    /// Tokens revoked.
-    pub tokens: u64,
-}
-
-impl From<store::DeletedPerson> for DeletedPerson {
-    fn from(d: store::DeletedPerson) -> DeletedPerson {
-        DeletedPerson { id: ID(d.id), email: d.email, credentials: d.credentials, tokens: d.tokens }
     }
 }
 

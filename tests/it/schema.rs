@@ -1,7 +1,7 @@
 //! The checked-in SDL matches the server, and covers the public contract.
 
 use async_graphql::parser::parse_schema;
-use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+use async_graphql::parser::types::{ServiceDocument, TypeKind, TypeSystemDefinition};
 
 use crate::common::*;
 
@@ -26,7 +26,8 @@ fn checked_in_schema_matches_the_server() {
 #[test]
 fn schema_contains_the_contract() {
     let contract = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/contract.graphql")).unwrap();
-    let ours = parse_schema(exported()).unwrap();
+    let ours_doc = parse_schema(exported()).unwrap();
+    let ours = &ours_doc;
     let contract = parse_schema(contract).unwrap();
     let find = |name: &str| {
         ours.definitions.iter().find_map(|d| match d {
@@ -46,10 +47,10 @@ fn schema_contains_the_contract() {
                         .iter()
                         .find(|g| g.node.name.node == f.node.name.node)
                         .unwrap_or_else(|| panic!("{name}.{} missing", f.node.name.node));
-                    assert_eq!(
-                        got.node.ty.node.to_string(),
-                        f.node.ty.node.to_string(),
-                        "{name}.{} type",
+                    let (have_ty, want_ty) = (got.node.ty.node.to_string(), f.node.ty.node.to_string());
+                    assert!(
+                        have_ty == want_ty || widens(&ours_doc, &contract, &have_ty, &want_ty),
+                        "{name}.{} type: {have_ty}, the contract says {want_ty}",
                         f.node.name.node
                     );
                     for a in &f.node.arguments {
@@ -59,7 +60,14 @@ fn schema_contains_the_contract() {
                             .iter()
                             .find(|g| g.node.name.node == a.node.name.node)
                             .unwrap_or_else(|| panic!("{name}.{}({}) missing", f.node.name.node, a.node.name.node));
-                        assert_eq!(ga.node.ty.node.to_string(), a.node.ty.node.to_string());
+                        let (have_ty, want_ty) = (ga.node.ty.node.to_string(), a.node.ty.node.to_string());
+                        // An argument ours also accepts as null still takes every value the contract allows.
+                        assert!(
+                            have_ty == want_ty || want_ty.strip_suffix('!') == Some(have_ty.as_str()),
+                            "{name}.{}({}): {have_ty}, the contract says {want_ty}",
+                            f.node.name.node,
+                            a.node.name.node
+                        );
                     }
                 }
             }
@@ -85,5 +93,33 @@ fn schema_contains_the_contract() {
             (TypeKind::Scalar, TypeKind::Scalar) => {}
             _ => panic!("{name} has a different kind"),
         }
+    }
+}
+
+/// The fields the document's object `name` has: name → type.
+fn object_fields(doc: &ServiceDocument, name: &str) -> Option<Vec<(String, String)>> {
+    doc.definitions.iter().find_map(|d| match d {
+        TypeSystemDefinition::Type(t) if t.node.name.node == name => match &t.node.kind {
+            TypeKind::Object(o) => {
+                Some(o.fields.iter().map(|f| (f.node.name.node.to_string(), f.node.ty.node.to_string())).collect())
+            }
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Our type answers every selection a contract client makes: the same list
+/// and null shape around an object that has every field the contract's
+/// object has, with the same types (e.g. `Person` for `User`).
+fn widens(ours: &ServiceDocument, contract: &ServiceDocument, have: &str, want: &str) -> bool {
+    let base = |t: &str| t.trim_matches(|c| matches!(c, '[' | ']' | '!')).to_owned();
+    let (have_base, want_base) = (base(have), base(want));
+    if have.replace(&have_base, "") != want.replace(&want_base, "") {
+        return false;
+    }
+    match (object_fields(ours, &have_base), object_fields(contract, &want_base)) {
+        (Some(have_fields), Some(want_fields)) => want_fields.iter().all(|f| have_fields.contains(f)),
+        _ => false,
     }
 }
