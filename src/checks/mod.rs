@@ -84,6 +84,9 @@ pub struct Checker {
     expiring_within: chrono::Duration,
 }
 
+/// How long a save waits for a turn with its provider before it saves unchecked.
+const SAVE_WAITS_FOR_A_TURN: Duration = Duration::from_secs(3);
+
 impl Checker {
     pub fn new(
         config: &ChecksConfig,
@@ -134,7 +137,13 @@ impl Checker {
     /// like every check; the caller refuses the save if
     /// [`Outcome::refuses_save`]).
     pub async fn check_before_save(&self, provider: Provider, probe: Probe<'_>) -> Outcome {
-        let outcome = self.check(provider, probe).await;
+        // A person waits for a save: if the periodic job holds every turn
+        // for this provider, the save goes ahead unchecked (UNREACHABLE)
+        // rather than queue behind it; the job checks it later.
+        let outcome = match tokio::time::timeout(SAVE_WAITS_FOR_A_TURN, self.limits.acquire(provider)).await {
+            Ok(turn) => self.check_in_turn(provider, probe, turn).await,
+            Err(_) => Outcome::unreachable("the provider is busy with other checks; this one is tried again later"),
+        };
         crate::metrics::check(provider.as_str(), outcome.result.as_str());
         tracing::info!(
             provider = provider.as_str(),

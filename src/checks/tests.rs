@@ -185,6 +185,8 @@ async fn github_token_then_copilot() {
         ("/user", "gho_forbidden", 200, json!({ "login": "third" })),
         ("/copilot_internal/user", "gho_forbidden", 403, json!({ "message": "Resource not accessible" })),
         ("/user", "gho_dead", 401, json!({ "message": "Bad credentials" })),
+        ("/user", "gho_limited", 200, json!({ "login": "fourth" })),
+        ("/copilot_internal/user", "gho_limited", 403, json!({ "message": "API rate limit exceeded for user ID 1." })),
     ])
     .await;
     let http = http();
@@ -193,13 +195,15 @@ async fn github_token_then_copilot() {
     assert_eq!(none.result, CheckResult::NoAccess);
     assert!(none.message.as_deref().unwrap().contains("no Copilot access"));
     assert_eq!(github::check_token_with(&http, &base, "gho_forbidden").await.result, CheckResult::NoAccess);
+    // GitHub's spent rate limit (also a 403) concludes nothing about Copilot.
+    assert_eq!(github::check_token_with(&http, &base, "gho_limited").await.result, CheckResult::Unreachable);
     let dead = github::check_token_with(&http, &base, "gho_dead").await;
     assert_eq!(dead.result, CheckResult::Invalid);
     assert_safe(&dead, "gho_dead");
     // A dead token stops at /user.
     let seen = script.lock().unwrap();
     let copilot_calls = seen.seen.iter().filter(|(path, _, _)| path == "/copilot_internal/user").count();
-    assert_eq!(copilot_calls, 3);
+    assert_eq!(copilot_calls, 4);
 }
 
 #[tokio::test]

@@ -63,8 +63,13 @@ impl MutationRoot {
             access_token: parsed.secret.access_token.expose(),
             account_id: parsed.secret.account_id.as_deref(),
         };
+        // An access token past its expiry says nothing about the login: with a
+        // refresh token (a Codex auth.json pasted a day later) it is saved
+        // unchecked, and the refresher renews it; a check would refuse it.
+        let stale = parsed.expires_at.is_some_and(|t| t <= Utc::now()) && parsed.secret.refresh_token.is_some();
+        let check_on_save = if stale { Some(false) } else { input.check_on_save };
         let check =
-            checks::before_save(ctx, &owner, input.check_on_save, (parsed.provider, Some(input.agent)), probe).await?;
+            checks::before_save(ctx, &owner, check_on_save, (parsed.provider, Some(input.agent)), probe).await?;
         Ok(owner.save_subscription_checked(input.agent, parsed, check.as_ref()).await.map(Credential)?)
     }
 

@@ -211,9 +211,19 @@ pub async fn check_token_with(http: &reqwest::Client, base: &str, token: &str) -
         return user;
     }
     match http::send(get("/copilot_internal/user")).await {
+        // GitHub also answers 403 when its rate limit is spent: that says
+        // nothing about Copilot on the account.
+        Ok((403, body)) if is_rate_limited(&body) => {
+            Outcome::unreachable("GitHub's rate limit is spent for now; the check is tried again later")
+        }
         Ok((403 | 404, _)) => Outcome::no_access(NO_COPILOT),
         answer => conclude(&answer, TOKEN_REFUSED),
     }
+}
+
+/// GitHub's rate-limit refusal: 403 with a message about the rate limit.
+fn is_rate_limited(body: &serde_json::Value) -> bool {
+    body.get("message").and_then(|m| m.as_str()).is_some_and(|m| m.to_ascii_lowercase().contains("rate limit"))
 }
 
 // --- Revoking a sign-in ------------------------------------------------------

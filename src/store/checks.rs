@@ -71,7 +71,8 @@ impl Store {
                 Some((CredentialStatus::Invalid, outcome.message.clone())),
                 (!was_invalid).then_some(CredentialEventKind::Invalid),
             ),
-            CheckResult::Valid if was_invalid => {
+            // NO_ACCESS proves the credential authenticates, as VALID does.
+            CheckResult::Valid | CheckResult::NoAccess if was_invalid => {
                 let status = restored(row, provider, now, within);
                 let message = (status == CredentialStatus::Expiring).then(|| crate::store::EXPIRING_MESSAGE.to_owned());
                 (Some((status, message)), Some(CredentialEventKind::Updated))

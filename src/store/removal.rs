@@ -117,6 +117,7 @@ impl OwnerHandle {
             .all(self.store.db())
             .await?;
         let now = chrono::Utc::now();
+        let system_key_checks = self.store.system_key_checks().await?;
         let mut remaining = Vec::new();
         for &provider in agents::spec(agent).providers {
             let slots = [
@@ -128,7 +129,7 @@ impl OwnerHandle {
                     remaining.push(Remaining { source, provider, credential_id: Some(row.id.clone()), env_var: None });
                 }
             }
-            if self.store.system_keys().get(provider).is_some() {
+            if self.store.system_key_usable(provider, &system_key_checks) {
                 remaining.push(Remaining {
                     source: CredentialSource::SystemKey,
                     provider,

@@ -364,6 +364,12 @@ async fn an_invalid_credential_is_skipped_and_issuance_falls_through() {
     assert!(message.contains("copied the entire key"), "the API key's reason: {message}");
     assert!(message.contains("ANTHROPIC_API_KEY"), "the system key is named: {message}");
     assert!(!message.contains("TEST"), "{message}");
+    // What a removal says remains follows the same rule: neither the INVALID
+    // key nor the refused system key is named.
+    let (_, other) = server.create_user("remains@example.com").await;
+    let removal =
+        server.ok(&other, "mutation { disconnectAgent(agent: CLAUDE_CODE) { remaining { source } } }", json!({})).await;
+    assert_eq!(removal["disconnectAgent"]["remaining"], json!([]), "{removal}");
 
     // A later VALID check makes the subscription usable again.
     fake.set(CLAUDE_OAT, Answer::Valid);
@@ -423,6 +429,22 @@ async fn a_check_never_sends_a_refresh_token_and_skips_expired_logins() {
     assert!(fake.hits(claude_access) >= 2);
     assert!(!fake.ever_saw(codex_refresh) && !fake.ever_saw(claude_refresh), "a refresh token reached a provider");
     assert!(oauth.state.lock().unwrap().refresh_calls.is_empty(), "a check refreshed");
+
+    // A login pasted after its access token expired, with its refresh token
+    // (a day-old Codex auth.json), is saved unchecked: a check would refuse
+    // the old access token, while the refresher renews the login.
+    let (_, later) = server.create_user("stale@example.com").await;
+    let stale = chatgpt_access("stale", chrono::Utc::now().timestamp() - 3600);
+    let saved = server
+        .ok(
+            &later,
+            &save_sub(),
+            json!({ "i": { "agent": "CODEX", "accessToken": stale, "refreshToken": "rt_TESTstaleLOGIN000000000000000" } }),
+        )
+        .await["saveSubscriptionCredential"]
+        .clone();
+    assert!(saved["check"].is_null(), "{saved}");
+    assert_eq!(fake.hits(&stale), 0);
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 // Agent Credentials: one expandable card per agent (from the `agents` catalog).
 import { useState } from 'react';
 import { M_DISCONNECT_AGENT, M_SAVE_SUBSCRIPTION } from './api.js';
-import { ApiKeyRow, fallbackFor, providerInfo } from './keys.jsx';
+import { ApiKeyRow, fallbackFor, providerInfo, systemKeyUsable } from './keys.jsx';
 import { CodeFlowPanel, DeviceFlowPanel, startFlow } from './flows.jsx';
 import { Badge, DateText, Field, PROVIDER_NAMES, StatusBadge, StatusMessage, USABLE, sentence, useConfirm, useNotice } from './ui.jsx';
 
@@ -131,7 +131,7 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
       .filter((p) => !ownKeyProviders.includes(p))
       .map((p) => fallbackFor(p, credentials, info))
       .filter(Boolean);
-    const systemFallbacks = ownKeyProviders.filter((p) => info[p].systemConfigured).map((p) => `the system key (${info[p].envVar})`);
+    const systemFallbacks = ownKeyProviders.filter((p) => systemKeyUsable(info[p])).map((p) => `the system key (${info[p].envVar})`);
     const fallbacks = [...sharedFallbacks, ...systemFallbacks];
     const after = fallbacks.length
       ? `Afterwards ${agent.name} will use ${fallbacks.join(', or ')}.`

@@ -233,11 +233,16 @@ export function ApiKeyRow({ api, info, credential, reload, highlight, compact = 
   );
 }
 
+/** Whether tasks get the system key: set, and not refused at its last check. */
+export function systemKeyUsable(row) {
+  return !!(row && row.systemConfigured && !(row.systemCheck && row.systemCheck.result === 'INVALID'));
+}
+
 /** What an agent falls back to without its subscription, for one provider. */
 export function fallbackFor(provider, credentials, info) {
   const key = credentials.find((c) => c.kind === 'API_KEY' && c.provider === provider && USABLE.has(c.status));
   if (key) return `your ${PROVIDER_NAMES[provider]} API key`;
-  if (info[provider] && info[provider].systemConfigured) return `the system key (${info[provider].envVar})`;
+  if (systemKeyUsable(info[provider])) return `the system key (${info[provider].envVar})`;
   return null;
 }
 

@@ -187,6 +187,12 @@ impl Store {
             None => SystemKey::Usable,
         }
     }
+
+    /// Whether issuance would hand out the system key for `provider`: set,
+    /// and not refused at its last check (what removal reports as remaining).
+    pub(in crate::store) fn system_key_usable(&self, provider: Provider, checks: &[SystemKeyCheck]) -> bool {
+        matches!(self.system_key(provider, checks), SystemKey::Usable)
+    }
 }
 
 impl Store {
