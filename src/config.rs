@@ -289,7 +289,11 @@ impl<'de> Deserialize<'de> for SystemKeys {
         let mut keys = BTreeMap::new();
         for (name, value) in named {
             let Some(&provider) = Provider::ALL.iter().find(|&&p| SystemKeys::setting(p) == name) else {
-                return Err(serde::de::Error::unknown_field(&name, &[]));
+                let accepted: Vec<String> = Provider::ALL.iter().map(|&p| SystemKeys::setting(p)).collect();
+                return Err(serde::de::Error::custom(format!(
+                    "unknown field `{name}`, expected one of {}",
+                    accepted.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+                )));
             };
             keys.insert(provider, value);
         }
@@ -404,5 +408,14 @@ mod tests {
         fine.check().unwrap();
         assert_eq!(fine.get(Provider::Anthropic).unwrap().expose(), format!("sk-ant-api03-{secret}"));
         assert!(fine.get(Provider::Google).is_none());
+    }
+
+    #[test]
+    fn an_unknown_system_key_setting_names_the_accepted_ones() {
+        let err = serde_json::from_value::<SystemKeys>(serde_json::json!({ "antropic_api_key": "x" }))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`antropic_api_key`") && err.contains("`anthropic_api_key`"), "{err}");
+        assert!(err.contains("`copilot_github_token`"), "{err}");
     }
 }
