@@ -9,19 +9,22 @@
 //! A refresh token is sent at most once. Before sending, the refresher
 //! claims the credential with a compare-and-swap on its version; anyone
 //! else holding the old version (another run, another replica, a task
-//! issuance) fails the swap and does not send.
+//! issuance) fails the swap and does not send. If the credential is removed
+//! while the request is at the provider, the swap finds no row and the
+//! tokens the refresh obtained are revoked (the removal revoked the spent one).
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 
 use super::audit::{self, Action, Actor};
-use super::credentials::{no_live_claim, StoredSecret};
+use super::credentials::{no_live_claim, Origin, StoredSecret};
 use super::{CredentialMeta, Store};
 use crate::credential_input::SubscriptionSecret;
-use crate::domain::{CredentialEventKind, CredentialStatus, Provider};
+use crate::domain::{CredentialEventKind, CredentialKind, CredentialStatus, Provider};
 use crate::entities::{credential, task_lease};
 use crate::error::{ApiError, ApiResult};
+use crate::providers::revoke::offers_revocation;
 use crate::providers::{self, Refresh};
 
 /// Most credentials refreshed by one run; the next run takes the rest.
@@ -233,8 +236,14 @@ impl Store {
                     )
                     .await?;
                 let Some(meta) = swapped else {
-                    // The owner replaced the credential meanwhile: theirs wins.
+                    // The owner replaced the credential meanwhile: theirs
+                    // wins. If it was removed instead, the tokens just
+                    // obtained belong to no row: revoke them.
+                    let gone = credential::Entity::find_by_id(row.id.as_str()).one(&txn).await?.is_none();
                     txn.rollback().await?;
+                    if gone {
+                        self.revoke_orphaned(&row, provider, &fresh).await;
+                    }
                     return Ok(RefreshOutcome::Skipped);
                 };
                 audit::record(
@@ -283,6 +292,29 @@ impl Store {
                 Ok(RefreshOutcome::Transient)
             }
         }
+    }
+
+    /// A credential removed while its refresh was in flight: the removal
+    /// revoked the token it read (already spent), so the fresh ones the
+    /// refresh obtained are revoked here, best effort, when the vault's
+    /// sign-in obtained the credential and the provider offers revocation.
+    async fn revoke_orphaned(&self, row: &credential::Model, provider: Provider, fresh: &SubscriptionSecret) {
+        let signed_in = Origin::of(row) == Origin::Flow;
+        if !signed_in || !offers_revocation(provider) {
+            tracing::info!(
+                credential = %row.id,
+                provider = provider.as_str(),
+                "credential removed during its refresh; the new tokens were dropped"
+            );
+            return;
+        }
+        let revocation = self.revoker().revoke(provider, CredentialKind::Subscription, signed_in, Some(fresh)).await;
+        tracing::info!(
+            credential = %row.id,
+            provider = provider.as_str(),
+            revocation = revocation.result.as_str(),
+            "credential removed during its refresh: revoking the tokens the refresh obtained"
+        );
     }
 
     async fn release_claim(&self, id: &str, claim: &str) -> ApiResult<()> {

@@ -5,7 +5,7 @@
 //! agent's Remove, what the agent would still be handed.
 
 use futures_util::future::join_all;
-use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
 
 use super::audit::{Action, Actor};
 use super::credentials::{slot, Origin, StoredSecret};
@@ -60,6 +60,7 @@ impl OwnerHandle {
         let txn = self.store.db().begin().await?;
         let row = credential::Entity::find_by_id(id)
             .filter(credential::Column::OwnerId.eq(self.user_id()))
+            .lock_exclusive()
             .one(&txn)
             .await?
             .ok_or_else(|| ApiError::not_found("credential"))?;
@@ -73,6 +74,7 @@ impl OwnerHandle {
         let row = credential::Entity::find()
             .filter(credential::Column::OwnerId.eq(self.user_id()))
             .filter(credential::Column::Slot.eq(slot(CredentialKind::ApiKey, None, provider)))
+            .lock_exclusive()
             .one(&txn)
             .await?;
         let Some(row) = row else {
@@ -103,6 +105,7 @@ impl OwnerHandle {
                         .add(credential::Column::Provider.is_in(keys)),
                 ),
             )
+            .lock_exclusive()
             .all(&txn)
             .await?;
         let removed = self.store.remove_and_revoke(txn, self.remover(), rows).await?;
@@ -147,6 +150,14 @@ impl Store {
     /// in `txn`), commits and publishes; then revokes at their providers, side
     /// by side, the tokens the vault's sign-in obtained. A failed revocation
     /// is reported, never undoes the removal.
+    ///
+    /// The caller reads `rows` in `txn` with a row lock (`FOR UPDATE` on
+    /// PostgreSQL; on SQLite the single writer orders transactions), so a
+    /// save or a refresh's compare-and-swap either commits before the read
+    /// (and its token is the one revoked) or waits and then finds no row: the
+    /// token revoked is the token deleted. A refresh in flight (its request
+    /// at the provider, holding no lock) revokes what it obtained itself when
+    /// its swap finds the row gone (`store/lifecycle.rs`).
     async fn remove_and_revoke(
         &self,
         txn: DatabaseTransaction,

@@ -47,6 +47,9 @@ pub struct State {
     pub revocations: Vec<(String, String, String)>,
     /// Answer revocations with this status instead of success.
     pub revoke_status: Option<u16>,
+    /// Hold each refresh's answer (after recording the call) until released:
+    /// each `notify_one` on it lets one through.
+    pub hold_refreshes: Option<Arc<tokio::sync::Notify>>,
 }
 
 #[derive(Clone)]
@@ -195,7 +198,20 @@ fn openai_tokens(state: &mut State, refresh: String) -> Value {
 }
 
 #[handler]
-fn openai_token(req: &Request, body: String, Data(state): Data<&Arc<Mutex<State>>>) -> Response {
+async fn openai_token(req: &Request, body: String, Data(state): Data<&Arc<Mutex<State>>>) -> Response {
+    let (reply, hold) = openai_token_reply(req, body, state);
+    if let Some(hold) = hold {
+        hold.notified().await;
+    }
+    reply
+}
+
+/// The token endpoint's answer, and (for a refresh) what holds it back.
+fn openai_token_reply(
+    req: &Request,
+    body: String,
+    state: &Arc<Mutex<State>>,
+) -> (Response, Option<Arc<tokio::sync::Notify>>) {
     let mut s = state.lock().unwrap();
     let is_json = req.content_type().unwrap_or_default().starts_with("application/json");
     if !is_json {
@@ -208,25 +224,24 @@ fn openai_token(req: &Request, body: String, Data(state): Data<&Arc<Mutex<State>
         );
         assert!(body.contains("redirect_uri="), "{body}");
         let tokens = openai_tokens(&mut s, "rt_fake_0".into());
-        return json_response(200, tokens);
+        return (json_response(200, tokens), None);
     }
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["grant_type"], "refresh_token");
     let token = v["refresh_token"].as_str().unwrap().to_owned();
     s.refresh_calls.push(token.clone());
+    let hold = s.hold_refreshes.clone();
     if let Some((status, code)) = s.refresh_error.clone() {
-        return json_response(status, json!({ "error": { "code": code, "message": "refused" } }));
+        return (json_response(status, json!({ "error": { "code": code, "message": "refused" } })), hold);
     }
     if !s.used_refresh_tokens.insert(token) {
-        return json_response(
-            400,
-            json!({ "error": { "code": "refresh_token_reused", "message": "Your refresh token has already been used" } }),
-        );
+        let reused = json!({ "error": { "code": "refresh_token_reused", "message": "Your refresh token has already been used" } });
+        return (json_response(400, reused), hold);
     }
     s.refresh_serial += 1;
     let next = format!("rt_fake_{}", s.refresh_serial);
     let tokens = openai_tokens(&mut s, next);
-    json_response(200, tokens)
+    (json_response(200, tokens), hold)
 }
 
 #[handler]

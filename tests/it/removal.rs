@@ -308,6 +308,65 @@ async fn signed_in_tokens_are_revoked_at_the_provider_and_pasted_ones_are_not() 
     assert!(!log.contains(gho) && !log.contains("rt_fake_0"), "a token reached the log");
 }
 
+/// Polls `done` every 50 ms for up to 20 s.
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..400 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn a_login_removed_while_its_refresh_is_in_flight_leaves_no_live_token() {
+    const DURING_REFRESH: &str = "credential removed during its refresh";
+    let fake = FakeProvider::start(&[], Reply::Authorize).await;
+    let hold = std::sync::Arc::new(tokio::sync::Notify::new());
+    fake.state.lock().unwrap().hold_refreshes = Some(hold.clone());
+    let mut env = fake.env();
+    env.push(("SESAME_SCHEDULER__REFRESH".into(), "* * * * * *".into()));
+    env.push(("SESAME_SCHEDULER__REFRESH_BEFORE".into(), "48h".into()));
+    let server = Server::spawn(tempfile::tempdir().unwrap(), env, true).await;
+    let (_, token) = server.create_user("inflight@example.com").await;
+    let refresh_calls = || fake.state.lock().unwrap().refresh_calls.clone();
+    let openai = |t: &str| ("openai".to_owned(), t.to_owned(), "refresh_token".to_owned());
+
+    // A device login; the scheduler's refresh sends rt_fake_0 and the fake
+    // holds its answer (rt_fake_1: rt_fake_0 is spent at the provider now).
+    sign_in(&server, &token, "CODEX", "OPENAI").await;
+    wait_for("the refresh", || !refresh_calls().is_empty()).await;
+    assert_eq!(refresh_calls(), ["rt_fake_0"]);
+
+    // Removed meanwhile: the token read is revoked (the fake, as OpenAI, says yes).
+    let removal = disconnect(&server, &token, "CODEX", false).await;
+    assert_eq!(revocation_of(&removal, "SUBSCRIPTION")["result"], "REVOKED", "{removal}");
+    assert_eq!(fake.revocations(), [openai("rt_fake_0")]);
+
+    // The refresh gets rt_fake_1, finds the row gone and revokes what it got.
+    hold.notify_one();
+    wait_for("the new refresh token's revocation", || fake.revocations().len() == 2).await;
+    assert_eq!(fake.revocations(), [openai("rt_fake_0"), openai("rt_fake_1")]);
+    assert!(mine(&server, &token).await.is_empty());
+    wait_for("the refresher's log line", || server.log().matches(DURING_REFRESH).count() == 1).await;
+
+    // A pasted login removed during its refresh: nothing is sent anywhere.
+    server.ok(&token, SAVE, json!({ "i": { "agent": "CODEX", "authJson": codex_auth() } })).await;
+    wait_for("the second refresh", || refresh_calls().len() == 2).await;
+    assert_eq!(refresh_calls()[1], "rt_TESTremoval111111111111");
+    let removal = disconnect(&server, &token, "CODEX", false).await;
+    assert_eq!(revocation_of(&removal, "SUBSCRIPTION")["result"], "NOT_OFFERED", "{removal}");
+    hold.notify_one();
+    wait_for("the refresher's log line", || server.log().matches(DURING_REFRESH).count() == 2).await;
+    assert_eq!(fake.revocations().len(), 2);
+    assert!(mine(&server, &token).await.is_empty());
+    assert_eq!(refresh_calls().len(), 2, "nothing left to refresh");
+
+    let log = server.log();
+    assert!(!log.contains("rt_fake_") && !log.contains("rt_TEST"), "a token reached the log");
+}
+
 #[tokio::test]
 async fn malformed_system_keys_stop_start_up_naming_the_variable() {
     let secret = "SECRETpartXYZ0123456789abcdefgh";
