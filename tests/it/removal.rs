@@ -321,11 +321,22 @@ async fn wait_for(what: &str, done: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn a_login_removed_while_its_refresh_is_in_flight_leaves_no_live_token() {
+    removed_while_refreshing(vec![]).await;
+}
+
+#[tokio::test]
+async fn a_login_removed_while_its_refresh_is_in_flight_leaves_no_live_token_on_postgres() {
+    let Some(pg) = crate::postgres::TempDb::available().await else { return };
+    removed_while_refreshing(vec![("DATABASE_URL".into(), pg.url.clone())]).await;
+}
+
+/// A refresh the fake holds at the provider while the login is removed.
+async fn removed_while_refreshing(mut env: Vec<(String, String)>) {
     const DURING_REFRESH: &str = "credential removed during its refresh";
     let fake = FakeProvider::start(&[], Reply::Authorize).await;
     let hold = std::sync::Arc::new(tokio::sync::Notify::new());
     fake.state.lock().unwrap().hold_refreshes = Some(hold.clone());
-    let mut env = fake.env();
+    env.extend(fake.env());
     env.push(("SESAME_SCHEDULER__REFRESH".into(), "* * * * * *".into()));
     env.push(("SESAME_SCHEDULER__REFRESH_BEFORE".into(), "48h".into()));
     let server = Server::spawn(tempfile::tempdir().unwrap(), env, true).await;
