@@ -194,6 +194,9 @@ function startServer(dataDir, providers, listen = '127.0.0.1:0', firstRun = true
     SESAME_PROVIDERS__OPENAI__CHATGPT_URL: `${providers}/api/chatgpt`,
     SESAME_PROVIDERS__GOOGLE__API_URL: `${providers}/api/google`,
     SESAME_PROVIDERS__GITHUB__API_URL: `${providers}/api/github`,
+    // No cooldown between checks of one credential: the provider-check
+    // journey clicks Check twice in a row.
+    SESAME_CHECKS__COOLDOWN: '0s',
     // The expiry scan every 2 s, so a badge changes within the test.
     SESAME_SCHEDULER__EXPIRY_SCAN: '*/2 * * * * *',
     GEMINI_API_KEY: SYSTEM_GEMINI_KEY,

@@ -34,11 +34,23 @@ pub struct ChecksConfig {
     pub every: Duration,
     /// Requests to one provider at once, over all checks of this instance.
     pub per_provider: usize,
+    /// A person's check (`checkCredential`, `checkMyCredentials`) of a
+    /// credential checked less than this ago sends nothing and returns the
+    /// stored check, so a loop can neither hold the provider's turns nor
+    /// fill the audit table. Zero turns it off. Saves and the periodic job
+    /// are not subject to it.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
 }
 
 impl Default for ChecksConfig {
     fn default() -> Self {
-        ChecksConfig { on_save: true, every: Duration::from_secs(24 * 3600), per_provider: 4 }
+        ChecksConfig {
+            on_save: true,
+            every: Duration::from_secs(24 * 3600),
+            per_provider: 4,
+            cooldown: Duration::from_secs(30),
+        }
     }
 }
 
@@ -115,6 +127,12 @@ impl Checker {
 
     pub fn every(&self) -> Duration {
         self.config.every
+    }
+
+    /// How long after a check a person's check of the same credential is
+    /// answered from the stored result (zero: never).
+    pub fn cooldown(&self) -> Duration {
+        self.config.cooldown
     }
 
     pub fn per_provider(&self) -> usize {

@@ -2,7 +2,7 @@
 //! whose status already says what to do), the provider's answer, and the
 //! store recording it. And the owner's entry points.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use futures_util::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -67,20 +67,49 @@ pub(crate) async fn check_row(
     Ok(meta)
 }
 
+/// A person's check of one of their credentials, unless it was checked
+/// less than the cooldown ago: then nothing is sent and nothing recorded,
+/// and the credential comes back as it is, with its stored check. Of
+/// concurrent calls, one claims the row (as the job does) and checks; the
+/// others get the row as it is. The periodic job and saves do not come here.
+async fn check_own_row(checker: &Checker, owner: &OwnerHandle, row: credential::Model) -> ApiResult<CredentialMeta> {
+    let (store, actor) = (owner.store(), Actor::Principal(owner.principal()));
+    let cooldown = checker.cooldown();
+    if cooldown.is_zero() || !checkable(&row, Utc::now()) {
+        return check_row(store, checker, actor, row, None).await;
+    }
+    let cooldown = Duration::from_std(cooldown).unwrap_or(Duration::MAX);
+    let recent = |now: DateTime<Utc>| now.checked_sub_signed(cooldown).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    if row.last_checked_at.is_some_and(|at| at > recent(Utc::now())) {
+        return CredentialMeta::try_from(&row);
+    }
+    // The turn first, then the claim, as the job does: a claimed credential
+    // is checked at once, never left waiting until its claim lapses.
+    let provider: Provider = row.provider.parse().map_err(ApiError::internal)?;
+    let turn = checker.limits().acquire(provider).await;
+    let now = Utc::now();
+    if !store.claim_for_check(&row, recent(now), now, now + checker.claim_ttl()).await? {
+        // Checked, being checked or replaced meanwhile: shown as it is now.
+        drop(turn);
+        let current = owner.row(&row.id).await?.ok_or_else(|| ApiError::not_found("credential"))?;
+        return CredentialMeta::try_from(&current);
+    }
+    check_row(store, checker, actor, row, Some(turn)).await
+}
+
 /// `checkCredential`: one of the caller's credentials; NOT_FOUND for
 /// anyone else's, as for every owner mutation.
 pub async fn check_own(checker: &Checker, owner: &OwnerHandle, id: &str) -> ApiResult<CredentialMeta> {
     let row = owner.row(id).await?.ok_or_else(|| ApiError::not_found("credential"))?;
-    check_row(owner.store(), checker, Actor::Principal(owner.principal()), row, None).await
+    check_own_row(checker, owner, row).await
 }
 
 /// `checkMyCredentials`: every one of the caller's credentials, a few at a
-/// time, in their usual order.
+/// time, in their usual order (those checked within the cooldown as they are).
 pub async fn check_all_own(checker: &Checker, owner: &OwnerHandle) -> ApiResult<Vec<CredentialMeta>> {
     let rows = owner.rows().await?;
-    let (store, actor) = (owner.store(), Actor::Principal(owner.principal()));
     futures_util::stream::iter(rows)
-        .map(|row| check_row(store, checker, actor, row, None))
+        .map(|row| check_own_row(checker, owner, row))
         .buffered(OWN_AT_ONCE)
         .collect::<Vec<_>>()
         .await

@@ -75,6 +75,8 @@ impl MutationRoot {
 
     /// Owner only: checks one of the caller's credentials with its provider now (no refresh, no lease).
     /// An EXPIRED or NEEDS_REAUTH credential is returned as it is: its status already says what to do.
+    /// So is one checked less than `SESAME_CHECKS__COOLDOWN` ago (30 s by default), with its last check:
+    /// nothing is sent to the provider.
     #[graphql(guard = "PersonGuard")]
     async fn check_credential(&self, ctx: &Context<'_>, id: ID) -> Result<Credential> {
         let id = parse_id("id", &id)?;
@@ -83,6 +85,7 @@ impl MutationRoot {
     }
 
     /// Owner only: checks every one of the caller's credentials with its provider, a few at a time.
+    /// Those checked less than `SESAME_CHECKS__COOLDOWN` ago are returned as they are, with their last check.
     #[graphql(guard = "PersonGuard")]
     async fn check_my_credentials(&self, ctx: &Context<'_>) -> Result<Vec<Credential>> {
         let owner = store(ctx).owner(principal(ctx)?)?;

@@ -2,7 +2,7 @@
 //! answers as the real providers do: results, statuses and events per
 //! provider; check on save; issuance skipping INVALID credentials; no
 //! refresh token ever sent; the periodic job once per credential across
-//! replicas; the per-provider bound.
+//! replicas; the per-provider bound; the cooldown on a person's checks.
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,9 @@ fn check() -> String {
 }
 
 /// The fake's settings plus `extra`, with the server's own defaults for
-/// checks (the harness turns them off for every other test).
+/// checks (the harness turns them off for every other test), except the
+/// cooldown: the harness's `0s` stays, as these tests check one credential
+/// again and again.
 fn env_with(fake: &FakeChecks, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = vec![
         ("SESAME_CHECKS__ON_SAVE".to_owned(), "true".to_owned()),
@@ -505,4 +507,92 @@ async fn the_job_checks_each_stale_credential_once_across_two_replicas() {
         assert_eq!(fake.hits(key), 1, "a credential was checked twice");
     }
     assert_eq!(fake.hits(system), 1, "the system key was checked once, at the first start-up");
+}
+
+/// The `CREDENTIAL_CHECKED` audit entries of one credential.
+async fn checked_entries(server: &Server, id: &str) -> usize {
+    let mut count = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = server
+            .ok(
+                &server.admin_token,
+                "query($a: String) { auditLog(first: 100, after: $a) { nodes { action credentialId } nextCursor } }",
+                json!({ "a": after }),
+            )
+            .await;
+        count += page["auditLog"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["action"] == "CREDENTIAL_CHECKED" && n["credentialId"] == id)
+            .count();
+        match page["auditLog"]["nextCursor"].as_str() {
+            Some(cursor) => after = Some(cursor.to_owned()),
+            None => return count,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_credential_checked_within_the_cooldown_is_not_sent_again() {
+    let fake = FakeChecks::start().await;
+    fake.state.lock().unwrap().delay = Duration::from_millis(200);
+    let server = start(&fake, &[("SESAME_CHECKS__COOLDOWN", "1h")]).await;
+    let (_, token) = server.create_user("cooldown@example.com").await;
+    let saved = server.ok(&token, &set_key(), json!({ "p": "GOOGLE", "k": GEMINI_KEY, "c": false })).await;
+    let id = saved["setApiKey"]["id"].as_str().unwrap().to_owned();
+
+    // The first check asks the provider and is audited; the next ones, right
+    // after, send nothing, write nothing and return the stored check (even
+    // though the provider would now refuse the key).
+    let first = server.ok(&token, &check(), json!({ "id": id })).await["checkCredential"].clone();
+    assert_eq!(first["check"]["result"], "VALID", "{first}");
+    assert_eq!((fake.hits(GEMINI_KEY), checked_entries(&server, &id).await), (1, 1));
+    fake.set(GEMINI_KEY, Answer::Invalid);
+    for _ in 0..3 {
+        let again = server.ok(&token, &check(), json!({ "id": id })).await["checkCredential"].clone();
+        assert_eq!(again, first, "returned as it is, with its stored check");
+    }
+    assert_eq!(fake.hits(GEMINI_KEY), 1, "a check within the cooldown reached the provider");
+    assert_eq!(checked_entries(&server, &id).await, 1, "a check within the cooldown was audited");
+
+    // checkMyCredentials likewise: a credential never checked is sent, the
+    // one just checked is not; called again, nothing is sent.
+    let copilot = server.ok(&token, &set_key(), json!({ "p": "GITHUB", "k": COPILOT_TOKEN, "c": false })).await;
+    let copilot_id = copilot["setApiKey"]["id"].as_str().unwrap().to_owned();
+    let all = "mutation { checkMyCredentials { id status check { result at } } }";
+    for _ in 0..2 {
+        let mine = server.ok(&token, all, json!({})).await["checkMyCredentials"].clone();
+        assert_eq!(mine.as_array().unwrap().len(), 2, "{mine}");
+        assert!(mine.as_array().unwrap().iter().all(|c| c["check"]["result"] == "VALID"), "{mine}");
+        assert_eq!(fake.hits(GEMINI_KEY), 1);
+        assert_eq!(fake.hits(COPILOT_TOKEN), 2, "GitHub: the token, then Copilot; once");
+    }
+    assert_eq!(checked_entries(&server, &id).await, 1);
+    assert_eq!(checked_entries(&server, &copilot_id).await, 1);
+
+    // Concurrent calls for a credential not checked yet: one is sent.
+    let openai = server.ok(&token, &set_key(), json!({ "p": "OPENAI", "k": OPENAI_KEY, "c": false })).await;
+    let openai_id = openai["setApiKey"]["id"].as_str().unwrap().to_owned();
+    let calls = (0..4).map(|_| {
+        server.ok(&token, "mutation($id: ID!) { checkCredential(id: $id) { id } }", json!({ "id": openai_id }))
+    });
+    futures_util::future::join_all(calls).await;
+    assert_eq!(fake.hits(OPENAI_KEY), 1, "concurrent checks of one credential sent more than one request");
+    assert_eq!(checked_entries(&server, &openai_id).await, 1);
+
+    // A save is not subject to the cooldown: a new secret is always checked,
+    // in the slot of the key checked seconds ago.
+    let other = "AIzaSyTESTkeyOTHERCCCCCCCCCCCCCCCCCC456";
+    let replaced =
+        server.ok(&token, &set_key(), json!({ "p": "GOOGLE", "k": other, "c": true })).await["setApiKey"].clone();
+    assert_eq!(replaced["id"], json!(id));
+    assert_eq!(replaced["check"]["result"], "VALID", "{replaced}");
+    assert_eq!(fake.hits(other), 1, "a save within the cooldown was not checked");
+    let dead = "AIzaSyTESTkeyDEADCCCCCCCCCCCCCCCCCCC789";
+    fake.set(dead, Answer::Invalid);
+    let (code, _) = server.err(&token, &set_key(), json!({ "p": "GOOGLE", "k": dead, "c": true })).await;
+    assert_eq!(code, "BAD_USER_INPUT");
+    assert_eq!(fake.hits(dead), 1);
 }

@@ -27,7 +27,9 @@ const NO_PROVIDER: &str = "http://127.0.0.1:9";
 /// Gives `cmd` the environment a server or CLI run gets: nothing inherited
 /// but PATH (the developer's own keys or settings cannot leak in), the
 /// data directory, port 0, `RUST_LOG=rust_log`, no checks with providers
-/// (on save, the checks job) and no provider API reachable, then `env`.
+/// (on save, the checks job), no cooldown between a person's checks of one
+/// credential (tests check one twice within seconds) and no provider API
+/// reachable, then `env`.
 pub fn with_clean_env(mut cmd: Command, data_dir: &Path, rust_log: &str, env: &[(String, String)]) -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -35,6 +37,7 @@ pub fn with_clean_env(mut cmd: Command, data_dir: &Path, rust_log: &str, env: &[
         .env("SESAME_DATA_DIR", data_dir)
         .env("SESAME_LISTEN", "127.0.0.1:0")
         .env("SESAME_CHECKS__ON_SAVE", "false")
+        .env("SESAME_CHECKS__COOLDOWN", "0s")
         .env("SESAME_SCHEDULER__CHECKS", "");
     for provider in ["ANTHROPIC", "OPENAI", "GOOGLE", "GITHUB"] {
         cmd.env(format!("SESAME_PROVIDERS__{provider}__API_URL"), NO_PROVIDER);
