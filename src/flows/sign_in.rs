@@ -268,10 +268,17 @@ impl FlowEngine {
     /// The owner's device sign-ins still PENDING, newest first: what a person
     /// can resume after a reload.
     pub async fn pending_device_flows(&self, owner: &OwnerHandle) -> ApiResult<Vec<DeviceFlow>> {
+        let rows = self.pending_rows(owner, KIND_DEVICE).await?;
+        rows.iter().map(|row| view(self.store().keys(), row)).collect()
+    }
+
+    /// The owner's flows of `kind` still PENDING (those past their time
+    /// become EXPIRED on the way), newest first.
+    async fn pending_rows(&self, owner: &OwnerHandle, kind: &str) -> ApiResult<Vec<oauth_flow::Model>> {
         use sea_orm::QueryOrder;
         let rows = oauth_flow::Entity::find()
             .filter(oauth_flow::Column::OwnerId.eq(owner.user_id()))
-            .filter(oauth_flow::Column::Kind.eq(KIND_DEVICE))
+            .filter(oauth_flow::Column::Kind.eq(kind))
             .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
             .order_by_desc(oauth_flow::Column::CreatedAt)
             .all(self.store().db())
@@ -280,7 +287,7 @@ impl FlowEngine {
         for row in rows {
             let row = self.expire_if_due(row).await?;
             if row.status == FlowStatus::Pending.as_str() {
-                pending.push(view(self.store().keys(), &row)?);
+                pending.push(row);
             }
         }
         Ok(pending)
@@ -290,20 +297,9 @@ impl FlowEngine {
     /// each with its URL rebuilt from the encrypted verifier and state: what
     /// a person resumes after a reload.
     pub async fn pending_authorization_flows(&self, owner: &OwnerHandle) -> ApiResult<Vec<AuthorizationFlow>> {
-        use sea_orm::QueryOrder;
-        let rows = oauth_flow::Entity::find()
-            .filter(oauth_flow::Column::OwnerId.eq(owner.user_id()))
-            .filter(oauth_flow::Column::Kind.eq(KIND_AUTHORIZATION))
-            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
-            .order_by_desc(oauth_flow::Column::CreatedAt)
-            .all(self.store().db())
-            .await?;
+        let rows = self.pending_rows(owner, KIND_AUTHORIZATION).await?;
         let mut pending = Vec::with_capacity(rows.len());
         for row in rows {
-            let row = self.expire_if_due(row).await?;
-            if row.status != FlowStatus::Pending.as_str() {
-                continue;
-            }
             let authorize_url = self.store().providers().authorization_url(&self.open(&row)?).ok_or_else(|| {
                 ApiError::internal(anyhow::anyhow!("authorization flow {} holds a device secret", row.id))
             })?;
