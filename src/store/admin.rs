@@ -106,14 +106,20 @@ impl AdminHandle {
     /// Deletes any user's credential without reading it.
     pub async fn delete_credential(&self, id: &str) -> ApiResult<()> {
         let txn = self.store.db().begin().await?;
-        let row =
-            credential::Entity::find_by_id(id).one(&txn).await?.ok_or_else(|| ApiError::not_found("credential"))?;
+        let row = credential::Entity::find_by_id(id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+            .ok_or_else(|| ApiError::not_found("credential"))?;
+        // A token the vault's sign-in obtained is revoked at its provider too,
+        // after commit (the admin never sees it).
+        let doomed = self.store.to_revoke(std::slice::from_ref(&row))?;
         let removed = self
             .store
             .delete_credentials(&txn, self.actor(), Action::AdminDeletedCredential, vec![row], Some(REMOVED_BY_ADMIN))
             .await?;
         txn.commit().await?;
-        self.store.publish_all(removed);
+        self.store.revoke_removed(doomed, removed).await;
         Ok(())
     }
 
@@ -122,14 +128,19 @@ impl AdminHandle {
         if user::Entity::find_by_id(user_id).one(&txn).await?.is_none() {
             return Err(ApiError::not_found("user"));
         }
-        let rows = credential::Entity::find().filter(credential::Column::OwnerId.eq(user_id)).all(&txn).await?;
+        let rows = credential::Entity::find()
+            .filter(credential::Column::OwnerId.eq(user_id))
+            .lock_exclusive()
+            .all(&txn)
+            .await?;
+        let doomed = self.store.to_revoke(&rows)?;
         let removed = self
             .store
             .delete_credentials(&txn, self.actor(), Action::AdminDeletedCredential, rows, Some(REMOVED_BY_ADMIN))
             .await?;
         txn.commit().await?;
         let n = removed.len();
-        self.store.publish_all(removed);
+        self.store.revoke_removed(doomed, removed).await;
         Ok(n)
     }
 

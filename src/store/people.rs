@@ -322,7 +322,14 @@ impl Store {
         let txn = self.db().begin().await?;
         let target = locked_user(&txn, user_id).await?;
         self.keep_an_admin(&txn, &target, "deleted").await?;
-        let rows = credential::Entity::find().filter(credential::Column::OwnerId.eq(user_id)).all(&txn).await?;
+        let rows = credential::Entity::find()
+            .filter(credential::Column::OwnerId.eq(user_id))
+            .lock_exclusive()
+            .all(&txn)
+            .await?;
+        // Tokens the vault's sign-in obtained are revoked at their providers
+        // once the deletion commits.
+        let doomed = self.to_revoke(&rows)?;
         let removed = self
             .delete_credentials(&txn, actor, Action::AdminDeletedCredential, rows, Some(REMOVED_WITH_PERSON))
             .await?;
@@ -372,7 +379,7 @@ impl Store {
             credentials: removed.len(),
             tokens: tokens.rows_affected,
         };
-        self.publish_all(removed);
+        self.revoke_removed(doomed, removed).await;
         Ok(deleted)
     }
 

@@ -16,6 +16,7 @@ use crate::credential_input::SubscriptionSecret;
 use crate::domain::{Agent, CredentialKind, CredentialSource, Provider};
 use crate::entities::credential;
 use crate::error::{ApiError, ApiResult};
+use crate::events::CredentialEvent;
 use crate::providers::revoke::{offers_revocation, RevocationOutcome};
 
 /// An agent's Remove: what went, and what the agent would still be handed.
@@ -44,7 +45,7 @@ pub struct Remaining {
 
 /// A row about to go: its metadata, whether the vault's sign-in obtained
 /// it, and (read before the row goes) the token to revoke.
-struct Doomed {
+pub(super) struct Doomed {
     meta: CredentialMeta,
     signed_in: bool,
     secret: Option<SubscriptionSecret>,
@@ -164,8 +165,18 @@ impl Store {
         actor: Actor<'_>,
         rows: Vec<credential::Model>,
     ) -> ApiResult<Vec<Removed>> {
+        let doomed = self.to_revoke(&rows)?;
+        let events = self.delete_credentials(&txn, actor, Action::CredentialRemoved, rows, None).await?;
+        txn.commit().await?;
+        Ok(self.revoke_removed(doomed, events).await)
+    }
+
+    /// Before `rows` are deleted: each one's metadata, and the token to
+    /// revoke at its provider once the deletion commits (the vault's own
+    /// sign-in obtained it and the provider offers revocation).
+    pub(super) fn to_revoke(&self, rows: &[credential::Model]) -> ApiResult<Vec<Doomed>> {
         let mut doomed = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for row in rows {
             let meta = CredentialMeta::try_from(row)?;
             let signed_in = Origin::of(row) == Origin::Flow;
             let secret = if signed_in && offers_revocation(meta.provider) {
@@ -182,16 +193,20 @@ impl Store {
             };
             doomed.push(Doomed { meta, signed_in, secret });
         }
-        let events = self.delete_credentials(&txn, actor, Action::CredentialRemoved, rows, None).await?;
-        txn.commit().await?;
-        // A row deleted meanwhile by someone else is not this removal's.
+        Ok(doomed)
+    }
+
+    /// After the deletion committed (its `events`): publishes them, then
+    /// revokes at their providers, side by side, what [`Store::to_revoke`]
+    /// found. A row someone else deleted meanwhile is not this removal's.
+    pub(super) async fn revoke_removed(&self, mut doomed: Vec<Doomed>, events: Vec<CredentialEvent>) -> Vec<Removed> {
         doomed.retain(|d| events.iter().any(|e| e.credential_id == d.meta.id));
         self.publish_all(events);
         let revocations = join_all(
             doomed.iter().map(|d| self.revoker().revoke(d.meta.provider, d.meta.kind, d.signed_in, d.secret.as_ref())),
         )
         .await;
-        Ok(doomed
+        doomed
             .into_iter()
             .zip(revocations)
             .map(|(d, revocation)| {
@@ -203,6 +218,6 @@ impl Store {
                 );
                 Removed { credential: d.meta, revocation }
             })
-            .collect())
+            .collect()
     }
 }

@@ -303,6 +303,24 @@ async fn signed_in_tokens_are_revoked_at_the_provider_and_pasted_ones_are_not() 
     assert_eq!(fake.revocations().len(), 5);
     assert!(mine(&server, &token).await.is_empty());
 
+    // An admin's deletions revoke signed-in tokens too (the admin never sees them).
+    fake.state.lock().unwrap().revoke_status = None;
+    let admin = server.admin_token.clone();
+    let (_, user_token) = server.create_user("deleted@example.com").await;
+    let id = sign_in(&server, &token, "COPILOT", "GITHUB").await;
+    server.ok(&admin, "mutation($id: ID!) { deleteCredential(id: $id) }", json!({ "id": id })).await;
+    assert_eq!(fake.revocations().len(), 6);
+    let me = server.ok(&token, "{ me { id } }", json!({})).await["me"]["id"].clone();
+    sign_in(&server, &token, "CODEX", "OPENAI").await;
+    server.ok(&admin, "mutation($u: ID!) { deleteUserCredentials(userId: $u) }", json!({ "u": me })).await;
+    assert_eq!(fake.revocations().len(), 7);
+    assert_eq!(fake.revocations().last().unwrap().0, "openai");
+    sign_in(&server, &user_token, "COPILOT", "GITHUB").await;
+    let them = server.ok(&user_token, "{ me { id } }", json!({})).await["me"]["id"].clone();
+    server.ok(&admin, "mutation($id: ID!) { deleteUser(id: $id) }", json!({ "id": them })).await;
+    assert_eq!(fake.revocations().len(), 8);
+    assert!(mine(&server, &token).await.is_empty());
+
     // No token in the log.
     let log = server.log();
     assert!(!log.contains(gho) && !log.contains("rt_fake_0"), "a token reached the log");
