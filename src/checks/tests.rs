@@ -238,3 +238,15 @@ async fn limits_bound_requests_per_provider() {
     let third = tokio::time::timeout(Duration::from_millis(500), limits.acquire(Provider::Github)).await;
     assert!(third.is_ok());
 }
+
+#[tokio::test]
+async fn an_answer_over_the_cap_is_not_read_into_memory() {
+    let huge = json!({ "data": "x".repeat(200 * 1024) });
+    let small = json!({ "data": [] });
+    let (base, _) = serve(&[("/huge", "", 200, huge), ("/small", "", 200, small.clone())]).await;
+    let http = http();
+    let (status, body) = provider_http::send(http.get(format!("{base}/huge"))).await.unwrap();
+    assert_eq!((status, body), (200, Value::Null));
+    let (status, body) = provider_http::send(http.get(format!("{base}/small"))).await.unwrap();
+    assert_eq!((status, body), (200, small));
+}

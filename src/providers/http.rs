@@ -57,11 +57,21 @@ pub async fn send(request: reqwest::RequestBuilder) -> Result<(u16, Value), Stri
         }
     };
     let status = response.status().as_u16();
-    let bytes = response.bytes().await.map_err(|_| "the answer was cut off".to_owned())?;
-    let body = if bytes.len() > MAX_ANSWER_BYTES {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-    };
-    Ok((status, body))
+    Ok((status, read_bounded(response).await?))
+}
+
+/// The answer's JSON, read a chunk at a time and given up (Null) as soon as
+/// it passes [`MAX_ANSWER_BYTES`]: a huge answer is never held in memory.
+async fn read_bounded(mut response: reqwest::Response) -> Result<Value, String> {
+    if response.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+        return Ok(Value::Null);
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|_| "the answer was cut off".to_owned())? {
+        if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Ok(Value::Null);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
