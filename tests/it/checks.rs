@@ -511,27 +511,7 @@ async fn the_job_checks_each_stale_credential_once_across_two_replicas() {
 
 /// The `CREDENTIAL_CHECKED` audit entries of one credential.
 async fn checked_entries(server: &Server, id: &str) -> usize {
-    let mut count = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let page = server
-            .ok(
-                &server.admin_token,
-                "query($a: String) { auditLog(first: 100, after: $a) { nodes { action credentialId } nextCursor } }",
-                json!({ "a": after }),
-            )
-            .await;
-        count += page["auditLog"]["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|n| n["action"] == "CREDENTIAL_CHECKED" && n["credentialId"] == id)
-            .count();
-        match page["auditLog"]["nextCursor"].as_str() {
-            Some(cursor) => after = Some(cursor.to_owned()),
-            None => return count,
-        }
-    }
+    credential_audit(server).await.iter().filter(|(action, of)| action == "CREDENTIAL_CHECKED" && of == id).count()
 }
 
 #[tokio::test]

@@ -193,3 +193,27 @@ impl Server {
         }
     }
 }
+
+/// Every `CREDENTIAL_*` audit entry, as (action, credential id).
+pub async fn credential_audit(server: &Server) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = server
+            .ok(
+                &server.admin_token,
+                "query($a: String) { auditLog(first: 100, after: $a) { nodes { action credentialId } nextCursor } }",
+                json!({ "a": after }),
+            )
+            .await;
+        for node in page["auditLog"]["nodes"].as_array().unwrap() {
+            if let (Some(action), Some(id)) = (node["action"].as_str(), node["credentialId"].as_str()) {
+                out.push((action.to_owned(), id.to_owned()));
+            }
+        }
+        match page["auditLog"]["nextCursor"].as_str() {
+            Some(cursor) => after = Some(cursor.to_owned()),
+            None => return out,
+        }
+    }
+}

@@ -50,30 +50,6 @@ fn assert_all_saved(what: &str, outcomes: &[(usize, Outcome)]) {
     assert!(codes.is_empty(), "{what}: {} saves, failures by code: {codes:?}", outcomes.len());
 }
 
-/// Every `CREDENTIAL_*` audit entry, as (action, credential id).
-async fn credential_audit(server: &Server) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = server
-            .ok(
-                &server.admin_token,
-                "query($a: String) { auditLog(first: 100, after: $a) { nodes { action credentialId } nextCursor } }",
-                json!({ "a": after }),
-            )
-            .await;
-        for node in page["auditLog"]["nodes"].as_array().unwrap() {
-            if let (Some(action), Some(id)) = (node["action"].as_str(), node["credentialId"].as_str()) {
-                out.push((action.to_owned(), id.to_owned()));
-            }
-        }
-        match page["auditLog"]["nextCursor"].as_str() {
-            Some(cursor) => after = Some(cursor.to_owned()),
-            None => return out,
-        }
-    }
-}
-
 /// One slot's saves: every save returned the slot's one credential, whose
 /// hint is the hint of one of the saves; the audit log has one entry per
 /// save (one CREATED, the rest REPLACED). Returns the number of the save
