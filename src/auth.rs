@@ -18,7 +18,10 @@ const TOKEN_LEN: usize = PREFIX.len() + 43;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
     Person { user_id: String, role: Role, token_id: String },
-    Runner { token_id: String, name: String },
+    /// `created_by`: who made the runner token, in words ("operator CLI",
+    /// another runner, or "the IdP's runner role" for a runner JWT); every
+    /// issuance's audit entry names it.
+    Runner { token_id: String, name: String, created_by: String },
 }
 
 impl Principal {
@@ -46,6 +49,25 @@ impl Principal {
 
     pub fn is_admin(&self) -> bool {
         matches!(self, Principal::Person { role: Role::Admin, .. })
+    }
+
+    /// Who this caller is as the creator of a runner token, in words.
+    pub fn as_creator(&self) -> String {
+        match self {
+            Principal::Runner { token_id, name, .. } => format!("runner \"{name}\" ({token_id})"),
+            Principal::Person { user_id, .. } => format!("{} {user_id}", self.actor_kind()),
+        }
+    }
+
+    /// A runner in words for the audit trail: its token's name and who
+    /// created it (none for a person).
+    pub fn runner_label(&self) -> Option<String> {
+        match self {
+            Principal::Runner { name, created_by, .. } => {
+                Some(format!("runner token \"{name}\" (created by {created_by})"))
+            }
+            Principal::Person { .. } => None,
+        }
     }
 }
 

@@ -107,9 +107,15 @@ enum UserCommand {
         /// Their email or id.
         user: String,
     },
-    /// Delete a person: their credentials and sign-ins in progress; their tokens are revoked.
+    /// Delete a person: their credentials and sign-ins in progress; their tokens are revoked. Someone who
+    /// signs in with the IdP's JWTs stays out afterwards (their next JWT is refused) until `user readmit`.
     Delete {
         /// Their email or id.
+        user: String,
+    },
+    /// Let a person deleted while signing in with the IdP's JWTs back in: their next JWT creates them again.
+    Readmit {
+        /// Their email when they were deleted, or their subject at the IdP.
         user: String,
     },
 }
@@ -216,6 +222,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Delete { user }) => {
             people_cli::user_delete(&open_existing(config()?).await?, &user).await?;
+        }
+        Command::User(UserCommand::Readmit { user }) => {
+            people_cli::user_readmit(&open_existing(config()?).await?, &user).await?;
         }
         Command::Token(TokenCommand::List { user, output }) => {
             people_cli::token_list(&open_existing(config()?).await?, user.as_deref(), output.json).await?;

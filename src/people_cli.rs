@@ -134,6 +134,18 @@ pub async fn user_set_disabled(app: &App, who: &str, disabled: bool) -> anyhow::
     Ok(())
 }
 
+/// `user readmit EMAIL|SUBJECT`: lifts the tombstone a deleted JWT person left.
+pub async fn user_readmit(app: &App, who: &str) -> anyhow::Result<()> {
+    let readmitted = app.store.readmit(who).await.map_err(api_to_anyhow)?;
+    if readmitted.is_empty() {
+        bail!("no deleted person who signed in with the IdP has the email or subject {}", who.trim());
+    }
+    for (email, issuer, subject) in readmitted {
+        println!("readmitted {email} (issuer {issuer}, subject {subject}): their next JWT signs them in again");
+    }
+    Ok(())
+}
+
 /// `user delete EMAIL|ID`.
 pub async fn user_delete(app: &App, who: &str) -> anyhow::Result<()> {
     let person = app.store.find_person(who).await.map_err(api_to_anyhow)?;

@@ -12,6 +12,7 @@ mod m20261127_000006_sealed_flow_codes;
 mod m20261201_000007_people;
 mod m20261202_000008_checks;
 mod m20261202_000009_origin;
+mod m20261206_000010_identity_edges;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_people::Migration),
             Box::new(m20261202_000008_checks::Migration),
             Box::new(m20261202_000009_origin::Migration),
+            Box::new(m20261206_000010_identity_edges::Migration),
         ]
     }
 }

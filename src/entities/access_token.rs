@@ -17,6 +17,9 @@ pub struct Model {
     pub revoked_at: Option<DateTimeUtc>,
     /// After this the token is refused (none: it lasts until revoked).
     pub expires_at: Option<DateTimeUtc>,
+    /// Who created it, in words for the audit trail: "operator CLI", a
+    /// runner (token or IdP role) or a person (none: before this was kept).
+    pub created_by: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

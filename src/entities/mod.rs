@@ -5,6 +5,7 @@ pub mod access_token;
 pub mod audit_log;
 pub mod credential;
 pub mod credential_event;
+pub mod jwt_tombstone;
 pub mod oauth_flow;
 pub mod system_key_check;
 pub mod task_lease;

@@ -10,6 +10,10 @@ use super::types::{
 };
 use super::{checks, principal, store};
 use crate::agents::{parse_subscription, SubscriptionInput};
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::store::audit::Actor;
+use crate::store::TokenKind;
 use crate::domain::{Agent, Provider, Role};
 use crate::ids::parse_id;
 use crate::providers::{ApiKey, Probe};
@@ -185,7 +189,9 @@ impl MutationRoot {
         Ok(NewUser { user: user.into(), token: token.to_string() })
     }
 
-    /// A new token for the caller, shown once (only its hash is stored).
+    /// A new token for the caller, shown once (only its hash is stored). A person holds at most 25 live tokens
+    /// (LIMIT_EXCEEDED: revoke one). People who sign in with the IdP's JWTs get none (FORBIDDEN): they act only
+    /// with the IdP's tokens, so a role the IdP takes away is gone at once.
     #[graphql(guard = "PersonGuard")]
     async fn create_token(
         &self,
@@ -197,11 +203,16 @@ impl MutationRoot {
         Ok(NewToken { access_token: access_token.into(), token: token.to_string() })
     }
 
-    /// Revokes a token: a person their own (anyone else's is NOT_FOUND), an admin any.
+    /// Revokes a token: a person their own (anyone else's is NOT_FOUND), an admin any person's, a runner
+    /// any runner token (an admin cannot revoke a runner token: the operator's CLI does, `token revoke ID`).
     #[graphql(guard = "SignedIn")]
     async fn revoke_token(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let principal = principal(ctx)?;
         let store = store(ctx);
+        if let Principal::Runner { .. } = principal {
+            store.revoke_token_as(Actor::Principal(principal), &id, None, Some(TokenKind::Runner)).await?;
+            return Ok(true);
+        }
         match store.admin(principal) {
             Ok(admin) => admin.revoke_token(&id).await?,
             Err(_) => store.owner(principal)?.revoke_token(&id).await?,
@@ -209,10 +220,24 @@ impl MutationRoot {
         Ok(true)
     }
 
-    /// ADMIN only: a RUNNER service token for the task executor, shown once.
-    #[graphql(guard = "AdminGuard")]
+    /// RUNNER only: a new RUNNER token (to rotate its own: create one, then revokeToken the old), shown once.
+    /// Runner tokens are made by the operator on the vault's host (`sesame-vault token create --runner`) or by
+    /// a runner (a runner token, or a JWT with the IdP's runner role); never by an admin, who could otherwise
+    /// become the runner and be issued anyone's credentials. Every issuance's audit entry names the runner token
+    /// and who created it.
+    #[graphql(guard = "SignedIn")]
     async fn create_runner_token(&self, ctx: &Context<'_>, name: String) -> Result<NewToken> {
-        let (access_token, token) = store(ctx).admin(principal(ctx)?)?.create_runner_token(&name).await?;
+        let principal = principal(ctx)?;
+        if !matches!(principal, Principal::Runner { .. }) {
+            return Err(ApiError::forbidden(
+                "runner tokens are not created through the API by people (admins included): the operator creates \
+                 one on the vault's host with `sesame-vault token create --runner --name NAME`, or a runner \
+                 (a runner token, or a JWT with the IdP's runner role) creates the next one",
+            )
+            .into());
+        }
+        let (access_token, token) =
+            store(ctx).create_runner_token_as(Actor::Principal(principal), &principal.as_creator(), &name).await?;
         Ok(NewToken { access_token: access_token.into(), token: token.to_string() })
     }
 

@@ -125,7 +125,8 @@ impl QueryRoot {
         Ok(store(ctx).owner(principal(ctx)?)?.my_tokens().await?.into_iter().map(AccessToken::from).collect())
     }
 
-    /// ADMIN only: live tokens of one person, or every token (runners' too) without userId.
+    /// ADMIN only: live tokens of one person, or every person's without userId. Runner tokens are not listed:
+    /// the operator manages them on the vault's host (`sesame-vault token list`).
     #[graphql(guard = "AdminGuard")]
     async fn tokens(&self, ctx: &Context<'_>, user_id: Option<ID>) -> Result<Vec<AccessToken>> {
         let admin = store(ctx).admin(principal(ctx)?)?;

@@ -147,10 +147,18 @@ impl JwtVerifier {
             None => return Err(refused("its header names no algorithm (alg)")),
         };
         let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
-        let key = self.key_for(kid.as_deref()).await?;
+        // However many fetches are due (the discovery document, then the key
+        // set, perhaps behind a start-up fetch still in progress), a request
+        // waits for the IdP at most `http_timeout` in all.
+        let (key, issuer) = tokio::time::timeout(self.config.http_timeout, async {
+            let key = self.key_for(kid.as_deref()).await?;
+            let (issuer, _) = self.issuer().await?;
+            Ok::<_, ApiError>((key, issuer))
+        })
+        .await
+        .map_err(|_| refused("the IdP's key set could not be read in time; try again shortly"))??;
         check_key_matches(&key.jwk, alg)?;
 
-        let (issuer, _) = self.issuer().await?;
         let mut validation = Validation::new(alg);
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_exp = true;
@@ -169,6 +177,11 @@ impl JwtVerifier {
         let subject = claim_str(&claims, &self.config.user_claim)
             .filter(|s| !s.is_empty() && s.len() <= 512)
             .ok_or_else(|| refused(&format!("it has no `{}` claim naming the person", self.config.user_claim)))?;
+        // An email counts only once the IdP says it verified it.
+        let email = claim_str(&claims, &self.config.email_claim);
+        let verified = !self.config.require_email_verified || email_verified(&claims);
+        let email_unverified = email.is_some() && !verified;
+        let email = email.filter(|_| verified);
         let roles = roles(&claims, &self.config.roles_claim);
         let has = |role: &Option<String>| role.as_deref().is_some_and(|r| roles.iter().any(|have| have == r));
         let (admin, runner) = (has(&self.config.admin_role), has(&self.config.runner_role));
@@ -178,7 +191,8 @@ impl JwtVerifier {
             (admin, false) => Identity::Person(JwtPerson {
                 issuer,
                 subject,
-                email: claim_str(&claims, &self.config.email_claim),
+                email,
+                email_unverified,
                 role: if admin { Role::Admin } else { Role::User },
             }),
         };
@@ -213,6 +227,10 @@ impl JwtVerifier {
             refused("the IdP's discovery document could not be read; try again shortly")
         })?;
         let jwks_url = document.get("jwks_uri").and_then(Value::as_str).map(str::to_owned);
+        if let Some(Err(e)) = jwks_url.as_deref().map(|u| super::check_url_scheme(u, self.config.allow_http)) {
+            tracing::warn!("the OpenID discovery document's jwks_uri was refused: {e}");
+            return Err(refused("the IdP's discovery document names a key set that is not served over https"));
+        }
         let issuer =
             self.config.issuer.clone().or_else(|| document.get("issuer").and_then(Value::as_str).map(str::to_owned));
         let (Some(issuer), Some(jwks_url)) = (issuer, jwks_url) else {
@@ -240,8 +258,11 @@ impl JwtVerifier {
             }
             return Ok(key);
         }
-        // A failed fetch is logged; the last good set stays.
-        let _ = self.refetch(false).await;
+        // A failed fetch is logged; the last good set stays. The fetch runs
+        // on its own task: a request that stops waiting (see `verify`) does
+        // not cancel it, and the next request uses what it found.
+        let this = Arc::clone(self);
+        let _ = tokio::spawn(async move { this.refetch(false).await }).await;
         let cache = self.cache();
         lookup(&cache.keys, kid).ok_or_else(|| match kid {
             Some(_) => refused("it was signed with an unknown key (its kid is not in the IdP's key set)"),
@@ -278,18 +299,17 @@ impl JwtVerifier {
     }
 
     async fn fetch_json(&self, url: &str) -> anyhow::Result<Value> {
+        super::check_url_scheme(url, self.config.allow_http).map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
         let response = self.http.get(url).header("accept", "application/json").send().await?;
         let status = response.status();
         if !status.is_success() {
             anyhow::bail!("GET {url}: HTTP {status}");
         }
-        if response.content_length().is_some_and(|n| n > MAX_DOCUMENT as u64) {
+        // A chunk at a time, given up past the limit: a key set sent
+        // chunked (no length) is never buffered whole.
+        let Some(bytes) = crate::providers::http::read_at_most(response, MAX_DOCUMENT).await? else {
             anyhow::bail!("GET {url}: the document is larger than {MAX_DOCUMENT} bytes");
-        }
-        let bytes = response.bytes().await?;
-        if bytes.len() > MAX_DOCUMENT {
-            anyhow::bail!("GET {url}: the document is larger than {MAX_DOCUMENT} bytes");
-        }
+        };
         serde_json::from_slice(&bytes).with_context(|| format!("GET {url}: not JSON"))
     }
 }
@@ -404,6 +424,15 @@ fn claim<'a>(claims: &'a Value, name: &str) -> Option<&'a Value> {
 
 fn claim_str(claims: &Value, name: &str) -> Option<String> {
     claim(claims, name).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// `email_verified` is true (a boolean, or the string "true" some IdPs send).
+fn email_verified(claims: &Value) -> bool {
+    match claims.get("email_verified") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
 }
 
 /// The roles claim: a list of strings, or one string (space-separated).

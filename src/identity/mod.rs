@@ -57,9 +57,16 @@ pub struct JwtConfig {
     /// keeps serving while the IdP is down).
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
-    /// Timeout of each fetch from the IdP.
+    /// Timeout of each fetch from the IdP; also the longest a request waits
+    /// for the IdP in all (discovery and key set together).
     #[serde(with = "humantime_serde")]
     pub http_timeout: Duration,
+    /// The email claim counts only with `email_verified: true`; set false
+    /// for an IdP that never sends `email_verified` (and verifies emails).
+    pub require_email_verified: bool,
+    /// Accept `http://` key set and discovery URLs (tests and local IdPs
+    /// only: over plain HTTP anyone on the path can swap the keys).
+    pub allow_http: bool,
 }
 
 impl Default for JwtConfig {
@@ -78,6 +85,8 @@ impl Default for JwtConfig {
             refetch_interval: Duration::from_secs(30),
             cache_ttl: Duration::from_secs(600),
             http_timeout: Duration::from_secs(10),
+            require_email_verified: true,
+            allow_http: false,
         }
     }
 }
@@ -93,10 +102,7 @@ impl JwtConfig {
             return Ok(());
         }
         let url = |key: &str, value: &str| -> Result<(), String> {
-            match url::Url::parse(value) {
-                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(()),
-                _ => Err(format!("auth.jwt.{key}: expected an http(s) URL")),
-            }
+            check_url_scheme(value, self.allow_http).map_err(|e| format!("auth.jwt.{key}: {e}"))
         };
         match (set(&self.jwks_url), set(&self.oidc_discovery_url)) {
             (Some(_), Some(_)) => {
@@ -135,6 +141,9 @@ impl JwtConfig {
         if self.refetch_interval < Duration::from_secs(1) {
             return Err("auth.jwt.refetch_interval: expected at least 1s".into());
         }
+        if self.http_timeout < Duration::from_millis(100) || self.http_timeout > Duration::from_secs(60) {
+            return Err("auth.jwt.http_timeout: expected 100ms to 60s".into());
+        }
         Ok(())
     }
 
@@ -147,6 +156,20 @@ impl JwtConfig {
             .filter(|a| !a.is_empty())
             .map(str::to_owned)
             .collect()
+    }
+}
+
+/// A key set or discovery URL must be `https://` (`http://` only when
+/// `allow_http` is set): over plain HTTP anyone on the path could serve
+/// their own keys and sign in as anyone.
+pub(crate) fn check_url_scheme(value: &str, allow_http: bool) -> Result<(), String> {
+    match url::Url::parse(value) {
+        Ok(u) if u.scheme() == "https" => Ok(()),
+        Ok(u) if u.scheme() == "http" && allow_http => Ok(()),
+        Ok(u) if u.scheme() == "http" => Err("expected an https:// URL: over plain http anyone on the path could \
+             serve their own keys (set SESAME_AUTH__JWT__ALLOW_HTTP=true only for a local test IdP)"
+            .into()),
+        _ => Err("expected an https:// URL".into()),
     }
 }
 
@@ -213,7 +236,9 @@ impl Authenticator {
         let verified = verifier.verify(token).await?;
         let until = verified.valid_until;
         let principal = match verified.identity {
-            jwt::Identity::Runner { id, name } => Principal::Runner { token_id: id, name },
+            jwt::Identity::Runner { id, name } => {
+                Principal::Runner { token_id: id, name, created_by: "the IdP's runner role".into() }
+            }
             jwt::Identity::Person(person) => self.store.person_for_jwt(&person).await?,
         };
         Ok((principal, Session::Jwt { until }))

@@ -62,16 +62,26 @@ pub async fn send(request: reqwest::RequestBuilder) -> Result<(u16, Value), Stri
 
 /// The answer's JSON, read a chunk at a time and given up (Null) as soon as
 /// it passes [`MAX_ANSWER_BYTES`]: a huge answer is never held in memory.
-async fn read_bounded(mut response: reqwest::Response) -> Result<Value, String> {
-    if response.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
-        return Ok(Value::Null);
+async fn read_bounded(response: reqwest::Response) -> Result<Value, String> {
+    match read_at_most(response, MAX_ANSWER_BYTES).await.map_err(|_| "the answer was cut off".to_owned())? {
+        Some(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null)),
+        None => Ok(Value::Null),
+    }
+}
+
+/// A body read a chunk at a time; `None` as soon as it passes `limit`
+/// bytes (a declared length over it is not read at all), so a huge or
+/// endless body is never held in memory. Also reads the IdP's key set.
+pub(crate) async fn read_at_most(mut response: reqwest::Response, limit: usize) -> reqwest::Result<Option<Vec<u8>>> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
     }
     let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|_| "the answer was cut off".to_owned())? {
-        if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Ok(Value::Null);
+    while let Some(chunk) = response.chunk().await? {
+        if bytes.len() + chunk.len() > limit {
+            return Ok(None);
         }
         bytes.extend_from_slice(&chunk);
     }
-    Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    Ok(Some(bytes))
 }

@@ -118,6 +118,8 @@ impl Email {
                 !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !domain.starts_with('.')
             });
         if valid {
+            // Mixed scripts and look-alikes (issue 21): `аdmin@…` with a Cyrillic а.
+            people::check_confusable(&email).map_err(ApiError::BadInput)?;
             Ok(Email(email))
         } else {
             Err(ApiError::bad_input("email must be an address like name@example.com (at most 320 characters)"))
@@ -307,10 +309,14 @@ impl Store {
             // reveals nothing about near-misses in any index implementation.
             let (row, user) = found.iter().find(|(t, _)| hashes_match(&t.token_hash, hash)).ok_or_else(refused)?;
             match (row.kind.as_str(), user) {
-                ("RUNNER", _) => {
-                    Ok(Principal::Runner { token_id: row.id.clone(), name: row.name.clone().unwrap_or_default() })
-                }
+                ("RUNNER", _) => Ok(Principal::Runner {
+                    token_id: row.id.clone(),
+                    name: row.name.clone().unwrap_or_default(),
+                    created_by: row.created_by.clone().unwrap_or_else(|| people::UNKNOWN_CREATOR.into()),
+                }),
                 ("USER", Some(user)) if user.disabled_at.is_some() => Err(people::person_disabled()),
+                // People who sign in with the IdP act only through its JWTs (issue 21).
+                ("USER", Some(user)) if user.issuer.is_some() => Err(people::jwt_person_token()),
                 ("USER", Some(user)) => Ok(Principal::Person {
                     user_id: user.id.clone(),
                     role: user.role.parse().map_err(ApiError::internal)?,
@@ -391,7 +397,7 @@ impl Store {
 
     /// Creates a RUNNER service token (the CLI's); returns its id and the token.
     pub async fn create_runner_token(&self, name: &str) -> ApiResult<(String, Zeroizing<String>)> {
-        let (token, secret) = self.create_runner_token_as(audit::Actor::System, name).await?;
+        let (token, secret) = self.create_runner_token_as(audit::Actor::System, people::OPERATOR_CLI, name).await?;
         Ok((token.id.to_string(), secret))
     }
 

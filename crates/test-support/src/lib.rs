@@ -43,6 +43,8 @@ pub fn with_clean_env(mut cmd: Command, data_dir: &Path, rust_log: &str, env: &[
         cmd.env(format!("SESAME_PROVIDERS__{provider}__API_URL"), NO_PROVIDER);
     }
     cmd.env("SESAME_PROVIDERS__OPENAI__CHATGPT_URL", NO_PROVIDER);
+    // Tests serve their fake IdPs over plain http, which the vault refuses by default.
+    cmd.env("SESAME_AUTH__JWT__ALLOW_HTTP", "true");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -398,7 +398,10 @@ impl Store {
                         provider: Some(r.provider),
                         agent: Some(r.agent),
                         task_id: Some(r.task.as_str()),
-                        detail: Some(format!("source {}", g.source)),
+                        detail: Some(match r.principal.runner_label() {
+                            Some(runner) => format!("source {}; {runner}", g.source),
+                            None => format!("source {}", g.source),
+                        }),
                     },
                 )
             })
