@@ -788,3 +788,21 @@ impl AdminHandle {
 async fn locked_user(txn: &sea_orm::DatabaseTransaction, user_id: &str) -> ApiResult<user::Model> {
     user::Entity::find_by_id(user_id).lock_exclusive().one(txn).await?.ok_or_else(|| ApiError::not_found("user"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_confusable;
+
+    #[test]
+    fn mixed_script_and_look_alike_emails_are_refused() {
+        assert!(check_confusable("admin@example.com").is_ok());
+        assert!(check_confusable("иван@пример.рф").is_ok(), "one non-Latin script that passes for nothing Latin");
+        assert!(check_confusable("josé@example.com").is_ok());
+        let mixed = check_confusable("\u{430}dmin@example.com").unwrap_err();
+        assert!(mixed.contains("mixes scripts"), "{mixed}");
+        assert!(check_confusable("admin@ex\u{430}mple.com").unwrap_err().contains("mixes scripts"));
+        let look_alike = check_confusable("\u{445}\u{435}@example.com").unwrap_err(); // Cyrillic хе
+        assert!(look_alike.contains("look like Latin"), "{look_alike}");
+        assert!(check_confusable("ad\u{200b}min@example.com").unwrap_err().contains("U+200B"));
+    }
+}

@@ -2,7 +2,7 @@
 //! server this test starts (keys generated here), and the token and person
 //! lifecycle through GraphQL and the CLI.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,11 +86,14 @@ struct Idp {
     keys: Arc<Mutex<Vec<Value>>>,
     fetches: Arc<AtomicUsize>,
     down: Arc<AtomicBool>,
+    /// Each answer waits this long (a slow IdP).
+    delay_ms: Arc<AtomicU64>,
 }
 
 #[handler]
-fn jwks(Data(idp): Data<&Idp>) -> Response {
+async fn jwks(Data(idp): Data<&Idp>) -> Response {
     idp.fetches.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(idp.delay_ms.load(Ordering::SeqCst))).await;
     if idp.down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
@@ -99,7 +102,8 @@ fn jwks(Data(idp): Data<&Idp>) -> Response {
 }
 
 #[handler]
-fn discovery(Data(idp): Data<&Idp>) -> Response {
+async fn discovery(Data(idp): Data<&Idp>) -> Response {
+    tokio::time::sleep(Duration::from_millis(idp.delay_ms.load(Ordering::SeqCst))).await;
     let doc = json!({ "issuer": ISSUER, "jwks_uri": format!("{}/jwks.json", idp.url) });
     Response::builder().content_type("application/json").body(doc.to_string())
 }
@@ -113,6 +117,7 @@ impl Idp {
             keys: Arc::new(Mutex::new(keys.iter().map(|k| k.jwk.clone()).collect())),
             fetches: Arc::default(),
             down: Arc::default(),
+            delay_ms: Arc::default(),
         };
         let app = Route::new()
             .at("/jwks.json", get(jwks))
@@ -138,7 +143,7 @@ fn now() -> i64 {
 /// Claims of a valid token for `sub`, with `extra` merged in.
 fn claims(sub: &str, extra: Value) -> Value {
     let mut c = json!({ "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "email": format!("{sub}@example.com"),
-                        "iat": now(), "exp": now() + 600 });
+                        "email_verified": true, "iat": now(), "exp": now() + 600 });
     for (k, v) in extra.as_object().unwrap() {
         c[k] = v.clone();
     }
@@ -415,14 +420,10 @@ async fn identity_people_manage_their_tokens_and_admins_manage_people() {
     let (code, _) = server.err(&laptop, ME, json!({})).await;
     assert_eq!(code, "UNAUTHENTICATED");
 
-    // An admin: anyone's tokens, runner tokens, any revocation.
+    // An admin: anyone's tokens, any person's revocation; runner tokens come from the operator's CLI.
     let theirs = server.ok(&admin, "query($u: ID) { tokens(userId: $u) { id kind } }", json!({ "u": alice_id })).await;
     assert_eq!(theirs["tokens"].as_array().unwrap().len(), 1, "{theirs}");
-    let runner = server
-        .ok(&admin, "mutation { createRunnerToken(name: \"ci\") { token accessToken { id kind } } }", json!({}))
-        .await;
-    assert_eq!(runner["createRunnerToken"]["accessToken"]["kind"], "RUNNER");
-    let runner = runner["createRunnerToken"]["token"].as_str().unwrap().to_owned();
+    let runner = server.runner_token();
     let (code, _) = server.err(&alice, "mutation { createRunnerToken(name: \"x\") { token } }", json!({})).await;
     assert_eq!(code, "FORBIDDEN");
 
@@ -624,4 +625,359 @@ async fn identity_first_run_keeps_the_admin_token_for_a_bound_port_and_says_what
     let listening_at = text.find("listening on http://").expect("the URL");
     let next_at = text.find("What to do next").expect("what to do next");
     assert!(token_at < listening_at && listening_at < next_at, "{text}");
+}
+
+// ---- trust at the edges (issue 21) ----------------------------------------
+
+const ISSUE_AS: &str =
+    "mutation($u: ID!, $t: String!) { issueTaskCredentials(userId: $u, agent: CLAUDE_CODE, taskId: $t) { source } }";
+const MINT_RUNNER: &str = "mutation($n: String!) { createRunnerToken(name: $n) { token accessToken { id kind } } }";
+
+/// The `TASK_CREDENTIALS_ISSUED` entries' details, newest first.
+async fn issuance_details(server: &Server) -> Vec<String> {
+    let audit = server
+        .ok(&server.admin_token, "{ auditLog(first: 100, newestFirst: true) { nodes { action detail } } }", json!({}))
+        .await;
+    audit["auditLog"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["action"] == "TASK_CREDENTIALS_ISSUED")
+        .map(|n| n["detail"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn identity_an_admin_cannot_mint_list_or_revoke_runner_tokens_and_issuance_names_its_runner() {
+    let key = ed25519("rn");
+    let idp = Idp::start(&[&key]).await;
+    let server = vault(&idp, &[]).await;
+    let admin = server.admin_token.clone();
+    let (alice_id, alice) = server.create_user("alice@example.com").await;
+    server.ok(&alice, SET_KEY, json!({ "k": ANTHROPIC_KEY })).await;
+
+    // An admin, by `sv_` token or by the IdP's admin role, cannot become the runner.
+    let admin_jwt = sign(&key, &claims("boss", json!({ "roles": ["vault-admin"] })));
+    for who in [&admin, &admin_jwt] {
+        let (code, message) = server.err(who, MINT_RUNNER, json!({ "n": "mine" })).await;
+        assert_eq!(code, "FORBIDDEN", "{message}");
+        assert!(message.contains("sesame-vault token create --runner"), "{message}");
+        let (code, _) = server.err(who, ISSUE_AS, json!({ "u": alice_id, "t": "t-admin" })).await;
+        assert_eq!(code, "FORBIDDEN");
+    }
+
+    // The operator's runner token: admins neither see it listed nor revoke it.
+    let out = server.cli(&["token", "create", "--runner", "--name", "ci-runner", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ci = created["token"].as_str().unwrap().to_owned();
+    let ci_id = created["id"].as_str().unwrap().to_owned();
+    for query in ["{ tokens { id kind name } }", "{ myTokens { id kind name } }"] {
+        let listed = server.ok(&admin, query, json!({})).await;
+        assert!(!listed.to_string().contains(&ci_id) && !listed.to_string().contains("RUNNER"), "{listed}");
+    }
+    let (code, message) = server.err(&admin, REVOKE, json!({ "id": ci_id })).await;
+    assert_eq!(code, "FORBIDDEN", "{message}");
+    assert!(message.contains("token revoke"), "{message}");
+    assert_eq!(
+        server.ok(&ci, ISSUE_AS, json!({ "u": alice_id, "t": "t-1" })).await["issueTaskCredentials"]["source"],
+        "USER_API_KEY"
+    );
+
+    // A runner rotates: mints the next token, which revokes the old one; a runner JWT may mint one too.
+    let next = server.ok(&ci, MINT_RUNNER, json!({ "n": "ci-2" })).await["createRunnerToken"].clone();
+    assert_eq!(next["accessToken"]["kind"], "RUNNER");
+    let ci2 = next["token"].as_str().unwrap().to_owned();
+    server.ok(&ci2, ISSUE_AS, json!({ "u": alice_id, "t": "t-2" })).await;
+    server.ok(&ci2, REVOKE, json!({ "id": ci_id })).await;
+    let (code, _) = server.err(&ci, ISSUE_AS, json!({ "u": alice_id, "t": "t-3" })).await;
+    assert_eq!(code, "UNAUTHENTICATED");
+    let runner_jwt = sign(&key, &claims("ci-bot", json!({ "roles": "vault-runner" })));
+    let third = server.ok(&runner_jwt, MINT_RUNNER, json!({ "n": "ci-3" })).await;
+    let ci3 = third["createRunnerToken"]["token"].as_str().unwrap().to_owned();
+    server.ok(&ci3, ISSUE_AS, json!({ "u": alice_id, "t": "t-4" })).await;
+    server.ok(&runner_jwt, ISSUE_AS, json!({ "u": alice_id, "t": "t-5" })).await;
+    // A runner does not revoke a person's token.
+    let alices = server.ok(&admin, "query($u: ID) { tokens(userId: $u) { id } }", json!({ "u": alice_id })).await;
+    let alice_token = alices["tokens"][0]["id"].as_str().unwrap().to_owned();
+    let (code, _) = server.err(&ci2, REVOKE, json!({ "id": alice_token })).await;
+    assert_eq!(code, "FORBIDDEN");
+
+    // Every issuance names its runner token and who created it.
+    let issued = issuance_details(&server).await;
+    assert_eq!(issued.len(), 4, "{issued:?}");
+    assert!(issued[0].contains("runner token \"jwt:ci-bot\" (created by the IdP's runner role)"), "{issued:?}");
+    assert!(issued[1].contains("runner token \"ci-3\" (created by runner \"jwt:ci-bot\""), "{issued:?}");
+    assert!(issued[2].contains(&format!("runner token \"ci-2\" (created by runner \"ci-runner\" ({ci_id}))")));
+    assert!(
+        issued[3].contains("runner token \"ci-runner\" (created by the operator (CLI on the vault's host))"),
+        "{issued:?}"
+    );
+}
+
+/// Writes an `sv_` token row for `user_id` straight into the server's
+/// SQLite database, as a previous version let a JWT person mint one.
+async fn token_from_before(server: &Server, user_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use sqlx::Connection;
+    let token = format!("sv_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    let url = format!("sqlite://{}", server.data_dir().join("sesame.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO access_tokens (id, kind, user_id, name, token_hash, created_at) \
+         SELECT ?, 'USER', ?, 'from before', ?, created_at FROM access_tokens LIMIT 1",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(user_id)
+    .bind(hash)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    token
+}
+
+#[tokio::test]
+async fn identity_jwt_people_get_no_sv_tokens_so_a_demoted_admin_is_demoted_everywhere() {
+    let key = ed25519("sv");
+    let idp = Idp::start(&[&key]).await;
+    let server = vault(&idp, &[]).await;
+    let boss_jwt = sign(&key, &claims("boss", json!({ "roles": ["vault-admin"] })));
+    let boss_id = server.ok(&boss_jwt, ME, json!({})).await["me"]["id"].as_str().unwrap().to_owned();
+
+    // A JWT admin cannot mint a token that would outlive the IdP's say.
+    let (code, message) = server.err(&boss_jwt, CREATE_TOKEN, json!({ "n": "laptop" })).await;
+    assert_eq!(code, "FORBIDDEN", "{message}");
+    assert!(message.contains("identity provider"), "{message}");
+    let out = server.cli(&["token", "create", "--user", "boss@example.com", "--name", "lost"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("identity provider"));
+
+    // A token of theirs from a previous version is refused, over HTTP and at a WebSocket's init.
+    let old = token_from_before(&server, &boss_id).await;
+    let (code, message) = server.err(&old, "{ users { nodes { id } } }", json!({})).await;
+    assert_eq!(code, "UNAUTHENTICATED", "{message}");
+    assert!(message.contains("identity provider"), "{message}");
+    let mut socket = connect(&server.url, "graphql-transport-ws").await;
+    init(&mut socket, &old).await;
+    let (code, _) = close_frame(&mut socket).await.expect("a close frame");
+    assert_eq!(code, 4403);
+
+    // Demoted at the IdP: the next JWT is a USER's, and nothing else speaks for them.
+    let demoted = sign(&key, &claims("boss", json!({})));
+    let (code, _) = server.err(&demoted, "{ users { nodes { id } } }", json!({})).await;
+    assert_eq!(code, "FORBIDDEN");
+    // A person with only `sv_` tokens keeps them.
+    let (_, carol) = server.create_user("carol@example.com").await;
+    server.ok(&carol, CREATE_TOKEN, json!({ "n": "laptop" })).await;
+}
+
+#[tokio::test]
+async fn identity_a_deleted_jwt_person_stays_out_until_readmitted() {
+    let key = ed25519("del");
+    let idp = Idp::start(&[&key]).await;
+    let server = vault(&idp, &[]).await;
+    let admin = server.admin_token.clone();
+    let bob = sign(&key, &claims("bob", json!({})));
+    let first = server.ok(&bob, ME, json!({})).await["me"]["id"].as_str().unwrap().to_owned();
+    server.ok(&admin, "mutation($id: ID!) { deleteUser(id: $id) }", json!({ "id": first })).await;
+
+    let (code, message) = server.err(&bob, ME, json!({})).await;
+    assert_eq!(code, "UNAUTHENTICATED", "{message}");
+    assert!(message.contains("deleted") && message.contains("user readmit"), "{message}");
+    let people = server.ok(&admin, "{ people { email } }", json!({})).await;
+    assert!(!people.to_string().contains("bob@example.com"), "{people}");
+
+    let out = server.cli(&["user", "readmit", "someone@example.com"]);
+    assert!(!out.status.success());
+    let out = server.cli(&["user", "readmit", "bob@example.com"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = server.ok(&bob, ME, json!({})).await["me"]["id"].as_str().unwrap().to_owned();
+    assert_ne!(again, first, "a new person, not the deleted one");
+}
+
+#[tokio::test]
+async fn identity_an_email_counts_only_when_verified_and_never_as_a_look_alike() {
+    let key = ed25519("mail");
+    let idp = Idp::start(&[&key]).await;
+    let server = vault(&idp, &[]).await;
+    let admin = server.admin_token.clone();
+
+    // No email_verified, or false: the first sign-in is refused.
+    let mut unsent = claims("carol", json!({}));
+    unsent.as_object_mut().unwrap().remove("email_verified");
+    for claims in [unsent.clone(), claims("carol", json!({ "email_verified": false }))] {
+        let (code, message) = server.err(&sign(&key, &claims), ME, json!({})).await;
+        assert_eq!(code, "UNAUTHENTICATED", "{message}");
+        assert!(message.contains("not verified") && message.contains("REQUIRE_EMAIL_VERIFIED"), "{message}");
+    }
+    // Verified ("true" as a string too, as some IdPs send it): in.
+    let me = server.ok(&sign(&key, &claims("carol", json!({ "email_verified": "true" }))), ME, json!({})).await;
+    assert_eq!(me["me"]["email"], "carol@example.com");
+    // An unverified new email does not replace the verified one.
+    let moved = claims("carol", json!({ "email": "admin@example.com", "email_verified": false }));
+    assert_eq!(server.ok(&sign(&key, &moved), ME, json!({})).await["me"]["email"], "carol@example.com");
+
+    // Mixed scripts and look-alikes: refused in a JWT and in createUser.
+    let cyrillic_a = "\u{430}dmin@example.com";
+    let (code, message) =
+        server.err(&sign(&key, &claims("mallory", json!({ "email": cyrillic_a }))), ME, json!({})).await;
+    assert_eq!(code, "UNAUTHENTICATED", "{message}");
+    assert!(message.contains("mixes scripts"), "{message}");
+    for (email, why) in [(cyrillic_a, "mixes scripts"), ("\u{445}\u{435}@example.com", "look like Latin")] {
+        let (code, message) = server
+            .err(&admin, "mutation($e: String!) { createUser(email: $e) { token } }", json!({ "e": email }))
+            .await;
+        assert_eq!(code, "BAD_USER_INPUT", "{message}");
+        assert!(message.contains(why), "{email}: {message}");
+    }
+    server.ok(&admin, "mutation { createUser(email: \"иван@пример.рф\") { token } }", json!({})).await;
+
+    // For an IdP that never sends email_verified, the operator turns the check off.
+    let lenient = vault(&idp, &[("SESAME_AUTH__JWT__REQUIRE_EMAIL_VERIFIED", "false")]).await;
+    assert_eq!(lenient.ok(&sign(&key, &unsent), ME, json!({})).await["me"]["email"], "carol@example.com");
+}
+
+/// A key set server that answers with an endless JSON-ish body sent chunked
+/// (no length), 64 KiB a chunk, up to 64 MiB; records how many bytes each
+/// connection got out before the other side stopped reading.
+async fn streaming_key_set() -> (String, Arc<Mutex<Vec<usize>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let record = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let (mut request, mut buf) = (Vec::new(), [0u8; 4096]);
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let index = {
+                    let mut r = record.lock().unwrap();
+                    r.push(0);
+                    r.len() - 1
+                };
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut chunk = format!("{:x}\r\n", 65536).into_bytes();
+                chunk.extend(std::iter::repeat_n(b' ', 65536));
+                chunk.extend_from_slice(b"\r\n");
+                let mut total = 0;
+                while total < 64 << 20 {
+                    if socket.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    total += 65536;
+                    record.lock().unwrap()[index] = total;
+                }
+                let _ = socket.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    (url, sent)
+}
+
+#[tokio::test]
+async fn identity_a_chunked_oversized_key_set_is_refused_without_being_read_whole() {
+    let (jwks_url, sent) = streaming_key_set().await;
+    let server = Server::start_with(&[
+        ("SESAME_AUTH__JWT__JWKS_URL", jwks_url.as_str()),
+        ("SESAME_AUTH__JWT__ISSUER", ISSUER),
+        ("SESAME_AUTH__JWT__AUDIENCE", AUDIENCE),
+    ])
+    .await;
+    let key = ed25519("big");
+    let (code, message) = server.err(&sign(&key, &claims("zed", json!({}))), ME, json!({})).await;
+    assert_eq!(code, "UNAUTHENTICATED", "{message}");
+    // Let the fake push what the socket buffers take after the vault hung up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = sent.lock().unwrap().clone();
+    eprintln!("bytes of the 64 MiB key set sent per fetch: {sent:?}");
+    assert!(!sent.is_empty(), "the key set was fetched");
+    assert!(sent.iter().all(|n| *n < 16 << 20), "the key set was read on past the 1 MiB limit: {sent:?}");
+    assert!(server.log().contains("larger than"), "the log says why");
+}
+
+#[tokio::test]
+async fn identity_http_key_set_urls_are_refused_at_start_up_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, url) in [
+        ("SESAME_AUTH__JWT__JWKS_URL", "http://idp.test/jwks.json"),
+        ("SESAME_AUTH__JWT__OIDC_DISCOVERY_URL", "http://idp.test/.well-known/openid-configuration"),
+    ] {
+        let env = [
+            (key, url),
+            ("SESAME_AUTH__JWT__ISSUER", ISSUER),
+            ("SESAME_AUTH__JWT__AUDIENCE", AUDIENCE),
+            ("SESAME_AUTH__JWT__ALLOW_HTTP", "false"),
+        ];
+        let out = cli_in(dir.path(), &env, &["migrate"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{key}: {stderr}");
+        assert!(stderr.contains("https://") && stderr.contains("SESAME_AUTH__JWT__ALLOW_HTTP"), "{stderr}");
+        let out = cli_in(dir.path(), &env[..3], &["migrate"]);
+        assert!(out.status.success(), "allowed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[tokio::test]
+async fn identity_a_slow_idp_holds_the_first_jwt_at_most_the_http_timeout() {
+    let key = ed25519("slow");
+    let idp = Idp::start(&[&key]).await;
+    idp.delay_ms.store(6_000, Ordering::SeqCst);
+    let discovery_url = format!("{}/.well-known/openid-configuration", idp.url);
+    let server = Server::start_with(&[
+        ("SESAME_AUTH__JWT__OIDC_DISCOVERY_URL", discovery_url.as_str()),
+        ("SESAME_AUTH__JWT__AUDIENCE", AUDIENCE),
+        ("SESAME_AUTH__JWT__HTTP_TIMEOUT", "7s"),
+    ])
+    .await;
+    let token = sign(&key, &claims("sam", json!({})));
+    // Discovery then the key set, 6 s each: the first request gives up at 7 s, not after both.
+    let started = std::time::Instant::now();
+    let (status, body) = server.post_json(&token, &json!({ "query": ME })).await;
+    let waited = started.elapsed();
+    eprintln!("first JWT behind a slow IdP: {status} after {waited:?}");
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}: {body}");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.to_string().contains("in time"), "{body}");
+    // The fetch went on without the request: the keys arrive and the next JWT signs in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let (status, body) = server.post_json(&token, &json!({ "query": ME })).await;
+        if status == 200 {
+            assert_eq!(body["data"]["me"]["email"], "sam@example.com");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the keys never arrived: {body}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn identity_live_tokens_per_person_are_capped() {
+    let server = Server::start().await;
+    let (alice_id, alice) = server.create_user("alice@example.com").await;
+    // createUser made one; 24 more reach the cap of 25.
+    let mut last = String::new();
+    for i in 1..25 {
+        let created = server.ok(&alice, CREATE_TOKEN, json!({ "n": format!("t{i}") })).await;
+        last = created["createToken"]["accessToken"]["id"].as_str().unwrap().to_owned();
+    }
+    let (code, message) = server.err(&alice, CREATE_TOKEN, json!({ "n": "one too many" })).await;
+    assert_eq!(code, "LIMIT_EXCEEDED", "{message}");
+    assert!(message.contains("25") && message.contains("revoke"), "{message}");
+    let out = server.cli(&["token", "create", "--user", &alice_id, "--name", "cli"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revoke"));
+    server.ok(&alice, REVOKE, json!({ "id": last })).await;
+    server.ok(&alice, CREATE_TOKEN, json!({ "n": "after a revoke" })).await;
 }
