@@ -23,7 +23,8 @@ pub enum ApiError {
     NoCredentials(String),
     /// A temporary limit was hit (e.g. too many pending sign-in flows).
     Limit(String),
-    /// A feature this build does not offer yet; the message says which.
+    /// A feature this build does not offer yet, or the database cannot take
+    /// the request right now (see [`db_unavailable`]); the message says which.
     Unavailable(String),
     Internal(anyhow::Error),
 }
@@ -55,13 +56,131 @@ impl ApiError {
     }
 
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
-        ApiError::Internal(cause.into())
+        let cause = cause.into();
+        // A database error passed through as a cause is still temporary.
+        let unavailable = cause.chain().find_map(|e| {
+            e.downcast_ref::<sea_orm::DbErr>()
+                .and_then(db_unavailable)
+                .or_else(|| e.downcast_ref::<sqlx::Error>().and_then(sqlx_unavailable))
+        });
+        match unavailable {
+            Some(why) => {
+                tracing::warn!(error = format!("{cause:#}"), "database unavailable");
+                ApiError::Unavailable(why.message().into())
+            }
+            None => ApiError::Internal(cause),
+        }
     }
 }
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
-        ApiError::Internal(e.into())
+        match db_unavailable(&e) {
+            Some(why) => {
+                // The cause goes to the log; the client is told to try again.
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::Unavailable(why.message().into())
+            }
+            None => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+/// Why the database cannot take a request right now, when that passes by
+/// itself or with the operator's help (a retry can succeed): the client
+/// gets UNAVAILABLE, never INTERNAL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbUnavailable {
+    /// SQLITE_FULL: nothing was saved.
+    DiskFull,
+    /// SQLITE_BUSY / SQLITE_LOCKED: another process holds the write lock.
+    Busy,
+    /// A lost or refused connection, a pool timeout, an I/O error.
+    Connection,
+}
+
+impl DbUnavailable {
+    pub fn message(self) -> &'static str {
+        match self {
+            DbUnavailable::DiskFull => "the vault's disk is full, so nothing was saved; try again in a moment",
+            DbUnavailable::Busy => "the database is busy; try again in a moment",
+            DbUnavailable::Connection => "the database is unavailable right now; try again in a moment",
+        }
+    }
+}
+
+/// Set when a write failed because the disk is full; `/ready` answers 503
+/// while it is set, and clears it once a write commits again
+/// (`Store::write_blocked`).
+pub static DISK_FULL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The one place that decides which database errors are temporary.
+pub fn db_unavailable(e: &sea_orm::DbErr) -> Option<DbUnavailable> {
+    let why = db_unavailable_inner(e);
+    if why == Some(DbUnavailable::DiskFull) {
+        DISK_FULL.store(true, std::sync::atomic::Ordering::Release);
+    }
+    why
+}
+
+fn db_unavailable_inner(e: &sea_orm::DbErr) -> Option<DbUnavailable> {
+    use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr};
+    match e {
+        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout | ConnAcquireErr::ConnectionClosed) => {
+            Some(DbUnavailable::Connection)
+        }
+        DbErr::Conn(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            sqlx_unavailable_inner(e)
+        }
+        // sea-orm's own words for a connection it no longer has.
+        DbErr::Conn(RuntimeErr::Internal(_)) => Some(DbUnavailable::Connection),
+        _ => None,
+    }
+}
+
+/// As [`db_unavailable`], for an error straight from sqlx.
+pub fn sqlx_unavailable(e: &sqlx::Error) -> Option<DbUnavailable> {
+    let why = sqlx_unavailable_inner(e);
+    if why == Some(DbUnavailable::DiskFull) {
+        DISK_FULL.store(true, std::sync::atomic::Ordering::Release);
+    }
+    why
+}
+
+fn sqlx_unavailable_inner(e: &sqlx::Error) -> Option<DbUnavailable> {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Some(DbUnavailable::Connection),
+        // A connection cut mid-message.
+        sqlx::Error::Protocol(m) if m.contains("closed") || m.contains("unexpected end") => {
+            Some(DbUnavailable::Connection)
+        }
+        sqlx::Error::Database(db) => {
+            let code = db.code()?;
+            match code.parse::<i32>() {
+                // SQLite: extended result codes; the primary code is the low byte.
+                Ok(extended) => match extended & 0xff {
+                    13 => Some(DbUnavailable::DiskFull),            // SQLITE_FULL
+                    5 | 6 => Some(DbUnavailable::Busy),             // SQLITE_BUSY, SQLITE_LOCKED
+                    10 | 14 => Some(DbUnavailable::Connection),     // SQLITE_IOERR, SQLITE_CANTOPEN
+                    _ => None,
+                },
+                // PostgreSQL: SQLSTATE. 08: connection exception; 57P01-03:
+                // the server is shutting down or starting; 53300: too many
+                // connections; 40001/40P01: serialization failure, deadlock.
+                Err(_) => match code.as_ref() {
+                    c if c.starts_with("08") => Some(DbUnavailable::Connection),
+                    "57P01" | "57P02" | "57P03" | "53300" => Some(DbUnavailable::Connection),
+                    "53100" => Some(DbUnavailable::DiskFull), // disk_full
+                    "40001" | "40P01" => Some(DbUnavailable::Busy),
+                    _ => None,
+                },
+            }
+        }
+        _ => None,
     }
 }
 

@@ -9,7 +9,9 @@
 //!
 //! - `/health`: the process is up and the database answers (cheap: one ping).
 //! - `/ready`: 200 only when migrations are done, the service is not
-//!   shutting down and the database answers; 503 otherwise, with the reason.
+//!   shutting down, the database answers and writes commit (not after a
+//!   write found the disk full, until one commits again); 503 otherwise,
+//!   with the reason.
 //! - `/metrics` (metrics listener only): Prometheus text format, `crate::metrics`.
 
 use std::net::SocketAddr;
@@ -68,6 +70,10 @@ impl Probe {
         let Some((store, _)) = self.store.get().filter(|_| phase == READY) else {
             return json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": phase_name(phase) }));
         };
+        // A full disk: every write is refused until space is freed.
+        if let Some(why) = store.write_blocked().await {
+            return json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": why }));
+        }
         if store.ping().await {
             json(StatusCode::OK, serde_json::json!({ "status": "ready" }))
         } else {

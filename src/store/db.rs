@@ -11,6 +11,7 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, SqlxSqliteConnector, TransactionTrait,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Connection;
 
 /// Connects and brings the schema up to date.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
@@ -116,9 +117,33 @@ fn private_sqlite_files(db_file: &Path) -> anyhow::Result<()> {
 /// A pool of `connections` to a SQLite file. An embedded database cannot
 /// drop a connection, so no ping before each use (each would cost a round
 /// trip to the connection's thread).
+///
+/// A connection that comes back still inside a transaction is closed, not
+/// reused: when a statement or `COMMIT` fails with SQLITE_FULL or
+/// SQLITE_IOERR, SQLite rolls the transaction back itself, sqlx's `ROLLBACK`
+/// then fails and sqlx still counts the connection as in a transaction; its
+/// next `BEGIN` would become a `SAVEPOINT` and its `COMMIT` a `RELEASE`, and
+/// the writer would answer OK for transactions that never commit (issue 21,
+/// item 9). A fresh connection is opened on the next acquire.
 async fn sqlite_pool(options: SqliteConnectOptions, connections: u32) -> Result<DatabaseConnection, sqlx::Error> {
-    let pool =
-        SqlitePoolOptions::new().max_connections(connections).test_before_acquire(false).connect_with(options).await?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(connections)
+        .test_before_acquire(false)
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                // Runs the rollback a dropped transaction queued first.
+                conn.ping().await?;
+                if conn.is_in_transaction() {
+                    tracing::warn!(
+                        "a SQLite connection came back inside a failed transaction; closing it (a new one is opened)"
+                    );
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+        })
+        .connect_with(options)
+        .await?;
     Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
 }
 

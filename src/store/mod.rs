@@ -24,8 +24,8 @@ use std::sync::{Arc, OnceLock};
 use chrono::{Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QuerySelect, Set, TransactionTrait,
 };
 use zeroize::Zeroizing;
 
@@ -136,6 +136,9 @@ pub(crate) const FLOW_USER_CODE_FIELD: &str = "user_code";
 pub(crate) const FLOW_VERIFICATION_URI_FIELD: &str = "verification_uri_complete";
 
 const TOKEN_TOUCH_INTERVAL: Duration = Duration::minutes(5);
+
+/// Free space a full disk must have again before `/ready` tries a write.
+const ROOM_AFTER_FULL: u64 = 512 * 1024;
 
 impl Store {
     pub fn new(db: DatabaseConnection, reader: DatabaseConnection, keys: Keyring, settings: StoreSettings) -> Store {
@@ -253,6 +256,59 @@ impl Store {
         self.inner.db.ping().await.is_ok()
     }
 
+    /// Why writes are refused right now, if they are (for `/ready`): after a
+    /// write failed because the disk was full, the SQLite file's filesystem
+    /// must have [`ROOM_AFTER_FULL`] free again (a small write can still fit
+    /// in the space the write-ahead log already holds), and a one-row write
+    /// that changes nothing must commit. Until then writes are refused with
+    /// UNAVAILABLE anyway; after that, they are open again.
+    pub async fn write_blocked(&self) -> Option<&'static str> {
+        use std::sync::atomic::Ordering;
+        const FULL: &str = "the disk is full: writes are refused until space is freed";
+        if !crate::error::DISK_FULL.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        if let Some(free) = self.sqlite_free_space().await {
+            if free < ROOM_AFTER_FULL {
+                crate::error::DISK_FULL.store(true, Ordering::Release);
+                return Some(FULL);
+            }
+        }
+        let probe = "UPDATE seaql_migrations SET applied_at = applied_at \
+                     WHERE version = (SELECT MAX(version) FROM seaql_migrations)";
+        match sea_orm::ConnectionTrait::execute_unprepared(self.db(), probe).await {
+            Ok(_) => {
+                tracing::info!("the disk has room again: writes commit");
+                None
+            }
+            Err(e) => {
+                crate::error::DISK_FULL.store(true, Ordering::Release);
+                tracing::warn!(error = %e, "writes still fail");
+                Some(FULL)
+            }
+        }
+    }
+
+    /// Bytes free (to this user) on the filesystem of the SQLite database
+    /// file; `None` on PostgreSQL, in memory, or when it cannot be read.
+    async fn sqlite_free_space(&self) -> Option<u64> {
+        if self.is_postgres() {
+            return None;
+        }
+        let row = self
+            .db()
+            .query_one(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                "SELECT file FROM pragma_database_list WHERE name = 'main'",
+            ))
+            .await
+            .ok()??;
+        let file: String = row.try_get("", "file").ok()?;
+        let dir = std::path::Path::new(&file).parent()?;
+        let stat = rustix::fs::statvfs(dir).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
     /// Resolves a bearer token to its principal; revoked or unknown tokens
     /// are refused alike. Every request reads the database (a revocation
     /// made by another process counts at once); concurrent requests share
@@ -295,11 +351,16 @@ impl Store {
             .map(|t| t.id.as_str())
             .collect();
         if !stale.is_empty() {
-            access_token::Entity::update_many()
+            // Best effort: a full disk or a busy database must not refuse
+            // reads (the next request tries again).
+            let touched = access_token::Entity::update_many()
                 .col_expr(access_token::Column::LastUsedAt, Expr::value(now))
                 .filter(access_token::Column::Id.is_in(stale))
                 .exec(self.db())
-                .await?;
+                .await;
+            if let Err(e) = touched {
+                tracing::warn!(error = %e, "could not record when tokens were last used");
+            }
         }
 
         let refused =
@@ -440,8 +501,30 @@ impl Store {
 
     /// Re-encrypts every stored secret (credentials and pending sign-in
     /// flows) under the current key. Returns how many records were rewritten.
+    ///
+    /// On SQLite beside a running server: waits its turn for the write lock
+    /// (the busy timeout), and if the server kept it, says to retry or stop
+    /// the server instead of SQLite's "database is locked".
     pub async fn rotate_keys(&self) -> ApiResult<usize> {
+        self.try_rotate_keys().await.map_err(|e| match e {
+            ApiError::Unavailable(m) if m == crate::error::DbUnavailable::Busy.message() => ApiError::Unavailable(
+                "the database stayed locked by another process (the running server is writing); \
+                 run rotate-key again, or stop the server first"
+                    .into(),
+            ),
+            e => e,
+        })
+    }
+
+    async fn try_rotate_keys(&self) -> ApiResult<usize> {
         let txn = self.db().begin().await?;
+        if !self.is_postgres() {
+            // Takes SQLite's write lock first, waiting on the busy timeout.
+            // A transaction that read first and then wrote would fail at
+            // once with "database is locked" (SQLITE_BUSY_SNAPSHOT, which
+            // no busy timeout waits out) if the server wrote in between.
+            txn.execute_unprepared("UPDATE credentials SET version = version WHERE 1 = 0").await?;
+        }
         let mut rewritten = 0;
         for id in credential::Entity::find().all(&txn).await?.into_iter().map(|row| row.id) {
             // Per row a compare-and-swap on the version: a refresh committed

@@ -7,6 +7,7 @@ mod common;
 mod credentials;
 mod fake_checks;
 mod fake_provider;
+mod faults;
 mod flows;
 mod hardening;
 mod hostile;
