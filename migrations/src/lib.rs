@@ -12,6 +12,7 @@ mod m20261127_000006_sealed_flow_codes;
 mod m20261201_000007_people;
 mod m20261202_000008_checks;
 mod m20261202_000009_origin;
+mod m20261206_230000_claim_owner_event_order;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_people::Migration),
             Box::new(m20261202_000008_checks::Migration),
             Box::new(m20261202_000009_origin::Migration),
+            Box::new(m20261206_230000_claim_owner_event_order::Migration),
         ]
     }
 }
