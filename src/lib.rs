@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod backup;
 pub mod checks;
+pub mod clock;
 pub mod config;
 pub mod credential_input;
 pub mod crypto;

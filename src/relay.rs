@@ -16,7 +16,7 @@ use sqlx::postgres::PgListener;
 
 use crate::events::{CredentialEvent, EventBus};
 use crate::flows::{FlowEngine, FlowUpdate};
-use crate::store::{Channel, EventSink, Store};
+use crate::store::{Channel, EventScope, EventSink, Store};
 
 pub const EVENTS_CHANNEL: &str = "sesame_credential_events";
 pub const FLOWS_CHANNEL: &str = "sesame_flow_updates";
@@ -51,16 +51,19 @@ impl EventSink for Notifier {
     fn publish(&self, _events: Vec<CredentialEvent>) {}
 }
 
-/// Starts the listener (PostgreSQL only). When its connection is lost it
-/// connects again, LISTENs, and only then reads the outbox for the events
-/// announced while it was away, so live subscribers miss none (they drop
-/// by id what they already have). Flow watchers re-read their flow on
-/// silence, so flows need no catch-up.
+/// Starts the listener (PostgreSQL only). Event ids are in commit order
+/// (migration `m20261206_230000`), and notifications arrive in commit order,
+/// so one number says what this listener has handed on: the last id. When
+/// its connection is lost it connects again, LISTENs, and only then reads
+/// the outbox after that id; notifications for ids it already handed on
+/// (read in the catch-up, or announced before it started) are dropped. Each
+/// event reaches local subscribers once, with no gap. Flow watchers re-read
+/// their flow on silence, so flows need no catch-up.
 pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
-    let mut listener = listen(&store).await?;
-    // The newest event id this listener handed on (or that existed when it
-    // started listening: older ones are not its to announce).
+    // Read before listening: what commits in between is caught up below.
     let mut last_seq = store.latest_event_id().await.map_err(crate::app::api_to_anyhow)?;
+    let mut listener = listen(&store).await?;
+    last_seq = catch_up(&store, last_seq).await;
     tokio::spawn(async move {
         loop {
             // `try_recv` (not `recv`, which reconnects silently) says when the
@@ -69,8 +72,11 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
                 Ok(Some(n)) => {
                     match n.channel() {
                         EVENTS_CHANNEL => match serde_json::from_str::<CredentialEvent>(n.payload()) {
+                            Ok(event) if event.seq <= last_seq => {
+                                tracing::debug!(seq = event.seq, "credential event already handed on");
+                            }
                             Ok(event) => {
-                                last_seq = last_seq.max(event.seq);
+                                last_seq = event.seq;
                                 store.events().publish(event);
                             }
                             Err(e) => tracing::error!(error = %e, "unreadable credential event notification"),
@@ -86,7 +92,6 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
                 Ok(None) => "the connection closed".to_owned(),
                 Err(e) => e.to_string(),
             };
-            let lost_at = chrono::Utc::now();
             tracing::warn!(error = %lost, "lost the PostgreSQL listener; reconnecting");
             listener = loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -95,7 +100,7 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
                     Err(e) => tracing::warn!(error = %e, "reconnecting the PostgreSQL listener failed"),
                 }
             };
-            last_seq = catch_up(&store, last_seq, lost_at).await;
+            last_seq = catch_up(&store, last_seq).await;
         }
     });
     Ok(())
@@ -108,25 +113,34 @@ async fn listen(store: &Store) -> anyhow::Result<PgListener> {
     Ok(listener)
 }
 
-/// Publishes the events recorded since the listener was lost (ids above
-/// the last one it saw, and anything recorded in a margin before the loss,
-/// for ids that committed out of order). Returns the new last id.
-async fn catch_up(store: &Store, last_seq: i64, lost_at: chrono::DateTime<chrono::Utc>) -> i64 {
-    const MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
-    const MAX: u64 = 10_000;
-    match store.events_since(last_seq, lost_at - MARGIN, MAX).await {
-        Ok(missed) => {
-            tracing::info!(events = missed.len(), "the PostgreSQL listener is back; caught up from the outbox");
-            let mut last = last_seq;
-            for event in missed {
-                last = last.max(event.seq);
-                store.events().publish(event);
+/// Publishes the events recorded after `last_seq` (ids are in commit
+/// order: nothing below the newest one read can still commit), page by page,
+/// retrying while the database does not answer (notifications wait in the
+/// listener meanwhile). Returns the new last id.
+async fn catch_up(store: &Store, mut last_seq: i64) -> i64 {
+    const PAGE: u64 = 1_000;
+    let mut caught_up = 0usize;
+    loop {
+        match store.events_after(EventScope::Everyone, last_seq, PAGE).await {
+            Ok(missed) => {
+                let full = missed.len() as u64 == PAGE;
+                caught_up += missed.len();
+                for event in missed {
+                    last_seq = last_seq.max(event.seq);
+                    store.events().publish(event);
+                }
+                if !full {
+                    break;
+                }
             }
-            last
-        }
-        Err(e) => {
-            tracing::error!(error = ?e, "catching up credential events from the outbox failed");
-            last_seq
+            Err(e) => {
+                tracing::error!(error = ?e, "catching up credential events from the outbox failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
+    if caught_up > 0 {
+        tracing::info!(events = caught_up, "the PostgreSQL listener caught up from the outbox");
+    }
+    last_seq
 }

@@ -7,12 +7,13 @@
 //! job, so one instance at a time does the work and the others skip. The
 //! checks job shares its work instead: each credential is claimed on its
 //! row (`crate::checks::job`). The jobs are idempotent besides
-//! (transitions and refreshes are compare-and-swap).
+//! (transitions and refreshes are compare-and-swap). Jobs read the time
+//! from the store's clock (`crate::clock`), the one tests can shift.
 
 use std::future::Future;
 
 use anyhow::Context;
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -120,7 +121,7 @@ pub async fn start(
             .add(Job::new_async(schedule.as_str(), move |_, _| {
                 let store = store.clone();
                 Box::pin(async move {
-                    run_job("expiry_scan", exclusive(&store, LOCK_EXPIRY, || store.scan_expiry(Utc::now(), within)))
+                    run_job("expiry_scan", exclusive(&store, LOCK_EXPIRY, || store.scan_expiry(store.clock().now(), within)))
                         .await;
                 })
             })?)
@@ -133,7 +134,7 @@ pub async fn start(
             .add(Job::new_async(schedule.as_str(), move |_, _| {
                 let store = store.clone();
                 Box::pin(async move {
-                    run_job("refresh", exclusive(&store, LOCK_REFRESH, || store.refresh_due(Utc::now(), before))).await;
+                    run_job("refresh", exclusive(&store, LOCK_REFRESH, || store.refresh_due(store.clock().now(), before))).await;
                 })
             })?)
             .await?;
@@ -146,7 +147,7 @@ pub async fn start(
             .add(Job::new_async(schedule.as_str(), move |_, _| {
                 let (store, flows) = (store.clone(), flows.clone());
                 Box::pin(async move {
-                    let now = Utc::now();
+                    let now = store.clock().now();
                     let work = || async {
                         let flows_deleted = flows.delete_finished_before(now - flow_retention).await?;
                         let rest = store.housekeeping(now, now - event_retention).await?;

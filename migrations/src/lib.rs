@@ -13,6 +13,7 @@ mod m20261201_000007_people;
 mod m20261202_000008_checks;
 mod m20261202_000009_origin;
 mod m20261206_000010_identity_edges;
+mod m20261206_230000_claim_owner_event_order;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_checks::Migration),
             Box::new(m20261202_000009_origin::Migration),
             Box::new(m20261206_000010_identity_edges::Migration),
+            Box::new(m20261206_230000_claim_owner_event_order::Migration),
         ]
     }
 }

@@ -4,11 +4,17 @@
 //! The live receiver is opened *before* the outbox is read, so an event
 //! committed during the replay is in one or the other (or both: dropped
 //! by id). A subscriber that falls behind the live channel catches up from
-//! the outbox the same way instead of losing events.
+//! the outbox the same way instead of losing events. Ids are in commit
+//! order (`store::event_log`), so a replay never steps past an event that
+//! commits later, and copies are dropped by id over a window of time, not a
+//! count of events.
 
 use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
 
-use futures_util::Stream;
+use tokio::time::Instant;
+
+use futures_util::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::Principal;
@@ -54,58 +60,66 @@ pub fn events(store: Store, principal: Principal, after: Option<i64>) -> impl St
     // Subscribed now, before the first read of the outbox.
     let mut live = store.events().subscribe();
     async_stream::stream! {
-        let mut seen = RecentIds::default();
-        let mut last = after;
+        // Nothing at or before `after` is delivered again.
+        let mut delivered = Delivered::new(after);
         if let Some(after) = after {
-            let mut cursor = after;
-            let mut replayed = 0usize;
-            loop {
-                let page = match store.events_after(scope(&principal), cursor, PAGE).await {
-                    Ok(page) => page,
-                    Err(e) => {
-                        log_error(e);
-                        return;
-                    }
-                };
-                let full = page.len() as u64 == PAGE;
-                for event in page {
-                    cursor = event.seq;
-                    last = Some(last.map_or(event.seq, |l| l.max(event.seq)));
-                    if seen.first_time(event.seq) {
-                        yield event;
-                    }
-                    replayed += 1;
-                }
-                if !full || replayed >= MAX_REPLAY {
-                    break;
-                }
+            let mut replay = std::pin::pin!(replay(&store, &principal, after, &mut delivered));
+            while let Some(event) = replay.next().await {
+                yield event;
             }
         }
         loop {
             match live.recv().await {
                 Ok(event) => {
                     let visible = principal.is_admin() || principal.user_id() == Some(event.owner_id.as_str());
-                    if visible && seen.first_time(event.seq) {
-                        last = Some(last.map_or(event.seq, |l| l.max(event.seq)));
+                    if visible && delivered.first_time(event.seq) {
                         yield event;
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
-                    // Fell behind the live channel: what it dropped is in the outbox.
-                    let Some(from) = last else { continue };
-                    match store.events_after(scope(&principal), from.saturating_sub(RecentIds::KEEP as i64), PAGE * 5).await {
-                        Ok(missed) => {
-                            for event in missed {
-                                if seen.first_time(event.seq) {
-                                    last = Some(last.map_or(event.seq, |l| l.max(event.seq)));
-                                    yield event;
-                                }
-                            }
-                        }
-                        Err(e) => log_error(e),
+                    // Fell behind the live channel: what it dropped is in the
+                    // outbox, after the last event this subscriber got.
+                    let Some(from) = delivered.resume_from() else { continue };
+                    let mut replay = std::pin::pin!(replay(&store, &principal, from, &mut delivered));
+                    while let Some(event) = replay.next().await {
+                        yield event;
                     }
                 }
                 Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// The caller's events after `after` in the outbox, oldest first, that
+/// `delivered` has not seen (at most [`MAX_REPLAY`]).
+fn replay<'a>(
+    store: &'a Store,
+    principal: &'a Principal,
+    after: i64,
+    delivered: &'a mut Delivered,
+) -> impl Stream<Item = CredentialEvent> + 'a {
+    async_stream::stream! {
+        let mut cursor = after;
+        let mut replayed = 0usize;
+        loop {
+            let page = match store.events_after(scope(principal), cursor, PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    log_error(e);
+                    return;
+                }
+            };
+            let full = page.len() as u64 == PAGE;
+            for event in page {
+                cursor = event.seq;
+                replayed += 1;
+                if delivered.first_time(event.seq) {
+                    yield event;
+                }
+            }
+            if !full || replayed >= MAX_REPLAY {
+                return;
             }
         }
     }
@@ -117,27 +131,51 @@ fn log_error(e: ApiError) {
     }
 }
 
-/// The last event ids a subscriber got (replayed ones included): an event
-/// is never delivered to one subscriber twice, whatever path it came by.
-#[derive(Default)]
-struct RecentIds {
-    order: VecDeque<i64>,
+/// The ids a subscriber got (replayed ones included), for [`Delivered::WINDOW`]
+/// of monotonic time; older ones are folded into `floor`: nothing at or
+/// below it is delivered again. Ids are in commit order, and an event is
+/// published within moments of its commit, so an event more than the window
+/// older than one already delivered can only be a copy.
+struct Delivered {
+    recent: VecDeque<(Instant, i64)>,
     set: HashSet<i64>,
+    floor: Option<i64>,
+    newest: Option<i64>,
 }
 
-impl RecentIds {
-    const KEEP: usize = 512;
+impl Delivered {
+    const WINDOW: Duration = Duration::from_secs(120);
+
+    fn new(after: Option<i64>) -> Delivered {
+        Delivered { recent: VecDeque::new(), set: HashSet::new(), floor: after, newest: after }
+    }
 
     fn first_time(&mut self, id: i64) -> bool {
-        if !self.set.insert(id) {
+        let now = Instant::now();
+        while let Some(&(at, old)) = self.recent.front() {
+            if now.duration_since(at) < Self::WINDOW {
+                break;
+            }
+            self.recent.pop_front();
+            self.set.remove(&old);
+            self.floor = Some(self.floor.map_or(old, |f| f.max(old)));
+        }
+        if self.floor.is_some_and(|f| id <= f) || !self.set.insert(id) {
             return false;
         }
-        self.order.push_back(id);
-        if self.order.len() > Self::KEEP {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
+        self.recent.push_back((now, id));
+        self.newest = Some(self.newest.map_or(id, |n| n.max(id)));
         true
+    }
+
+    /// Where to read the outbox from after falling behind: below every id
+    /// still remembered (those are dropped again by id), or the floor.
+    fn resume_from(&self) -> Option<i64> {
+        let lowest = self.set.iter().min().map(|id| id - 1);
+        match (lowest, self.floor) {
+            (Some(l), Some(f)) => Some(l.max(f)),
+            (Some(l), None) => Some(l),
+            (None, f) => f.or(self.newest),
+        }
     }
 }

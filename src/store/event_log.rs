@@ -2,6 +2,10 @@
 //! `credentialEvents(after:)` gets what it missed, and how a PostgreSQL
 //! listener that lost its connection catches up. Events are the outbox
 //! rows themselves (`credential_events`), kept for `EVENT_RETENTION`.
+//!
+//! Ids are in commit order on both databases (SQLite has one writer; on
+//! PostgreSQL a trigger draws each id under a lock held until commit), so
+//! reading "after id N" never steps past an event that commits later.
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
@@ -46,25 +50,6 @@ impl Store {
             .await?
             .map_or(0, |row| row.id);
         Ok(newest)
-    }
-
-    /// Events recorded at or after `since`, or with an id above `after`
-    /// (PostgreSQL ids may commit out of order, so a time window covers
-    /// those committed late). For a listener catching up: subscribers drop
-    /// what they already have by id.
-    pub async fn events_since(
-        &self,
-        after: i64,
-        since: chrono::DateTime<chrono::Utc>,
-        limit: u64,
-    ) -> ApiResult<Vec<CredentialEvent>> {
-        let rows = credential_event::Entity::find()
-            .filter(credential_event::Column::Id.gt(after).or(credential_event::Column::At.gte(since)))
-            .order_by_asc(credential_event::Column::Id)
-            .limit(limit)
-            .all(self.db())
-            .await?;
-        rows.into_iter().map(event_from_row).collect()
     }
 }
 

@@ -12,6 +12,23 @@
 //! issuance) fails the swap and does not send. If the credential is removed
 //! while the request is at the provider, the swap finds no row and the
 //! tokens the refresh obtained are revoked (the removal revoked the spent one).
+//!
+//! A claim is written as `<instance>/<nonce>`: the id this process drew at
+//! start-up and one per claim. Whether a claim of *this* instance is still
+//! live is decided in memory, by [`Refreshes`] (a refresh is in flight from
+//! the moment it is registered until its future ends), never by the wall
+//! clock: a clock stepped forward during a refresh cannot make this
+//! process send the same single-use refresh token twice. Another
+//! instance's claim lapses at its `refresh_claimed_until` (the only time
+//! two hosts share).
+//!
+//! The expiry scan also repairs what a clock that ran ahead left behind:
+//! a credential marked EXPIRED (or EXPIRING) whose expiry is in fact later
+//! becomes usable again (one UPDATED event), and a lease that ends later
+//! than now + `SESAME_TASKS__LEASE` is cut back to that.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
@@ -60,10 +77,91 @@ fn refreshable(provider: &str) -> bool {
     providers::refreshable_names().contains(&provider)
 }
 
+/// This instance's refresh claims: the id it writes into every claim, and
+/// the credentials whose refresh it has in flight right now (monotonic:
+/// an entry lives exactly as long as the refresh's future).
+pub(crate) struct Refreshes {
+    /// Drawn at start-up; `<instance>/` prefixes every claim this process writes.
+    instance: String,
+    /// Credential id → when its refresh started (monotonic).
+    in_flight: Mutex<HashMap<String, tokio::time::Instant>>,
+}
+
+impl Default for Refreshes {
+    fn default() -> Self {
+        Refreshes { instance: uuid::Uuid::new_v4().simple().to_string(), in_flight: Mutex::default() }
+    }
+}
+
+/// A registered refresh; dropping it (the refresh ended, or its future was
+/// dropped) ends the registration.
+pub(crate) struct InFlight<'a> {
+    refreshes: &'a Refreshes,
+    id: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.refreshes.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
+}
+
+impl Refreshes {
+    /// Registers a refresh of `id`; `None` when this process already has one in flight.
+    fn begin(&self, id: &str, at: tokio::time::Instant) -> Option<InFlight<'_>> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if in_flight.contains_key(id) {
+            return None;
+        }
+        in_flight.insert(id.to_owned(), at);
+        Some(InFlight { refreshes: self, id: id.to_owned() })
+    }
+
+    /// Whether this process is refreshing credential `id` right now.
+    pub(crate) fn in_flight(&self, id: &str) -> bool {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
+    }
+
+    fn prefix(&self) -> String {
+        format!("{}/", self.instance)
+    }
+
+    /// A fresh claim of this instance.
+    fn new_claim(&self) -> String {
+        format!("{}{}", self.prefix(), crate::ids::new_id())
+    }
+
+    fn owns(&self, claim: &str) -> bool {
+        claim.strip_prefix(&self.instance).is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// Whether a refresh claim keeps this process from using or refreshing
+    /// `row` now: its own claims count while their refresh is in flight
+    /// (whatever the wall clock says), another instance's until they lapse.
+    pub(crate) fn claim_is_live(&self, row: &credential::Model, now: DateTime<Utc>) -> bool {
+        if self.in_flight(&row.id) {
+            return true;
+        }
+        match row.refresh_claim.as_deref() {
+            Some(claim) if self.owns(claim) => false,
+            _ => row.refresh_claimed_until.is_some_and(|t| t >= now),
+        }
+    }
+
+    /// [`Refreshes::claim_is_live`] as a database condition, for a
+    /// credential this process does not have in flight (check
+    /// [`Refreshes::in_flight`] first): no claim, a lapsed one, or one of
+    /// this instance (whose refresh has ended, since it is not in flight).
+    pub(crate) fn no_live_claim(&self, now: DateTime<Utc>) -> Condition {
+        Condition::any().add(no_live_claim(now)).add(credential::Column::RefreshClaim.starts_with(self.prefix()))
+    }
+}
+
 impl Store {
     /// Moves credentials to EXPIRING (within `within` of expiry, and not
     /// refreshable: those are refreshed instead) and EXPIRED (past expiry),
-    /// one event each.
+    /// one event each; and back (UPDATED) when a clock that ran ahead moved
+    /// them early. Cuts back leases a clock ahead made too long.
     pub async fn scan_expiry(&self, now: DateTime<Utc>, within: Duration) -> ApiResult<ScanReport> {
         let txn = self.db().begin().await?;
         let expired = credential::Entity::update_many()
@@ -93,18 +191,88 @@ impl Store {
             )
             .exec_with_returning(&txn)
             .await?;
+        // A clock that ran ahead marked these too early: their expiry is
+        // later than now. Back to EXPIRING (within the warning window, as the
+        // pass above would have done) or ACTIVE, with an UPDATED event. They
+        // are disjoint from the two sets above (other statuses or times).
+        let revived_expiring = credential::Entity::update_many()
+            .col_expr(credential::Column::Status, Expr::value(CredentialStatus::Expiring.as_str()))
+            .col_expr(credential::Column::StatusMessage, Expr::value(EXPIRING_MESSAGE))
+            .filter(credential::Column::Status.eq(CredentialStatus::Expired.as_str()))
+            .filter(credential::Column::ExpiresAt.gt(now))
+            .filter(credential::Column::ExpiresAt.lte(now + within))
+            .filter(
+                Condition::any()
+                    .add(credential::Column::HasRefreshToken.eq(false))
+                    .add(credential::Column::Provider.is_not_in(providers::refreshable_names())),
+            )
+            .exec_with_returning(&txn)
+            .await?;
+        let revived_active = credential::Entity::update_many()
+            .col_expr(credential::Column::Status, Expr::value(CredentialStatus::Active.as_str()))
+            .col_expr(credential::Column::StatusMessage, Expr::value(Option::<String>::None))
+            .filter(
+                Condition::any()
+                    .add(
+                        Condition::all()
+                            .add(credential::Column::Status.eq(CredentialStatus::Expired.as_str()))
+                            .add(credential::Column::ExpiresAt.gt(now)),
+                    )
+                    .add(
+                        Condition::all()
+                            .add(credential::Column::Status.eq(CredentialStatus::Expiring.as_str()))
+                            .add(credential::Column::ExpiresAt.gt(now + within)),
+                    ),
+            )
+            .exec_with_returning(&txn)
+            .await?;
         let mut events = Vec::with_capacity(expired.len() + expiring.len());
-        for (rows, kind) in [(&expired, CredentialEventKind::Expired), (&expiring, CredentialEventKind::Expiring)] {
+        for (rows, kind) in [
+            (&expired, CredentialEventKind::Expired),
+            (&expiring, CredentialEventKind::Expiring),
+            (&revived_expiring, CredentialEventKind::Updated),
+            (&revived_active, CredentialEventKind::Updated),
+        ] {
             for row in rows.iter() {
                 let meta = CredentialMeta::try_from(row)?;
                 events.push(meta.event(kind, meta.status_message.clone()));
             }
         }
-        // A credential is in one of the two sets at most: one event each.
+        let leases_cut = self.cut_leases(&txn, now).await?;
+        // A credential is in one of the sets at most: one event each.
         let events = self.record_events(&txn, events).await?;
         txn.commit().await?;
         self.publish_all(events);
+        let revived = revived_expiring.len() + revived_active.len();
+        if revived > 0 || leases_cut > 0 {
+            tracing::warn!(
+                revived,
+                leases_cut,
+                "the clock had run ahead: credentials whose expiry is still to come are usable again, \
+                 leases ending after now + SESAME_TASKS__LEASE were cut back to it"
+            );
+        }
         Ok(ScanReport { expiring: expiring.len(), expired: expired.len() })
+    }
+
+    /// Cuts back every lease that ends later than `now` + the task lease (no
+    /// issuance at or before `now` can have set one: a clock that ran ahead
+    /// did). A lease so outlasts `SESAME_TASKS__LEASE` by at most the time
+    /// the clock was ahead. Returns how many task leases were cut.
+    async fn cut_leases<C: sea_orm::ConnectionTrait>(&self, txn: &C, now: DateTime<Utc>) -> ApiResult<u64> {
+        let latest = now + self.task_lease();
+        credential::Entity::update_many()
+            .col_expr(credential::Column::LeasedUntil, Expr::value(latest))
+            .filter(credential::Column::LeasedUntil.gt(latest))
+            .exec(txn)
+            .await?;
+        Ok(task_lease::Entity::update_many()
+            .col_expr(task_lease::Column::ExpiresAt, Expr::value(latest))
+            .filter(task_lease::Column::ExpiresAt.gt(latest))
+            .filter(task_lease::Column::ReturnedAt.is_null())
+            .exec(txn)
+            .await?
+            .rows_affected)
     }
 
     /// Refreshes OAuth credentials that expire within `before` (or have
@@ -119,13 +287,19 @@ impl Store {
             .filter(credential::Column::ExpiresAt.lte(now + before))
             .filter(credential::Column::HasRefreshToken.eq(true))
             .filter(credential::Column::Provider.is_in(providers::refreshable_names()))
-            .filter(no_live_claim(now))
+            .filter(self.refreshes().no_live_claim(now))
             .order_by_asc(credential::Column::ExpiresAt)
             .limit(REFRESH_BATCH)
             .all(self.db())
             .await?;
         let mut report = RefreshReport::default();
         for row in candidates {
+            if self.refreshes().in_flight(&row.id) {
+                // This process is refreshing it right now (a clock stepped
+                // forward can make its claim look lapsed in the row).
+                report.skipped += 1;
+                continue;
+            }
             match self.refresh_credential(row, now).await {
                 Ok(RefreshOutcome::Refreshed) => report.refreshed += 1,
                 Ok(RefreshOutcome::NeedsReauth) => report.needs_reauth += 1,
@@ -180,15 +354,21 @@ impl Store {
         if !row.has_refresh_token || !refreshable(&row.provider) {
             return Ok(RefreshOutcome::Skipped);
         }
-        // Claims run on the real clock, whatever time the caller scans for.
-        let now = Utc::now();
-        let claim = crate::ids::new_id();
+        // Registered before the claim is written and until this function
+        // returns: while it lives, no other refresh or issuance in this
+        // process takes the credential, whatever the wall clock does.
+        let Some(_in_flight) = self.refreshes().begin(&row.id, self.clock().monotonic()) else {
+            return Ok(RefreshOutcome::Skipped);
+        };
+        // Claims run on the store's clock, whatever time the caller scans for.
+        let now = self.clock().now();
+        let claim = self.refreshes().new_claim();
         let claimed = credential::Entity::update_many()
             .col_expr(credential::Column::RefreshClaim, Expr::value(claim.as_str()))
             .col_expr(credential::Column::RefreshClaimedUntil, Expr::value(now + self.claim_ttl()))
             .filter(credential::Column::Id.eq(row.id.as_str()))
             .filter(credential::Column::Version.eq(row.version))
-            .filter(no_live_claim(now))
+            .filter(self.refreshes().no_live_claim(now))
             .filter(
                 Condition::any()
                     .add(credential::Column::LeasedUntil.is_null())
@@ -271,7 +451,7 @@ impl Store {
                     .col_expr(credential::Column::StatusMessage, Expr::value(message.as_str()))
                     .col_expr(credential::Column::RefreshClaimedUntil, Expr::value(Option::<DateTime<Utc>>::None))
                     .col_expr(credential::Column::RefreshClaim, Expr::value(Option::<String>::None))
-                    .col_expr(credential::Column::UpdatedAt, Expr::value(Utc::now()))
+                    .col_expr(credential::Column::UpdatedAt, Expr::value(self.clock().now()))
                     .exec_with_returning(&txn)
                     .await?;
                 let mut events = Vec::new();

@@ -74,6 +74,10 @@ struct Inner {
     auth_batch: OnceLock<Batcher<String, Principal>>,
     /// Task issuances of concurrent requests, one transaction per batch.
     issue_batch: OnceLock<Batcher<runner::IssueRequest, runner::Decision>>,
+    /// Wall-clock and monotonic time (`crate::clock`).
+    clock: crate::clock::Clock,
+    /// This instance's id and the refreshes it has in flight (`lifecycle`).
+    refreshes: lifecycle::Refreshes,
 }
 
 /// Most requests one batch takes (bounds the `IN (…)` lists and the
@@ -157,6 +161,8 @@ impl Store {
                 revoker,
                 auth_batch: OnceLock::new(),
                 issue_batch: OnceLock::new(),
+                clock: crate::clock::Clock::system(),
+                refreshes: lifecycle::Refreshes::default(),
             }),
         }
     }
@@ -194,6 +200,15 @@ impl Store {
 
     pub(crate) fn revoker(&self) -> &Revoker {
         &self.inner.revoker
+    }
+
+    /// The clock every store decision reads (tests shift it: `crate::clock`).
+    pub fn clock(&self) -> &crate::clock::Clock {
+        &self.inner.clock
+    }
+
+    pub(crate) fn refreshes(&self) -> &lifecycle::Refreshes {
+        &self.inner.refreshes
     }
 
     pub(crate) fn task_lease(&self) -> Duration {

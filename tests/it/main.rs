@@ -3,6 +3,7 @@
 mod admin;
 mod checks;
 mod cli;
+mod clock_events;
 mod common;
 mod credentials;
 mod fake_checks;

@@ -15,7 +15,8 @@ use crate::entities::{credential, task_lease, user};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
 use crate::store::audit::{self, Action, Actor};
-use crate::store::credentials::{no_live_claim, slot, StoredSecret};
+use crate::store::credentials::{slot, StoredSecret};
+use crate::store::lifecycle::Refreshes;
 use crate::store::{Store, SystemKeyCheck};
 
 /// Attempts before giving up on a credential that keeps changing.
@@ -128,14 +129,16 @@ fn choose<'a>(
     now: DateTime<Utc>,
     may_refresh: bool,
     system_key: &SystemKey,
+    refreshes: &Refreshes,
 ) -> Choice<'a> {
     let (agent, provider) = (request.agent, request.provider);
     let in_slot = |slot: String| rows.clone().find(move |r| r.owner_id == request.user_id && r.slot == slot);
     let subscription = in_slot(slot(CredentialKind::Subscription, Some(agent), provider));
     let api_key = in_slot(slot(CredentialKind::ApiKey, None, provider));
 
-    // Never hand out a refresh token that is being used right now.
-    if subscription.is_some_and(|r| r.refresh_claimed_until.is_some_and(|t| t > now)) {
+    // Never hand out a refresh token that is being used right now (this
+    // process's own refreshes count while in flight, whatever the clock says).
+    if subscription.is_some_and(|r| refreshes.claim_is_live(r, now)) {
         return Choice::Wait;
     }
     if let Some(row) = subscription.filter(|r| {
@@ -210,7 +213,7 @@ impl Store {
         // Reads beside the writer; `commit_grants` re-checks what matters
         // (version, claim, lease) in its transaction.
         let db = self.reader();
-        let now = Utc::now();
+        let now = self.clock().now();
         let mut user_ids: Vec<&str> = requests.iter().map(|r| r.user_id.as_str()).collect();
         user_ids.sort_unstable();
         user_ids.dedup();
@@ -232,7 +235,7 @@ impl Store {
                 continue;
             }
             let system_key = self.system_key(request.provider, &system_key_checks);
-            let (source, row) = match choose(rows.iter().copied(), &request, now, true, &system_key) {
+            let (source, row) = match choose(rows.iter().copied(), &request, now, true, &system_key, self.refreshes()) {
                 Choice::Wait | Choice::Refresh(_) => {
                     answers.push(Some(Ok(Decision::Alone(request))));
                     continue;
@@ -279,13 +282,14 @@ impl Store {
         let system_key = self.system_key(request.provider, &self.system_key_checks().await?);
         let mut tried_refresh = false;
         for _ in 0..ISSUE_ATTEMPTS {
-            let now = Utc::now();
+            let now = self.clock().now();
             let found = users_with_credentials(self.db(), &[request.user_id.as_str()]).await?;
             let Some((person, rows)) = found.first() else { return Err(ApiError::not_found("user")) };
             if person.disabled_at.is_some() {
                 return Err(person_disabled(&person.id));
             }
-            let (source, row) = match choose(rows.iter(), &request, now, !tried_refresh, &system_key) {
+            let (source, row) = match choose(rows.iter(), &request, now, !tried_refresh, &system_key, self.refreshes())
+            {
                 Choice::Wait => {
                     tokio::time::sleep(CLAIM_WAIT).await;
                     continue;
@@ -322,7 +326,7 @@ impl Store {
         }
         let txn = self.db().begin().await?;
         // From the commit's clock, not the (older) read's.
-        let lease_end = Utc::now() + self.task_lease();
+        let lease_end = self.clock().now() + self.task_lease();
         let mut credential_ids: Vec<String> = Vec::new();
         for grant in grants.iter() {
             if let Some(row) = &grant.row {
@@ -345,19 +349,23 @@ impl Store {
             // refresher got there first, these grants start over (and wait
             // for its new tokens). Setting `leased_until` on the same row is
             // what keeps refreshers away while the tasks run.
-            // The lease only grows: another task's later lease, committed
-            // since the read, is kept (a NULL compares false: ours is set).
-            let leased_until = Expr::case(
-                Expr::col(credential::Column::LeasedUntil).gt(lease_end),
-                Expr::col(credential::Column::LeasedUntil),
-            )
-            .finally(lease_end);
+            // Every lease ends by now + LEASE: another task's lease set at or
+            // before now ends no later, so ours covers it; a later one was set
+            // by a clock that ran ahead and is cut back (issue 21: a task
+            // issued while the clock was ahead held its credential 26 h).
+            if self.refreshes().in_flight(&row.id) {
+                // This process is refreshing it: wait for the new tokens.
+                for i in members {
+                    kept[i] = false;
+                }
+                continue;
+            }
             let mut update = credential::Entity::update_many()
                 .col_expr(credential::Column::LastUsedAt, Expr::value(now))
-                .col_expr(credential::Column::LeasedUntil, leased_until.into())
+                .col_expr(credential::Column::LeasedUntil, Expr::value(lease_end))
                 .filter(credential::Column::Id.eq(row.id.as_str()))
                 .filter(credential::Column::Version.eq(row.version))
-                .filter(no_live_claim(now))
+                .filter(self.refreshes().no_live_claim(now))
                 .filter(usable(now));
             if single_use && !leased {
                 // The first task here gets the refresh token: only if no
@@ -385,6 +393,13 @@ impl Store {
         if kept_grants().next().is_none() {
             txn.rollback().await?;
             return Ok(kept);
+        }
+        // A refresh of this process that claimed a row just before our lease
+        // (its claim counts as lapsed in SQL once it is no longer in flight,
+        // so only this look tells): start over and wait for its tokens.
+        if kept_grants().any(|g| g.row.as_ref().is_some_and(|r| self.refreshes().in_flight(&r.id))) {
+            txn.rollback().await?;
+            return Ok(vec![false; grants.len()]);
         }
         let entries = kept_grants()
             .map(|g| {
