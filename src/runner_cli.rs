@@ -1,10 +1,13 @@
 //! `task-env` / `task-return`: the runner's side for shell-based executors.
 //! Talks to a running server over HTTP like any other client.
 
-use std::io::Write;
-use std::path::{Component, Path, PathBuf};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 use serde_json::{json, Value};
 
 use crate::agents;
@@ -51,29 +54,168 @@ pub fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
-/// Joins a server-supplied relative path under `home`, refusing anything
-/// that would escape it.
-fn under(home: &Path, relative: &str) -> anyhow::Result<PathBuf> {
-    let rel = Path::new(relative);
-    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-        bail!("refusing to write outside the home directory: {relative:?}");
-    }
-    Ok(home.join(rel))
+// ---------------------------------------------------------------------------
+// Files under the task's home directory
+// ---------------------------------------------------------------------------
+//
+// Whatever runs in the task owns its home directory and can plant links
+// there: a link at `.claude` would have the person's token written outside
+// it, one at `.claude.json` a host file truncated and chmod-ed, one at a
+// login file that host file (or `/proc/self/environ`, with the runner's own
+// token) sent to the vault. So nothing under the home directory is ever
+// reached through a link: the directory (as the operator named it) is
+// opened once, and every path under it is walked one component at a time
+// with `openat(…, O_NOFOLLOW)`; directories are made with `mkdirat` (0700)
+// and files opened with `O_NOFOLLOW | O_NONBLOCK` (a FIFO never blocks),
+// then checked on the open descriptor: only a regular file with a single
+// name is written (chmod-ed 0600 through the descriptor) or read (at most
+// `MAX_RETURNED_BYTES`). Anything else refuses the whole command, naming
+// the path relative to the home directory and what was found there.
+
+/// The task's home directory, opened once.
+struct Home {
+    fd: OwnedFd,
 }
 
-fn write_private(path: &Path, content: &str, mode: u32) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+/// Every directory made under the home directory: owner only.
+const DIR_MODE: u32 = 0o700;
+
+impl Home {
+    fn open(path: &Path) -> anyhow::Result<Home> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rfs::open(path, flags, Mode::empty())
+            .with_context(|| format!("opening the home directory {}", path.display()))?;
+        Ok(Home { fd })
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-    file.write_all(content.as_bytes())?;
-    Ok(())
+
+    /// The directory holding `relative`'s last component, walked without
+    /// following links; made (0700) where missing when `create`, else
+    /// `None` when missing.
+    fn parent_of<'p>(&self, relative: &'p str, create: bool) -> anyhow::Result<Option<(OwnedFd, &'p str)>> {
+        let parts = components(relative)?;
+        let (name, dirs) = parts.split_last().expect("components() returns at least one");
+        let mut dir = self.fd.try_clone().context("duplicating the home directory's descriptor")?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        for (i, part) in dirs.iter().enumerate() {
+            let shown = dirs[..=i].join("/");
+            let next = match rfs::openat(&dir, *part, flags, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if create => {
+                    match rfs::mkdirat(&dir, *part, Mode::from_raw_mode(DIR_MODE)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(anyhow!("creating the directory {shown:?} under the home directory: {e}")),
+                    }
+                    rfs::openat(&dir, *part, flags, Mode::empty())
+                        .map_err(|e| refusal(&dir, part, &shown, e, "a directory"))?
+                }
+                Err(Errno::NOENT) => return Ok(None),
+                Err(e) => return Err(refusal(&dir, part, &shown, e, "a directory")),
+            };
+            dir = next;
+        }
+        Ok(Some((dir, name)))
+    }
+
+    /// Writes `content` to `relative` (0600), creating its directories.
+    fn write(&self, relative: &str, content: &[u8]) -> anyhow::Result<()> {
+        let (dir, name) = self.parent_of(relative, true)?.expect("created on the way");
+        let flags = OFlags::WRONLY
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC;
+        let fd = rfs::openat(&dir, name, flags, Mode::from_raw_mode(agents::handover::FILE_MODE))
+            .map_err(|e| refusal(&dir, name, relative, e, "a regular file"))?;
+        regular_file(&fd, relative)?;
+        // Through the descriptor: only ever the file just checked.
+        rfs::fchmod(&fd, Mode::from_raw_mode(agents::handover::FILE_MODE))
+            .with_context(|| format!("restricting {relative:?} to its owner"))?;
+        rfs::ftruncate(&fd, 0).with_context(|| format!("emptying {relative:?}"))?;
+        std::fs::File::from(fd).write_all(content).with_context(|| format!("writing {relative:?}"))?;
+        Ok(())
+    }
+
+    /// The content of `relative`, if it is there: a regular file of at most
+    /// `MAX_RETURNED_BYTES`, read without following any link.
+    fn read(&self, relative: &str) -> anyhow::Result<Option<String>> {
+        let Some((dir, name)) = self.parent_of(relative, false)? else {
+            return Ok(None);
+        };
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let fd = match rfs::openat(&dir, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(refusal(&dir, name, relative, e, "a regular file")),
+        };
+        let stat = regular_file(&fd, relative)?;
+        let max = agents::handover::MAX_RETURNED_BYTES;
+        let too_big = || anyhow!("refusing {relative:?}: it is larger than {} KiB, more than any login file", max / 1024);
+        if u64::try_from(stat.st_size).map_or(true, |size| size > max as u64) {
+            return Err(too_big());
+        }
+        let mut content = Vec::with_capacity(max.min(stat.st_size as usize + 1));
+        std::fs::File::from(fd)
+            .take(max as u64 + 1)
+            .read_to_end(&mut content)
+            .with_context(|| format!("reading {relative:?}"))?;
+        if content.len() > max {
+            return Err(too_big());
+        }
+        String::from_utf8(content).map(Some).map_err(|_| anyhow!("refusing {relative:?}: it is not UTF-8 text"))
+    }
+}
+
+/// A server-supplied relative path, component by component; refuses
+/// anything that would leave the home directory (`..`, absolute, empty).
+fn components(relative: &str) -> anyhow::Result<Vec<&str>> {
+    let rel = Path::new(relative);
+    if relative.is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        bail!("refusing to touch a path outside the home directory: {relative:?}");
+    }
+    Ok(relative.split('/').filter(|p| !p.is_empty() && *p != ".").collect())
+}
+
+/// Checks, on the open descriptor, that it is a regular file with one name
+/// (a hard link to a file elsewhere is refused like a symbolic link).
+fn regular_file(fd: &OwnedFd, relative: &str) -> anyhow::Result<rfs::Stat> {
+    let stat = rfs::fstat(fd).with_context(|| format!("inspecting {relative:?}"))?;
+    let kind = FileType::from_raw_mode(stat.st_mode);
+    if kind != FileType::RegularFile {
+        bail!("refusing {relative:?} under the home directory: it is {}, not a regular file", describe(kind));
+    }
+    if stat.st_nlink > 1 {
+        bail!(
+            "refusing {relative:?} under the home directory: it has {} names (hard links), so it may be another file's",
+            stat.st_nlink
+        );
+    }
+    Ok(stat)
+}
+
+/// Why `name` (shown as `shown`, relative to the home directory) in `dir`
+/// could not be opened as `expected`: what is there, when it can be told.
+fn refusal(dir: &OwnedFd, name: &str, shown: &str, errno: Errno, expected: &str) -> anyhow::Error {
+    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => {
+            let kind = FileType::from_raw_mode(stat.st_mode);
+            let links = if kind == FileType::Symlink { " (links under the home directory are never followed)" } else { "" };
+            anyhow!("refusing {shown:?} under the home directory: it is {}, not {expected}{links}", describe(kind))
+        }
+        Err(_) => anyhow!("refusing {shown:?} under the home directory: {errno}"),
+    }
+}
+
+fn describe(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a named pipe (FIFO)",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice | FileType::BlockDevice => "a device",
+        FileType::Unknown => "of an unknown kind",
+    }
 }
 
 /// `claude-code` and `CLAUDE_CODE` alike: the GraphQL enum's spelling.
@@ -99,10 +241,10 @@ pub async fn task_env(client: &Client, req: TaskEnv<'_>) -> anyhow::Result<Strin
         )
         .await?;
     let issued = &data["issueTaskCredentials"];
+    let home = Home::open(req.home)?;
+    // Every file holds a secret or sits beside one: 0600, whatever `mode` says.
     for file in issued["files"].as_array().into_iter().flatten() {
-        let path = under(req.home, file["path"].as_str().unwrap_or_default())?;
-        let mode = file["mode"].as_u64().unwrap_or(0o600) as u32 & 0o777;
-        write_private(&path, file["content"].as_str().unwrap_or_default(), mode)?;
+        home.write(file["path"].as_str().unwrap_or_default(), file["content"].as_str().unwrap_or_default().as_bytes())?;
     }
     let mut out = String::new();
     for var in issued["env"].as_array().into_iter().flatten() {
@@ -116,13 +258,14 @@ pub async fn task_env(client: &Client, req: TaskEnv<'_>) -> anyhow::Result<Strin
 }
 
 /// Sends back every agent login file present under `home`; returns how
-/// many credentials the task held.
+/// many credentials the task held. A link, or anything but a regular file,
+/// where a login file (or a directory above it) is expected refuses the
+/// whole return: nothing is sent.
 pub async fn task_return(client: &Client, task: &str, home: &Path) -> anyhow::Result<usize> {
+    let home = Home::open(home)?;
     let mut files = Vec::new();
     for path in agents::login_files() {
-        let full = home.join(path);
-        if full.is_file() {
-            let content = std::fs::read_to_string(&full).with_context(|| format!("reading {}", full.display()))?;
+        if let Some(content) = home.read(path)? {
             files.push(json!({ "path": path, "content": content }));
         }
     }
@@ -147,10 +290,9 @@ mod tests {
 
     #[test]
     fn paths_cannot_escape_home() {
-        let home = Path::new("/tmp/h");
-        assert!(under(home, ".codex/auth.json").is_ok());
-        for bad in ["../x", "/etc/passwd", ".codex/../../x"] {
-            assert!(under(home, bad).is_err(), "{bad}");
+        assert_eq!(components(".codex/auth.json").unwrap(), [".codex", "auth.json"]);
+        for bad in ["../x", "/etc/passwd", ".codex/../../x", ""] {
+            assert!(components(bad).is_err(), "{bad}");
         }
     }
 }

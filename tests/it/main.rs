@@ -19,6 +19,7 @@ mod postgres;
 mod recovery;
 mod removal;
 mod replicas;
+mod runner_edges;
 mod safety;
 mod schema;
 mod tasks;
