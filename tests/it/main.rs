@@ -5,6 +5,7 @@ mod checks;
 mod cli;
 mod common;
 mod credentials;
+mod edges;
 mod fake_checks;
 mod fake_provider;
 mod flows;
