@@ -77,6 +77,9 @@ pub struct Config {
     /// `[providers]`: where each provider's API is (`SESAME_PROVIDERS__<PROVIDER>__API_URL`, …).
     #[serde(default)]
     pub providers: crate::providers::ProvidersConfig,
+    /// `[http]`: connection limits (`SESAME_HTTP__HEADER_TIMEOUT`, `__IDLE_TIMEOUT`, `__MAX_CONNECTIONS`).
+    #[serde(default)]
+    pub http: crate::edge::HttpConfig,
     /// System-wide agent keys, used when a user has none.
     #[serde(skip_serializing, default)]
     pub system_keys: SystemKeys,
@@ -319,6 +322,7 @@ impl Default for Config {
             shutdown: Default::default(),
             checks: Default::default(),
             providers: Default::default(),
+            http: Default::default(),
             system_keys: SystemKeys::default(),
         }
     }

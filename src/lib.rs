@@ -13,6 +13,7 @@ pub mod config;
 pub mod credential_input;
 pub mod crypto;
 pub mod domain;
+pub mod edge;
 pub mod entities;
 pub mod error;
 pub mod events;

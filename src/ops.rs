@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::config::Config;
+use crate::edge::GuardedAcceptor;
 use crate::flows::FlowEngine;
 use crate::store::Store;
 
@@ -174,7 +175,11 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     tokio::spawn(crate::shutdown::listen_for_signals());
     let grace = config.shutdown.grace;
     let switch = Switch::default();
+    // Header and idle deadlines, a connection cap within the open-file
+    // limit, and accept back-off on EMFILE: `crate::edge`.
+    let (cap, metrics_cap) = crate::edge::connection_caps(&config.http, config.metrics.listen.is_some());
     let (acceptor, addr) = bind(config.listen, "SESAME_LISTEN").await?;
+    let acceptor = GuardedAcceptor::new(acceptor, &config.http, cap, "public");
     let mut servers = vec![tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
         switch.clone(),
         crate::shutdown::triggered(),
@@ -182,6 +187,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     ))];
     if let Some(listen) = config.metrics.listen {
         let (acceptor, metrics_addr) = bind(listen, "SESAME_METRICS__LISTEN").await?;
+        let acceptor = GuardedAcceptor::new(acceptor, &config.http, metrics_cap, "metrics");
         let ops = OpsEndpoint { probe: switch.probe.clone() };
         servers.push(tokio::spawn(Server::new_with_acceptor(acceptor).name("metrics").run_with_graceful_shutdown(
             ops,

@@ -6,6 +6,7 @@ mod cli;
 mod clock_events;
 mod common;
 mod credentials;
+mod edges;
 mod fake_checks;
 mod fake_provider;
 mod faults;
