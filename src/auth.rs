@@ -17,11 +17,19 @@ const TOKEN_LEN: usize = PREFIX.len() + 43;
 /// handles on the store; a runner only through the runner handle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
-    Person { user_id: String, role: Role, token_id: String },
+    Person {
+        user_id: String,
+        role: Role,
+        token_id: String,
+    },
     /// `created_by`: who made the runner token, in words ("operator CLI",
     /// another runner, or "the IdP's runner role" for a runner JWT); every
     /// issuance's audit entry names it.
-    Runner { token_id: String, name: String, created_by: String },
+    Runner {
+        token_id: String,
+        name: String,
+        created_by: String,
+    },
 }
 
 impl Principal {

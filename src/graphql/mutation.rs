@@ -11,12 +11,12 @@ use super::types::{
 use super::{checks, principal, store};
 use crate::agents::{parse_subscription, SubscriptionInput};
 use crate::auth::Principal;
-use crate::error::ApiError;
-use crate::store::audit::Actor;
-use crate::store::TokenKind;
 use crate::domain::{Agent, Provider, Role};
+use crate::error::ApiError;
 use crate::ids::parse_id;
 use crate::providers::{ApiKey, Probe};
+use crate::store::audit::Actor;
+use crate::store::TokenKind;
 use async_graphql::Result;
 
 pub struct MutationRoot;

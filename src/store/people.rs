@@ -342,8 +342,7 @@ impl Store {
             Some(TokenKind::User) if row.kind == RUNNER_KIND => {
                 return Err(ApiError::forbidden(format!(
                     "runner tokens are not managed through the admin API: revoke it on the vault's host \
-                     (`sesame-vault token revoke {}`) or with a runner token"
-                    ,
+                     (`sesame-vault token revoke {}`) or with a runner token",
                     row.id
                 )))
             }

@@ -219,7 +219,10 @@ async fn refresh_and_task_issuance_never_both_use_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let app = open(dir.path(), &fake).await;
     let replica = open(dir.path(), &fake).await;
-    let runner = app.store.runner(&Principal::Runner { token_id: "runner-1".into(), name: "r".into(), created_by: "test".into() }).unwrap();
+    let runner = app
+        .store
+        .runner(&Principal::Runner { token_id: "runner-1".into(), name: "r".into(), created_by: "test".into() })
+        .unwrap();
     for round in 0..6 {
         let who = person(&app, &format!("issue{round}@example.com")).await;
         let now = Utc::now();
@@ -250,7 +253,10 @@ async fn leased_credentials_wait_and_expired_ones_refresh_on_issue() {
     let dir = tempfile::tempdir().unwrap();
     let app = open(dir.path(), &fake).await;
     let who = person(&app, "lease2@example.com").await;
-    let runner = app.store.runner(&Principal::Runner { token_id: "runner-1".into(), name: "r".into(), created_by: "test".into() }).unwrap();
+    let runner = app
+        .store
+        .runner(&Principal::Runner { token_id: "runner-1".into(), name: "r".into(), created_by: "test".into() })
+        .unwrap();
     let now = Utc::now();
     let sub = codex(&app, &who, (now + Duration::minutes(5)).timestamp(), "rt_TESTleased000000000000").await;
     let task = TaskId::parse("leased-task").unwrap();
