@@ -129,9 +129,9 @@ fn db_unavailable_inner(e: &sea_orm::DbErr) -> Option<DbUnavailable> {
         DbErr::ConnectionAcquire(ConnAcquireErr::Timeout | ConnAcquireErr::ConnectionClosed) => {
             Some(DbUnavailable::Connection)
         }
-        DbErr::Conn(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            sqlx_unavailable_inner(e)
-        }
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => sqlx_unavailable_inner(e),
         // sea-orm's own words for a connection it no longer has.
         DbErr::Conn(RuntimeErr::Internal(_)) => Some(DbUnavailable::Connection),
         _ => None,
@@ -163,9 +163,9 @@ fn sqlx_unavailable_inner(e: &sqlx::Error) -> Option<DbUnavailable> {
             match code.parse::<i32>() {
                 // SQLite: extended result codes; the primary code is the low byte.
                 Ok(extended) => match extended & 0xff {
-                    13 => Some(DbUnavailable::DiskFull),            // SQLITE_FULL
-                    5 | 6 => Some(DbUnavailable::Busy),             // SQLITE_BUSY, SQLITE_LOCKED
-                    10 | 14 => Some(DbUnavailable::Connection),     // SQLITE_IOERR, SQLITE_CANTOPEN
+                    13 => Some(DbUnavailable::DiskFull),        // SQLITE_FULL
+                    5 | 6 => Some(DbUnavailable::Busy),         // SQLITE_BUSY, SQLITE_LOCKED
+                    10 | 14 => Some(DbUnavailable::Connection), // SQLITE_IOERR, SQLITE_CANTOPEN
                     _ => None,
                 },
                 // PostgreSQL: SQLSTATE. 08: connection exception; 57P01-03:

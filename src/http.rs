@@ -58,6 +58,7 @@ fn api_error_response(e: ApiError, request_id: &str) -> Response {
     let status = match e {
         ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     };
     let code = e.code();

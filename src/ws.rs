@@ -255,6 +255,8 @@ where
             tracing::error!(error = format!("{e:#}"), "authenticating a WebSocket failed");
             Err(Close::new(1011, "Internal error"))
         }
+        // The database could not answer (issue 21, item 13): try again later.
+        Err(ApiError::Unavailable(m)) => Err(Close::new(1013, m)),
         // The refusal says which check failed (never the token).
         Err(e) => {
             let message = async_graphql::Error::from(e).message;

@@ -284,6 +284,10 @@ impl Authenticator {
                 Err(ApiError::Internal(e)) => {
                     tracing::warn!(error = format!("{e:#}"), "re-checking a WebSocket's sign-in failed");
                 }
+                // The database could not answer (issue 21, item 13): not a refusal.
+                Err(ApiError::Unavailable(m)) => {
+                    tracing::warn!(error = m, "re-checking a WebSocket's sign-in failed");
+                }
                 Err(_) => {
                     return match session {
                         Session::Token { .. } => "Forbidden: the token was revoked (or its person disabled)",

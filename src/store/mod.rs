@@ -280,12 +280,11 @@ impl Store {
     pub async fn write_blocked(&self) -> Option<&'static str> {
         use std::sync::atomic::Ordering;
         const FULL: &str = "the disk is full: writes are refused until space is freed";
-        if !crate::error::DISK_FULL.swap(false, Ordering::AcqRel) {
+        if !crate::error::DISK_FULL.load(Ordering::Acquire) {
             return None;
         }
         if let Some(free) = self.sqlite_free_space().await {
             if free < ROOM_AFTER_FULL {
-                crate::error::DISK_FULL.store(true, Ordering::Release);
                 return Some(FULL);
             }
         }
@@ -293,11 +292,11 @@ impl Store {
                      WHERE version = (SELECT MAX(version) FROM seaql_migrations)";
         match sea_orm::ConnectionTrait::execute_unprepared(self.db(), probe).await {
             Ok(_) => {
+                crate::error::DISK_FULL.store(false, Ordering::Release);
                 tracing::info!("the disk has room again: writes commit");
                 None
             }
             Err(e) => {
-                crate::error::DISK_FULL.store(true, Ordering::Release);
                 tracing::warn!(error = %e, "writes still fail");
                 Some(FULL)
             }
