@@ -121,8 +121,11 @@ pub async fn start(
             .add(Job::new_async(schedule.as_str(), move |_, _| {
                 let store = store.clone();
                 Box::pin(async move {
-                    run_job("expiry_scan", exclusive(&store, LOCK_EXPIRY, || store.scan_expiry(store.clock().now(), within)))
-                        .await;
+                    run_job(
+                        "expiry_scan",
+                        exclusive(&store, LOCK_EXPIRY, || store.scan_expiry(store.clock().now(), within)),
+                    )
+                    .await;
                 })
             })?)
             .await?;
@@ -134,7 +137,11 @@ pub async fn start(
             .add(Job::new_async(schedule.as_str(), move |_, _| {
                 let store = store.clone();
                 Box::pin(async move {
-                    run_job("refresh", exclusive(&store, LOCK_REFRESH, || store.refresh_due(store.clock().now(), before))).await;
+                    run_job(
+                        "refresh",
+                        exclusive(&store, LOCK_REFRESH, || store.refresh_due(store.clock().now(), before)),
+                    )
+                    .await;
                 })
             })?)
             .await?;

@@ -144,7 +144,7 @@ struct Delivered {
 }
 
 impl Delivered {
-    const WINDOW: Duration = Duration::from_secs(120);
+    const WINDOW: Duration = Duration::from_secs(60);
 
     fn new(after: Option<i64>) -> Delivered {
         Delivered { recent: VecDeque::new(), set: HashSet::new(), floor: after, newest: after }
