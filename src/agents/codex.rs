@@ -422,8 +422,8 @@ pub(super) fn returned_account(
     if let (Some(derived), Some(stated)) = (&derived, account_id(stated)) {
         if *derived != stated {
             return Err(InputError::new(format!(
-                "{file}: the account id it states is not the account its access token belongs to; it was not \
-                 taken back."
+                "{file}: its account id names a different account than its tokens belong to; it was not taken \
+                 back."
             )));
         }
     }
