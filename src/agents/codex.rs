@@ -404,7 +404,14 @@ fn parse_auth_file(content: &str) -> InputResult<Returned> {
     };
     let expires_at = jwt::expiry(access_token.expose());
     let account_id = returned_account(&access_token, id_token.as_ref(), tokens.account_id.as_deref(), FILE)?;
-    let secret = SubscriptionSecret { access_token, refresh_token, id_token, account_id, last_refresh: refreshed_at, scopes: Vec::new() };
+    let secret = SubscriptionSecret {
+        access_token,
+        refresh_token,
+        id_token,
+        account_id,
+        last_refresh: refreshed_at,
+        scopes: Vec::new(),
+    };
     Ok(Returned { secret, expires_at, refreshed_at })
 }
 

@@ -188,9 +188,8 @@ fn logins(id: &str, secret: IssuedSecret<'_>, expires_at: Option<DateTime<Utc>>)
             let refresh = s.refresh_token.as_ref().map_or("", Secret::expose);
             // ChatGPT's account id only: the Claude account recorded beside
             // an Anthropic login is the vault's, not OpenCode's.
-            let account_id = (id == "openai")
-                .then(|| s.account_id.clone().or_else(|| openai::account_id(access)))
-                .flatten();
+            let account_id =
+                (id == "openai").then(|| s.account_id.clone().or_else(|| openai::account_id(access))).flatten();
             let entry = EntryOut::Oauth {
                 refresh,
                 access,

@@ -299,7 +299,10 @@ pub async fn check_subscription(http: &reqwest::Client, base: &str, access_token
 
 fn profile_request(http: &reqwest::Client, base: &str, access_token: &str) -> reqwest::RequestBuilder {
     let url = format!("{}/api/oauth/profile", base.trim_end_matches('/'));
-    http.get(url).bearer_auth(access_token).header("anthropic-beta", OAUTH_BETA).header("anthropic-version", API_VERSION)
+    http.get(url)
+        .bearer_auth(access_token)
+        .header("anthropic-beta", OAUTH_BETA)
+        .header("anthropic-version", API_VERSION)
 }
 
 /// Whose Claude login an access token is: `account.uuid` of `GET

@@ -197,7 +197,8 @@ pub(super) fn tokens_from(body: &Value, now: DateTime<Utc>) -> Option<Tokens> {
         // Anthropic's answer names the Claude account the login is of.
         .or_else(|| {
             let uuid = body["account"]["uuid"].as_str().map(str::trim);
-            uuid.filter(|u| !u.is_empty() && u.len() <= 128 && u.bytes().all(|b| b.is_ascii_graphic())).map(str::to_owned)
+            uuid.filter(|u| !u.is_empty() && u.len() <= 128 && u.bytes().all(|b| b.is_ascii_graphic()))
+                .map(str::to_owned)
         });
     let scopes =
         body["scope"].as_str().map(|s| s.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect());

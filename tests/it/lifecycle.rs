@@ -38,7 +38,8 @@ async fn person(app: &App, email: &str) -> Principal {
 }
 
 async fn codex(app: &App, who: &Principal, access_exp: i64, refresh: &str) -> CredentialMeta {
-    let access = jwt(json!({ "exp": access_exp, "https://api.openai.com/auth": { "chatgpt_account_id": "acct-life" } }));
+    let access =
+        jwt(json!({ "exp": access_exp, "https://api.openai.com/auth": { "chatgpt_account_id": "acct-life" } }));
     let parsed = parse_subscription(
         SubscriptionInput {
             agent: Agent::Codex,
@@ -278,7 +279,8 @@ async fn leased_credentials_wait_and_expired_ones_refresh_on_issue() {
         "last_refresh": (now + Duration::minutes(1)).to_rfc3339(),
     });
     let apis = app.checker.apis();
-    let back = runner.return_files(&task, vec![(".codex/auth.json".into(), refreshed.to_string())], apis).await.unwrap();
+    let back =
+        runner.return_files(&task, vec![(".codex/auth.json".into(), refreshed.to_string())], apis).await.unwrap();
     assert_eq!(back.len(), 1);
     assert!(row(dir.path(), &sub.id).await.leased_until.is_some(), "the second task still holds it");
     runner.return_files(&TaskId::parse("second").unwrap(), vec![], apis).await.unwrap();

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 const ISSUE: &str = "mutation($u: ID!, $a: Agent!, $p: Provider, $t: String!) { issueTaskCredentials(userId: $u, agent: $a, provider: $p, taskId: $t) { source env { name value } files { path mode content } } }";
-const RETURN: &str = "mutation($t: String!, $f: [CredentialFileInput!]!) { returnTaskCredentials(taskId: $t, files: $f) { id } }";
+const RETURN: &str =
+    "mutation($t: String!, $f: [CredentialFileInput!]!) { returnTaskCredentials(taskId: $t, files: $f) { id } }";
 const SAVE_CODEX: &str =
     "mutation($j: String!) { saveSubscriptionCredential(input: {agent: CODEX, authJson: $j, checkOnSave: false}) { id } }";
 
@@ -64,7 +65,10 @@ impl Runner<'_> {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--home", home]);
         let out = cli_in(self.home(), &env, &all);
-        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
     }
 
     fn task_env(&self, user: &str, agent: &str, task: &str) -> (bool, String) {
@@ -228,9 +232,8 @@ async fn task_return_sends_nothing_but_regular_files_under_home() {
     assert_eq!(stored_returns(&server).await, 0, "the host file was stored");
 
     // Nothing reached the vault: the next task gets the saved login.
-    let next = server
-        .ok(&runner.token, ISSUE, json!({ "u": user, "a": "CODEX", "p": null, "t": "edge-2" }))
-        .await["issueTaskCredentials"]
+    let next = server.ok(&runner.token, ISSUE, json!({ "u": user, "a": "CODEX", "p": null, "t": "edge-2" })).await
+        ["issueTaskCredentials"]
         .clone();
     let saved: Value = serde_json::from_str(&saved).unwrap();
     assert_eq!(issued_file(&next, ".codex/auth.json")["tokens"]["access_token"], saved["tokens"]["access_token"]);
@@ -272,17 +275,15 @@ async fn a_returned_codex_login_of_another_account_is_refused() {
 
     let later = "2026-11-27T12:00:00Z";
     for (what, foreign) in [
-        (
-            "account_id left out",
-            codex_auth("acct-theirs", None, exp + 7200, "rt_TESTtheirs22222222222", later),
-        ),
+        ("account_id left out", codex_auth("acct-theirs", None, exp + 7200, "rt_TESTtheirs22222222222", later)),
         (
             "account_id stating ours",
             codex_auth("acct-theirs", Some("acct-mine"), exp + 7200, "rt_TESTtheirs22222222222", later),
         ),
     ] {
-        let (code, msg) =
-            server.err(&runner, RETURN, json!({ "t": "acct-1", "f": [{ "path": ".codex/auth.json", "content": foreign }] })).await;
+        let (code, msg) = server
+            .err(&runner, RETURN, json!({ "t": "acct-1", "f": [{ "path": ".codex/auth.json", "content": foreign }] }))
+            .await;
         assert_eq!(code, "BAD_USER_INPUT", "{what}: {msg}");
         assert!(msg.contains(".codex/auth.json") && msg.contains("account"), "{what}: {msg}");
         assert!(!msg.contains("acct-theirs") && !msg.contains("rt_TEST"), "{what}: {msg}");
@@ -335,7 +336,11 @@ async fn a_returned_claude_login_of_another_person_is_refused() {
     let theirs = "sk-ant-oat01-TESTtheirsBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
     fake.claude_account(theirs, "uuid-theirs");
     let (code, msg) = server
-        .err(&runner, RETURN, send(claude_file(theirs, "sk-ant-ort01-TESTtheirsBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB", later)))
+        .err(
+            &runner,
+            RETURN,
+            send(claude_file(theirs, "sk-ant-ort01-TESTtheirsBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB", later)),
+        )
         .await;
     assert_eq!(code, "BAD_USER_INPUT", "{msg}");
     assert!(msg.contains("different account"), "{msg}");
@@ -369,14 +374,30 @@ async fn a_returned_claude_login_of_another_person_is_refused() {
     server.ok(&runner, ISSUE, issue_vars(&user, "CLAUDE_CODE", "claude-2")).await;
     let send2 = |content: String| json!({ "t": "claude-2", "f": [{ "path": ".claude/.credentials.json", "content": content }] });
     let (code, msg) = server
-        .err(&runner, RETURN, send2(claude_file(theirs, "sk-ant-ort01-TESTtheirsBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB", later + 1000)))
+        .err(
+            &runner,
+            RETURN,
+            send2(claude_file(
+                theirs,
+                "sk-ant-ort01-TESTtheirsBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB",
+                later + 1000,
+            )),
+        )
         .await;
     assert_eq!(code, "BAD_USER_INPUT", "{msg}");
     let again = "sk-ant-oat01-TESTagainEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE";
     fake.claude_account(again, "uuid-mine");
     fake.set(refreshed, Answer::Invalid);
     server
-        .ok(&runner, RETURN, send2(claude_file(again, "sk-ant-ort01-TESTagainEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE", later + 1000)))
+        .ok(
+            &runner,
+            RETURN,
+            send2(claude_file(
+                again,
+                "sk-ant-ort01-TESTagainEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE",
+                later + 1000,
+            )),
+        )
         .await;
     assert_eq!(stored_returns(&server).await, 2);
     assert_eq!(fake.hits(refreshed), 2, "the recorded account was asked for again");
@@ -387,7 +408,11 @@ async fn a_returned_claude_login_of_another_person_is_refused() {
     let years_later = (chrono::Utc::now().timestamp() + 400 * 86_400) * 1000;
     let file = claude_file(theirs, "", years_later);
     let (code, msg) = server
-        .err(&runner, RETURN, json!({ "t": "claude-3", "f": [{ "path": ".claude/.credentials.json", "content": file }] }))
+        .err(
+            &runner,
+            RETURN,
+            json!({ "t": "claude-3", "f": [{ "path": ".claude/.credentials.json", "content": file }] }),
+        )
         .await;
     assert_eq!(code, "BAD_USER_INPUT", "{msg}");
     assert!(msg.contains("no refresh token"), "{msg}");
