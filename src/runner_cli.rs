@@ -234,6 +234,8 @@ pub struct TaskEnv<'a> {
 /// Fetches the task's credentials, writes its files under `home`, and
 /// returns `export NAME='value'` lines.
 pub async fn task_env(client: &Client, req: TaskEnv<'_>) -> anyhow::Result<String> {
+    // Opened first: a missing home directory issues nothing.
+    let home = Home::open(req.home)?;
     let data = client
         .call(
             "mutation($u: ID!, $a: Agent!, $p: Provider, $t: String!) { issueTaskCredentials(userId: $u, agent: $a, provider: $p, taskId: $t) { source env { name value } files { path mode content } } }",
@@ -241,7 +243,6 @@ pub async fn task_env(client: &Client, req: TaskEnv<'_>) -> anyhow::Result<Strin
         )
         .await?;
     let issued = &data["issueTaskCredentials"];
-    let home = Home::open(req.home)?;
     // Every file holds a secret or sits beside one: 0600, whatever `mode` says.
     for file in issued["files"].as_array().into_iter().flatten() {
         home.write(file["path"].as_str().unwrap_or_default(), file["content"].as_str().unwrap_or_default().as_bytes())?;
