@@ -103,7 +103,9 @@ impl Home {
                 Err(Errno::NOENT) if create => {
                     match rfs::mkdirat(&dir, *part, Mode::from_raw_mode(DIR_MODE)) {
                         Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(anyhow!("creating the directory {shown:?} under the home directory: {e}")),
+                        Err(e) => {
+                            return Err(anyhow!("creating the directory {shown:?} under the home directory: {e}"))
+                        }
                     }
                     rfs::openat(&dir, *part, flags, Mode::empty())
                         .map_err(|e| refusal(&dir, part, &shown, e, "a directory"))?
@@ -119,12 +121,8 @@ impl Home {
     /// Writes `content` to `relative` (0600), creating its directories.
     fn write(&self, relative: &str, content: &[u8]) -> anyhow::Result<()> {
         let (dir, name) = self.parent_of(relative, true)?.expect("created on the way");
-        let flags = OFlags::WRONLY
-            | OFlags::CREATE
-            | OFlags::NOFOLLOW
-            | OFlags::NONBLOCK
-            | OFlags::NOCTTY
-            | OFlags::CLOEXEC;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
         let fd = rfs::openat(&dir, name, flags, Mode::from_raw_mode(agents::handover::FILE_MODE))
             .map_err(|e| refusal(&dir, name, relative, e, "a regular file"))?;
         regular_file(&fd, relative)?;
@@ -150,7 +148,8 @@ impl Home {
         };
         let stat = regular_file(&fd, relative)?;
         let max = agents::handover::MAX_RETURNED_BYTES;
-        let too_big = || anyhow!("refusing {relative:?}: it is larger than {} KiB, more than any login file", max / 1024);
+        let too_big =
+            || anyhow!("refusing {relative:?}: it is larger than {} KiB, more than any login file", max / 1024);
         if u64::try_from(stat.st_size).map_or(true, |size| size > max as u64) {
             return Err(too_big());
         }
@@ -199,7 +198,8 @@ fn refusal(dir: &OwnedFd, name: &str, shown: &str, errno: Errno, expected: &str)
     match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => {
             let kind = FileType::from_raw_mode(stat.st_mode);
-            let links = if kind == FileType::Symlink { " (links under the home directory are never followed)" } else { "" };
+            let links =
+                if kind == FileType::Symlink { " (links under the home directory are never followed)" } else { "" };
             anyhow!("refusing {shown:?} under the home directory: it is {}, not {expected}{links}", describe(kind))
         }
         Err(_) => anyhow!("refusing {shown:?} under the home directory: {errno}"),
@@ -234,6 +234,8 @@ pub struct TaskEnv<'a> {
 /// Fetches the task's credentials, writes its files under `home`, and
 /// returns `export NAME='value'` lines.
 pub async fn task_env(client: &Client, req: TaskEnv<'_>) -> anyhow::Result<String> {
+    // Opened first: a missing home directory issues nothing.
+    let home = Home::open(req.home)?;
     let data = client
         .call(
             "mutation($u: ID!, $a: Agent!, $p: Provider, $t: String!) { issueTaskCredentials(userId: $u, agent: $a, provider: $p, taskId: $t) { source env { name value } files { path mode content } } }",
@@ -241,7 +243,6 @@ pub async fn task_env(client: &Client, req: TaskEnv<'_>) -> anyhow::Result<Strin
         )
         .await?;
     let issued = &data["issueTaskCredentials"];
-    let home = Home::open(req.home)?;
     // Every file holds a secret or sits beside one: 0600, whatever `mode` says.
     for file in issued["files"].as_array().into_iter().flatten() {
         home.write(file["path"].as_str().unwrap_or_default(), file["content"].as_str().unwrap_or_default().as_bytes())?;

@@ -185,8 +185,7 @@ pub(super) fn parse_chatgpt_login(save: &Save<'_>) -> InputResult<Saved> {
 
     // ChatGPT tokens carry the account id; fill it in when auth.json did not.
     if secret.account_id.is_none() {
-        secret.account_id = openai::account_id(secret.access_token.expose())
-            .or_else(|| secret.id_token.as_ref().and_then(|t| openai::account_id(t.expose())));
+        secret.account_id = openai::login_account(&secret.access_token, secret.id_token.as_ref());
     }
 
     let expires_at = match expires_at {
@@ -404,15 +403,38 @@ fn parse_auth_file(content: &str) -> InputResult<Returned> {
         None => None,
     };
     let expires_at = jwt::expiry(access_token.expose());
+    let account_id = returned_account(&access_token, id_token.as_ref(), tokens.account_id.as_deref(), FILE)?;
     let secret = SubscriptionSecret {
         access_token,
         refresh_token,
         id_token,
-        account_id: account_id(tokens.account_id.as_deref()),
+        account_id,
         last_refresh: refreshed_at,
         scopes: Vec::new(),
     };
     Ok(Returned { secret, expires_at, refreshed_at })
+}
+
+/// The ChatGPT account of a returned login: what its tokens say (as on
+/// save, [`openai::login_account`]), never the file's word alone; a stated
+/// account id that disagrees with the tokens refuses the file. The store
+/// then refuses a login whose account is missing or not the one issued.
+pub(super) fn returned_account(
+    access_token: &Secret,
+    id_token: Option<&Secret>,
+    stated: Option<&str>,
+    file: &str,
+) -> InputResult<Option<String>> {
+    let derived = openai::login_account(access_token, id_token);
+    if let (Some(derived), Some(stated)) = (&derived, account_id(stated)) {
+        if *derived != stated {
+            return Err(InputError::new(format!(
+                "{file}: its account id names a different account than its tokens belong to; it was not taken \
+                 back."
+            )));
+        }
+    }
+    Ok(derived)
 }
 
 #[cfg(test)]

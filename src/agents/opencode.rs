@@ -10,7 +10,7 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::catalog::MethodInfo;
-use super::handover::{account_id, epoch_millis, file, json_error, one_env_var, optional_token, required_token};
+use super::handover::{epoch_millis, file, json_error, one_env_var, optional_token, required_token};
 use super::handover::{secret_json, EnvOut};
 use super::{codex, AgentSpec, Handling, Issue, IssuedSecret, Materialized, Returned, Save, Saved};
 use crate::credential_input::{InputError, InputResult, Secret, SubscriptionSecret};
@@ -186,7 +186,10 @@ fn logins(id: &str, secret: IssuedSecret<'_>, expires_at: Option<DateTime<Utc>>)
         IssuedSecret::Subscription(s) => {
             let access = s.access_token.expose();
             let refresh = s.refresh_token.as_ref().map_or("", Secret::expose);
-            let account_id = s.account_id.clone().or_else(|| openai::account_id(access));
+            // ChatGPT's account id only: the Claude account recorded beside
+            // an Anthropic login is the vault's, not OpenCode's.
+            let account_id =
+                (id == "openai").then(|| s.account_id.clone().or_else(|| openai::account_id(access))).flatten();
             let entry = EntryOut::Oauth {
                 refresh,
                 access,
@@ -245,7 +248,12 @@ fn parse_logins(id: &str, content: &str) -> InputResult<Returned> {
     let access_token = required_token(entry.access.as_ref(), &format!("{id}.access"), FILE)?;
     let mut secret = SubscriptionSecret::access_only(access_token);
     secret.refresh_token = optional_token(entry.refresh.as_ref(), &format!("{id}.refresh"), FILE)?;
-    secret.account_id = account_id(entry.account_id.as_deref());
+    // The account comes from the tokens (ChatGPT's JWT; Anthropic's profile,
+    // asked by the store), never from the file's word alone.
+    secret.account_id = match id {
+        "openai" => codex::returned_account(&secret.access_token, None, entry.account_id.as_deref(), FILE)?,
+        _ => None,
+    };
     Ok(Returned { secret, expires_at: epoch_millis(entry.expires), refreshed_at: None })
 }
 

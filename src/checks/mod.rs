@@ -116,6 +116,12 @@ impl Checker {
         })
     }
 
+    /// The client and API URLs checks use, for other questions to a
+    /// provider about a credential (whose login a returned file holds).
+    pub fn apis(&self) -> crate::providers::ProviderApis<'_> {
+        crate::providers::ProviderApis { http: &self.http, config: &self.providers }
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

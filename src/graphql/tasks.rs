@@ -53,5 +53,6 @@ pub async fn return_files(
     let runner = store(ctx).runner(principal(ctx)?)?;
     let task = TaskId::parse(task_id)?;
     let files = files.into_iter().map(|f| (f.path, f.content)).collect();
-    Ok(runner.return_files(&task, files).await?.into_iter().map(Credential).collect())
+    let apis = super::checks::checker(ctx).apis();
+    Ok(runner.return_files(&task, files, apis).await?.into_iter().map(Credential).collect())
 }

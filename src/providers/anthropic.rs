@@ -11,7 +11,9 @@ use serde_json::json;
 use super::check::{conclude, Outcome, Probe};
 use super::revoke::Revocation;
 use super::signin::{tokens_from, unreachable_error};
-use super::{http, wrong_prefix, FlowSecret, ProviderError, ProviderSpec, ProvidersConfig, RefreshTokens, Tokens};
+use super::{
+    http, wrong_prefix, Account, FlowSecret, ProviderError, ProviderSpec, ProvidersConfig, RefreshTokens, Tokens,
+};
 use crate::credential_input::{
     check_token_body, clean, InputError, InputResult, Secret, SubscriptionFields, SubscriptionSecret, MAX_INPUT_BYTES,
 };
@@ -288,18 +290,40 @@ pub async fn check_api_key_with(http: &reqwest::Client, base: &str, key: &str) -
 /// `x-api-key`. Setup-tokens lack the `user:profile` scope and get 403
 /// `permission_error`, which still proves the token authenticated.
 pub async fn check_subscription(http: &reqwest::Client, base: &str, access_token: &str) -> Outcome {
-    let url = format!("{}/api/oauth/profile", base.trim_end_matches('/'));
-    let answer = http::send(
-        http.get(url)
-            .bearer_auth(access_token)
-            .header("anthropic-beta", OAUTH_BETA)
-            .header("anthropic-version", API_VERSION),
-    )
-    .await;
+    let answer = http::send(profile_request(http, base, access_token)).await;
     if is_permission_error(&answer) {
         return Outcome::valid();
     }
     conclude(&answer, TOKEN_REFUSED)
+}
+
+fn profile_request(http: &reqwest::Client, base: &str, access_token: &str) -> reqwest::RequestBuilder {
+    let url = format!("{}/api/oauth/profile", base.trim_end_matches('/'));
+    http.get(url)
+        .bearer_auth(access_token)
+        .header("anthropic-beta", OAUTH_BETA)
+        .header("anthropic-version", API_VERSION)
+}
+
+/// Whose Claude login an access token is: `account.uuid` of `GET
+/// /api/oauth/profile`. A login without the `user:profile` scope (a
+/// setup-token) is refused there (403), so it cannot say.
+pub async fn profile_account(http: &reqwest::Client, base: &str, access_token: &str) -> Account {
+    match http::send(profile_request(http, base, access_token)).await {
+        Ok((200, body)) => match body["account"]["uuid"].as_str().map(str::trim) {
+            Some(uuid) if !uuid.is_empty() && uuid.len() <= 128 && uuid.bytes().all(|b| b.is_ascii_graphic()) => {
+                Account::Known(uuid.to_owned())
+            }
+            _ => Account::Unknown("Anthropic's profile of the login names no account".into()),
+        },
+        Ok((status @ (401 | 403), _)) => {
+            Account::Unknown(format!("Anthropic refused to show the login's profile (HTTP {status})"))
+        }
+        answer => match conclude(&answer, TOKEN_REFUSED) {
+            Outcome { message: Some(why), .. } => Account::Unreachable(why),
+            Outcome { message: None, .. } => Account::Unknown("Anthropic gave no profile".into()),
+        },
+    }
 }
 
 #[cfg(test)]

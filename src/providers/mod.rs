@@ -24,7 +24,7 @@ pub use signin::{DeviceStart, FlowSecret, Poll, ProviderError, Providers, Refres
 
 use serde::{Deserialize, Serialize};
 
-use crate::credential_input::{clean, InputError, InputResult, Secret, MAX_INPUT_BYTES};
+use crate::credential_input::{clean, InputError, InputResult, Secret, SubscriptionSecret, MAX_INPUT_BYTES};
 use crate::domain::Provider;
 
 /// Every provider, one line each.
@@ -115,6 +115,43 @@ pub fn refreshable_names() -> Vec<&'static str> {
 /// must never both be given one.
 pub fn single_use_refresh(provider: Provider) -> bool {
     spec(provider).refresh == RefreshTokens::SingleUse
+}
+
+/// Whose login an access token is, as the provider tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Account {
+    /// The provider's id for the account (ChatGPT's account id, Claude's
+    /// account uuid).
+    Known(String),
+    /// The provider did not say (why, never the token).
+    Unknown(String),
+    /// The provider could not be asked; asking again later may tell.
+    Unreachable(String),
+}
+
+/// The HTTP client and the provider API URLs, for the calls that ask a
+/// provider about a credential.
+#[derive(Clone, Copy)]
+pub struct ProviderApis<'a> {
+    pub http: &'a reqwest::Client,
+    pub config: &'a ProvidersConfig,
+}
+
+/// Whose login `secret` is, judged by its tokens alone (never by an
+/// account id stored beside them): ChatGPT's account id from the JWT
+/// (`openai::login_account`, the derivation saves use), Claude's account
+/// uuid from Anthropic's profile of the access token.
+pub async fn login_account(apis: ProviderApis<'_>, provider: Provider, secret: &SubscriptionSecret) -> Account {
+    match provider {
+        Provider::Openai => match openai::login_account(&secret.access_token, secret.id_token.as_ref()) {
+            Some(id) => Account::Known(id),
+            None => Account::Unknown("its tokens carry no ChatGPT account id".into()),
+        },
+        Provider::Anthropic => {
+            anthropic::profile_account(apis.http, &apis.config.anthropic.api_url, secret.access_token.expose()).await
+        }
+        _ => Account::Unknown(format!("{} logins name no account", spec(provider).name)),
+    }
 }
 
 /// A provider API key whose shape has been checked.

@@ -63,6 +63,13 @@ pub fn account_id(token: &str) -> Option<String> {
     (!id.is_empty()).then(|| id.to_owned())
 }
 
+/// The ChatGPT account a login belongs to, as its tokens say: the access
+/// token's claim, else the id_token's. The one derivation saves and
+/// returned files share.
+pub fn login_account(access_token: &Secret, id_token: Option<&Secret>) -> Option<String> {
+    account_id(access_token.expose()).or_else(|| id_token.and_then(|t| account_id(t.expose())))
+}
+
 /// A ChatGPT access token as typed into `field`.
 pub fn check_access_token<'a>(raw: &'a str, field: &str) -> InputResult<&'a str> {
     let token = clean(raw, field, MAX_INPUT_BYTES)?;

@@ -190,7 +190,16 @@ pub(super) fn tokens_from(body: &Value, now: DateTime<Utc>) -> Option<Tokens> {
         .map(|s| now + Duration::seconds(s))
         .or_else(|| super::jwt::expiry(access_token.expose()));
     let id_token = secret_field(body, "id_token");
-    let account_id = id_token.as_ref().or(Some(&access_token)).and_then(|t| openai::account_id(t.expose()));
+    let account_id = id_token
+        .as_ref()
+        .or(Some(&access_token))
+        .and_then(|t| openai::account_id(t.expose()))
+        // Anthropic's answer names the Claude account the login is of.
+        .or_else(|| {
+            let uuid = body["account"]["uuid"].as_str().map(str::trim);
+            uuid.filter(|u| !u.is_empty() && u.len() <= 128 && u.bytes().all(|b| b.is_ascii_graphic()))
+                .map(str::to_owned)
+        });
     let scopes =
         body["scope"].as_str().map(|s| s.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect());
     Some(Tokens {

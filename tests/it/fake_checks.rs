@@ -48,6 +48,9 @@ pub struct State {
     /// Requests in progress and the most at once, by provider (first path segment).
     pub in_flight: HashMap<String, usize>,
     pub most_in_flight: HashMap<String, usize>,
+    /// Claude logins (by access token) whose profile names an account: a
+    /// valid one gets a 200 profile with this `account.uuid`.
+    pub accounts: HashMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -81,6 +84,11 @@ impl FakeChecks {
 
     pub fn set(&self, credential: &str, answer: Answer) {
         self.state.lock().unwrap().answers.insert(credential.to_owned(), answer);
+    }
+
+    /// Makes `access_token` a Claude OAuth login of `account` (its profile answers 200).
+    pub fn claude_account(&self, access_token: &str, account: &str) {
+        self.state.lock().unwrap().accounts.insert(access_token.to_owned(), account.to_owned());
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -206,7 +214,7 @@ async fn respond(req: &Request, body: String, Data(state): Data<&Arc<Mutex<State
         everything.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or_default()));
     }
     everything.push_str(&body);
-    let (answer, delay) = {
+    let answer = {
         let mut s = state.lock().unwrap();
         s.seen.push(Seen { path: path.clone(), credential: credential.clone(), everything });
         let now = {
@@ -216,12 +224,19 @@ async fn respond(req: &Request, body: String, Data(state): Data<&Arc<Mutex<State
         };
         let most = s.most_in_flight.entry(provider.clone()).or_default();
         *most = (*most).max(now);
-        (s.answers.get(&credential).copied().unwrap_or(Answer::Valid), s.delay)
+        (s.answers.get(&credential).copied().unwrap_or(Answer::Valid), s.delay, s.accounts.get(&credential).cloned())
     };
+    let (answer, delay, account) = (answer.0, answer.1, answer.2);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let response = provider_answer(&path, req, &credential, answer);
+    let response = match account {
+        Some(uuid) if path == "/anthropic/api/oauth/profile" && answer == Answer::Valid => reply(
+            200,
+            json!({ "account": { "uuid": uuid, "email": format!("{uuid}@example.com") }, "organization": { "uuid": "org-1" } }),
+        ),
+        _ => provider_answer(&path, req, &credential, answer),
+    };
     *state.lock().unwrap().in_flight.entry(provider).or_default() -= 1;
     response
 }

@@ -38,7 +38,8 @@ async fn person(app: &App, email: &str) -> Principal {
 }
 
 async fn codex(app: &App, who: &Principal, access_exp: i64, refresh: &str) -> CredentialMeta {
-    let access = jwt(json!({ "exp": access_exp }));
+    let access =
+        jwt(json!({ "exp": access_exp, "https://api.openai.com/auth": { "chatgpt_account_id": "acct-life" } }));
     let parsed = parse_subscription(
         SubscriptionInput {
             agent: Agent::Codex,
@@ -277,15 +278,18 @@ async fn leased_credentials_wait_and_expired_ones_refresh_on_issue() {
         "OPENAI_API_KEY": null,
         "tokens": {
             "id_token": jwt(json!({ "email": "x@example.com" })),
-            "access_token": jwt(json!({ "exp": (now + Duration::hours(2)).timestamp() })),
+            "access_token": jwt(json!({ "exp": (now + Duration::hours(2)).timestamp(),
+                "https://api.openai.com/auth": { "chatgpt_account_id": "acct-life" } })),
             "refresh_token": "rt_TESTbytask000000000000",
         },
         "last_refresh": (now + Duration::minutes(1)).to_rfc3339(),
     });
-    let back = runner.return_files(&task, vec![(".codex/auth.json".into(), refreshed.to_string())]).await.unwrap();
+    let apis = app.checker.apis();
+    let back =
+        runner.return_files(&task, vec![(".codex/auth.json".into(), refreshed.to_string())], apis).await.unwrap();
     assert_eq!(back.len(), 1);
     assert!(row(dir.path(), &sub.id).await.leased_until.is_some(), "the second task still holds it");
-    runner.return_files(&TaskId::parse("second").unwrap(), vec![]).await.unwrap();
+    runner.return_files(&TaskId::parse("second").unwrap(), vec![], apis).await.unwrap();
     assert!(row(dir.path(), &sub.id).await.leased_until.is_none());
     // Not due any more (the task's tokens last two hours); with a wider window it is.
     assert_eq!(app.store.refresh_due(now, TEN_MIN).await.unwrap(), RefreshReport::default());

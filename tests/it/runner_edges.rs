@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 const ISSUE: &str = "mutation($u: ID!, $a: Agent!, $p: Provider, $t: String!) { issueTaskCredentials(userId: $u, agent: $a, provider: $p, taskId: $t) { source env { name value } files { path mode content } } }";
-const RETURN: &str = "mutation($t: String!, $f: [CredentialFileInput!]!) { returnTaskCredentials(taskId: $t, files: $f) { id } }";
+const RETURN: &str =
+    "mutation($t: String!, $f: [CredentialFileInput!]!) { returnTaskCredentials(taskId: $t, files: $f) { id } }";
 const SAVE_CODEX: &str =
     "mutation($j: String!) { saveSubscriptionCredential(input: {agent: CODEX, authJson: $j, checkOnSave: false}) { id } }";
 
@@ -64,7 +65,10 @@ impl Runner<'_> {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--home", home]);
         let out = cli_in(self.home(), &env, &all);
-        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
     }
 
     fn task_env(&self, user: &str, agent: &str, task: &str) -> (bool, String) {
@@ -228,9 +232,8 @@ async fn task_return_sends_nothing_but_regular_files_under_home() {
     assert_eq!(stored_returns(&server).await, 0, "the host file was stored");
 
     // Nothing reached the vault: the next task gets the saved login.
-    let next = server
-        .ok(&runner.token, ISSUE, json!({ "u": user, "a": "CODEX", "p": null, "t": "edge-2" }))
-        .await["issueTaskCredentials"]
+    let next = server.ok(&runner.token, ISSUE, json!({ "u": user, "a": "CODEX", "p": null, "t": "edge-2" })).await
+        ["issueTaskCredentials"]
         .clone();
     let saved: Value = serde_json::from_str(&saved).unwrap();
     assert_eq!(issued_file(&next, ".codex/auth.json")["tokens"]["access_token"], saved["tokens"]["access_token"]);
@@ -240,4 +243,178 @@ async fn task_return_sends_nothing_but_regular_files_under_home() {
     let (ok, out) = runner.task_return("edge-2");
     assert!(ok, "{out}");
     assert_eq!(stored_returns(&server).await, 1);
+}
+
+// ---------------------------------------------------------------------------
+// Item 2: a returned login is taken only for the account it was issued for
+// ---------------------------------------------------------------------------
+
+async fn start_with_fake(fake: &crate::fake_checks::FakeChecks) -> Server {
+    let env = fake.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Server::start_with(&env).await
+}
+
+fn issue_vars(user: &str, agent: &str, task: &str) -> Value {
+    json!({ "u": user, "a": agent, "p": null, "t": task })
+}
+
+/// The chained attack of the issue: a Codex file of another account, with
+/// `account_id` left out, is refused and nothing is stored; a file stating
+/// our account over another account's tokens too; our own refreshed login
+/// is still taken.
+#[tokio::test]
+async fn a_returned_codex_login_of_another_account_is_refused() {
+    let server = Server::start().await;
+    let runner = server.runner_token();
+    let (user, token) = server.create_user("codex-acct@example.com").await;
+    let exp = chrono::Utc::now().timestamp() + 3600;
+    let saved = codex_auth("acct-mine", Some("acct-mine"), exp, "rt_TESTmine1111111111111", "2026-11-20T00:00:00Z");
+    server.ok(&token, SAVE_CODEX, json!({ "j": saved })).await;
+    server.ok(&runner, ISSUE, issue_vars(&user, "CODEX", "acct-1")).await;
+
+    let later = "2026-11-27T12:00:00Z";
+    for (what, foreign) in [
+        ("account_id left out", codex_auth("acct-theirs", None, exp + 7200, "rt_TESTtheirs22222222222", later)),
+        (
+            "account_id stating ours",
+            codex_auth("acct-theirs", Some("acct-mine"), exp + 7200, "rt_TESTtheirs22222222222", later),
+        ),
+    ] {
+        let (code, msg) = server
+            .err(&runner, RETURN, json!({ "t": "acct-1", "f": [{ "path": ".codex/auth.json", "content": foreign }] }))
+            .await;
+        assert_eq!(code, "BAD_USER_INPUT", "{what}: {msg}");
+        assert!(msg.contains(".codex/auth.json") && msg.contains("account"), "{what}: {msg}");
+        assert!(!msg.contains("acct-theirs") && !msg.contains("rt_TEST"), "{what}: {msg}");
+    }
+    assert_eq!(stored_returns(&server).await, 0);
+
+    // The same person's refreshed login is taken.
+    let mine = codex_auth("acct-mine", None, exp + 7200, "rt_TESTmine3333333333333", later);
+    server.ok(&runner, RETURN, json!({ "t": "acct-1", "f": [{ "path": ".codex/auth.json", "content": mine }] })).await;
+    assert_eq!(stored_returns(&server).await, 1);
+    let next = server.ok(&runner, ISSUE, issue_vars(&user, "CODEX", "acct-2")).await["issueTaskCredentials"].clone();
+    let file = issued_file(&next, ".codex/auth.json");
+    assert_eq!(file["tokens"]["refresh_token"], "rt_TESTmine3333333333333");
+    assert_eq!(file["tokens"]["account_id"], "acct-mine");
+}
+
+const CLAUDE_ACCESS: &str = "sk-ant-oat01-TESTmineAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const CLAUDE_REFRESH: &str = "sk-ant-ort01-TESTmineAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+fn claude_file(access: &str, refresh: &str, expires_ms: i64) -> String {
+    json!({ "claudeAiOauth": { "accessToken": access, "refreshToken": refresh, "expiresAt": expires_ms,
+        "scopes": ["user:inference", "user:profile"] } })
+    .to_string()
+}
+
+/// Claude files carry no account: the vault asks Anthropic's profile of the
+/// returned access token and of the stored one (recording it), and takes
+/// only a login of the same account; an unreachable provider is a
+/// retryable UNAVAILABLE with nothing stored.
+#[tokio::test]
+async fn a_returned_claude_login_of_another_person_is_refused() {
+    use crate::fake_checks::{Answer, FakeChecks};
+    let fake = FakeChecks::start().await;
+    let server = start_with_fake(&fake).await;
+    let runner = server.runner_token();
+    let (user, token) = server.create_user("claude-acct@example.com").await;
+    server
+        .ok(
+            &token,
+            "mutation($a: String!, $r: String!) { saveSubscriptionCredential(input: {agent: CLAUDE_CODE, accessToken: $a, refreshToken: $r, checkOnSave: false}) { id } }",
+            json!({ "a": CLAUDE_ACCESS, "r": CLAUDE_REFRESH }),
+        )
+        .await;
+    fake.claude_account(CLAUDE_ACCESS, "uuid-mine");
+    server.ok(&runner, ISSUE, issue_vars(&user, "CLAUDE_CODE", "claude-1")).await;
+    let later = (chrono::Utc::now().timestamp() + 8 * 3600) * 1000;
+    let send = |content: String| json!({ "t": "claude-1", "f": [{ "path": ".claude/.credentials.json", "content": content }] });
+
+    // Another person's login (a later expiry, as in the issue).
+    let theirs = "sk-ant-oat01-TESTtheirsBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+    fake.claude_account(theirs, "uuid-theirs");
+    let (code, msg) = server
+        .err(
+            &runner,
+            RETURN,
+            send(claude_file(theirs, "sk-ant-ort01-TESTtheirsBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB", later)),
+        )
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT", "{msg}");
+    assert!(msg.contains("different account"), "{msg}");
+    assert!(!msg.contains("uuid-") && !msg.contains("sk-ant"), "{msg}");
+
+    // A login whose account Anthropic does not tell (a setup-token: 403).
+    let untold = "sk-ant-oat01-TESTuntoldCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC";
+    let (code, msg) = server.err(&runner, RETURN, send(claude_file(untold, CLAUDE_REFRESH, later))).await;
+    assert_eq!(code, "BAD_USER_INPUT", "{msg}");
+    assert!(msg.contains("account cannot be told"), "{msg}");
+
+    // Anthropic down: retryable, nothing stored, the lease still out.
+    let refreshed = "sk-ant-oat01-TESTrefreshedDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD";
+    let refreshed_rt = "sk-ant-ort01-TESTrefreshedDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD";
+    fake.claude_account(refreshed, "uuid-mine");
+    fake.set(refreshed, Answer::Down);
+    let (code, msg) = server.err(&runner, RETURN, send(claude_file(refreshed, refreshed_rt, later))).await;
+    assert_eq!(code, "UNAVAILABLE", "{msg}");
+    assert_eq!(stored_returns(&server).await, 0);
+
+    // The same person's refreshed login is taken (the stored login's
+    // account is learnt from its own token and recorded with the new one).
+    fake.set(refreshed, Answer::Valid);
+    server.ok(&runner, RETURN, send(claude_file(refreshed, refreshed_rt, later))).await;
+    assert_eq!(stored_returns(&server).await, 1);
+    let asked_with_stored = fake.hits(CLAUDE_ACCESS);
+    assert!(asked_with_stored >= 1);
+
+    // Next time the recorded account is compared, without asking for the
+    // stored login's profile; a foreign login is still refused.
+    server.ok(&runner, ISSUE, issue_vars(&user, "CLAUDE_CODE", "claude-2")).await;
+    let send2 = |content: String| json!({ "t": "claude-2", "f": [{ "path": ".claude/.credentials.json", "content": content }] });
+    let (code, msg) = server
+        .err(
+            &runner,
+            RETURN,
+            send2(claude_file(
+                theirs,
+                "sk-ant-ort01-TESTtheirsBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB",
+                later + 1000,
+            )),
+        )
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT", "{msg}");
+    let again = "sk-ant-oat01-TESTagainEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE";
+    fake.claude_account(again, "uuid-mine");
+    fake.set(refreshed, Answer::Invalid);
+    server
+        .ok(
+            &runner,
+            RETURN,
+            send2(claude_file(
+                again,
+                "sk-ant-ort01-TESTagainEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE",
+                later + 1000,
+            )),
+        )
+        .await;
+    assert_eq!(stored_returns(&server).await, 2);
+    assert_eq!(fake.hits(refreshed), 2, "the recorded account was asked for again");
+
+    // A setup-token (no refresh token) cannot be refreshed: other tokens are foreign.
+    let user2 = person_with_claude(&server, "setup@example.com").await;
+    server.ok(&runner, ISSUE, issue_vars(&user2, "CLAUDE_CODE", "claude-3")).await;
+    let years_later = (chrono::Utc::now().timestamp() + 400 * 86_400) * 1000;
+    let file = claude_file(theirs, "", years_later);
+    let (code, msg) = server
+        .err(
+            &runner,
+            RETURN,
+            json!({ "t": "claude-3", "f": [{ "path": ".claude/.credentials.json", "content": file }] }),
+        )
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT", "{msg}");
+    assert!(msg.contains("no refresh token"), "{msg}");
+    assert_eq!(stored_returns(&server).await, 2);
 }

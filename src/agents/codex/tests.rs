@@ -359,3 +359,26 @@ fn codex_refreshed_file_is_read_whole() {
     assert_eq!(back.secret.refresh_token.as_ref().unwrap().expose(), openai_refresh());
     assert_eq!(back.refreshed_at.unwrap().to_rfc3339(), "2025-06-01T13:14:15.123456+00:00");
 }
+
+/// Issue 21 item 2: a returned file's account comes from its tokens (as on
+/// save), whatever `account_id` says; a stated one that disagrees refuses it.
+#[test]
+fn returned_account_comes_from_the_tokens() {
+    let access = codex_access(now() + Duration::hours(1));
+    let file = |stated: Option<&str>| {
+        let mut v: Value = serde_json::from_str(&auth_json(&access, &codex_id_token(), &refresh_rt())).unwrap();
+        v["tokens"]["account_id"] = json!(stated);
+        v.to_string()
+    };
+    let left_out = parse_returned(Agent::Codex, Provider::Openai, AUTH_PATH, &file(None)).unwrap();
+    assert_eq!(left_out.secret.account_id.as_deref(), Some(ACCOUNT));
+    let err = parse_returned(Agent::Codex, Provider::Openai, AUTH_PATH, &file(Some("acct-other"))).unwrap_err();
+    assert!(err.to_string().contains("different account"), "{err}");
+    assert!(!err.to_string().contains("acct-other"), "{err}");
+
+    // Tokens that carry no account leave it unknown (the store refuses that).
+    let bare =
+        json!({ "tokens": { "access_token": jwt(json!({ "exp": now().timestamp() + 60 })), "account_id": ACCOUNT } });
+    let back = parse_returned(Agent::Codex, Provider::Openai, AUTH_PATH, &bare.to_string()).unwrap();
+    assert_eq!(back.secret.account_id, None);
+}

@@ -11,6 +11,7 @@ use crate::credential_input::SubscriptionSecret;
 use crate::domain::{Agent, CredentialEventKind, Provider};
 use crate::entities::{credential, task_lease};
 use crate::error::{ApiError, ApiResult};
+use crate::providers::{self, Account, ProviderApis};
 use crate::store::audit::{self, Action, Actor};
 use crate::store::credentials::StoredSecret;
 use crate::store::CredentialMeta;
@@ -26,7 +27,17 @@ impl RunnerHandle {
     /// Takes back the login files a task's agent may have refreshed and
     /// stores newer tokens. All files are checked before anything is
     /// written; any stale or foreign file refuses the whole return.
-    pub async fn return_files(&self, task: &TaskId, files: Vec<(String, String)>) -> ApiResult<Vec<CredentialMeta>> {
+    ///
+    /// A file with new tokens is taken only when they are of the account
+    /// the credential was issued for ([`same_account`]): asked of the
+    /// provider where the tokens do not say it themselves, before anything
+    /// is written.
+    pub async fn return_files(
+        &self,
+        task: &TaskId,
+        files: Vec<(String, String)>,
+        apis: ProviderApis<'_>,
+    ) -> ApiResult<Vec<CredentialMeta>> {
         let db = self.store.db();
         let now = Utc::now();
         let leases = task_lease::Entity::find()
@@ -80,16 +91,6 @@ impl RunnerHandle {
                     printable(path)
                 )));
             };
-            // Tokens of another account are foreign, however new.
-            if let (Some(theirs), Some(ours)) = (&returned.secret.account_id, &stored.account_id) {
-                if theirs != ours {
-                    return Err(ApiError::bad_input(format!(
-                        "{} holds a login of a different account than the one issued to task {}; nothing was stored",
-                        printable(path),
-                        task.as_str()
-                    )));
-                }
-            }
             // No new access token, no refresh happened (a task given the
             // access token only sends back an empty refresh token).
             if returned.secret.access_token == stored.access_token {
@@ -122,11 +123,11 @@ impl RunnerHandle {
                     printable(path)
                 )));
             }
-            updates.push(Update {
-                lease: lease.clone(),
-                secret: returned.merged_with(&stored),
-                expires_at: returned.expires_at,
-            });
+            // Tokens of another account are foreign, however new.
+            let account = same_account(apis, provider, &stored, &returned, path, task).await?;
+            let mut secret = returned.merged_with(&stored);
+            secret.account_id = Some(account);
+            updates.push(Update { lease: lease.clone(), secret, expires_at: returned.expires_at });
         }
 
         let txn = db.begin().await?;
@@ -201,6 +202,68 @@ impl RunnerHandle {
         let rows = credential::Entity::find().filter(credential::Column::Id.is_in(ids)).all(db).await?;
         rows.iter().map(CredentialMeta::try_from).collect()
     }
+}
+
+/// The account both the stored login and the returned one belong to, or
+/// why the returned one is refused: its account is missing, cannot be
+/// told, or is another (BAD_USER_INPUT); the provider could not be asked
+/// (UNAVAILABLE, retryable: the lease stays out). The stored login's
+/// account is the one recorded with it (ChatGPT's on save, Claude's with
+/// the last return taken), else asked of its own tokens. The returned
+/// file's word is never taken: ChatGPT's account comes from its JWTs,
+/// Claude's from Anthropic's profile of the returned access token.
+async fn same_account(
+    apis: ProviderApis<'_>,
+    provider: Provider,
+    stored: &SubscriptionSecret,
+    returned: &agents::Returned,
+    path: &str,
+    task: &TaskId,
+) -> ApiResult<String> {
+    let refused = |why: String| {
+        ApiError::bad_input(format!("{} {why}; it was not taken back and nothing was stored", printable(path)))
+    };
+    let unavailable = |why: String| {
+        ApiError::Unavailable(format!(
+            "{} could not be asked whose login {} holds ({why}); nothing was stored — return the task's files again \
+             in a moment",
+            provider.display_name(),
+            printable(path)
+        ))
+    };
+    if stored.refresh_token.is_none() {
+        return Err(refused(format!(
+            "holds other tokens than the login issued to task {}, which has no refresh token and so cannot have \
+             been refreshed",
+            task.as_str()
+        )));
+    }
+    let theirs = match providers::login_account(apis, provider, &returned.secret).await {
+        Account::Known(account) => account,
+        Account::Unknown(why) => return Err(refused(format!("holds a login whose account cannot be told ({why})"))),
+        Account::Unreachable(why) => return Err(unavailable(why)),
+    };
+    let ours = match &stored.account_id {
+        Some(account) => account.clone(),
+        None => match providers::login_account(apis, provider, stored).await {
+            Account::Known(account) => account,
+            Account::Unknown(why) => {
+                return Err(refused(format!(
+                    "cannot be matched to the account of the login issued to task {}: the vault has not recorded \
+                     that account and its stored tokens no longer tell it ({why})",
+                    task.as_str()
+                )))
+            }
+            Account::Unreachable(why) => return Err(unavailable(why)),
+        },
+    };
+    if theirs != ours {
+        return Err(refused(format!(
+            "holds a login of a different account than the one issued to task {}",
+            task.as_str()
+        )));
+    }
+    Ok(ours)
 }
 
 /// A client-supplied path, quoted and cut short for an error message.
