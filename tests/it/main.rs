@@ -8,6 +8,7 @@ mod credentials;
 mod edges;
 mod fake_checks;
 mod fake_provider;
+mod floods;
 mod flows;
 mod hardening;
 mod hostile;
