@@ -61,7 +61,7 @@ impl Default for HttpConfig {
         HttpConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-            max_connections: 10_000,
+            max_connections: 65_536,
         }
     }
 }
@@ -69,7 +69,7 @@ impl Default for HttpConfig {
 /// Descriptors kept for everything but client connections: the database
 /// pool, the SQLite files, outgoing provider calls, logs.
 fn reserved_descriptors(limit: u64) -> u64 {
-    (limit / 4).max(64)
+    (limit / 4).clamp(64, 4096)
 }
 
 /// The open-file limit of this process (soft), if it can be read.
@@ -367,6 +367,7 @@ mod tests {
     fn caps_leave_room_for_other_descriptors() {
         assert_eq!(reserved_descriptors(1024), 256);
         assert_eq!(reserved_descriptors(100), 64);
+        assert_eq!(reserved_descriptors(1 << 20), 4096);
         let (public, metrics) = connection_caps(&HttpConfig { max_connections: 100, ..HttpConfig::default() }, true);
         assert!(public + metrics <= 100);
         assert!(metrics >= 1);

@@ -30,7 +30,7 @@
 //! | 4409 | a subscribe with the id of a live operation: "Subscriber for <id> already exists" |
 //! | 4429 | a second `connection_init` |
 //! | 1008 | the principal already has `max_sockets_per_principal` open sockets (sent instead of the ack). Policy Violation is the standard code for "refused by policy", and it is not 4429, which graphql-transport-ws reserves for a repeated init; the graphql-ws client does not retry on it. |
-//! | 1013 | still waiting for `connection_init` when newer sockets pushed it out: more than 64 waiting from its address, or 1,024 overall (the oldest waiter goes, so a client that sends its init at once always gets in) |
+//! | 1013 | still waiting for `connection_init` when newer sockets pushed it out: more than 256 waiting from its address, or 1,024 overall (the oldest waiter goes, so a client that sends its init at once always gets in) |
 //! | 1009 | a message over the cap (`WS_MAX_MESSAGE`, or `max_body_bytes` if lower) |
 //! | 1002 | a frame that breaks the WebSocket protocol itself |
 //! | 1011 | the token could not be checked (database error) |
@@ -398,7 +398,7 @@ const MAX_ID_BYTES: usize = 128;
 /// (each lasts at most `ws_init_timeout`), over all addresses and from one
 /// source address.
 const MAX_PENDING_INIT: usize = 1024;
-const MAX_PENDING_INIT_PER_ADDRESS: usize = 64;
+const MAX_PENDING_INIT_PER_ADDRESS: usize = 256;
 
 /// Sockets waiting for `connection_init`. A new socket is always admitted:
 /// over a cap, the *oldest* waiter (of its address, or overall) is closed
