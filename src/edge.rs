@@ -122,22 +122,24 @@ struct Table {
 
 impl Table {
     /// Makes room for one more connection: evicts the oldest waiting one
-    /// when at the cap; `false` when every connection is busy.
+    /// when at the cap; `None` when every connection is busy.
     fn admit(&self) -> Option<(u64, Arc<Entry>)> {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         let open = live.values().filter(|e| !e.evicted.load(Ordering::Acquire)).count();
         if open >= self.cap {
             let oldest = live.values().find(|e| {
-                !e.evicted.load(Ordering::Acquire)
-                    && matches!(e.phase.load(Ordering::Acquire), WAITING_HEAD | IDLE)
+                !e.evicted.load(Ordering::Acquire) && matches!(e.phase.load(Ordering::Acquire), WAITING_HEAD | IDLE)
             });
-            let Some(oldest) = oldest else { return None };
+            let oldest = oldest?;
             oldest.evicted.store(true, Ordering::Release);
             oldest.waker.wake();
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let entry =
-            Arc::new(Entry { phase: AtomicU8::new(WAITING_HEAD), evicted: AtomicBool::new(false), waker: AtomicWaker::new() });
+        let entry = Arc::new(Entry {
+            phase: AtomicU8::new(WAITING_HEAD),
+            evicted: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
         live.insert(id, entry.clone());
         Some((id, entry))
     }

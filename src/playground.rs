@@ -47,9 +47,11 @@ pub fn content_security_policy(host: Option<&str>) -> String {
             && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
     };
     match host.filter(|h| plain(h)) {
-        Some(host) => {
-            CONTENT_SECURITY_POLICY.replacen("connect-src 'self'", &format!("connect-src 'self' ws://{host} wss://{host}"), 1)
-        }
+        Some(host) => CONTENT_SECURITY_POLICY.replacen(
+            "connect-src 'self'",
+            &format!("connect-src 'self' ws://{host} wss://{host}"),
+            1,
+        ),
         None => CONTENT_SECURITY_POLICY.to_owned(),
     }
 }

@@ -160,10 +160,9 @@ async fn graphql_ws(
         .write_buffer_size(WS_BUFFER)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    websocket
-        .config(config)
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| crate::telemetry::websocket_session(session(socket, address, protocol.0, state, max_message)))
+    websocket.config(config).protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
+        crate::telemetry::websocket_session(session(socket, address, protocol.0, state, max_message))
+    })
 }
 
 async fn session(

@@ -120,7 +120,8 @@ impl FlowEngine {
         let _turn = self.inner.starting_turn.lock().await;
         let starting = self.inner.starting.lock().unwrap_or_else(PoisonError::into_inner).get(owner_id).copied();
         self.check_pending_limit_with(self.store().db(), owner_id, starting.unwrap_or(0)).await?;
-        *self.inner.starting.lock().unwrap_or_else(PoisonError::into_inner).entry(owner_id.to_owned()).or_default() += 1;
+        *self.inner.starting.lock().unwrap_or_else(PoisonError::into_inner).entry(owner_id.to_owned()).or_default() +=
+            1;
         Ok(StartingSlot { engine: self.clone(), owner_id: owner_id.to_owned() })
     }
 

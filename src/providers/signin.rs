@@ -108,9 +108,13 @@ impl Providers {
                 transient: false,
             }),
         }?;
-        let links = std::iter::once(started.verification_uri.as_str()).chain(started.verification_uri_complete.as_deref());
+        let links =
+            std::iter::once(started.verification_uri.as_str()).chain(started.verification_uri_complete.as_deref());
         if links.clone().any(|link| !is_safe_link(link)) {
-            tracing::warn!(provider = provider.as_str(), "a device sign-in was refused: its verification link is not https://");
+            tracing::warn!(
+                provider = provider.as_str(),
+                "a device sign-in was refused: its verification link is not https://"
+            );
             return Err(ProviderError {
                 message: format!(
                     "{} answered with a sign-in page that is not an https:// address, so the sign-in was not started; \

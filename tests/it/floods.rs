@@ -30,8 +30,7 @@ async fn racing_device_flow_starts_ask_the_provider_at_most_the_limit() {
     let server = server_for(&fake, &[]).await;
     let (_, token) = server.create_user("racer@example.com").await;
     let vars = json!({ "a": "COPILOT", "p": "GITHUB" });
-    let answers =
-        futures_util::future::join_all((0..20).map(|_| server.gql(&token, START_DEVICE, vars.clone()))).await;
+    let answers = futures_util::future::join_all((0..20).map(|_| server.gql(&token, START_DEVICE, vars.clone()))).await;
     let started = answers.iter().filter(|a| a["errors"].is_null()).count();
     for refused in answers.iter().filter(|a| !a["errors"].is_null()) {
         assert_eq!(code_of(refused), Some("LIMIT_EXCEEDED"), "{refused}");
