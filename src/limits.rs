@@ -29,7 +29,7 @@ pub struct WritesConfig {
 
 impl Default for WritesConfig {
     fn default() -> Self {
-        WritesConfig { per_minute: 60, burst: 20 }
+        WritesConfig { per_minute: 120, burst: 60 }
     }
 }
 
