@@ -80,6 +80,9 @@ pub struct Config {
     /// `[http]`: connection limits (`SESAME_HTTP__HEADER_TIMEOUT`, `__IDLE_TIMEOUT`, `__MAX_CONNECTIONS`).
     #[serde(default)]
     pub http: crate::edge::HttpConfig,
+    /// `[writes]`: a person's writes per minute (`SESAME_WRITES__PER_MINUTE`, `__BURST`).
+    #[serde(default)]
+    pub writes: crate::limits::WritesConfig,
     /// System-wide agent keys, used when a user has none.
     #[serde(skip_serializing, default)]
     pub system_keys: SystemKeys,
@@ -323,6 +326,7 @@ impl Default for Config {
             checks: Default::default(),
             providers: Default::default(),
             http: Default::default(),
+            writes: Default::default(),
             system_keys: SystemKeys::default(),
         }
     }

@@ -61,7 +61,7 @@ impl Default for HttpConfig {
         HttpConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-            max_connections: 10_000,
+            max_connections: 65_536,
         }
     }
 }
@@ -69,7 +69,7 @@ impl Default for HttpConfig {
 /// Descriptors kept for everything but client connections: the database
 /// pool, the SQLite files, outgoing provider calls, logs.
 fn reserved_descriptors(limit: u64) -> u64 {
-    (limit / 4).max(64)
+    (limit / 4).clamp(64, 4096)
 }
 
 /// The open-file limit of this process (soft), if it can be read.
@@ -122,22 +122,24 @@ struct Table {
 
 impl Table {
     /// Makes room for one more connection: evicts the oldest waiting one
-    /// when at the cap; `false` when every connection is busy.
+    /// when at the cap; `None` when every connection is busy.
     fn admit(&self) -> Option<(u64, Arc<Entry>)> {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         let open = live.values().filter(|e| !e.evicted.load(Ordering::Acquire)).count();
         if open >= self.cap {
             let oldest = live.values().find(|e| {
-                !e.evicted.load(Ordering::Acquire)
-                    && matches!(e.phase.load(Ordering::Acquire), WAITING_HEAD | IDLE)
+                !e.evicted.load(Ordering::Acquire) && matches!(e.phase.load(Ordering::Acquire), WAITING_HEAD | IDLE)
             });
-            let Some(oldest) = oldest else { return None };
+            let oldest = oldest?;
             oldest.evicted.store(true, Ordering::Release);
             oldest.waker.wake();
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let entry =
-            Arc::new(Entry { phase: AtomicU8::new(WAITING_HEAD), evicted: AtomicBool::new(false), waker: AtomicWaker::new() });
+        let entry = Arc::new(Entry {
+            phase: AtomicU8::new(WAITING_HEAD),
+            evicted: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
         live.insert(id, entry.clone());
         Some((id, entry))
     }
@@ -367,6 +369,7 @@ mod tests {
     fn caps_leave_room_for_other_descriptors() {
         assert_eq!(reserved_descriptors(1024), 256);
         assert_eq!(reserved_descriptors(100), 64);
+        assert_eq!(reserved_descriptors(1 << 20), 4096);
         let (public, metrics) = connection_caps(&HttpConfig { max_connections: 100, ..HttpConfig::default() }, true);
         assert!(public + metrics <= 100);
         assert!(metrics >= 1);

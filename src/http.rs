@@ -35,10 +35,18 @@ pub fn routes(schema: VaultSchema, auth: Authenticator, limits: GraphqlConfig) -
     let store = auth.store().clone();
     Route::new()
         .at("/health", get(health))
-        .at("/graphql", get(graphql_get).post(graphql_post))
-        .at("/graphql/ws", crate::ws::endpoint(schema.clone(), auth.clone(), &limits))
+        .at("/graphql", get(graphql_get).post(graphql_post).to_response().with(no_store()))
+        .at("/graphql/ws", crate::ws::endpoint(schema.clone(), auth.clone(), &limits).to_response().with(no_store()))
         .nest("/", crate::playground::endpoint())
         .data(AppState { schema, store, limits, auth })
+}
+
+/// `/graphql` answers carry tokens and plaintext: never cached, never
+/// sniffed as another type (every answer, errors included).
+fn no_store() -> poem::middleware::SetHeader {
+    poem::middleware::SetHeader::new()
+        .overriding(header::CACHE_CONTROL, "no-store")
+        .overriding(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
 }
 
 /// A GraphQL-shaped error response with a code, outside normal execution.

@@ -23,6 +23,7 @@ pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod people_cli;

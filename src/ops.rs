@@ -172,6 +172,7 @@ pub struct Serving {
 pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     // A malformed system-wide key stops start-up before anything is bound.
     config.system_keys.check()?;
+    crate::limits::init(&config.writes);
     tokio::spawn(crate::shutdown::listen_for_signals());
     let grace = config.shutdown.grace;
     let switch = Switch::default();

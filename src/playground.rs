@@ -30,9 +30,31 @@ struct Assets;
 /// Policy for the HTML page. GraphiQL (CodeMirror 5, React) needs no eval and
 /// no workers; React and CodeMirror set inline styles; GraphiQL's stylesheet
 /// inlines its fonts and icons as `data:` URLs.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
+/// Without a usable `Host`, connections go to `'self'` only; with one, also
+/// to the WebSocket origin of the same host ([`content_security_policy`]).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
      style-src 'self' 'unsafe-inline'; font-src 'self' data:; script-src 'self'; object-src 'none'; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The page's policy: `'self'` does not cover `ws:`/`wss:` in every browser,
+/// so the page's own host is named for WebSockets (`ws://host wss://host`),
+/// and no other host. The host is the one the browser asked for (`Host`),
+/// taken only if it is a plain host name or address with an optional port.
+pub fn content_security_policy(host: Option<&str>) -> String {
+    let plain = |h: &str| {
+        !h.is_empty()
+            && h.len() <= 255
+            && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    };
+    match host.filter(|h| plain(h)) {
+        Some(host) => CONTENT_SECURITY_POLICY.replacen(
+            "connect-src 'self'",
+            &format!("connect-src 'self' ws://{host} wss://{host}"),
+            1,
+        ),
+        None => CONTENT_SECURITY_POLICY.to_owned(),
+    }
+}
 
 const INDEX: &str = "index.html";
 const SETTINGS: &str = "settings.html";
@@ -49,7 +71,8 @@ impl Endpoint for Playground {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        Ok(serve(req.method(), req.uri().path(), req.headers().get(header::IF_NONE_MATCH)))
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        Ok(serve(req.method(), req.uri().path(), req.headers().get(header::IF_NONE_MATCH), host))
     }
 }
 
@@ -73,7 +96,7 @@ fn is_hashed_asset(path: &str) -> bool {
     path.starts_with("assets/") && path.rsplit('/').next().is_some_and(|name| name.contains('-'))
 }
 
-fn serve(method: &Method, path: &str, if_none_match: Option<&HeaderValue>) -> Response {
+fn serve(method: &Method, path: &str, if_none_match: Option<&HeaderValue>, host: Option<&str>) -> Response {
     let path = path.strip_prefix('/').unwrap_or(path);
     let path = match path {
         "" => INDEX,
@@ -105,7 +128,7 @@ fn serve(method: &Method, path: &str, if_none_match: Option<&HeaderValue>) -> Re
         .header(header::REFERRER_POLICY, "no-referrer");
     if is_html {
         builder = builder
-            .header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)
+            .header(header::CONTENT_SECURITY_POLICY, content_security_policy(host))
             .header(header::X_FRAME_OPTIONS, "DENY");
     }
     if matches_etag(if_none_match, &etag) {
@@ -261,5 +284,18 @@ mod tests {
         assert_eq!(endpoint().call(req).await.unwrap().status(), StatusCode::NOT_MODIFIED);
         let req = Request::builder().method(Method::POST).uri_str("/").finish();
         assert_eq!(endpoint().call(req).await.unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn websockets_may_reach_the_pages_own_host_only() {
+        let req = Request::builder().uri_str("/").header(header::HOST, "vault.example:8443").finish();
+        let page = endpoint().call(req).await.unwrap();
+        let csp = header_of(&page, header::CONTENT_SECURITY_POLICY);
+        assert!(csp.contains("connect-src 'self' ws://vault.example:8443 wss://vault.example:8443;"), "{csp}");
+        assert!(!csp.contains(" ws: ") && !csp.contains(" wss:;"), "no scheme-wide WebSocket source: {csp}");
+        // A Host that is not a plain host name adds nothing.
+        let req = Request::builder().uri_str("/").header(header::HOST, "evil.example; script-src *").finish();
+        let page = endpoint().call(req).await.unwrap();
+        assert_eq!(header_of(&page, header::CONTENT_SECURITY_POLICY), CONTENT_SECURITY_POLICY);
     }
 }

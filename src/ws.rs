@@ -30,6 +30,7 @@
 //! | 4409 | a subscribe with the id of a live operation: "Subscriber for <id> already exists" |
 //! | 4429 | a second `connection_init` |
 //! | 1008 | the principal already has `max_sockets_per_principal` open sockets (sent instead of the ack). Policy Violation is the standard code for "refused by policy", and it is not 4429, which graphql-transport-ws reserves for a repeated init; the graphql-ws client does not retry on it. |
+//! | 1013 | still waiting for `connection_init` when newer sockets pushed it out: more than 256 waiting from its address, or 1,024 overall (the oldest waiter goes, so a client that sends its init at once always gets in) |
 //! | 1009 | a message over the cap (`WS_MAX_MESSAGE`, or `max_body_bytes` if lower) |
 //! | 1002 | a frame that breaks the WebSocket protocol itself |
 //! | 1011 | the token could not be checked (database error) |
@@ -48,8 +49,9 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -60,7 +62,7 @@ use async_graphql::Data;
 use async_graphql_poem::GraphQLProtocol;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use poem::web::websocket::{Message, WebSocket, WebSocketConfig};
-use poem::web::Data as PoemData;
+use poem::web::{Data as PoemData, RemoteAddr};
 use poem::{get, handler, Endpoint, EndpointExt, IntoResponse};
 
 use crate::auth::Principal;
@@ -147,35 +149,40 @@ fn close_for_read_error(error: &io::Error, max_message: usize) -> Option<Close> 
 async fn graphql_ws(
     protocol: GraphQLProtocol,
     websocket: WebSocket,
+    remote: &RemoteAddr,
     PoemData(state): PoemData<&WsState>,
 ) -> impl IntoResponse {
     let state = state.clone();
+    let address = remote.as_socket_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     let max_message = WS_MAX_MESSAGE.min(state.limits.max_body_bytes);
     let config = WebSocketConfig::default()
         .read_buffer_size(WS_BUFFER)
         .write_buffer_size(WS_BUFFER)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    websocket
-        .config(config)
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| crate::telemetry::websocket_session(session(socket, protocol.0, state, max_message)))
+    websocket.config(config).protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
+        crate::telemetry::websocket_session(session(socket, address, protocol.0, state, max_message))
+    })
 }
 
 async fn session(
     socket: poem::web::websocket::WebSocketStream,
+    address: IpAddr,
     protocol: Protocols,
     state: WsState,
     max_message: usize,
 ) {
     let (mut sink, mut stream) = socket.split();
     // Sockets that have not signed in yet belong to no principal, so no
-    // per-principal limit holds them: a global bound does.
-    let Some(pending) = PendingInit::enter() else {
-        let close = Close::new(1013, "Try again later: too many connections are starting");
-        return finish(&mut sink, &mut stream, Some(close)).await;
+    // per-principal limit holds them: bounds per address and overall do,
+    // closing the oldest waiter (see `PendingTable`).
+    let pending = PendingInit::enter(address);
+    let authenticated = tokio::select! {
+        authenticated = authenticate(&mut stream, &state, max_message) => authenticated,
+        () = pending.evicted() => {
+            Err(Close::new(1013, "Try again later: too many connections are starting; send connection_init at once"))
+        }
     };
-    let authenticated = authenticate(&mut stream, &state, max_message).await;
     drop(pending);
     let (principal, signed_in) = match authenticated {
         Ok(Some(checked)) => checked,
@@ -389,29 +396,81 @@ struct Incoming<'a, S> {
 /// The longest operation id accepted (clients use short counters or UUIDs).
 const MAX_ID_BYTES: usize = 128;
 /// Sockets at once between the upgrade and a checked `connection_init`
-/// (each lasts at most `ws_init_timeout`).
+/// (each lasts at most `ws_init_timeout`), over all addresses and from one
+/// source address.
 const MAX_PENDING_INIT: usize = 1024;
+const MAX_PENDING_INIT_PER_ADDRESS: usize = 256;
 
-static PENDING_INIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Sockets waiting for `connection_init`. A new socket is always admitted:
+/// over a cap, the *oldest* waiter (of its address, or overall) is closed
+/// with 1013 instead. A client that sends its `connection_init` at once is
+/// therefore never locked out by anonymous sockets that linger (they would
+/// have to open more than the cap's worth of new sockets between its upgrade
+/// and its init), and one address cannot push out the waiters of others
+/// beyond its own share.
+struct PendingTable {
+    next: u64,
+    /// By age: the address and the signal that closes the waiter.
+    waiting: std::collections::BTreeMap<u64, (IpAddr, Arc<tokio::sync::Notify>)>,
+    per_address: HashMap<IpAddr, usize>,
+}
 
-/// One socket counted in [`PENDING_INIT`] until dropped.
-struct PendingInit;
+static PENDING: std::sync::LazyLock<Mutex<PendingTable>> = std::sync::LazyLock::new(|| {
+    Mutex::new(PendingTable { next: 0, waiting: Default::default(), per_address: HashMap::new() })
+});
+
+impl PendingTable {
+    fn remove(&mut self, seq: u64) -> Option<Arc<tokio::sync::Notify>> {
+        let (address, evict) = self.waiting.remove(&seq)?;
+        if let Some(n) = self.per_address.get_mut(&address) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(&address);
+            }
+        }
+        Some(evict)
+    }
+
+    fn evict_oldest(&mut self, of: Option<IpAddr>) {
+        let oldest = self.waiting.iter().find(|(_, (a, _))| of.is_none_or(|of| *a == of)).map(|(seq, _)| *seq);
+        if let Some(evict) = oldest.and_then(|seq| self.remove(seq)) {
+            evict.notify_one();
+        }
+    }
+}
+
+/// One socket waiting for `connection_init` until dropped; [`PendingInit::evicted`]
+/// completes when a newer socket pushed it out.
+struct PendingInit {
+    seq: u64,
+    evict: Arc<tokio::sync::Notify>,
+}
 
 impl PendingInit {
-    fn enter() -> Option<PendingInit> {
-        use std::sync::atomic::Ordering;
-        let before = PENDING_INIT.fetch_add(1, Ordering::AcqRel);
-        if before >= MAX_PENDING_INIT {
-            PENDING_INIT.fetch_sub(1, Ordering::AcqRel);
-            return None;
+    fn enter(address: IpAddr) -> PendingInit {
+        let mut table = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        if table.per_address.get(&address).copied().unwrap_or(0) >= MAX_PENDING_INIT_PER_ADDRESS {
+            table.evict_oldest(Some(address));
         }
-        Some(PendingInit)
+        if table.waiting.len() >= MAX_PENDING_INIT {
+            table.evict_oldest(None);
+        }
+        let seq = table.next;
+        table.next += 1;
+        let evict = Arc::new(tokio::sync::Notify::new());
+        table.waiting.insert(seq, (address, evict.clone()));
+        *table.per_address.entry(address).or_default() += 1;
+        PendingInit { seq, evict }
+    }
+
+    async fn evicted(&self) {
+        self.evict.notified().await;
     }
 }
 
 impl Drop for PendingInit {
     fn drop(&mut self) {
-        PENDING_INIT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        PENDING.lock().unwrap_or_else(PoisonError::into_inner).remove(self.seq);
     }
 }
 

@@ -68,6 +68,11 @@ struct Inner {
     instance: String,
     /// Flows polled by this process, with the handle that wakes the poller.
     running: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Device sign-ins of each person being started (asking the provider)
+    /// and not stored yet; counted against the pending limit.
+    starting: Mutex<HashMap<String, u64>>,
+    /// Taken while one start counts and reserves its slot.
+    starting_turn: tokio::sync::Mutex<()>,
 }
 
 /// Who may end a flow.
@@ -92,6 +97,8 @@ impl FlowEngine {
                 bus: broadcast::channel(1024).0,
                 instance: new_id(),
                 running: Mutex::new(HashMap::new()),
+                starting: Mutex::new(HashMap::new()),
+                starting_turn: tokio::sync::Mutex::new(()),
             }),
         }
     }

@@ -1,6 +1,8 @@
 //! Starting, completing, cancelling and reading sign-in flows: what a
 //! person's requests do.
 
+use std::sync::PoisonError;
+
 use chrono::{Duration, Utc};
 use futures_util::Stream;
 use sea_orm::sea_query::Expr;
@@ -44,14 +46,44 @@ fn wrong_method(agent: Agent, provider: Provider, wanted: &str) -> ApiError {
     ))
 }
 
+/// A reserved pending-flow slot (see `FlowEngine::reserve_slot`).
+struct StartingSlot {
+    engine: FlowEngine,
+    owner_id: String,
+}
+
+impl Drop for StartingSlot {
+    fn drop(&mut self) {
+        let mut starting = self.engine.inner.starting.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = starting.get_mut(&self.owner_id) {
+            *n -= 1;
+            if *n == 0 {
+                starting.remove(&self.owner_id);
+            }
+        }
+    }
+}
+
 impl FlowEngine {
     async fn check_pending_limit<C: ConnectionTrait>(&self, db: &C, owner_id: &str) -> ApiResult<()> {
-        let pending = oauth_flow::Entity::find()
+        self.check_pending_limit_with(db, owner_id, 0).await
+    }
+
+    /// The pending-flow limit, counting `starting` flows of this person that
+    /// are not stored yet.
+    async fn check_pending_limit_with<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        owner_id: &str,
+        starting: u64,
+    ) -> ApiResult<()> {
+        let stored = oauth_flow::Entity::find()
             .filter(oauth_flow::Column::OwnerId.eq(owner_id))
             .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
             .filter(oauth_flow::Column::ExpiresAt.gt(Utc::now()))
             .count(db)
             .await?;
+        let pending = stored + starting;
         let max = self.config().max_pending_per_user;
         if pending >= max {
             return Err(ApiError::Limit(format!(
@@ -81,12 +113,26 @@ impl FlowEngine {
         Ok(row)
     }
 
+    /// Holds one of the person's pending-flow slots in this process until
+    /// dropped: counted with their stored pending flows, under one lock, so
+    /// parallel starts cannot all pass the check before any is stored.
+    async fn reserve_slot(&self, owner_id: &str) -> ApiResult<StartingSlot> {
+        let _turn = self.inner.starting_turn.lock().await;
+        let starting = self.inner.starting.lock().unwrap_or_else(PoisonError::into_inner).get(owner_id).copied();
+        self.check_pending_limit_with(self.store().db(), owner_id, starting.unwrap_or(0)).await?;
+        *self.inner.starting.lock().unwrap_or_else(PoisonError::into_inner).entry(owner_id.to_owned()).or_default() +=
+            1;
+        Ok(StartingSlot { engine: self.clone(), owner_id: owner_id.to_owned() })
+    }
+
     pub async fn start_device(&self, owner: &OwnerHandle, agent: Agent, provider: Provider) -> ApiResult<DeviceFlow> {
         if method_for(agent, provider) != Some(KIND_DEVICE) {
             return Err(wrong_method(agent, provider, "device"));
         }
-        // Checked before asking the provider, and again when storing.
-        self.check_pending_limit(self.store().db(), owner.user_id()).await?;
+        // The slot is reserved before the provider is asked (and released
+        // if it refuses), so racing starts ask it at most as many times as
+        // flows can be pending; the limit is checked again when storing.
+        let _slot = self.reserve_slot(owner.user_id()).await?;
         let started = self.store().providers().start_device(provider).await.map_err(|e| {
             if e.transient {
                 ApiError::Unavailable(e.message)

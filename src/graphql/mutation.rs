@@ -21,6 +21,13 @@ use async_graphql::Result;
 
 pub struct MutationRoot;
 
+/// Counts one write of the caller against their rate (`crate::limits`),
+/// before any work: over it, LIMIT_EXCEEDED and nothing is written.
+fn count_write(ctx: &Context<'_>) -> Result<()> {
+    let owner = store(ctx).owner(principal(ctx)?)?;
+    Ok(crate::limits::check_write(owner.user_id())?)
+}
+
 #[Object(name = "Mutation")]
 impl MutationRoot {
     /// Sets (or replaces, keeping its id) the caller's API key for a provider.
@@ -37,6 +44,7 @@ impl MutationRoot {
         check_on_save: Option<bool>,
     ) -> Result<Credential> {
         let owner = store(ctx).owner(principal(ctx)?)?;
+        crate::limits::check_write(owner.user_id())?;
         let key = ApiKey::parse(provider, &key)?;
         let probe = Probe::ApiKey(key.secret().expose());
         let check = checks::before_save(ctx, &owner, check_on_save, (provider, None), probe).await?;
@@ -51,6 +59,7 @@ impl MutationRoot {
         input: SubscriptionCredentialInput,
     ) -> Result<Credential> {
         let owner = store(ctx).owner(principal(ctx)?)?;
+        crate::limits::check_write(owner.user_id())?;
         let parsed = parse_subscription(
             SubscriptionInput {
                 agent: input.agent,
@@ -85,6 +94,7 @@ impl MutationRoot {
     async fn check_credential(&self, ctx: &Context<'_>, id: ID) -> Result<Credential> {
         let id = parse_id("id", &id)?;
         let owner = store(ctx).owner(principal(ctx)?)?;
+        crate::limits::check_write(owner.user_id())?;
         Ok(crate::checks::check_own(checks::checker(ctx), &owner, &id).await.map(Credential)?)
     }
 
@@ -93,6 +103,7 @@ impl MutationRoot {
     #[graphql(guard = "PersonGuard")]
     async fn check_my_credentials(&self, ctx: &Context<'_>) -> Result<Vec<Credential>> {
         let owner = store(ctx).owner(principal(ctx)?)?;
+        crate::limits::check_write(owner.user_id())?;
         let checked = crate::checks::check_all_own(checks::checker(ctx), &owner).await?;
         Ok(checked.into_iter().map(Credential).collect())
     }
@@ -100,6 +111,7 @@ impl MutationRoot {
     /// Owner only. A token the vault's own sign-in obtained is revoked at its provider too (best effort).
     #[graphql(guard = "PersonGuard")]
     async fn remove_credential(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        count_write(ctx)?;
         let id = parse_id("id", &id)?;
         store(ctx).owner(principal(ctx)?)?.remove(&id).await?;
         Ok(true)
@@ -108,6 +120,7 @@ impl MutationRoot {
     /// Owner only: the caller's API key for a provider. True when it was removed, false when there was none.
     #[graphql(guard = "PersonGuard")]
     async fn remove_api_key(&self, ctx: &Context<'_>, provider: Provider) -> Result<bool> {
+        count_write(ctx)?;
         Ok(store(ctx).owner(principal(ctx)?)?.remove_api_key(provider).await?)
     }
 
@@ -121,6 +134,7 @@ impl MutationRoot {
         #[graphql(default = false, desc = "As in disconnectAgent: also the API keys shared with other agents.")]
         include_shared_api_keys: bool,
     ) -> Result<i32> {
+        count_write(ctx)?;
         let removal = store(ctx).owner(principal(ctx)?)?.disconnect(agent, include_shared_api_keys).await?;
         Ok(i32::try_from(removal.removed.len()).unwrap_or(i32::MAX))
     }
@@ -141,6 +155,7 @@ impl MutationRoot {
         )]
         include_shared_api_keys: bool,
     ) -> Result<AgentRemoval> {
+        count_write(ctx)?;
         let removal = store(ctx).owner(principal(ctx)?)?.disconnect(agent, include_shared_api_keys).await?;
         Ok(AgentRemoval(removal))
     }
@@ -168,6 +183,7 @@ impl MutationRoot {
         id: ID,
         #[graphql(secret)] code: String,
     ) -> Result<Credential> {
+        count_write(ctx)?;
         Ok(super::flows::complete_authorization_flow(ctx, &id, &code).await?)
     }
 

@@ -22,6 +22,24 @@ pub enum FlowSecret {
     Authorization { verifier: Secret, state: Secret },
 }
 
+/// Whether a verification link may be shown to a person: `https://`, or
+/// `http://` to this machine only (loopback: a local test provider). Any
+/// other link could send the person (and the code they type) to a page an
+/// eavesdropper controls.
+pub fn is_safe_link(link: &str) -> bool {
+    let Ok(url) = url::Url::parse(link) else { return false };
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => match url.host() {
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
 /// A started device flow.
 pub struct DeviceStart {
     pub secret: FlowSecret,
@@ -82,14 +100,31 @@ impl Providers {
     }
 
     pub async fn start_device(&self, provider: Provider) -> Result<DeviceStart, ProviderError> {
-        match provider {
+        let started = match provider {
             Provider::Github => github::start_device(&self.http, &self.config.github).await,
             Provider::Openai => openai::start_device(&self.http, &self.config.openai).await,
             other => Err(ProviderError {
                 message: format!("{} has no device sign-in", other.display_name()),
                 transient: false,
             }),
+        }?;
+        let links =
+            std::iter::once(started.verification_uri.as_str()).chain(started.verification_uri_complete.as_deref());
+        if links.clone().any(|link| !is_safe_link(link)) {
+            tracing::warn!(
+                provider = provider.as_str(),
+                "a device sign-in was refused: its verification link is not https://"
+            );
+            return Err(ProviderError {
+                message: format!(
+                    "{} answered with a sign-in page that is not an https:// address, so the sign-in was not started; \
+                     check the provider's settings (SESAME_OAUTH__*) or try again later",
+                    provider.display_name()
+                ),
+                transient: false,
+            });
         }
+        Ok(started)
     }
 
     pub async fn poll(&self, secret: &FlowSecret) -> Poll {
@@ -226,4 +261,22 @@ pub(super) fn not_understood(name: &str) -> ProviderError {
 /// A provider error code, kept short and printable.
 pub(super) fn printable_code(code: &str) -> String {
     code.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(48).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verification_links_must_be_https_or_loopback() {
+        assert!(is_safe_link("https://github.com/login/device"));
+        assert!(is_safe_link("http://127.0.0.1:4000/device"));
+        assert!(is_safe_link("http://[::1]:4000/device"));
+        assert!(is_safe_link("http://localhost:4000/device"));
+        assert!(!is_safe_link("http://github.com/login/device"));
+        assert!(!is_safe_link("http://10.0.0.1/device"));
+        assert!(!is_safe_link("javascript:alert(1)"));
+        assert!(!is_safe_link("ftp://example.com/"));
+        assert!(!is_safe_link("not a url"));
+    }
 }

@@ -50,6 +50,12 @@ pub struct State {
     /// Hold each refresh's answer (after recording the call) until released:
     /// each `notify_one` on it lets one through.
     pub hold_refreshes: Option<Arc<tokio::sync::Notify>>,
+    /// GitHub device-authorization requests received (issue 21).
+    pub device_starts: u64,
+    /// Wait this long before answering one (to let parallel starts overlap).
+    pub device_delay_ms: u64,
+    /// The `verification_uri` GitHub answers with, instead of github.com's.
+    pub verification_uri: Option<String>,
 }
 
 #[derive(Clone)]
@@ -125,14 +131,21 @@ fn json_response(status: u16, body: Value) -> Response {
 }
 
 #[handler]
-fn github_device(Data(state): Data<&Arc<Mutex<State>>>) -> Response {
+async fn github_device(Data(state): Data<&Arc<Mutex<State>>>) -> Response {
+    let delay = {
+        let mut s = state.lock().unwrap();
+        s.device_starts += 1;
+        s.device_delay_ms
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     let s = state.lock().unwrap();
+    let verification_uri = s.verification_uri.clone().unwrap_or_else(|| "https://github.com/login/device".into());
     json_response(
         200,
         json!({
             "device_code": "dev-code-1",
             "user_code": "ABCD-1234",
-            "verification_uri": "https://github.com/login/device",
+            "verification_uri": verification_uri,
             "expires_in": s.expires_in,
             "interval": s.interval,
         }),

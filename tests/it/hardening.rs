@@ -71,6 +71,10 @@ fn check_slot(what: &str, outcomes: &[(usize, Outcome)], credential: &Value, aud
     winner
 }
 
+/// 400 saves of one person at once are a flood the write rate (issue 21)
+/// refuses: these tests measure the saves themselves, so it is off.
+const NO_WRITE_RATE: (&str, &str) = ("SESAME_WRITES__PER_MINUTE", "0");
+
 /// 16 tasks × 20 `setApiKey` on one person's slot, beside 8 × 10
 /// `saveSubscriptionCredential` on their subscription slot; then 30 people
 /// each with two simultaneous first saves of an API key and of a
@@ -194,12 +198,12 @@ async fn concurrent_saves_all_succeed(server: Server) {
 #[tokio::test]
 async fn concurrent_saves_to_one_slot_all_succeed_on_postgres() {
     let Some(pg) = TempDb::available().await else { return };
-    concurrent_saves_all_succeed(Server::start_with(&[("DATABASE_URL", &pg.url)]).await).await;
+    concurrent_saves_all_succeed(Server::start_with(&[("DATABASE_URL", &pg.url), NO_WRITE_RATE]).await).await;
 }
 
 #[tokio::test]
 async fn concurrent_saves_to_one_slot_all_succeed_on_sqlite() {
-    concurrent_saves_all_succeed(Server::start().await).await;
+    concurrent_saves_all_succeed(Server::start_with(&[NO_WRITE_RATE]).await).await;
 }
 
 // ---- Item 5: private data at rest ----

@@ -10,6 +10,7 @@ mod edges;
 mod fake_checks;
 mod fake_provider;
 mod faults;
+mod floods;
 mod flows;
 mod hardening;
 mod hostile;

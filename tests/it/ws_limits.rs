@@ -431,3 +431,32 @@ async fn second_connection_init_closes_4429() {
         assert_eq!(frame.map(|(code, _)| code), Some(4429), "{proto:?}");
     }
 }
+
+/// Issue 21, item 6: 1,100 anonymous upgrades from one address (more than
+/// the 1,024 waiting sockets the server keeps) that never send
+/// `connection_init` do not lock out a signed-in subscriber from the same
+/// address: the oldest waiters are closed (1013) to make room, and the
+/// subscriber, who sends its init at once, gets in and receives events.
+#[tokio::test]
+async fn anonymous_waiters_do_not_lock_out_a_signed_in_subscriber() {
+    let server = Server::start_with(&[("SESAME_GRAPHQL__WS_INIT_TIMEOUT", "120s")]).await;
+    let (_, token) = server.create_user("waiter-proof@example.com").await;
+    let mut waiters = Vec::new();
+    for chunk in 0..11 {
+        let opened =
+            futures_util::future::join_all((0..100).map(|_| ws::connect(&server.url, "graphql-transport-ws"))).await;
+        waiters.extend(opened);
+        assert_eq!(waiters.len(), (chunk + 1) * 100);
+    }
+    let mut subscriber = open(&server, Proto::Transport, &token).await;
+    subscribe(&mut subscriber, Proto::Transport, "events", EVENTS).await;
+    // The subscription is live once a ping after it is answered.
+    until_pong(&mut subscriber).await;
+    server.ok(&token, SET_KEY, json!({ "k": ANTHROPIC_KEY })).await;
+    let event = ws::recv(&mut subscriber).await.expect("an event");
+    assert_eq!(event["type"], "next", "{event}");
+    // The oldest anonymous waiters were the ones closed, with 1013.
+    let (code, reason) = close_frame(&mut waiters[0]).await.expect("a close frame");
+    assert_eq!(code, 1013, "{reason}");
+    drop(waiters);
+}
