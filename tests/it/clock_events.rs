@@ -114,7 +114,10 @@ async fn a_clock_stepped_forward_during_a_refresh_never_sends_its_token_twice() 
     assert!(row(dir.path(), &sub.id).await.refresh_claimed_until.unwrap() < clock.now());
     // The job runs again, and a task asks for the login meanwhile.
     let second = tokio::time::timeout(StdDuration::from_secs(10), app.store.refresh_due(clock.now(), TEN_MIN)).await;
-    let runner = app.store.runner(&Principal::Runner { token_id: "runner-1".into(), name: "r".into(), created_by: "test".into() }).unwrap();
+    let runner = app
+        .store
+        .runner(&Principal::Runner { token_id: "runner-1".into(), name: "r".into(), created_by: "test".into() })
+        .unwrap();
     let issue = tokio::spawn(async move {
         runner.issue(who.user_id().unwrap(), Agent::Codex, None, &TaskId::parse("during-jump").unwrap()).await
     });
@@ -161,7 +164,10 @@ async fn a_clock_that_ran_ahead_leaves_no_expired_keys_or_long_leases() {
         .unwrap();
     let holder = person(&app, "ahead-sub@example.com").await;
     let sub = codex(&app, &holder, (clock.now() + Duration::days(30)).timestamp(), "rt_TESTahead000000000000").await;
-    let runner = app.store.runner(&Principal::Runner { token_id: "runner-1".into(), name: "r".into(), created_by: "test".into() }).unwrap();
+    let runner = app
+        .store
+        .runner(&Principal::Runner { token_id: "runner-1".into(), name: "r".into(), created_by: "test".into() })
+        .unwrap();
 
     // Eleven days ahead: the key expires (and is refused), a task is issued.
     clock.shift_for_tests(Duration::days(11));

@@ -81,11 +81,14 @@ async fn ready(server: &Server) -> (u16, Value) {
     (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
 }
 
+/// These tests flood writes on purpose; the per-person write rate (tests/it/floods.rs) would refuse them.
+const NO_WRITE_RATE: (&str, &str) = ("SESAME_WRITES__PER_MINUTE", "0");
+
 #[tokio::test]
 async fn a_full_disk_refuses_writes_with_unavailable_until_space_is_freed_and_loses_no_acknowledged_write() {
     let Some(disk) = Tmpfs::mount("2m") else { return };
     let data = disk.path().to_str().unwrap().to_owned();
-    let server = Server::start_with(&[("SESAME_DATA_DIR", &data)]).await;
+    let server = Server::start_with(&[("SESAME_DATA_DIR", &data), NO_WRITE_RATE]).await;
     let runner = server.runner_token();
     let (user, token) = server.create_user("full@example.com").await;
     server.ok(&token, SET_KEY, json!({ "k": key(0) })).await;
@@ -190,7 +193,7 @@ async fn a_full_disk_refuses_writes_with_unavailable_until_space_is_freed_and_lo
 #[tokio::test]
 async fn lost_postgres_connections_answer_unavailable_and_the_pool_recovers() {
     let Some(pg) = TempDb::available().await else { return };
-    let server = Server::start_with(&[("DATABASE_URL", &pg.url)]).await;
+    let server = Server::start_with(&[("DATABASE_URL", &pg.url), NO_WRITE_RATE]).await;
     let (_, token) = server.create_user("cut@example.com").await;
     server.ok(&token, SET_KEY, json!({ "k": key(0) })).await;
 
@@ -260,7 +263,7 @@ async fn lost_postgres_connections_answer_unavailable_and_the_pool_recovers() {
 async fn rotate_key_beside_a_writing_server_waits_its_turn() {
     let (old, new) = ("11".repeat(32), "22".repeat(32));
     // The server reads both keys, so rows the CLI re-encrypts stay readable.
-    let server = Server::start_with(&[("ENCRYPTION_KEY", &new), ("ENCRYPTION_KEYS_OLD", &old)]).await;
+    let server = Server::start_with(&[("ENCRYPTION_KEY", &new), ("ENCRYPTION_KEYS_OLD", &old), NO_WRITE_RATE]).await;
     let mut tokens = Vec::new();
     for n in 0..8 {
         let (_, token) = server.create_user(&format!("rot{n}@example.com")).await;
