@@ -18,6 +18,8 @@ use zeroize::{Zeroize, Zeroizing};
 const FORMAT: &str = "sv1";
 const NONCE_LEN: usize = 16;
 const TAG_LEN: usize = 16;
+/// base64url (no padding) of a tag and an 8-byte number.
+const COUNTER_ID_LEN: usize = (TAG_LEN + 8) * 4 / 3;
 const HKDF_SALT: &[u8] = b"sesame-vault";
 const HKDF_INFO: &[u8] = b"aes-256-siv key v1";
 
@@ -189,6 +191,36 @@ impl Keyring {
         stored.split('.').nth(1) == Some(self.current.fingerprint.as_str())
     }
 
+    /// An opaque id for a number shown to clients (an event's place in the
+    /// outbox): AES-SIV with a fixed nonce, so one number always gives one id
+    /// under one key, and nobody without the key can read, order or count by
+    /// it (the gap between two of a person's ids would otherwise count
+    /// everyone else's events). `purpose` keeps ids of different kinds apart.
+    pub fn seal_counter(&self, purpose: &str, n: i64) -> String {
+        let sealed = self
+            .current
+            .cipher()
+            .encrypt(Nonce::from_slice(&[0u8; NONCE_LEN]), Payload { msg: &n.to_be_bytes(), aad: purpose.as_bytes() })
+            .expect("AES-SIV encryption cannot fail for in-memory input");
+        URL_SAFE_NO_PAD.encode(sealed)
+    }
+
+    /// The number behind an id [`Keyring::seal_counter`] gave, under the
+    /// current key or an old one; `None` for anything else.
+    pub fn open_counter(&self, purpose: &str, id: &str) -> Option<i64> {
+        if id.len() != COUNTER_ID_LEN {
+            return None;
+        }
+        let sealed = URL_SAFE_NO_PAD.decode(id).ok()?;
+        std::iter::once(&self.current).chain(&self.old).find_map(|key| {
+            let plain = key
+                .cipher()
+                .decrypt(Nonce::from_slice(&[0u8; NONCE_LEN]), Payload { msg: &sealed, aad: purpose.as_bytes() })
+                .ok()?;
+            Some(i64::from_be_bytes(plain.as_slice().try_into().ok()?))
+        })
+    }
+
     fn key(&self, fingerprint: &str) -> Option<&Key> {
         std::iter::once(&self.current).chain(&self.old).find(|k| k.fingerprint == fingerprint)
     }
@@ -197,6 +229,25 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counter_ids_are_opaque_stable_and_read_back_under_old_keys() {
+        let old = Key::parse("K", &"11".repeat(32)).unwrap();
+        let new = Key::parse("K", &"22".repeat(32)).unwrap();
+        let before = Keyring::new(old, vec![]);
+        let id = before.seal_counter("event", 7);
+        assert_eq!(id, before.seal_counter("event", 7));
+        assert_ne!(id, before.seal_counter("event", 8));
+        assert_ne!(id, before.seal_counter("other", 7));
+        assert!(!id.contains('7'.to_string().as_str()) || id.len() == COUNTER_ID_LEN);
+        assert_eq!(before.open_counter("event", &id), Some(7));
+        assert_eq!(before.open_counter("other", &id), None);
+        assert_eq!(before.open_counter("event", "7"), None);
+        assert_eq!(before.open_counter("event", &"A".repeat(COUNTER_ID_LEN)), None);
+        let after = Keyring::new(new, vec![Key::parse("K", &"11".repeat(32)).unwrap()]);
+        assert_eq!(after.open_counter("event", &id), Some(7));
+        assert_ne!(after.seal_counter("event", 7), id);
+    }
 
     const HEX32: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 

@@ -28,16 +28,25 @@ const PAGE: u64 = 200;
 /// reloads its state instead (a bound on work per subscribe).
 pub const MAX_REPLAY: usize = 10_000;
 
+/// What event ids are sealed for (`Keyring::seal_counter`).
+const EVENT_ID: &str = "credential-event";
+
+/// The id clients see for the event at `seq` in the outbox: opaque, so the
+/// gap between two of a person's events does not count everyone else's.
+pub fn event_id(store: &Store, seq: i64) -> String {
+    store.keys().seal_counter(EVENT_ID, seq)
+}
+
 /// Parses `after` and checks it names an event the caller could have
 /// received that is still kept (retention bounds how far back it reaches).
 pub async fn resume_point(store: &Store, principal: &Principal, after: Option<&str>) -> ApiResult<Option<i64>> {
     let Some(after) = after else { return Ok(None) };
-    let id: i64 = after
-        .trim()
-        .parse()
-        .ok()
-        .filter(|id| *id >= 0)
-        .ok_or_else(|| ApiError::bad_input("`after` must be the `id` of a credential event you received"))?;
+    let id = store.keys().open_counter(EVENT_ID, after.trim()).filter(|id| *id >= 0).ok_or_else(|| {
+        ApiError::bad_input(
+            "`after` must be the `id` of a credential event you received (ids from before a key rotation \
+                 that dropped the old key are no longer known: subscribe without `after`)",
+        )
+    })?;
     if !store.event_is_kept(scope(principal), id).await? {
         return Err(ApiError::bad_input(
             "`after` names no event still kept for you: events are kept for SESAME_SCHEDULER__EVENT_RETENTION \

@@ -100,9 +100,10 @@ pub struct CredentialEvent(pub crate::events::CredentialEvent);
 #[Object]
 impl CredentialEvent {
     /// The event's id: pass the last one you received as
-    /// `credentialEvents(after:)` to get what you missed while away.
-    async fn id(&self) -> ID {
-        ID(self.0.seq.to_string())
+    /// `credentialEvents(after:)` to get what you missed while away. Opaque:
+    /// it does not say how many events (of other people) came between two.
+    async fn id(&self, ctx: &Context<'_>) -> ID {
+        ID(crate::graphql::event_stream::event_id(store(ctx), self.0.seq))
     }
 
     async fn kind(&self) -> CredentialEventKind {

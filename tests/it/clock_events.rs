@@ -14,6 +14,7 @@ use sesame_vault::agents::{parse_subscription, SubscriptionInput};
 use sesame_vault::app::App;
 use sesame_vault::auth::Principal;
 use sesame_vault::config::{Config, SecretValue};
+use sesame_vault::crypto::{Key, Keyring};
 use sesame_vault::domain::{Agent, CredentialEventKind, Provider, Role};
 use sesame_vault::entities::{credential, credential_event, task_lease};
 use sesame_vault::providers::ApiKey;
@@ -235,12 +236,23 @@ async fn insert_events<C: ConnectionTrait>(db: &C, owner: &str, credential: &str
     ids
 }
 
-/// Event ids (as numbers) received on `socket` until `quiet` passes with none.
+/// The key the event tests' servers run with, so the test can read the
+/// opaque event ids back as outbox positions (clients cannot).
+const EVENT_KEY: &str = "5e5a5e5a5e5a5e5a5e5a5e5a5e5a5e5a5e5a5e5a5e5a5e5a5e5a5e5a5e5a5e5a";
+const EVENT_ID: &str = "credential-event";
+
+fn event_keys() -> Keyring {
+    Keyring::new(Key::parse("ENCRYPTION_KEY", EVENT_KEY).unwrap(), Vec::new())
+}
+
+/// Event ids (as outbox positions) received on `socket` until `quiet` passes with none.
 async fn drain(socket: &mut ws::Socket, quiet: StdDuration) -> Vec<i64> {
     let mut ids = Vec::new();
     while let Ok(Some(msg)) = tokio::time::timeout(quiet, ws::recv(socket)).await {
         if msg["type"] == "next" {
-            ids.push(msg["payload"]["data"]["credentialEvents"]["id"].as_str().unwrap().parse().unwrap());
+            let id = msg["payload"]["data"]["credentialEvents"]["id"].as_str().unwrap();
+            assert!(id.parse::<i64>().is_err(), "event ids are opaque: {id}");
+            ids.push(event_keys().open_counter(EVENT_ID, id).expect("an id the server sealed"));
         } else {
             panic!("unexpected message {msg}");
         }
@@ -250,7 +262,7 @@ async fn drain(socket: &mut ws::Socket, quiet: StdDuration) -> Vec<i64> {
 
 async fn subscribe(server: &Server, token: &str, after: Option<i64>) -> ws::Socket {
     let mut socket = ws::open(&server.url, token).await;
-    let variables = json!({ "a": after.map(|a| a.to_string()) });
+    let variables = json!({ "a": after.map(|a| event_keys().seal_counter(EVENT_ID, a)) });
     ws::send(
         &mut socket,
         json!({ "id": "e", "type": "subscribe", "payload": { "query": EVENTS_AFTER, "variables": variables } }),
@@ -282,7 +294,7 @@ async fn someone(server: &Server, email: &str, pg: &sea_orm::DatabaseConnection)
 #[tokio::test]
 async fn an_event_that_commits_late_is_not_skipped_by_after() {
     let Some(pg) = TempDb::available().await else { return };
-    let server = Server::start_with(&[("DATABASE_URL", &pg.url)]).await;
+    let server = Server::start_with(&[("DATABASE_URL", &pg.url), ("ENCRYPTION_KEY", EVENT_KEY)]).await;
     let db = sea_orm::Database::connect(&pg.url).await.unwrap();
     let (user, token, credential, created) = someone(&server, "late@example.com", &db).await;
 
@@ -323,7 +335,7 @@ async fn an_event_that_commits_late_is_not_skipped_by_after() {
 #[tokio::test]
 async fn a_listener_reconnect_delivers_no_event_twice() {
     let Some(pg) = TempDb::available().await else { return };
-    let server = Server::start_with(&[("DATABASE_URL", &pg.url)]).await;
+    let server = Server::start_with(&[("DATABASE_URL", &pg.url), ("ENCRYPTION_KEY", EVENT_KEY)]).await;
     let db = sea_orm::Database::connect(&pg.url).await.unwrap();
     let (user, token, credential, _) = someone(&server, "burst@example.com", &db).await;
     let mut socket = subscribe(&server, &token, None).await;
