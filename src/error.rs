@@ -160,26 +160,37 @@ fn sqlx_unavailable_inner(e: &sqlx::Error) -> Option<DbUnavailable> {
         }
         sqlx::Error::Database(db) => {
             let code = db.code()?;
-            match code.parse::<i32>() {
-                // SQLite: extended result codes; the primary code is the low byte.
-                Ok(extended) => match extended & 0xff {
-                    13 => Some(DbUnavailable::DiskFull),        // SQLITE_FULL
-                    5 | 6 => Some(DbUnavailable::Busy),         // SQLITE_BUSY, SQLITE_LOCKED
-                    10 | 14 => Some(DbUnavailable::Connection), // SQLITE_IOERR, SQLITE_CANTOPEN
-                    _ => None,
-                },
-                // PostgreSQL: SQLSTATE. 08: connection exception; 57P01-03:
-                // the server is shutting down or starting; 53300: too many
-                // connections; 40001/40P01: serialization failure, deadlock.
-                Err(_) => match code.as_ref() {
-                    c if c.starts_with("08") => Some(DbUnavailable::Connection),
-                    "57P01" | "57P02" | "57P03" | "53300" => Some(DbUnavailable::Connection),
-                    "53100" => Some(DbUnavailable::DiskFull), // disk_full
-                    "40001" | "40P01" => Some(DbUnavailable::Busy),
-                    _ => None,
-                },
+            // Decided by the backend, not by the code's shape: SQLSTATEs such
+            // as 08006 or 22021 are all digits too.
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                sqlite_unavailable(code.parse().ok()?)
+            } else {
+                postgres_unavailable(&code)
             }
         }
+        _ => None,
+    }
+}
+
+/// SQLite: extended result codes; the primary code is the low byte.
+fn sqlite_unavailable(extended: i32) -> Option<DbUnavailable> {
+    match extended & 0xff {
+        13 => Some(DbUnavailable::DiskFull),        // SQLITE_FULL
+        5 | 6 => Some(DbUnavailable::Busy),         // SQLITE_BUSY, SQLITE_LOCKED
+        10 | 14 => Some(DbUnavailable::Connection), // SQLITE_IOERR, SQLITE_CANTOPEN
+        _ => None,
+    }
+}
+
+/// PostgreSQL: SQLSTATE. 08: connection exception; 57P01-03: the server is
+/// shutting down or starting; 53300: too many connections; 53100: disk
+/// full; 40001/40P01: serialization failure, deadlock.
+fn postgres_unavailable(sqlstate: &str) -> Option<DbUnavailable> {
+    match sqlstate {
+        c if c.starts_with("08") => Some(DbUnavailable::Connection),
+        "57P01" | "57P02" | "57P03" | "53300" => Some(DbUnavailable::Connection),
+        "53100" => Some(DbUnavailable::DiskFull),
+        "40001" | "40P01" => Some(DbUnavailable::Busy),
         _ => None,
     }
 }
@@ -237,3 +248,30 @@ impl From<ApiError> for async_graphql::Error {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_not_read_as_sqlite_codes() {
+        for (code, want) in [
+            ("08006", Some(DbUnavailable::Connection)),
+            ("08000", Some(DbUnavailable::Connection)),
+            ("53300", Some(DbUnavailable::Connection)),
+            ("53100", Some(DbUnavailable::DiskFull)),
+            ("40001", Some(DbUnavailable::Busy)),
+            ("40P01", Some(DbUnavailable::Busy)),
+            // Client errors stay client errors (22021: a NUL byte in text).
+            ("22021", None),
+            ("22022", None),
+            ("42501", None),
+            ("23505", None),
+        ] {
+            assert_eq!(postgres_unavailable(code), want, "{code}");
+        }
+        assert_eq!(sqlite_unavailable(13), Some(DbUnavailable::DiskFull));
+        assert_eq!(sqlite_unavailable(5 | (3 << 8)), Some(DbUnavailable::Busy));
+        assert_eq!(sqlite_unavailable(19), None); // SQLITE_CONSTRAINT
+    }
+}

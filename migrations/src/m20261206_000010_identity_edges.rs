@@ -5,6 +5,7 @@
 //! them again (`sesame-vault user readmit` lifts it).
 
 use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::ConnectionTrait;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -34,6 +35,25 @@ impl MigrationTrait for Migration {
                     .add_column(ColumnDef::new(AccessTokens::CreatedBy).string_len(600).null())
                     .to_owned(),
             )
+            .await?;
+        // Runner tokens an admin minted through the API (before this, the
+        // admin API could: item 3) would keep that admin's path to plaintext
+        // open: revoke them. Their creation is known from the audit trail
+        // ("runner token <id>", actor ADMIN); the operator mints new ones
+        // with `sesame-vault token create --runner`.
+        let now = match manager.get_database_backend() {
+            sea_orm_migration::sea_orm::DbBackend::Postgres => "now()",
+            // The text form sqlx writes for a UTC time.
+            _ => "strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now')",
+        };
+        manager
+            .get_connection()
+            .execute_unprepared(&format!(
+                "UPDATE access_tokens SET revoked_at = {now}, created_by = 'an admin, through the API (revoked on upgrade)' \
+                 WHERE kind = 'RUNNER' AND revoked_at IS NULL AND id IN (\
+                 SELECT substr(detail, 14) FROM audit_log \
+                 WHERE action = 'RUNNER_TOKEN_CREATED' AND actor_kind = 'ADMIN' AND detail LIKE 'runner token %')"
+            ))
             .await?;
         manager
             .create_table(

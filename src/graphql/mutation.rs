@@ -162,6 +162,7 @@ impl MutationRoot {
 
     #[graphql(guard = "PersonGuard")]
     async fn start_device_flow(&self, ctx: &Context<'_>, agent: Agent, provider: Provider) -> Result<DeviceFlow> {
+        count_write(ctx)?;
         Ok(super::flows::start_device_flow(ctx, agent, provider).await?)
     }
 
@@ -172,6 +173,7 @@ impl MutationRoot {
         agent: Agent,
         provider: Provider,
     ) -> Result<AuthorizationFlow> {
+        count_write(ctx)?;
         Ok(super::flows::start_authorization_flow(ctx, agent, provider).await?)
     }
 
@@ -189,6 +191,7 @@ impl MutationRoot {
 
     #[graphql(guard = "PersonGuard")]
     async fn cancel_flow(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        count_write(ctx)?;
         Ok(super::flows::cancel_flow(ctx, &id).await?)
     }
 
@@ -215,6 +218,7 @@ impl MutationRoot {
         name: String,
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<NewToken> {
+        count_write(ctx)?;
         let (access_token, token) = store(ctx).owner(principal(ctx)?)?.create_token(&name, expires_at).await?;
         Ok(NewToken { access_token: access_token.into(), token: token.to_string() })
     }

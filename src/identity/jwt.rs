@@ -156,7 +156,10 @@ impl JwtVerifier {
             Ok::<_, ApiError>((key, issuer))
         })
         .await
-        .map_err(|_| refused("the IdP's key set could not be read in time; try again shortly"))??;
+        // The IdP, not the token, failed: a retryable 503, not a sign-out.
+        .map_err(|_| {
+            ApiError::Unavailable("the IdP's key set could not be read in time; try again shortly".into())
+        })??;
         check_key_matches(&key.jwk, alg)?;
 
         let mut validation = Validation::new(alg);
@@ -217,14 +220,16 @@ impl JwtVerifier {
         {
             let mut cache = self.cache();
             if cache.discovery_attempt.is_some_and(|at| at.elapsed() < self.config.refetch_interval) {
-                return Err(refused("the IdP's discovery document could not be read; try again shortly"));
+                return Err(ApiError::Unavailable(
+                    "the IdP's discovery document could not be read; try again shortly".into(),
+                ));
             }
             cache.discovery_attempt = Some(Instant::now());
         }
         let discovery = self.config.oidc_discovery_url.clone().unwrap_or_default();
         let document = self.fetch_json(&discovery).await.map_err(|e| {
             tracing::warn!(error = format!("{e:#}"), "reading the OpenID discovery document failed");
-            refused("the IdP's discovery document could not be read; try again shortly")
+            ApiError::Unavailable("the IdP's discovery document could not be read; try again shortly".into())
         })?;
         let jwks_url = document.get("jwks_uri").and_then(Value::as_str).map(str::to_owned);
         if let Some(Err(e)) = jwks_url.as_deref().map(|u| super::check_url_scheme(u, self.config.allow_http)) {
