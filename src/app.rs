@@ -103,7 +103,7 @@ impl App {
         .await?;
         let auth = crate::identity::Authenticator::new(self.store.clone(), &self.config.auth)?;
         auth.warm_up();
-        let routes = crate::http::routes(self.schema, auth, self.config.graphql.clone());
+        let routes = crate::http::routes(self.schema, auth, self.config.graphql.clone(), self.config.http.body_timeout);
         // Ready (routes in, `/ready` 200) before the URL is announced.
         serving.open(routes);
         println!("sesame-vault listening on http://{addr}");

@@ -15,6 +15,11 @@
 //!   an upgraded connection (a WebSocket, after `101`) is the WebSocket
 //!   layer's (`crate::ws`: init timeout, token re-checks), so an idle
 //!   subscription stays open.
+//! - **Request body deadline** (`SESAME_HTTP__BODY_TIMEOUT`, 20 s): a busy
+//!   connection cannot be evicted, so a body that trickles in is cut by
+//!   `crate::http` (408, connection closed); WebSockets waiting for
+//!   `connection_init` are capped by `crate::ws` at a fraction of this
+//!   cap, so neither can hold every slot.
 //! - **Connection cap** (`SESAME_HTTP__MAX_CONNECTIONS`, lowered at start-up
 //!   to fit the process's open-file limit, `RLIMIT_NOFILE`, with room for
 //!   the database and files): at the cap a new connection evicts the oldest
@@ -48,6 +53,10 @@ pub struct HttpConfig {
     /// How long a request head (request line and headers) may take to arrive.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// How long a request body may take to arrive once its head is in
+    /// (`crate::http` answers 408 and closes the connection after it).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// How long a keep-alive connection may sit idle between requests.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
@@ -60,6 +69,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             max_connections: 65_536,
         }

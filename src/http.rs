@@ -26,19 +26,26 @@ struct AppState {
     schema: VaultSchema,
     store: Store,
     limits: GraphqlConfig,
+    /// How long a request body may take to arrive (`SESAME_HTTP__BODY_TIMEOUT`).
+    body_timeout: std::time::Duration,
     /// `sv_` tokens and, when configured, JWTs (`crate::identity`).
     auth: Authenticator,
 }
 
 /// All routes of the service.
-pub fn routes(schema: VaultSchema, auth: Authenticator, limits: GraphqlConfig) -> impl Endpoint {
+pub fn routes(
+    schema: VaultSchema,
+    auth: Authenticator,
+    limits: GraphqlConfig,
+    body_timeout: std::time::Duration,
+) -> impl Endpoint {
     let store = auth.store().clone();
     Route::new()
         .at("/health", get(health))
         .at("/graphql", get(graphql_get).post(graphql_post).to_response().with(no_store()))
         .at("/graphql/ws", crate::ws::endpoint(schema.clone(), auth.clone(), &limits).to_response().with(no_store()))
         .nest("/", crate::playground::endpoint())
-        .data(AppState { schema, store, limits, auth })
+        .data(AppState { schema, store, limits, body_timeout, auth })
 }
 
 /// `/graphql` answers carry tokens and plaintext: never cached, never
@@ -116,7 +123,21 @@ async fn graphql_post(req: &Request, body: Body, PoemData(state): PoemData<&AppS
             &request_id,
         );
     }
-    let bytes = match body.into_bytes_limit(state.limits.max_body_bytes).await {
+    // A busy connection is never evicted at the connection cap
+    // (`crate::edge`), so a body that trickles in has a deadline.
+    let read = tokio::time::timeout(state.body_timeout, body.into_bytes_limit(state.limits.max_body_bytes)).await;
+    let Ok(read) = read else {
+        tracing::info!(request_id, timeout = ?state.body_timeout, "request body too slow; connection closed");
+        let mut response = error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "BAD_USER_INPUT",
+            &format!("the request body did not arrive within {}", humantime::format_duration(state.body_timeout)),
+            &request_id,
+        );
+        response.headers_mut().insert(poem::http::header::CONNECTION, poem::http::HeaderValue::from_static("close"));
+        return response;
+    };
+    let bytes = match read {
         Ok(bytes) => bytes,
         Err(poem::error::ReadBodyError::PayloadTooLarge) => {
             return error_response(

@@ -179,6 +179,8 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     // Header and idle deadlines, a connection cap within the open-file
     // limit, and accept back-off on EMFILE: `crate::edge`.
     let (cap, metrics_cap) = crate::edge::connection_caps(&config.http, config.metrics.listen.is_some());
+    // WebSockets waiting for `connection_init` get a fraction of the cap.
+    crate::ws::set_connection_cap(cap);
     let (acceptor, addr) = bind(config.listen, "SESAME_LISTEN").await?;
     let acceptor = GuardedAcceptor::new(acceptor, &config.http, cap, "public");
     let mut servers = vec![tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(

@@ -30,7 +30,7 @@
 //! | 4409 | a subscribe with the id of a live operation: "Subscriber for <id> already exists" |
 //! | 4429 | a second `connection_init` |
 //! | 1008 | the principal already has `max_sockets_per_principal` open sockets (sent instead of the ack). Policy Violation is the standard code for "refused by policy", and it is not 4429, which graphql-transport-ws reserves for a repeated init; the graphql-ws client does not retry on it. |
-//! | 1013 | still waiting for `connection_init` when newer sockets pushed it out: more than 256 waiting from its address, or 1,024 overall (the oldest waiter goes, so a client that sends its init at once always gets in) |
+//! | 1013 | still waiting for `connection_init` when newer sockets pushed it out: more than 256 waiting from its address, or 1,024 overall, and at most a sixteenth and a quarter of the connection cap (the oldest waiter goes, so a client that sends its init at once always gets in) |
 //! | 1009 | a message over the cap (`WS_MAX_MESSAGE`, or `max_body_bytes` if lower) |
 //! | 1002 | a frame that breaks the WebSocket protocol itself |
 //! | 1011 | the token could not be checked (database error) |
@@ -398,8 +398,30 @@ const MAX_ID_BYTES: usize = 128;
 /// Sockets at once between the upgrade and a checked `connection_init`
 /// (each lasts at most `ws_init_timeout`), over all addresses and from one
 /// source address.
+/// At most these, and at most a quarter (overall) and a sixteenth (per
+/// address) of the edge's connection cap ([`set_connection_cap`]): waiters
+/// are upgraded connections the edge cannot evict, so they must never fill
+/// the edge before this eviction engages.
 const MAX_PENDING_INIT: usize = 1024;
 const MAX_PENDING_INIT_PER_ADDRESS: usize = 256;
+
+/// The public listener's connection cap (`crate::edge::connection_caps`),
+/// set once at start-up by `crate::ops::serve` before anything is served.
+/// A set-once value beside [`PENDING`], which is process-wide too.
+static CONNECTION_CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Records the edge's connection cap; the waiter caps derive from it.
+pub(crate) fn set_connection_cap(cap: usize) {
+    let _ = CONNECTION_CAP.set(cap);
+}
+
+/// (overall, per address) caps on sockets waiting for `connection_init`.
+fn pending_caps() -> (usize, usize) {
+    match CONNECTION_CAP.get() {
+        Some(&cap) => (MAX_PENDING_INIT.min(cap / 4).max(1), MAX_PENDING_INIT_PER_ADDRESS.min(cap / 16).max(1)),
+        None => (MAX_PENDING_INIT, MAX_PENDING_INIT_PER_ADDRESS),
+    }
+}
 
 /// Sockets waiting for `connection_init`. A new socket is always admitted:
 /// over a cap, the *oldest* waiter (of its address, or overall) is closed
@@ -448,11 +470,12 @@ struct PendingInit {
 
 impl PendingInit {
     fn enter(address: IpAddr) -> PendingInit {
+        let (overall, per_address) = pending_caps();
         let mut table = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
-        if table.per_address.get(&address).copied().unwrap_or(0) >= MAX_PENDING_INIT_PER_ADDRESS {
+        if table.per_address.get(&address).copied().unwrap_or(0) >= per_address {
             table.evict_oldest(Some(address));
         }
-        if table.waiting.len() >= MAX_PENDING_INIT {
+        if table.waiting.len() >= overall {
             table.evict_oldest(None);
         }
         let seq = table.next;

@@ -162,3 +162,84 @@ async fn sockets_beyond_the_cap_neither_stop_health_nor_spin() {
     assert!(used * 4 < spinning, "the server used {used} ticks of CPU in {elapsed:?} while idle sockets were held");
     drop(held);
 }
+
+/// A POST whose head is complete and whose body (`Content-Length: 100000`)
+/// never finishes: the connection is busy, so only the body deadline frees it.
+async fn slow_body(addr: &str) -> Option<TcpStream> {
+    let mut socket = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await.ok()?.ok()?;
+    let head = "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{";
+    socket.write_all(head.as_bytes()).await.ok()?;
+    Some(socket)
+}
+
+/// Issue 21, item 5: a request body trickling in (one byte a second) is cut
+/// at `SESAME_HTTP__BODY_TIMEOUT` with 408, and the connection is closed.
+#[tokio::test]
+async fn a_slow_request_body_is_cut_with_408() {
+    let server = Server::start_with(&[("SESAME_HTTP__BODY_TIMEOUT", "2s")]).await;
+    let addr = addr(&server.url);
+    let socket = slow_body(&addr).await.expect("connect");
+    let (mut read, mut write) = socket.into_split();
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if write.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    assert!(closed.is_ok(), "the slow body was not cut within 20 s");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("did not arrive within"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+/// Issue 21, items 5 and 6: connections holding a request body open are
+/// busy (the cap cannot evict them); with `ulimit -n 256`, more of them than
+/// the cap stop `/health` for at most the body deadline.
+#[tokio::test]
+async fn slow_bodies_at_the_cap_do_not_stop_health_beyond_the_body_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg("ulimit -n 256 && exec \"$0\" \"$@\"").arg(BIN);
+    let env = [("SESAME_HTTP__BODY_TIMEOUT".to_owned(), "3s".to_owned())];
+    let cmd = sesame_test_support::with_clean_env(cmd, dir.path(), "info", &env);
+    let process = sesame_test_support::ServerProcess::start(cmd, dir.path()).expect("server starts");
+    let addr = addr(&process.url);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        if let Some(socket) = slow_body(&addr).await {
+            held.push(socket);
+        }
+    }
+    assert!(held.len() > 200, "the test holds more slow bodies than the cap ({})", held.len());
+    // Within the body deadline (3 s) plus a generous margin, /health answers.
+    let started = Instant::now();
+    loop {
+        let answer =
+            tokio::time::timeout(Duration::from_secs(3), http.get(format!("{}/health", process.url)).send()).await;
+        if let Ok(Ok(answer)) = answer {
+            assert_eq!(answer.status(), 200);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "/health still refused after 20 s of held slow bodies");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(held);
+}
