@@ -457,11 +457,9 @@ impl Store {
                 let mut events = Vec::new();
                 for row in &rows {
                     let meta = CredentialMeta::try_from(row)?;
-                    events.push(
-                        self.record_event(&txn, meta.event(CredentialEventKind::NeedsReauth, Some(message.clone())))
-                            .await?,
-                    );
+                    events.push(meta.event(CredentialEventKind::NeedsReauth, Some(message.clone())));
                 }
+                let events = self.record_events(&txn, events).await?;
                 txn.commit().await?;
                 self.publish_all(events);
                 Ok(RefreshOutcome::NeedsReauth)
