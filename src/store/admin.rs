@@ -118,6 +118,7 @@ impl AdminHandle {
             .store
             .delete_credentials(&txn, self.actor(), Action::AdminDeletedCredential, vec![row], Some(REMOVED_BY_ADMIN))
             .await?;
+        let removed = self.store.record_events(&txn, removed).await?;
         txn.commit().await?;
         self.store.revoke_removed(doomed, removed).await;
         Ok(())
@@ -138,6 +139,7 @@ impl AdminHandle {
             .store
             .delete_credentials(&txn, self.actor(), Action::AdminDeletedCredential, rows, Some(REMOVED_BY_ADMIN))
             .await?;
+        let removed = self.store.record_events(&txn, removed).await?;
         txn.commit().await?;
         let n = removed.len();
         self.store.revoke_removed(doomed, removed).await;

@@ -320,8 +320,10 @@ impl Store {
         Ok(meta)
     }
 
-    /// Deletes the given rows (already authorised by the caller), audits
-    /// each and records REMOVED events, to publish after commit.
+    /// Deletes the given rows (already authorised by the caller) and audits
+    /// each; returns their REMOVED events, not yet recorded: the caller
+    /// records them with [`Store::record_events`] after its last row write,
+    /// just before commit (see [`Store::record_event`]).
     pub(crate) async fn delete_credentials<C: ConnectionTrait>(
         &self,
         txn: &C,
@@ -350,14 +352,18 @@ impl Store {
                 },
             )
             .await?;
-            let event = meta.event(CredentialEventKind::Removed, message.map(str::to_owned));
-            removed.push(self.record_event(txn, event).await?);
+            removed.push(meta.event(CredentialEventKind::Removed, message.map(str::to_owned)));
         }
         Ok(removed)
     }
 
     /// Writes an event to the outbox in the caller's transaction; returns
     /// it with its sequence number, to publish once the transaction commits.
+    /// Events are recorded LAST in a transaction, after all its row locks and
+    /// writes: on PostgreSQL the insert takes a transaction-scoped advisory
+    /// lock (held until commit, `m20261206_230000_claim_owner_event_order`),
+    /// so a transaction that went on to lock a row could deadlock with one
+    /// holding that row and waiting for the advisory lock.
     pub(crate) async fn record_event<C: ConnectionTrait>(
         &self,
         txn: &C,

@@ -335,7 +335,17 @@ impl Store {
         now: DateTime<Utc>,
     ) -> ApiResult<RefreshOutcome> {
         let (id, owner, provider) = (row.id.clone(), row.owner_id.clone(), row.provider.clone());
-        let result = self.refresh_credential_once(row, now).await;
+        // Run in a task of its own that holds the registration: if the
+        // caller's future is dropped (a client hung up on its issuance), the
+        // refresh still finishes and swaps its tokens in, instead of this
+        // process treating its own claim as lapsed while the refresh token
+        // it sent is spent, and sending it again.
+        let store = self.clone();
+        let result =
+            tokio::spawn(async move { store.refresh_credential_once(row, now).await }).await.unwrap_or_else(|e| {
+                let why = if e.is_panic() { "panicked" } else { "was cancelled" };
+                Err(ApiError::internal(anyhow::anyhow!("the refresh task {why}")))
+            });
         let outcome = match &result {
             Ok(RefreshOutcome::Refreshed) => "REFRESHED",
             Ok(RefreshOutcome::NeedsReauth) => "NEEDS_REAUTH",
@@ -457,11 +467,9 @@ impl Store {
                 let mut events = Vec::new();
                 for row in &rows {
                     let meta = CredentialMeta::try_from(row)?;
-                    events.push(
-                        self.record_event(&txn, meta.event(CredentialEventKind::NeedsReauth, Some(message.clone())))
-                            .await?,
-                    );
+                    events.push(meta.event(CredentialEventKind::NeedsReauth, Some(message.clone())));
                 }
+                let events = self.record_events(&txn, events).await?;
                 txn.commit().await?;
                 self.publish_all(events);
                 Ok(RefreshOutcome::NeedsReauth)

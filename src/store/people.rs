@@ -517,6 +517,8 @@ impl Store {
         }
         // Its tokens go with it (ON DELETE CASCADE), revoked above first.
         user::Entity::delete_by_id(user_id).exec(&txn).await?;
+        // Events last, after every row write (see `Store::record_event`).
+        let removed = self.record_events(&txn, removed).await?;
         txn.commit().await?;
         let deleted = DeletedPerson {
             id: target.id,

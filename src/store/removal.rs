@@ -166,7 +166,8 @@ impl Store {
         rows: Vec<credential::Model>,
     ) -> ApiResult<Vec<Removed>> {
         let doomed = self.to_revoke(&rows)?;
-        let events = self.delete_credentials(&txn, actor, Action::CredentialRemoved, rows, None).await?;
+        let removed = self.delete_credentials(&txn, actor, Action::CredentialRemoved, rows, None).await?;
+        let events = self.record_events(&txn, removed).await?;
         txn.commit().await?;
         Ok(self.revoke_removed(doomed, events).await)
     }

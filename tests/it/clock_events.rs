@@ -145,6 +145,49 @@ async fn a_clock_stepped_forward_during_a_refresh_never_sends_its_token_twice() 
     assert_eq!(events, 0, "the login was not lost");
 }
 
+/// Item 12 (review): an issuance whose future is dropped mid-refresh (a
+/// client that hung up) does not abandon the refresh: it finishes in its
+/// own task, and the next issuance gets its tokens without the refresh
+/// token being sent again.
+#[tokio::test]
+async fn a_dropped_issuance_does_not_send_its_refresh_token_twice() {
+    let fake = FakeProvider::start(&[], Reply::Pending).await;
+    let hold = Arc::new(tokio::sync::Notify::new());
+    fake.state.lock().unwrap().hold_refreshes = Some(hold.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let app = open(dir.path(), &fake).await;
+    let who = person(&app, "hangup@example.com").await;
+    let token = "rt_TESThangup00000000000";
+    codex(&app, &who, (Utc::now() - Duration::minutes(5)).timestamp(), token).await;
+    let runner = || {
+        app.store
+            .runner(&Principal::Runner { token_id: "runner-1".into(), name: "r".into(), created_by: "test".into() })
+            .unwrap()
+    };
+    let user = who.user_id().unwrap().to_owned();
+    let first = tokio::spawn({
+        let (runner, user) = (runner(), user.clone());
+        async move { runner.issue(&user, Agent::Codex, None, &TaskId::parse("hangup-1").unwrap()).await }
+    });
+    wait_for("the refresh to reach the provider", || refresh_calls(&fake).len() == 1).await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+
+    fake.state.lock().unwrap().hold_refreshes = None;
+    hold.notify_one();
+    let issued = tokio::time::timeout(
+        StdDuration::from_secs(20),
+        runner().issue(&user, Agent::Codex, None, &TaskId::parse("hangup-2").unwrap()),
+    )
+    .await
+    .expect("the second issuance finishes")
+    .unwrap();
+    let auth: Value =
+        serde_json::from_str(issued.materialized.file(".codex/auth.json").unwrap().content.expose()).unwrap();
+    assert_eq!(auth["tokens"]["refresh_token"], "rt_fake_1", "{auth}");
+    assert_eq!(refresh_calls(&fake), vec![token.to_owned()], "the refresh token was sent again");
+}
+
 /// Item 11: the clock runs a day ahead, then comes back. A key whose expiry
 /// is still to come is usable again (UPDATED), and a lease taken while the
 /// clock was ahead ends by now + SESAME_TASKS__LEASE (2 h), not 26 h.

@@ -163,8 +163,7 @@ impl RunnerHandle {
                 },
             )
             .await?;
-            let event = meta.event(CredentialEventKind::Refreshed, Some("tokens refreshed during a task".into()));
-            refreshed.push(self.store.record_event(&txn, event).await?);
+            refreshed.push(meta.event(CredentialEventKind::Refreshed, Some("tokens refreshed during a task".into())));
         }
         let lease_ids: Vec<String> = leases.iter().map(|l| l.id.clone()).collect();
         task_lease::Entity::update_many()
@@ -192,6 +191,9 @@ impl RunnerHandle {
                 .exec(&txn)
                 .await?;
         }
+        // Events last, after every row write (see `Store::record_event`);
+        // one per credential, as two files for one were refused above.
+        let refreshed = self.store.record_events(&txn, refreshed).await?;
         txn.commit().await?;
         self.store.publish_all(refreshed);
 
