@@ -39,7 +39,7 @@ impl RunnerHandle {
         apis: ProviderApis<'_>,
     ) -> ApiResult<Vec<CredentialMeta>> {
         let db = self.store.db();
-        let now = Utc::now();
+        let now = self.store.clock().now();
         let leases = task_lease::Entity::find()
             .filter(task_lease::Column::TaskId.eq(task.as_str()))
             .filter(task_lease::Column::RunnerTokenId.eq(self.token_id()))
