@@ -184,11 +184,7 @@ impl Store {
             .filter(credential::Column::ExpiresAt.gt(now))
             .filter(credential::Column::ExpiresAt.lte(now + within))
             // Refreshable OAuth logins are refreshed, not warned about.
-            .filter(
-                Condition::any()
-                    .add(credential::Column::HasRefreshToken.eq(false))
-                    .add(credential::Column::Provider.is_not_in(providers::refreshable_names())),
-            )
+            .filter(warned_not_refreshed())
             .exec_with_returning(&txn)
             .await?;
         // A clock that ran ahead marked these too early: their expiry is
@@ -201,11 +197,7 @@ impl Store {
             .filter(credential::Column::Status.eq(CredentialStatus::Expired.as_str()))
             .filter(credential::Column::ExpiresAt.gt(now))
             .filter(credential::Column::ExpiresAt.lte(now + within))
-            .filter(
-                Condition::any()
-                    .add(credential::Column::HasRefreshToken.eq(false))
-                    .add(credential::Column::Provider.is_not_in(providers::refreshable_names())),
-            )
+            .filter(warned_not_refreshed())
             .exec_with_returning(&txn)
             .await?;
         let revived_active = credential::Entity::update_many()
@@ -533,4 +525,12 @@ impl Store {
             .rows_affected;
         Ok(events + leases)
     }
+}
+
+/// Credentials the expiry scan warns about rather than refreshes: no refresh
+/// token, or a provider the vault does not refresh.
+fn warned_not_refreshed() -> Condition {
+    Condition::any()
+        .add(credential::Column::HasRefreshToken.eq(false))
+        .add(credential::Column::Provider.is_not_in(providers::refreshable_names()))
 }
