@@ -13,36 +13,17 @@ use serde_json::{json, Value};
 use sesame_vault::agents::{parse_subscription, SubscriptionInput};
 use sesame_vault::app::App;
 use sesame_vault::auth::Principal;
-use sesame_vault::config::{Config, SecretValue};
 use sesame_vault::crypto::{Key, Keyring};
-use sesame_vault::domain::{Agent, CredentialEventKind, Provider, Role};
+use sesame_vault::domain::{Agent, CredentialEventKind, Provider};
 use sesame_vault::entities::{credential, credential_event, task_lease};
 use sesame_vault::providers::ApiKey;
-use sesame_vault::store::audit::Actor;
 use sesame_vault::store::{CredentialMeta, TaskId};
 
 use crate::common::*;
 use crate::fake_provider::{FakeProvider, Reply};
+use crate::lifecycle::{open, person, TEN_MIN, WEEK};
 use crate::postgres::TempDb;
 use crate::ws;
-
-const TEN_MIN: Duration = Duration::minutes(10);
-const WEEK: Duration = Duration::days(7);
-
-async fn open(dir: &std::path::Path, fake: &FakeProvider) -> App {
-    let mut config = Config {
-        data_dir: dir.to_path_buf(),
-        encryption_key: Some(SecretValue::new("33".repeat(32))),
-        ..Config::default()
-    };
-    config.oauth.openai.issuer = format!("{}/openai", fake.url);
-    App::open(config).await.unwrap()
-}
-
-async fn person(app: &App, email: &str) -> Principal {
-    let (user, _) = app.store.create_user(Actor::System, email, Role::User).await.unwrap();
-    Principal::Person { user_id: user.id.to_string(), role: Role::User, token_id: "test".into() }
-}
 
 async fn codex(app: &App, who: &Principal, access_exp: i64, refresh: &str) -> CredentialMeta {
     let access = jwt(json!({ "exp": access_exp }));

@@ -18,10 +18,11 @@ use sesame_vault::store::{CredentialMeta, RefreshReport, ScanReport, TaskId};
 use crate::common::*;
 use crate::fake_provider::{FakeProvider, Reply};
 
-const WEEK: Duration = Duration::days(7);
-const TEN_MIN: Duration = Duration::minutes(10);
+pub(crate) const WEEK: Duration = Duration::days(7);
+pub(crate) const TEN_MIN: Duration = Duration::minutes(10);
 
-async fn open(dir: &std::path::Path, fake: &FakeProvider) -> App {
+/// An in-process vault over a real SQLite file in `dir`, its OAuth endpoints at `fake`.
+pub(crate) async fn open(dir: &std::path::Path, fake: &FakeProvider) -> App {
     let mut config = Config {
         data_dir: dir.to_path_buf(),
         encryption_key: Some(SecretValue::new("33".repeat(32))),
@@ -32,7 +33,7 @@ async fn open(dir: &std::path::Path, fake: &FakeProvider) -> App {
     App::open(config).await.unwrap()
 }
 
-async fn person(app: &App, email: &str) -> Principal {
+pub(crate) async fn person(app: &App, email: &str) -> Principal {
     let (user, _) = app.store.create_user(Actor::System, email, Role::User).await.unwrap();
     Principal::Person { user_id: user.id.to_string(), role: Role::User, token_id: "test".into() }
 }
