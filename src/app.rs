@@ -1,17 +1,49 @@
-//! Start-up: configuration, key, database, schema, listener; and the
-//! data directory's permissions (0700, its files 0600, whatever the umask).
-
-use std::path::Path;
+//! Wiring: configuration → key → database → store → flows → checks →
+//! schema → listeners. Above everything it wires (ARCHITECTURE.md,
+//! Layers): it hands each part its settings; only the commands import it.
 
 use anyhow::Context;
 
 use crate::checks::Checker;
 use crate::config::Config;
+use crate::error::api_to_anyhow;
 use crate::flows::FlowEngine;
 use crate::graphql::{build_schema, VaultSchema};
+use crate::ops::{Listeners, Serving};
 use crate::providers::revoke::Revoker;
 use crate::providers::Providers;
 use crate::store::{db, Store, StoreSettings};
+
+/// `serve`: signals, listeners, then the store (migrating), then the service.
+/// The listeners are bound *before* the database is opened and migrated
+/// (`crate::ops`), so the port answers 503 meanwhile.
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
+    // A malformed system-wide key stops start-up before anything is bound.
+    config.system_keys.check()?;
+    crate::limits::init(&config.writes);
+    tokio::spawn(crate::shutdown::listen_for_signals());
+    // Header and idle deadlines, a connection cap within the open-file
+    // limit, and accept back-off on EMFILE: `crate::edge`.
+    let caps = crate::edge::connection_caps(&config.http, config.metrics.listen.is_some());
+    let serving = Serving::bind(Listeners {
+        public: config.listen,
+        metrics: config.metrics.listen,
+        http: &config.http,
+        caps,
+        grace: config.shutdown.grace,
+    })
+    .await?;
+    let separate_reader = config.is_sqlite() && !db::is_in_memory(&config.database_url());
+    let app = tokio::select! {
+        app = App::open(config) => app?,
+        () = crate::shutdown::triggered() => {
+            tracing::info!("stopped before the database was open");
+            return Ok(());
+        }
+    };
+    serving.store_opened(app.store.clone(), separate_reader);
+    app.serve(serving).await
+}
 
 /// The opened service: store and schema, ready to serve or to run a command.
 pub struct App {
@@ -24,7 +56,7 @@ pub struct App {
 }
 
 impl App {
-    /// Creates the data directory (private: see [`private_data_dir`]),
+    /// Creates the data directory (private: `crate::private_fs`),
     /// loads the key, connects (migrating) and seals sign-in flows left in
     /// plain text by an older version. Every command that opens the store
     /// comes through here.
@@ -34,9 +66,13 @@ impl App {
         // and, without ENCRYPTION_KEY, the generated key.
         let uses_data_dir = (config.is_sqlite() && !db::is_in_memory(&url)) || config.encryption_key.is_none();
         if uses_data_dir {
-            private_data_dir(&config.data_dir)?;
+            crate::private_fs::private_data_dir(&config.data_dir)?;
         }
-        let keys = crate::keys::load_keyring(&config)?;
+        let keys = crate::keys::load_keyring(
+            config.encryption_key.as_ref(),
+            config.encryption_keys_old.as_ref(),
+            &config.data_dir,
+        )?;
         let db = db::connect(&url).await?;
         let reader = db::open_reader(&url, &db).await?;
         let events = crate::events::EventBus::default();
@@ -64,11 +100,11 @@ impl App {
         Ok(App { config, store, flows, checker, schema })
     }
 
-    /// Serves on the listeners `crate::ops::serve` bound until Ctrl-C /
+    /// Serves on the listeners [`serve`] bound until Ctrl-C /
     /// SIGTERM, then shuts down gracefully (`crate::shutdown`). Prints the
     /// URL (and, on first start, the bootstrap admin's token) to stdout.
-    pub async fn serve(self, serving: crate::ops::Serving) -> anyhow::Result<()> {
-        // After the listener is bound (`crate::ops::serve`): a port in use
+    pub async fn serve(self, serving: Serving) -> anyhow::Result<()> {
+        // After the listener is bound ([`serve`]): a port in use
         // never swallows the once-shown token.
         let first_run = self.store.bootstrap_admin().await.map_err(api_to_anyhow)?.is_some_and(|(user, token)| {
             println!("Created the first admin {} (id {}).", user.email, user.id.as_str());
@@ -103,7 +139,14 @@ impl App {
         .await?;
         let auth = crate::identity::Authenticator::new(self.store.clone(), &self.config.auth)?;
         auth.warm_up();
-        let routes = crate::http::routes(self.schema, auth, self.config.graphql.clone(), self.config.http.body_timeout);
+        // WebSockets waiting for `connection_init` get a fraction of the cap.
+        let routes = crate::http::routes(
+            self.schema,
+            auth,
+            self.config.graphql.clone(),
+            self.config.http.body_timeout,
+            Some(serving.connection_cap()),
+        );
         // Ready (routes in, `/ready` 200) before the URL is announced.
         serving.open(routes);
         println!("sesame-vault listening on http://{addr}");
@@ -119,68 +162,4 @@ impl App {
         tracing::info!(%addr, "listening");
         serving.run(&self.flows, scheduler).await
     }
-}
-
-/// For commands: an API error becomes a plain error with its client message.
-pub fn api_to_anyhow(e: crate::error::ApiError) -> anyhow::Error {
-    match e {
-        crate::error::ApiError::Internal(cause) => cause,
-        other => anyhow::anyhow!("{}", async_graphql::Error::from(other).message),
-    }
-}
-
-/// Creates `dir` (and missing parents) as 0700 whatever the umask; an
-/// existing directory that group or others may access is tightened to 0700
-/// with a warning naming it, or, if that fails, start-up stops with a
-/// message saying what to fix. The files in it are made private by whoever
-/// opens them: the key file in `keys`, the SQLite files in `store::db`.
-pub(crate) fn private_data_dir(dir: &Path) -> anyhow::Result<()> {
-    create_private_dir(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
-    make_private(dir)
-}
-
-/// `create_dir_all`, with mode 0700 for every directory it creates.
-pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-/// Takes group and other permissions off `path` (a file or a directory) if
-/// it has any, logging at WARN what it changed; an error (naming the path,
-/// its mode and the fix) if it cannot. A missing path is fine.
-pub(crate) fn make_private(path: &Path) -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let metadata = match std::fs::metadata(path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("reading the permissions of {}", path.display())),
-        };
-        let mode = metadata.permissions().mode() & 0o7777;
-        if mode & 0o077 == 0 {
-            return Ok(());
-        }
-        let private = mode & 0o700;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(private)).with_context(|| {
-            let fix = if metadata.is_dir() { "chmod 700" } else { "chmod 600" };
-            let shown = path.display();
-            format!(
-                "{shown} is open to group or other users (mode {mode:04o}) and could not be made private; \
-                 run `{fix} {shown}` as its owner and start again"
-            )
-        })?;
-        tracing::warn!(
-            path = %path.display(),
-            from = %format!("{mode:04o}"),
-            to = %format!("{private:04o}"),
-            "tightened permissions: group or other users could access the vault's data here"
-        );
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
 }

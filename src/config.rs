@@ -1,8 +1,13 @@
 //! Configuration: defaults, then an optional TOML file, then environment
 //! (`SESAME_<SECTION>__<KEY>`, plus the conventional `DATABASE_URL`,
 //! `ENCRYPTION_KEY`, `ENCRYPTION_KEYS_OLD` and the system-wide agent keys).
+//!
+//! This module only composes and loads: each section's type lives in the
+//! module it configures (`graphql::GraphqlConfig`, `scheduler::SchedulerConfig`,
+//! `edge::HttpConfig`, …) and is imported downward from here; nothing below
+//! `app` imports this module (ARCHITECTURE.md, Layers), `app` hands each
+//! part its settings.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -11,35 +16,14 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Provider;
+use crate::graphql::GraphqlConfig;
 use crate::providers::anthropic::AnthropicOauth;
 use crate::providers::github::GithubOauth;
 use crate::providers::openai::OpenaiOauth;
-
-/// A configured secret: prints as `***` in Debug and never serialises its value.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
-#[serde(transparent)]
-pub struct SecretValue(String);
-
-impl SecretValue {
-    pub fn new(value: impl Into<String>) -> Self {
-        SecretValue(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl Serialize for SecretValue {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("***")
-    }
-}
+use crate::scheduler::SchedulerConfig;
+// Re-exported: the commands and the tests build a `Config` with these.
+pub use crate::secret::SecretValue;
+pub use crate::system_keys::SystemKeys;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,71 +72,8 @@ pub struct Config {
     pub system_keys: SystemKeys,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GraphqlConfig {
-    pub introspection: bool,
-    pub max_depth: usize,
-    pub max_complexity: usize,
-    pub max_batch: usize,
-    pub max_body_bytes: usize,
-    /// How long a WebSocket may take to send `connection_init`.
-    #[serde(with = "humantime_serde")]
-    pub ws_init_timeout: std::time::Duration,
-    /// How often an open WebSocket's token is checked again: a revoked
-    /// token (or a removed user) ends the session with 4403 within this.
-    #[serde(with = "humantime_serde")]
-    pub ws_token_recheck: std::time::Duration,
-    /// Document limits, checked before a document is parsed or validated
-    /// (`crate::graphql::gate`): work that grows with a document is bounded
-    /// before it is done. Anonymous callers (introspection only) get the
-    /// `*_anonymous` limits.
-    pub max_tokens: usize,
-    pub max_tokens_anonymous: usize,
-    /// Fields after fragment expansion (`__typename` and introspection count).
-    pub max_selections: usize,
-    pub max_selections_anonymous: usize,
-    pub max_aliases: usize,
-    pub max_aliases_anonymous: usize,
-    /// Fragment spreads written in one document.
-    pub max_fragment_spreads: usize,
-    /// The last guard: a request still running after this is answered
-    /// with an error and its work dropped.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: std::time::Duration,
-    /// Live subscriptions on one WebSocket.
-    pub max_subscriptions_per_socket: usize,
-    /// Live subscriptions of one principal over all its sockets.
-    pub max_subscriptions_per_principal: usize,
-    /// Open WebSockets of one principal.
-    pub max_sockets_per_principal: usize,
-}
-
-impl Default for GraphqlConfig {
-    fn default() -> Self {
-        GraphqlConfig {
-            introspection: true,
-            max_depth: 16,
-            max_complexity: 1000,
-            max_batch: 10,
-            max_body_bytes: 256 * 1024,
-            ws_init_timeout: std::time::Duration::from_secs(5),
-            ws_token_recheck: std::time::Duration::from_secs(30),
-            max_tokens: 10_000,
-            max_tokens_anonymous: 2_000,
-            max_selections: 2_000,
-            max_selections_anonymous: 1_000,
-            max_aliases: 100,
-            max_aliases_anonymous: 20,
-            max_fragment_spreads: 100,
-            request_timeout: std::time::Duration::from_secs(30),
-            max_subscriptions_per_socket: 100,
-            max_subscriptions_per_principal: 200,
-            max_sockets_per_principal: 20,
-        }
-    }
-}
-
+/// `[tasks]`: kept here because nothing below reads it: `app` hands the
+/// lease to the store as a value (`StoreSettings::task_lease`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TasksConfig {
@@ -166,46 +87,6 @@ pub struct TasksConfig {
 impl Default for TasksConfig {
     fn default() -> Self {
         TasksConfig { lease: std::time::Duration::from_secs(2 * 3600) }
-    }
-}
-
-/// Background jobs: 6-field cron expressions in UTC (seconds first); an
-/// empty string disables a job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SchedulerConfig {
-    pub expiry_scan: String,
-    pub refresh: String,
-    pub housekeeping: String,
-    /// Re-checks credentials with their provider (see `[checks]`).
-    pub checks: String,
-    /// Credentials expiring within this become EXPIRING.
-    #[serde(with = "humantime_serde")]
-    pub expiring_within: std::time::Duration,
-    /// Refreshable credentials are refreshed this long before expiry.
-    #[serde(with = "humantime_serde")]
-    pub refresh_before: std::time::Duration,
-    /// Finished sign-in flows are deleted after this.
-    #[serde(with = "humantime_serde")]
-    pub flow_retention: std::time::Duration,
-    /// Delivered credential events are deleted after this.
-    #[serde(with = "humantime_serde")]
-    pub event_retention: std::time::Duration,
-}
-
-impl Default for SchedulerConfig {
-    fn default() -> Self {
-        const DAY: u64 = 86_400;
-        SchedulerConfig {
-            expiry_scan: "0 */5 * * * *".into(),
-            refresh: "30 * * * * *".into(),
-            housekeeping: "0 17 3 * * *".into(),
-            checks: "0 */10 * * * *".into(),
-            expiring_within: std::time::Duration::from_secs(7 * DAY),
-            refresh_before: std::time::Duration::from_secs(600),
-            flow_retention: std::time::Duration::from_secs(7 * DAY),
-            event_retention: std::time::Duration::from_secs(30 * DAY),
-        }
     }
 }
 
@@ -241,69 +122,6 @@ impl Default for OauthConfig {
             max_pending_per_user: 5,
             authorization_timeout: std::time::Duration::from_secs(600),
         }
-    }
-}
-
-/// The administrator's default keys, from the environment variables the
-/// agents themselves read (each provider's `api_key_env`), keyed by
-/// provider. As settings they are named after the variable in lower case
-/// (`system_keys.anthropic_api_key`).
-#[derive(Debug, Clone, Default)]
-pub struct SystemKeys(BTreeMap<Provider, SecretValue>);
-
-impl SystemKeys {
-    pub fn get(&self, provider: Provider) -> Option<&SecretValue> {
-        self.0.get(&provider).filter(|v| !v.expose().trim().is_empty())
-    }
-
-    /// Start-up (`serve`, before it binds): each key set must pass the
-    /// checks a person's key passes in `setApiKey` (a classic `ghp_` token
-    /// for Copilot, an Anthropic key without `sk-ant-api03-`, spaces inside,
-    /// too short, …); it is kept as that parse cleaned it (trimmed). The
-    /// error names the variable and the rule, never the value. An empty
-    /// variable counts as unset.
-    pub fn check(&mut self) -> Result<(), ConfigError> {
-        for (&provider, value) in self.0.iter_mut() {
-            if value.expose().trim().is_empty() {
-                continue;
-            }
-            let var = provider.system_env_var();
-            match crate::providers::ApiKey::parse(provider, value.expose()) {
-                Ok(key) => *value = SecretValue::new(key.secret().expose()),
-                Err(refused) => {
-                    return Err(ConfigError(format!(
-                        "{var} (the system-wide {} key) is not a valid key, so the server did not start: {} \
-                         Fix or unset {var} and start again.",
-                        provider.display_name(),
-                        refused.0
-                    )))
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The setting a provider's key is read from.
-    fn setting(provider: Provider) -> String {
-        provider.system_env_var().to_lowercase()
-    }
-}
-
-impl<'de> Deserialize<'de> for SystemKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let named = BTreeMap::<String, SecretValue>::deserialize(deserializer)?;
-        let mut keys = BTreeMap::new();
-        for (name, value) in named {
-            let Some(&provider) = Provider::ALL.iter().find(|&&p| SystemKeys::setting(p) == name) else {
-                let accepted: Vec<String> = Provider::ALL.iter().map(|&p| SystemKeys::setting(p)).collect();
-                return Err(serde::de::Error::custom(format!(
-                    "unknown field `{name}`, expected one of {}",
-                    accepted.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
-                )));
-            };
-            keys.insert(provider, value);
-        }
-        Ok(SystemKeys(keys))
     }
 }
 
@@ -349,7 +167,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        let system_keys: Vec<&str> = Provider::ALL.iter().map(|p| p.system_env_var()).collect();
+        let system_keys: Vec<&str> = Provider::ALL.iter().map(|&p| crate::providers::spec(p).api_key_env).collect();
         figment = figment
             .merge(Env::raw().only(&["DATABASE_URL", "ENCRYPTION_KEY", "ENCRYPTION_KEYS_OLD"]))
             .merge(Env::raw().only(&system_keys).map(|k| format!("system_keys.{}", k.as_str().to_lowercase()).into()))
@@ -384,46 +202,5 @@ impl Config {
 
     pub fn is_sqlite(&self) -> bool {
         self.database_url().starts_with("sqlite:")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn keys(pairs: &[(Provider, &str)]) -> SystemKeys {
-        SystemKeys(pairs.iter().map(|(p, v)| (*p, SecretValue::new(*v))).collect())
-    }
-
-    #[test]
-    fn system_keys_pass_the_checks_a_persons_key_passes() {
-        let secret = "MARKmarkMARKmarkMARKmark";
-        let refused = [
-            (Provider::Github, format!("ghp_{secret}")),
-            (Provider::Anthropic, format!("sk-wrong-{secret}")),
-            (Provider::Openai, format!("sk-{secret} {secret}")),
-            (Provider::Google, format!("AIza{secret}")),
-        ];
-        for (provider, value) in refused {
-            let err = keys(&[(provider, &value)]).check().unwrap_err().to_string();
-            assert!(err.contains(provider.system_env_var()), "{err}");
-            assert!(!err.contains(secret), "{err}");
-        }
-        let err = keys(&[(Provider::Github, &format!("ghp_{secret}"))]).check().unwrap_err().to_string();
-        assert!(err.contains("Classic GitHub tokens"), "{err}");
-
-        let mut fine = keys(&[(Provider::Anthropic, &format!(" sk-ant-api03-{secret}\n")), (Provider::Google, "  ")]);
-        fine.check().unwrap();
-        assert_eq!(fine.get(Provider::Anthropic).unwrap().expose(), format!("sk-ant-api03-{secret}"));
-        assert!(fine.get(Provider::Google).is_none());
-    }
-
-    #[test]
-    fn an_unknown_system_key_setting_names_the_accepted_ones() {
-        let err = serde_json::from_value::<SystemKeys>(serde_json::json!({ "antropic_api_key": "x" }))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("`antropic_api_key`") && err.contains("`anthropic_api_key`"), "{err}");
-        assert!(err.contains("`copilot_github_token`"), "{err}");
     }
 }

@@ -39,6 +39,13 @@ impl InputError {
 
 pub type InputResult<T> = std::result::Result<T, InputError>;
 
+/// A refusal reaches the client as BAD_USER_INPUT with its message.
+impl From<InputError> for crate::error::ApiError {
+    fn from(e: InputError) -> Self {
+        crate::error::ApiError::BadInput(e.0)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Secrets
 // ---------------------------------------------------------------------------

@@ -154,41 +154,6 @@ string_enum!(CredentialEventKind {
     Invalid => "INVALID",
 });
 
-/// What each agent and provider is lives in its registry
-/// (`crate::agents`, `crate::providers`); these read it.
-impl Agent {
-    /// The name a person sees in the Agent Credentials dialog.
-    pub fn display_name(self) -> &'static str {
-        crate::agents::spec(self).name
-    }
-
-    /// The provider an agent uses when none is named: its only one;
-    /// OpenCode has several and needs one named.
-    pub fn default_provider(self) -> Option<Provider> {
-        match self.providers() {
-            [only] => Some(*only),
-            _ => None,
-        }
-    }
-
-    /// Providers this agent can run against.
-    pub fn providers(self) -> &'static [Provider] {
-        crate::agents::spec(self).providers
-    }
-}
-
-impl Provider {
-    /// The environment variable holding the system-wide key for this provider
-    /// (and the one the agents read).
-    pub fn system_env_var(self) -> &'static str {
-        crate::providers::spec(self).api_key_env
-    }
-
-    pub fn display_name(self) -> &'static str {
-        crate::providers::spec(self).name
-    }
-}
-
 impl FlowStatus {
     pub fn is_final(self) -> bool {
         !matches!(self, FlowStatus::Pending)

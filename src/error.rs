@@ -3,8 +3,6 @@
 
 use async_graphql::ErrorExtensions;
 
-use crate::credential_input::InputError;
-
 tokio::task_local! {
     /// The id of the HTTP request being served, so internal errors can be
     /// correlated between the client's report and the server log.
@@ -210,9 +208,11 @@ impl From<crate::crypto::DecryptError> for ApiError {
     }
 }
 
-impl From<InputError> for ApiError {
-    fn from(e: InputError) -> Self {
-        ApiError::BadInput(e.0)
+/// For commands: an API error becomes a plain error with its client message.
+pub fn api_to_anyhow(e: ApiError) -> anyhow::Error {
+    match e {
+        ApiError::Internal(cause) => cause,
+        other => anyhow::anyhow!("{}", async_graphql::Error::from(other).message),
     }
 }
 

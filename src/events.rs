@@ -46,17 +46,3 @@ impl EventBus {
         self.tx.subscribe()
     }
 }
-
-/// One instance (SQLite): announcements stay in this process; events reach
-/// subscribers once their transaction committed.
-impl crate::store::EventSink for EventBus {
-    fn announce(&self, _channel: crate::store::Channel, _payload: &str) -> Option<sea_orm::Statement> {
-        None
-    }
-
-    fn publish(&self, events: Vec<CredentialEvent>) {
-        for event in events {
-            EventBus::publish(self, event);
-        }
-    }
-}

@@ -15,8 +15,8 @@ use poem::web::Data as PoemData;
 use poem::{get, handler, Body, Endpoint, EndpointExt, Request, Response, Route};
 
 use crate::auth::Principal;
-use crate::config::GraphqlConfig;
 use crate::error::{ApiError, REQUEST_ID};
+use crate::graphql::GraphqlConfig;
 use crate::graphql::{gate, VaultSchema};
 use crate::identity::Authenticator;
 use crate::store::Store;
@@ -32,18 +32,23 @@ struct AppState {
     auth: Authenticator,
 }
 
-/// All routes of the service.
+/// All routes of the service. `connection_cap` is the public listener's
+/// (`crate::edge`): WebSockets waiting for `connection_init` get a share of it.
 pub fn routes(
     schema: VaultSchema,
     auth: Authenticator,
     limits: GraphqlConfig,
     body_timeout: std::time::Duration,
+    connection_cap: Option<usize>,
 ) -> impl Endpoint {
     let store = auth.store().clone();
     Route::new()
         .at("/health", get(health))
         .at("/graphql", get(graphql_get).post(graphql_post).to_response().with(no_store()))
-        .at("/graphql/ws", crate::ws::endpoint(schema.clone(), auth.clone(), &limits).to_response().with(no_store()))
+        .at(
+            "/graphql/ws",
+            crate::ws::endpoint(schema.clone(), auth.clone(), &limits, connection_cap).to_response().with(no_store()),
+        )
         .nest("/", crate::playground::endpoint())
         .data(AppState { schema, store, limits, body_timeout, auth })
 }

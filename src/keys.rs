@@ -6,21 +6,22 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::config::Config;
 use crate::crypto::{Key, Keyring};
+use crate::secret::SecretValue;
 
 const KEY_FILE: &str = "encryption.key";
 
 /// Loads the keyring. With no `ENCRYPTION_KEY`, uses (or creates, mode 0600)
 /// the key file in the data directory and warns loudly. A key file others
 /// may read is tightened to 0600 first (with a warning), or refused.
-pub fn load_keyring(config: &Config) -> anyhow::Result<Keyring> {
-    let current = match &config.encryption_key {
+/// `key` and `old` are the settings `ENCRYPTION_KEY` and `ENCRYPTION_KEYS_OLD`.
+pub fn load_keyring(key: Option<&SecretValue>, old: Option<&SecretValue>, data_dir: &Path) -> anyhow::Result<Keyring> {
+    let current = match key {
         Some(value) => Key::parse("ENCRYPTION_KEY", value.expose())?,
         None => {
-            let path = config.data_dir.join(KEY_FILE);
+            let path = data_dir.join(KEY_FILE);
             let text = if path.exists() {
-                crate::app::make_private(&path)?;
+                crate::private_fs::make_private(&path)?;
                 std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?
             } else {
                 let text = Key::generate();
@@ -38,7 +39,7 @@ pub fn load_keyring(config: &Config) -> anyhow::Result<Keyring> {
             key
         }
     };
-    let old = match &config.encryption_keys_old {
+    let old = match old {
         Some(list) => list
             .expose()
             .split(',')
@@ -54,7 +55,7 @@ pub fn load_keyring(config: &Config) -> anyhow::Result<Keyring> {
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        crate::app::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::private_fs::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

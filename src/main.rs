@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use sesame_vault::app::{api_to_anyhow, App};
+use sesame_vault::app::App;
 use sesame_vault::config::Config;
 use sesame_vault::domain::Role;
+use sesame_vault::error::api_to_anyhow;
 use sesame_vault::people_cli;
 use sesame_vault::runner_cli::{task_env, task_return, Client, TaskEnv};
 use sesame_vault::store::audit::Actor;
@@ -204,7 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "the encryption key is not in the backup: keep ENCRYPTION_KEY (or data/encryption.key) apart from it"
             );
         }
-        Command::Serve => sesame_vault::ops::serve(config()?).await?,
+        Command::Serve => sesame_vault::app::serve(config()?).await?,
         Command::RotateKey => {
             let app = open_existing(config()?).await?;
             let n = app.store.rotate_keys().await.map_err(api_to_anyhow)?;

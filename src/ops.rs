@@ -1,10 +1,10 @@
 //! Serving and operating: the listeners, readiness, metrics and the
-//! shutdown sequence around [`crate::app::App::serve`].
+//! shutdown sequence around `crate::app::App::serve`.
 //!
-//! `serve` binds the public listener (and the metrics listener, if set)
-//! *before* the database is opened and migrated, so that while migrations
-//! run the public port answers `/ready` (and `/health`) with 503 and every
-//! other path with 503 too, instead of refusing connections; the URL line
+//! `app::serve` binds the public listener (and the metrics listener, if
+//! set) with [`Serving::bind`] *before* the database is opened and
+//! migrated, so that while migrations run the public port answers `/ready`
+//! (and `/health`) with 503 and every other path with 503 too, instead of refusing connections; the URL line
 //! (`sesame-vault listening on …`) is printed once the service is ready.
 //!
 //! - `/health`: the process is up and the database answers (cheap: one ping).
@@ -26,9 +26,7 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Server};
 use serde::{Deserialize, Serialize};
 
-use crate::app::App;
-use crate::config::Config;
-use crate::edge::GuardedAcceptor;
+use crate::edge::{GuardedAcceptor, HttpConfig};
 use crate::flows::FlowEngine;
 use crate::store::Store;
 
@@ -44,8 +42,6 @@ const MIGRATING: u8 = 1;
 const READY: u8 = 2;
 const STOPPING: u8 = 3;
 
-static PHASE: AtomicU8 = AtomicU8::new(STARTING);
-
 fn phase_name(phase: u8) -> &'static str {
     match phase {
         STARTING => "starting",
@@ -55,9 +51,11 @@ fn phase_name(phase: u8) -> &'static str {
     }
 }
 
-/// What `/ready`, `/health` and `/metrics` need once the store is open.
+/// What `/ready`, `/health` and `/metrics` need: the phase of start-up
+/// and shutdown, and the store once it is open.
 #[derive(Clone, Default)]
 struct Probe {
+    phase: Arc<AtomicU8>,
     store: Arc<OnceLock<(Store, bool)>>,
 }
 
@@ -67,7 +65,7 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response {
 
 impl Probe {
     async fn ready(&self) -> Response {
-        let phase = PHASE.load(Ordering::Acquire);
+        let phase = self.phase.load(Ordering::Acquire);
         let Some((store, _)) = self.store.get().filter(|_| phase == READY) else {
             return json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": phase_name(phase) }));
         };
@@ -84,7 +82,7 @@ impl Probe {
 
     async fn health(&self) -> Response {
         let Some((store, _)) = self.store.get() else {
-            let phase = PHASE.load(Ordering::Acquire);
+            let phase = self.phase.load(Ordering::Acquire);
             return json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": phase_name(phase) }));
         };
         if store.ping().await {
@@ -160,57 +158,64 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(poem::listener::T
     Ok((acceptor, bound))
 }
 
-/// The listeners, bound and serving, handed to [`App::serve`].
+/// The listeners, bound and serving, handed to `app::App::serve`.
 pub struct Serving {
     addr: SocketAddr,
+    /// The public listener's connection cap.
+    cap: usize,
     switch: Switch,
     grace: Duration,
     servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-/// `serve`: signals, listeners, then the store (migrating), then the service.
-pub async fn serve(mut config: Config) -> anyhow::Result<()> {
-    // A malformed system-wide key stops start-up before anything is bound.
-    config.system_keys.check()?;
-    crate::limits::init(&config.writes);
-    tokio::spawn(crate::shutdown::listen_for_signals());
-    let grace = config.shutdown.grace;
-    let switch = Switch::default();
-    // Header and idle deadlines, a connection cap within the open-file
-    // limit, and accept back-off on EMFILE: `crate::edge`.
-    let (cap, metrics_cap) = crate::edge::connection_caps(&config.http, config.metrics.listen.is_some());
-    // WebSockets waiting for `connection_init` get a fraction of the cap.
-    crate::ws::set_connection_cap(cap);
-    let (acceptor, addr) = bind(config.listen, "SESAME_LISTEN").await?;
-    let acceptor = GuardedAcceptor::new(acceptor, &config.http, cap, "public");
-    let mut servers = vec![tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-        switch.clone(),
-        crate::shutdown::triggered(),
-        Some(grace),
-    ))];
-    if let Some(listen) = config.metrics.listen {
-        let (acceptor, metrics_addr) = bind(listen, "SESAME_METRICS__LISTEN").await?;
-        let acceptor = GuardedAcceptor::new(acceptor, &config.http, metrics_cap, "metrics");
-        let ops = OpsEndpoint { probe: switch.probe.clone() };
-        servers.push(tokio::spawn(Server::new_with_acceptor(acceptor).name("metrics").run_with_graceful_shutdown(
-            ops,
+/// Where and how [`Serving::bind`] listens (the settings `app::serve` hands down).
+pub struct Listeners<'a> {
+    /// `SESAME_LISTEN`.
+    pub public: SocketAddr,
+    /// `SESAME_METRICS__LISTEN`; `None`: no metrics listener.
+    pub metrics: Option<SocketAddr>,
+    /// Header and idle deadlines (`crate::edge`).
+    pub http: &'a HttpConfig,
+    /// The public and the metrics listener's connection caps (`crate::edge::connection_caps`).
+    pub caps: (usize, usize),
+    /// `SESAME_SHUTDOWN__GRACE`.
+    pub grace: Duration,
+}
+
+impl Serving {
+    /// Binds the listeners and serves them: 503 (and `/ready` saying
+    /// "migrating") until [`Serving::open`]. The caller opens the store
+    /// next (`app::serve`).
+    pub async fn bind(listeners: Listeners<'_>) -> anyhow::Result<Serving> {
+        let Listeners { public, metrics, http, caps: (cap, metrics_cap), grace } = listeners;
+        let switch = Switch::default();
+        let (acceptor, addr) = bind(public, "SESAME_LISTEN").await?;
+        let acceptor = GuardedAcceptor::new(acceptor, http, cap, "public");
+        let mut servers = vec![tokio::spawn(Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            switch.clone(),
             crate::shutdown::triggered(),
             Some(grace),
-        )));
-        println!("sesame-vault metrics on http://{metrics_addr}/metrics");
-        tracing::info!(addr = %metrics_addr, "metrics listening");
-    }
-    PHASE.store(MIGRATING, Ordering::Release);
-    let separate_reader = config.is_sqlite() && !crate::store::db::is_in_memory(&config.database_url());
-    let app = tokio::select! {
-        app = App::open(config) => app?,
-        () = crate::shutdown::triggered() => {
-            tracing::info!("stopped before the database was open");
-            return Ok(());
+        ))];
+        if let Some(listen) = metrics {
+            let (acceptor, metrics_addr) = bind(listen, "SESAME_METRICS__LISTEN").await?;
+            let acceptor = GuardedAcceptor::new(acceptor, http, metrics_cap, "metrics");
+            let ops = OpsEndpoint { probe: switch.probe.clone() };
+            servers.push(tokio::spawn(Server::new_with_acceptor(acceptor).name("metrics").run_with_graceful_shutdown(
+                ops,
+                crate::shutdown::triggered(),
+                Some(grace),
+            )));
+            println!("sesame-vault metrics on http://{metrics_addr}/metrics");
+            tracing::info!(addr = %metrics_addr, "metrics listening");
         }
-    };
-    let _ = switch.probe.store.set((app.store.clone(), separate_reader));
-    app.serve(Serving { addr, switch, grace, servers }).await
+        switch.probe.phase.store(MIGRATING, Ordering::Release);
+        Ok(Serving { addr, cap, switch, grace, servers })
+    }
+
+    /// The store is open: `/health`, `/ready` and `/metrics` ask it from now on.
+    pub fn store_opened(&self, store: Store, separate_reader: bool) {
+        let _ = self.switch.probe.store.set((store, separate_reader));
+    }
 }
 
 impl Serving {
@@ -218,10 +223,16 @@ impl Serving {
         self.addr
     }
 
+    /// The public listener's connection cap (`crate::edge::connection_caps`):
+    /// the WebSocket waiters' caps derive from it (`crate::ws`).
+    pub fn connection_cap(&self) -> usize {
+        self.cap
+    }
+
     /// Puts `routes` on the public port: the service is ready.
     pub fn open<E: Endpoint + 'static>(&self, routes: E) {
         let _ = self.switch.routes.set(routes.around(crate::telemetry::around_requests).boxed());
-        PHASE.store(READY, Ordering::Release);
+        self.switch.probe.phase.store(READY, Ordering::Release);
         tracing::info!(addr = %self.addr, "ready");
     }
 
@@ -233,7 +244,7 @@ impl Serving {
         scheduler: Option<tokio_cron_scheduler::JobScheduler>,
     ) -> anyhow::Result<()> {
         crate::shutdown::triggered().await;
-        PHASE.store(STOPPING, Ordering::Release);
+        self.switch.probe.phase.store(STOPPING, Ordering::Release);
         let started = std::time::Instant::now();
         let grace = self.grace;
 

@@ -8,8 +8,9 @@ use std::path::Path;
 use anyhow::bail;
 use serde_json::json;
 
-use crate::app::{api_to_anyhow, App};
+use crate::app::App;
 use crate::config::Config;
+use crate::error::api_to_anyhow;
 use crate::store::audit::Actor;
 use crate::store::{AccessToken, TokenKind};
 

@@ -51,6 +51,20 @@ impl EventSink for Notifier {
     fn publish(&self, _events: Vec<CredentialEvent>) {}
 }
 
+/// One instance (SQLite): announcements stay in this process; events reach
+/// subscribers once their transaction committed.
+impl EventSink for EventBus {
+    fn announce(&self, _channel: Channel, _payload: &str) -> Option<sea_orm::Statement> {
+        None
+    }
+
+    fn publish(&self, events: Vec<CredentialEvent>) {
+        for event in events {
+            EventBus::publish(self, event);
+        }
+    }
+}
+
 /// Starts the listener (PostgreSQL only). Event ids are in commit order
 /// (migration `m20261206_230000`), and notifications arrive in commit order,
 /// so one number says what this listener has handed on: the last id. When
@@ -61,7 +75,7 @@ impl EventSink for Notifier {
 /// their flow on silence, so flows need no catch-up.
 pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
     // Read before listening: what commits in between is caught up below.
-    let mut last_seq = store.latest_event_id().await.map_err(crate::app::api_to_anyhow)?;
+    let mut last_seq = store.latest_event_id().await.map_err(crate::error::api_to_anyhow)?;
     let mut listener = listen(&store).await?;
     last_seq = catch_up(&store, last_seq).await;
     tokio::spawn(async move {

@@ -15,13 +15,53 @@ use std::future::Future;
 use anyhow::Context;
 use chrono::Duration;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use serde::{Deserialize, Serialize};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::checks::Checker;
-use crate::config::SchedulerConfig;
 use crate::error::ApiResult;
 use crate::flows::FlowEngine;
 use crate::store::Store;
+
+/// Background jobs: 6-field cron expressions in UTC (seconds first); an
+/// empty string disables a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    pub expiry_scan: String,
+    pub refresh: String,
+    pub housekeeping: String,
+    /// Re-checks credentials with their provider (see `[checks]`).
+    pub checks: String,
+    /// Credentials expiring within this become EXPIRING.
+    #[serde(with = "humantime_serde")]
+    pub expiring_within: std::time::Duration,
+    /// Refreshable credentials are refreshed this long before expiry.
+    #[serde(with = "humantime_serde")]
+    pub refresh_before: std::time::Duration,
+    /// Finished sign-in flows are deleted after this.
+    #[serde(with = "humantime_serde")]
+    pub flow_retention: std::time::Duration,
+    /// Delivered credential events are deleted after this.
+    #[serde(with = "humantime_serde")]
+    pub event_retention: std::time::Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        SchedulerConfig {
+            expiry_scan: "0 */5 * * * *".into(),
+            refresh: "30 * * * * *".into(),
+            housekeeping: "0 17 3 * * *".into(),
+            checks: "0 */10 * * * *".into(),
+            expiring_within: std::time::Duration::from_secs(7 * DAY),
+            refresh_before: std::time::Duration::from_secs(600),
+            flow_retention: std::time::Duration::from_secs(7 * DAY),
+            event_retention: std::time::Duration::from_secs(30 * DAY),
+        }
+    }
+}
 
 /// Advisory lock keys, one per job (arbitrary, stable).
 const LOCK_EXPIRY: i64 = 0x5e5a_0001;

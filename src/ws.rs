@@ -66,9 +66,9 @@ use poem::web::{Data as PoemData, RemoteAddr};
 use poem::{get, handler, Endpoint, EndpointExt, IntoResponse};
 
 use crate::auth::Principal;
-use crate::config::GraphqlConfig;
 use crate::error::ApiError;
 use crate::graphql::subscription_limits::{Limit, RootFieldTicket, SocketSlot, SubscriptionLimits, SubscriptionPermit};
+use crate::graphql::GraphqlConfig;
 use crate::graphql::VaultSchema;
 use crate::identity::{Authenticator, Session};
 
@@ -90,12 +90,21 @@ struct WsState {
     auth: Authenticator,
     limits: GraphqlConfig,
     subscriptions: std::sync::Arc<SubscriptionLimits>,
+    waiters: Arc<Waiters>,
 }
 
-/// The `/graphql/ws` endpoint, with this instance's subscription counts.
-pub(crate) fn endpoint(schema: VaultSchema, auth: Authenticator, limits: &GraphqlConfig) -> impl Endpoint {
+/// The `/graphql/ws` endpoint, with this instance's subscription counts and
+/// its waiters for `connection_init`, capped at a share of the public
+/// listener's `connection_cap` (see [`pending_caps`]).
+pub(crate) fn endpoint(
+    schema: VaultSchema,
+    auth: Authenticator,
+    limits: &GraphqlConfig,
+    connection_cap: Option<usize>,
+) -> impl Endpoint {
     let subscriptions = SubscriptionLimits::new(limits);
-    get(graphql_ws).data(WsState { schema, auth, limits: limits.clone(), subscriptions })
+    let waiters = Waiters::new(connection_cap);
+    get(graphql_ws).data(WsState { schema, auth, limits: limits.clone(), subscriptions, waiters })
 }
 
 /// How the server ends a session.
@@ -176,7 +185,7 @@ async fn session(
     // Sockets that have not signed in yet belong to no principal, so no
     // per-principal limit holds them: bounds per address and overall do,
     // closing the oldest waiter (see `PendingTable`).
-    let pending = PendingInit::enter(address);
+    let pending = PendingInit::enter(&state.waiters, address);
     let authenticated = tokio::select! {
         authenticated = authenticate(&mut stream, &state, max_message) => authenticated,
         () = pending.evicted() => {
@@ -399,26 +408,18 @@ const MAX_ID_BYTES: usize = 128;
 /// (each lasts at most `ws_init_timeout`), over all addresses and from one
 /// source address.
 /// At most these, and at most a quarter (overall) and a sixteenth (per
-/// address) of the edge's connection cap ([`set_connection_cap`]): waiters
+/// address) of the edge's connection cap ([`pending_caps`]): waiters
 /// are upgraded connections the edge cannot evict, so they must never fill
 /// the edge before this eviction engages.
 const MAX_PENDING_INIT: usize = 1024;
 const MAX_PENDING_INIT_PER_ADDRESS: usize = 256;
 
-/// The public listener's connection cap (`crate::edge::connection_caps`),
-/// set once at start-up by `crate::ops::serve` before anything is served.
-/// A set-once value beside [`PENDING`], which is process-wide too.
-static CONNECTION_CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-
-/// Records the edge's connection cap; the waiter caps derive from it.
-pub(crate) fn set_connection_cap(cap: usize) {
-    let _ = CONNECTION_CAP.set(cap);
-}
-
-/// (overall, per address) caps on sockets waiting for `connection_init`.
-fn pending_caps() -> (usize, usize) {
-    match CONNECTION_CAP.get() {
-        Some(&cap) => (MAX_PENDING_INIT.min(cap / 4).max(1), MAX_PENDING_INIT_PER_ADDRESS.min(cap / 16).max(1)),
+/// (overall, per address) caps on sockets waiting for `connection_init`,
+/// from the public listener's connection cap (`crate::edge::connection_caps`;
+/// `None` where no edge caps connections).
+fn pending_caps(connection_cap: Option<usize>) -> (usize, usize) {
+    match connection_cap {
+        Some(cap) => (MAX_PENDING_INIT.min(cap / 4).max(1), MAX_PENDING_INIT_PER_ADDRESS.min(cap / 16).max(1)),
         None => (MAX_PENDING_INIT, MAX_PENDING_INIT_PER_ADDRESS),
     }
 }
@@ -437,9 +438,20 @@ struct PendingTable {
     per_address: HashMap<IpAddr, usize>,
 }
 
-static PENDING: std::sync::LazyLock<Mutex<PendingTable>> = std::sync::LazyLock::new(|| {
-    Mutex::new(PendingTable { next: 0, waiting: Default::default(), per_address: HashMap::new() })
-});
+/// The waiters of one `/graphql/ws` endpoint (one per process) and their caps.
+struct Waiters {
+    table: Mutex<PendingTable>,
+    overall: usize,
+    per_address: usize,
+}
+
+impl Waiters {
+    fn new(connection_cap: Option<usize>) -> Arc<Waiters> {
+        let (overall, per_address) = pending_caps(connection_cap);
+        let table = PendingTable { next: 0, waiting: Default::default(), per_address: HashMap::new() };
+        Arc::new(Waiters { table: Mutex::new(table), overall, per_address })
+    }
+}
 
 impl PendingTable {
     fn remove(&mut self, seq: u64) -> Option<Arc<tokio::sync::Notify>> {
@@ -466,16 +478,16 @@ impl PendingTable {
 struct PendingInit {
     seq: u64,
     evict: Arc<tokio::sync::Notify>,
+    waiters: Arc<Waiters>,
 }
 
 impl PendingInit {
-    fn enter(address: IpAddr) -> PendingInit {
-        let (overall, per_address) = pending_caps();
-        let mut table = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
-        if table.per_address.get(&address).copied().unwrap_or(0) >= per_address {
+    fn enter(waiters: &Arc<Waiters>, address: IpAddr) -> PendingInit {
+        let mut table = waiters.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if table.per_address.get(&address).copied().unwrap_or(0) >= waiters.per_address {
             table.evict_oldest(Some(address));
         }
-        if table.waiting.len() >= overall {
+        if table.waiting.len() >= waiters.overall {
             table.evict_oldest(None);
         }
         let seq = table.next;
@@ -483,7 +495,7 @@ impl PendingInit {
         let evict = Arc::new(tokio::sync::Notify::new());
         table.waiting.insert(seq, (address, evict.clone()));
         *table.per_address.entry(address).or_default() += 1;
-        PendingInit { seq, evict }
+        PendingInit { seq, evict, waiters: waiters.clone() }
     }
 
     async fn evicted(&self) {
@@ -493,7 +505,7 @@ impl PendingInit {
 
 impl Drop for PendingInit {
     fn drop(&mut self) {
-        PENDING.lock().unwrap_or_else(PoisonError::into_inner).remove(self.seq);
+        self.waiters.table.lock().unwrap_or_else(PoisonError::into_inner).remove(self.seq);
     }
 }
 

@@ -35,7 +35,7 @@ pub struct AgentEntry {
 impl AgentEntry {
     /// The agent's name as people see it, e.g. "Claude Code".
     pub fn name(&self) -> &'static str {
-        self.agent.display_name()
+        crate::agents::spec(self.agent).name
     }
 
     /// Whether any method is a subscription (anything but an API key).
@@ -79,14 +79,14 @@ pub fn supported_methods(agent: Agent) -> String {
         .methods
         .iter()
         .map(|m| {
-            let base = format!("{} for {}", method_label(m.method), m.provider.display_name());
+            let base = format!("{} for {}", method_label(m.method), crate::providers::spec(m.provider).name);
             match m.env_var {
                 Some(var) => format!("{base} ({var})"),
                 None => base,
             }
         })
         .collect();
-    format!("{} supports: {}.", agent.display_name(), methods.join(", "))
+    format!("{} supports: {}.", crate::agents::spec(agent).name, methods.join(", "))
 }
 
 /// How a method is named in prose.
@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(agents, Agent::ALL.to_vec());
         for &agent in Agent::ALL {
             assert_eq!(entry(agent).agent, agent);
-            assert_eq!(entry(agent).name(), agent.display_name());
+            assert_eq!(entry(agent).name(), crate::agents::spec(agent).name);
         }
     }
 
@@ -119,7 +119,7 @@ mod tests {
             assert!(!e.methods.is_empty(), "{:?} has no methods", e.agent);
             for m in e.methods {
                 assert!(
-                    e.agent.providers().contains(&m.provider),
+                    crate::agents::spec(e.agent).providers.contains(&m.provider),
                     "{:?} lists foreign provider {:?}",
                     e.agent,
                     m.provider
@@ -150,7 +150,7 @@ mod tests {
     fn api_key_methods_use_the_providers_system_env_var() {
         for e in catalog() {
             for m in e.methods.iter().filter(|m| m.method == AuthMethod::ApiKey) {
-                assert_eq!(m.env_var, Some(m.provider.system_env_var()));
+                assert_eq!(m.env_var, Some(crate::providers::spec(m.provider).api_key_env));
             }
         }
     }

@@ -31,7 +31,7 @@ pub struct ClaudeCode;
 
 impl Handling for ClaudeCode {
     fn parse_subscription(&self, save: &Save<'_>) -> InputResult<Saved> {
-        anthropic::parse_pasted(save.agent, &save.fields, save.expires_at, save.now)
+        anthropic::parse_pasted(super::spec(save.agent).name, &save.fields, save.expires_at, save.now)
     }
 
     fn materialize(&self, issue: Issue<'_>) -> Materialized {

@@ -178,7 +178,7 @@ pub(super) fn parse_chatgpt_login(save: &Save<'_>) -> InputResult<Saved> {
             return Err(InputError::new(format!(
                 "{} needs the ChatGPT login: paste the contents of ~/.codex/auth.json into \
                  authJson, or give accessToken (and optionally refreshToken).",
-                agent.display_name()
+                crate::agents::spec(agent).name
             )))
         }
     };

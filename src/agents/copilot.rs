@@ -21,7 +21,7 @@ pub struct Copilot;
 
 impl Handling for Copilot {
     fn parse_subscription(&self, save: &Save<'_>) -> InputResult<Saved> {
-        github::parse_pasted(save.agent, &save.fields, save.expires_at)
+        github::parse_pasted(super::spec(save.agent).name, &save.fields, save.expires_at)
     }
 
     fn materialize(&self, issue: Issue<'_>) -> Materialized {

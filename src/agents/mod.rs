@@ -103,7 +103,7 @@ pub trait Handling: Sync {
     /// Reads a login file at one of [`Handling::returnable_paths`] (size
     /// and path already checked).
     fn parse_returned(&self, provider: Provider, _content: &str) -> InputResult<Returned> {
-        Err(InputError::new(format!("nothing is taken back with {}", provider.display_name())))
+        Err(InputError::new(format!("nothing is taken back with {}", crate::providers::spec(provider).name)))
     }
 
     /// A subscription save for `provider` that parses, for the registry
@@ -120,6 +120,15 @@ pub fn registered() -> impl Iterator<Item = &'static AgentSpec> {
 /// The registry entry of an agent.
 pub fn spec(agent: Agent) -> &'static AgentSpec {
     registered().find(|a| a.agent == agent).expect("every agent is registered")
+}
+
+/// The provider an agent uses when none is named: its only one; OpenCode
+/// has several and needs one named.
+pub fn default_provider(agent: Agent) -> Option<Provider> {
+    match spec(agent).providers {
+        [only] => Some(*only),
+        _ => None,
+    }
 }
 
 /// Whether `provider`'s API key serves `agent` and no other registered
@@ -197,16 +206,16 @@ pub fn parse_subscription(input: SubscriptionInput<'_>, now: DateTime<Utc>) -> I
 }
 
 fn resolve_provider(agent: Agent, provider: Option<Provider>) -> InputResult<Provider> {
-    let valid = agent.providers();
+    let valid = crate::agents::spec(agent).providers;
     let names = valid.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" or ");
-    match provider.or(agent.default_provider()) {
+    match provider.or(crate::agents::default_provider(agent)) {
         Some(p) if valid.contains(&p) => Ok(p),
         Some(p) => Err(InputError::new(format!(
             "{} does not work with provider {}; valid: {names}.",
-            agent.display_name(),
+            crate::agents::spec(agent).name,
             p.as_str()
         ))),
-        None => Err(InputError::new(format!("{} needs a provider: {names}.", agent.display_name()))),
+        None => Err(InputError::new(format!("{} needs a provider: {names}.", crate::agents::spec(agent).name))),
     }
 }
 
@@ -260,8 +269,8 @@ pub fn login_files() -> Vec<&'static str> {
 fn no_login_file(agent: Agent, provider: Provider) -> InputError {
     InputError::new(format!(
         "{} with {} keeps no login file to take back.",
-        agent.display_name(),
-        provider.display_name()
+        crate::agents::spec(agent).name,
+        crate::providers::spec(provider).name
     ))
 }
 
@@ -277,7 +286,7 @@ pub fn parse_returned(agent: Agent, provider: Provider, path: &str, content: &st
         return Err(InputError::new(format!(
             "{:?} is not a file {} keeps its login in; only {} is taken back.",
             path.chars().take(100).collect::<String>(),
-            agent.display_name(),
+            crate::agents::spec(agent).name,
             paths.join(", ")
         )));
     }

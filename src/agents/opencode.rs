@@ -47,7 +47,7 @@ impl Handling for Opencode {
     fn parse_subscription(&self, save: &Save<'_>) -> InputResult<Saved> {
         match save.provider {
             Provider::Openai => codex::parse_chatgpt_login(save),
-            _ => anthropic::parse_pasted(save.agent, &save.fields, save.expires_at, save.now),
+            _ => anthropic::parse_pasted(super::spec(save.agent).name, &save.fields, save.expires_at, save.now),
         }
     }
 

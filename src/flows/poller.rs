@@ -10,7 +10,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter
 use tokio::sync::Notify;
 
 use super::{FlowEngine, Holder, KIND_DEVICE, MAX_SLEEP, SWEEP_EVERY};
-use crate::domain::{FlowStatus, Provider};
+use crate::domain::FlowStatus;
 use crate::entities::oauth_flow;
 use crate::error::{ApiError, ApiResult};
 use crate::providers::Poll;
@@ -140,7 +140,7 @@ impl FlowEngine {
                 if failures as u32 >= self.config().max_poll_failures {
                     let message = format!(
                         "{} could not be reached after {failures} attempts ({why}); start the sign-in again later",
-                        Provider::display_name(row.provider.parse().map_err(ApiError::internal)?)
+                        crate::providers::spec(row.provider.parse().map_err(ApiError::internal)?).name
                     );
                     self.finish(row, FlowStatus::Failed, Some(message), None, Holder::Lease(me)).await?;
                 } else {

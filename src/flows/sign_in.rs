@@ -40,8 +40,8 @@ fn wrong_method(agent: Agent, provider: Provider, wanted: &str) -> ApiError {
     };
     ApiError::bad_input(format!(
         "{} with {} has no {wanted} sign-in{hint}. {}",
-        agent.display_name(),
-        provider.display_name(),
+        crate::agents::spec(agent).name,
+        crate::providers::spec(provider).name,
         catalog::supported_methods(agent)
     ))
 }

@@ -39,7 +39,7 @@ use futures_util::StreamExt;
 
 use super::documents::DocumentCache;
 use crate::auth::Principal;
-use crate::config::GraphqlConfig;
+use crate::graphql::GraphqlConfig;
 
 /// Brackets (`{`, `[`, `(`) open at once, and selection sets nested once
 /// fragments are expanded. The parser and the validators recurse once per

@@ -11,6 +11,7 @@ mod mutation;
 mod people;
 mod query;
 mod removal;
+mod settings;
 mod subscription;
 pub mod subscription_limits;
 mod tasks;
@@ -20,11 +21,11 @@ use async_graphql::{Context, SDLExportOptions, Schema};
 
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
+pub use settings::GraphqlConfig;
 pub use subscription::SubscriptionRoot;
 
 use crate::auth::Principal;
 use crate::checks::Checker;
-use crate::config::GraphqlConfig;
 use crate::error::{ApiError, ApiResult};
 use crate::flows::FlowEngine;
 use crate::store::Store;

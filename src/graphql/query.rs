@@ -38,7 +38,7 @@ impl QueryRoot {
             .iter()
             .map(|&provider| SystemKey {
                 provider,
-                env_var: provider.system_env_var().to_owned(),
+                env_var: crate::providers::spec(provider).api_key_env.to_owned(),
                 configured: keys.get(provider).is_some(),
                 check: CredentialCheck::of_system_key(provider, &checks),
             })

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::auth::Principal;
-use crate::config::GraphqlConfig;
+use crate::graphql::GraphqlConfig;
 
 /// The limit that refused a subscription or a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -195,7 +195,7 @@ impl From<&catalog::AgentEntry> for AgentInfo {
     fn from(entry: &catalog::AgentEntry) -> Self {
         AgentInfo {
             agent: entry.agent,
-            name: entry.agent.display_name().to_owned(),
+            name: crate::agents::spec(entry.agent).name.to_owned(),
             methods: entry
                 .methods
                 .iter()

@@ -17,7 +17,7 @@ use super::{
 use crate::credential_input::{
     check_token_body, clean, InputError, InputResult, Secret, SubscriptionFields, SubscriptionSecret, MAX_INPUT_BYTES,
 };
-use crate::domain::{Agent, Provider};
+use crate::domain::Provider;
 
 pub const API_KEY_PREFIX: &str = "sk-ant-api03-";
 /// What `claude setup-token` prints (and Anthropic OAuth access tokens).
@@ -73,16 +73,15 @@ fn check_api_key(key: &str) -> InputResult<()> {
 /// A pasted Claude subscription: the token `claude setup-token` printed, or
 /// an OAuth access token with its refresh token.
 pub fn parse_pasted(
-    agent: Agent,
+    agent_name: &str,
     fields: &SubscriptionFields<'_>,
     expires_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> InputResult<(SubscriptionSecret, Option<DateTime<Utc>>)> {
     if fields.auth_json.is_some() {
         return Err(InputError::new(format!(
-            "authJson is only for Codex's ~/.codex/auth.json; for {} paste the token `claude \
-             setup-token` printed (starts with sk-ant-oat01-) into token.",
-            agent.display_name()
+            "authJson is only for Codex's ~/.codex/auth.json; for {agent_name} paste the token \
+             `claude setup-token` printed (starts with sk-ant-oat01-) into token."
         )));
     }
     let Some((raw, field)) = fields.pasted_token()? else {

@@ -15,7 +15,7 @@ use crate::credential_input::{
     check_token_body, clean, InputError, InputResult, Secret, SubscriptionFields, SubscriptionSecret, MAX_INPUT_BYTES,
 };
 use crate::domain::CheckResult;
-use crate::domain::{Agent, Provider};
+use crate::domain::Provider;
 
 /// Token kinds the Copilot CLI accepts: fine-grained PAT, OAuth, GitHub App user.
 pub const ACCEPTED_PREFIXES: &[&str] = &["github_pat_", "gho_", "ghu_"];
@@ -70,22 +70,18 @@ fn check_token(token: &str, field: &str) -> InputResult<()> {
 /// A pasted GitHub token as a subscription: a fine-grained PAT, OAuth or
 /// GitHub App user token, used as it is.
 pub fn parse_pasted(
-    agent: Agent,
+    agent_name: &str,
     fields: &SubscriptionFields<'_>,
     expires_at: Option<DateTime<Utc>>,
 ) -> InputResult<(SubscriptionSecret, Option<DateTime<Utc>>)> {
     if fields.auth_json.is_some() {
         return Err(InputError::new(format!(
-            "authJson is only for Codex's ~/.codex/auth.json; for {} paste a fine-grained GitHub \
-             token (starts with github_pat_) into token.",
-            agent.display_name()
+            "authJson is only for Codex's ~/.codex/auth.json; for {agent_name} paste a fine-grained \
+             GitHub token (starts with github_pat_) into token."
         )));
     }
     if fields.refresh_token.is_some() {
-        return Err(InputError::new(format!(
-            "{} uses the token as it is; leave refreshToken empty.",
-            agent.display_name()
-        )));
+        return Err(InputError::new(format!("{agent_name} uses the token as it is; leave refreshToken empty.")));
     }
     let Some((raw, field)) = fields.pasted_token()? else {
         return Err(InputError::new(

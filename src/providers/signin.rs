@@ -104,7 +104,7 @@ impl Providers {
             Provider::Github => github::start_device(&self.http, &self.config.github).await,
             Provider::Openai => openai::start_device(&self.http, &self.config.openai).await,
             other => Err(ProviderError {
-                message: format!("{} has no device sign-in", other.display_name()),
+                message: format!("{} has no device sign-in", crate::providers::spec(other).name),
                 transient: false,
             }),
         }?;
@@ -119,7 +119,7 @@ impl Providers {
                 message: format!(
                     "{} answered with a sign-in page that is not an https:// address, so the sign-in was not started; \
                      check the provider's settings (SESAME_OAUTH__*) or try again later",
-                    provider.display_name()
+                    crate::providers::spec(provider).name
                 ),
                 transient: false,
             });
@@ -168,7 +168,9 @@ impl Providers {
             Provider::Anthropic => {
                 ("Anthropic", anthropic::refresh_request(&self.http, &self.config.anthropic, refresh_token))
             }
-            other => return Refresh::Permanent(format!("{} tokens cannot be refreshed", other.display_name())),
+            other => {
+                return Refresh::Permanent(format!("{} tokens cannot be refreshed", crate::providers::spec(other).name))
+            }
         };
         let (status, body) = match http::send(request).await {
             Ok(r) => r,

@@ -105,11 +105,11 @@ fn private_sqlite_files(db_file: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e).with_context(|| format!("creating the SQLite database {}", db_file.display())),
     }
-    crate::app::make_private(db_file)?;
+    crate::private_fs::make_private(db_file)?;
     for suffix in ["-wal", "-shm", "-journal"] {
         let mut name = db_file.as_os_str().to_owned();
         name.push(suffix);
-        crate::app::make_private(Path::new(&name))?;
+        crate::private_fs::make_private(Path::new(&name))?;
     }
     Ok(())
 }

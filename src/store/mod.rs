@@ -43,7 +43,7 @@ pub use sink::{Channel, EventSink};
 use batch::Batcher;
 
 use crate::auth::{hashes_match, BearerToken, Principal};
-use crate::config::SystemKeys;
+use crate::system_keys::SystemKeys;
 use crate::crypto::Keyring;
 use crate::domain::Role;
 use crate::entities::{access_token, credential, oauth_flow, user};

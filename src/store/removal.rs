@@ -138,7 +138,7 @@ impl OwnerHandle {
                     source: CredentialSource::SystemKey,
                     provider,
                     credential_id: None,
-                    env_var: Some(provider.system_env_var()),
+                    env_var: Some(crate::providers::spec(provider).api_key_env),
                 });
             }
         }

@@ -9,11 +9,11 @@ use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
 use super::{Issued, TaskId};
 use crate::agents::{self, IssuedSecret};
 use crate::auth::Principal;
-use crate::config::SecretValue;
 use crate::domain::{Agent, CheckResult, CredentialKind, CredentialSource, CredentialStatus, Provider};
 use crate::entities::{credential, task_lease, user};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
+use crate::secret::SecretValue;
 use crate::store::audit::{self, Action, Actor};
 use crate::store::credentials::{slot, StoredSecret};
 use crate::store::lifecycle::Refreshes;
@@ -107,16 +107,16 @@ enum Choice<'a> {
 
 /// The provider a task runs against, checked against the agent.
 pub(super) fn checked_provider(agent: Agent, provider: Option<Provider>) -> ApiResult<Provider> {
-    let valid = || agent.providers().iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" or ");
-    match provider.or(agent.default_provider()) {
-        Some(p) if agent.providers().contains(&p) => Ok(p),
+    let valid = || crate::agents::spec(agent).providers.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" or ");
+    match provider.or(crate::agents::default_provider(agent)) {
+        Some(p) if crate::agents::spec(agent).providers.contains(&p) => Ok(p),
         Some(p) => Err(ApiError::bad_input(format!(
             "{} does not run against {}; use one of: {}",
-            agent.display_name(),
+            crate::agents::spec(agent).name,
             p.as_str(),
             valid()
         ))),
-        None => Err(ApiError::bad_input(format!("{} needs a provider: {}", agent.display_name(), valid()))),
+        None => Err(ApiError::bad_input(format!("{} needs a provider: {}", crate::agents::spec(agent).name, valid()))),
     }
 }
 
@@ -157,7 +157,7 @@ fn choose<'a>(
         let Some(row) = row else { continue };
         match unusable_reason(row, now) {
             None => return Choice::Use(source, Some(row)),
-            Some(reason) => passed_over.push(format!("your {} {what} {reason}", provider.display_name())),
+            Some(reason) => passed_over.push(format!("your {} {what} {reason}", crate::providers::spec(provider).name)),
         }
     }
     match system_key {
@@ -482,13 +482,13 @@ fn no_credentials(agent: Agent, provider: Provider, passed_over: &[String]) -> A
     let subscription = if !agents::takes_subscriptions(agent) {
         String::new()
     } else {
-        format!(", connect a subscription in Agent Credentials → {}", agent.display_name())
+        format!(", connect a subscription in Agent Credentials → {}", crate::agents::spec(agent).name)
     };
     ApiError::NoCredentials(format!(
         "no usable credentials for {} with {}{why}: add a {} API key in Settings → API Keys{subscription}, or ask an admin to set {}",
-        agent.display_name(),
-        provider.display_name(),
-        provider.display_name(),
-        provider.system_env_var()
+        crate::agents::spec(agent).name,
+        crate::providers::spec(provider).name,
+        crate::providers::spec(provider).name,
+        crate::providers::spec(provider).api_key_env
     ))
 }

@@ -229,7 +229,7 @@ async fn same_account(
         ApiError::Unavailable(format!(
             "{} could not be asked whose login {} holds ({why}); nothing was stored — return the task's files again \
              in a moment",
-            provider.display_name(),
+            crate::providers::spec(provider).name,
             printable(path)
         ))
     };
