@@ -1,6 +1,6 @@
 //! Keeps ARCHITECTURE.md's layer table true. It reads the table (the
 //! fenced block under "## Layers": one line per layer, top first, modules
-//! before the `|`) and the crate's imports (every file under `src/` reached
+//! before the `|`, a trailing comma going on to the next line) and the crate's imports (every file under `src/` reached
 //! from `lib.rs` and `main.rs` through `mod` declarations, leaving out
 //! `#[cfg(test)]` modules and items): `use crate::X…`, `crate::X::…` paths,
 //! the same inside macro calls, `super::` paths that climb to another
@@ -33,21 +33,28 @@ fn read_table(markdown: &str) -> Table {
     let section = markdown.split("\n## Layers").nth(1).expect("ARCHITECTURE.md has a `## Layers` section");
     let block = section.split("```").nth(1).expect("the Layers section starts with a fenced block");
     let mut rows: Vec<Vec<String>> = Vec::new();
+    // The row a line ending in a comma before its `|` goes on with.
+    let mut open = false;
     // The first line of a fence is its info string.
     for line in block.lines().skip(1) {
         let Some((modules, _what)) = line.split_once('|') else {
             assert!(line.trim().is_empty(), "a layer line needs `modules | what they do`: {line:?}");
             continue;
         };
-        let modules: Vec<String> = modules
+        let names: Vec<String> = modules
             .split(',')
             .map(|m| m.trim().trim_end_matches('/').trim_end_matches(".rs").to_owned())
             .filter(|m| !m.is_empty())
             .collect();
-        // A line with nothing before the `|` continues the one above.
-        if !modules.is_empty() {
-            rows.push(modules);
+        // A line with nothing before the `|` only goes on describing the one above.
+        if names.is_empty() {
+            continue;
         }
+        match rows.last_mut() {
+            Some(row) if open => row.extend(names),
+            _ => rows.push(names),
+        }
+        open = modules.trim_end().ends_with(',');
     }
     assert!(!rows.is_empty(), "the layer table is empty");
     let lines = rows.len();
@@ -318,7 +325,7 @@ fn imports_follow_the_layer_table() {
             excused.insert(exception);
             continue;
         }
-        let how = if to == from { "the same layer" } else { "a lower layer" };
+        let how = if to == from { "its own layer" } else { "a higher one" };
         problems.push(format!(
             "{} imports crate::{} (layer {to}) from layer {from} ({}): {} may import only from below it, not from {how}",
             import.file, import.to, import.from, import.from
@@ -334,7 +341,7 @@ fn imports_follow_the_layer_table() {
     }
     assert!(
         problems.is_empty(),
-        "the imports do not follow ARCHITECTURE.md's layer table ({} lines, 0 is the bottom):\n  {}\n",
+        "the imports do not follow ARCHITECTURE.md's layer table ({} layers, 0 is the bottom):\n  {}\n",
         table.lines,
         problems.join("\n  ")
     );
