@@ -1,8 +1,9 @@
-//! The sign-in flow engine: stores flows (secrets encrypted), polls device
-//! flows in the background with the provider's rules, resumes after a
-//! restart, and fans status changes out to subscribers. It returns plain
-//! views ([`DeviceFlow`], [`AuthorizationFlow`]); `graphql::flows` shows
-//! them.
+//! The sign-in flow engine: keeps flows (secrets encrypted) through the
+//! store's named operations (`store/flows.rs`, which alone writes their
+//! rows), polls device flows in the background with the provider's rules,
+//! resumes after a restart, and fans status changes out to subscribers. It
+//! returns plain views ([`DeviceFlow`], [`AuthorizationFlow`]);
+//! `graphql::flows` shows them.
 //!
 //! Each pending device flow is polled by one instance at a time: the
 //! poller holds a lease in the database (`lease_owner`, `lease_until`) and
