@@ -10,7 +10,6 @@ use sesame_vault::domain::Role;
 use sesame_vault::error::api_to_anyhow;
 use sesame_vault::people_cli;
 use sesame_vault::runner_cli::{task_env, task_return, Client, TaskEnv};
-use sesame_vault::store::audit::Actor;
 
 #[derive(Parser)]
 #[command(name = "sesame-vault", version, about = "Encrypted credential service for AI coding agents")]
@@ -208,7 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => sesame_vault::app::serve(config()?).await?,
         Command::RotateKey => {
             let app = open_existing(config()?).await?;
-            let n = app.store.rotate_keys().await.map_err(api_to_anyhow)?;
+            let n = app.store.operator_unchecked().rotate_keys().await.map_err(api_to_anyhow)?;
             println!("re-encrypted {n} secrets under key {}", app.store.key_fingerprint());
         }
         Command::User(UserCommand::List { output }) => {
@@ -236,7 +235,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(UserCommand::Create { email, admin, output }) => {
             let app = open_existing(config()?).await?;
             let role = if admin { Role::Admin } else { Role::User };
-            let (user, token) = app.store.create_user(Actor::System, &email, role).await.map_err(api_to_anyhow)?;
+            let (user, token) =
+                app.store.operator_unchecked().create_user(&email, role).await.map_err(api_to_anyhow)?;
             if output.json {
                 let json = serde_json::json!({"id": user.id.as_str(), "email": user.email, "role": role.as_str(), "token": token.as_str()});
                 println!("{json}");
@@ -247,7 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(TokenCommand::Create { user: None, name, output, .. }) => {
             let app = open_existing(config()?).await?;
-            let (id, token) = app.store.create_runner_token(&name).await.map_err(api_to_anyhow)?;
+            let (id, token) = app.store.operator_unchecked().create_runner_token(&name).await.map_err(api_to_anyhow)?;
             if output.json {
                 println!("{}", serde_json::json!({"id": id, "name": name.trim(), "token": token.as_str()}));
             } else {
@@ -257,7 +257,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(TokenCommand::Revoke { id }) => {
             let app = open_existing(config()?).await?;
-            if app.store.revoke_token(&id).await.map_err(api_to_anyhow)? {
+            if app.store.operator_unchecked().revoke_token(&id).await.map_err(api_to_anyhow)? {
                 println!("revoked token {id}");
             } else {
                 anyhow::bail!("no live token has id {id}");

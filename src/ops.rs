@@ -96,8 +96,7 @@ impl Probe {
         let Some((store, separate_reader)) = self.store.get() else {
             return json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "starting" }));
         };
-        let reader = separate_reader.then(|| store.reader());
-        let body = crate::metrics::scrape(store.db(), reader).await;
+        let body = store.scrape_metrics(*separate_reader).await;
         Response::builder().content_type(crate::metrics::CONTENT_TYPE).body(body)
     }
 }

@@ -11,7 +11,6 @@ use serde_json::json;
 use crate::app::App;
 use crate::config::Config;
 use crate::error::api_to_anyhow;
-use crate::store::audit::Actor;
 use crate::store::{AccessToken, TokenKind};
 
 /// Refuses to go on when the command would create a new data directory
@@ -54,10 +53,10 @@ fn token_json(t: &AccessToken) -> serde_json::Value {
 /// `token list [--user EMAIL|ID]`.
 pub async fn token_list(app: &App, user: Option<&str>, as_json: bool) -> anyhow::Result<()> {
     let user_id = match user {
-        Some(who) => Some(app.store.find_person(who).await.map_err(api_to_anyhow)?.id),
+        Some(who) => Some(app.store.operator_unchecked().find_person(who).await.map_err(api_to_anyhow)?.id),
         None => None,
     };
-    let tokens = app.store.tokens(user_id.as_deref()).await.map_err(api_to_anyhow)?;
+    let tokens = app.store.operator_unchecked().tokens(user_id.as_deref()).await.map_err(api_to_anyhow)?;
     if as_json {
         println!("{}", serde_json::Value::Array(tokens.iter().map(token_json).collect()));
         return Ok(());
@@ -87,9 +86,9 @@ pub async fn token_list(app: &App, user: Option<&str>, as_json: bool) -> anyhow:
 /// `token create --user EMAIL|ID --name N`: how a person with a lost
 /// token (or a lost bootstrap admin) gets back in.
 pub async fn token_create_for(app: &App, who: &str, name: &str, as_json: bool) -> anyhow::Result<()> {
-    let person = app.store.find_person(who).await.map_err(api_to_anyhow)?;
-    let (token, secret) =
-        app.store.create_user_token(Actor::System, &person.id, name, None).await.map_err(api_to_anyhow)?;
+    let operator = app.store.operator_unchecked();
+    let person = operator.find_person(who).await.map_err(api_to_anyhow)?;
+    let (token, secret) = operator.create_user_token(&person.id, name).await.map_err(api_to_anyhow)?;
     if as_json {
         let mut value = token_json(&token);
         value["email"] = json!(person.email);
@@ -104,7 +103,7 @@ pub async fn token_create_for(app: &App, who: &str, name: &str, as_json: bool) -
 
 /// `user list`.
 pub async fn user_list(app: &App, as_json: bool) -> anyhow::Result<()> {
-    let people = app.store.people().await.map_err(api_to_anyhow)?;
+    let people = app.store.operator_unchecked().people().await.map_err(api_to_anyhow)?;
     if as_json {
         let rows: Vec<_> = people
             .iter()
@@ -128,8 +127,9 @@ pub async fn user_list(app: &App, as_json: bool) -> anyhow::Result<()> {
 
 /// `user disable|enable EMAIL|ID`.
 pub async fn user_set_disabled(app: &App, who: &str, disabled: bool) -> anyhow::Result<()> {
-    let person = app.store.find_person(who).await.map_err(api_to_anyhow)?;
-    let person = app.store.set_disabled(Actor::System, &person.id, disabled).await.map_err(api_to_anyhow)?;
+    let operator = app.store.operator_unchecked();
+    let person = operator.find_person(who).await.map_err(api_to_anyhow)?;
+    let person = operator.set_disabled(&person.id, disabled).await.map_err(api_to_anyhow)?;
     let state = if disabled { "disabled" } else { "enabled" };
     println!("{state} {} (id {})", person.email, person.id.as_str());
     Ok(())
@@ -137,7 +137,7 @@ pub async fn user_set_disabled(app: &App, who: &str, disabled: bool) -> anyhow::
 
 /// `user readmit EMAIL|SUBJECT`: lifts the tombstone a deleted JWT person left.
 pub async fn user_readmit(app: &App, who: &str) -> anyhow::Result<()> {
-    let readmitted = app.store.readmit(who).await.map_err(api_to_anyhow)?;
+    let readmitted = app.store.operator_unchecked().readmit(who).await.map_err(api_to_anyhow)?;
     if readmitted.is_empty() {
         bail!("no deleted person who signed in with the IdP has the email or subject {}", who.trim());
     }
@@ -149,8 +149,9 @@ pub async fn user_readmit(app: &App, who: &str) -> anyhow::Result<()> {
 
 /// `user delete EMAIL|ID`.
 pub async fn user_delete(app: &App, who: &str) -> anyhow::Result<()> {
-    let person = app.store.find_person(who).await.map_err(api_to_anyhow)?;
-    let deleted = app.store.delete_person(Actor::System, &person.id).await.map_err(api_to_anyhow)?;
+    let operator = app.store.operator_unchecked();
+    let person = operator.find_person(who).await.map_err(api_to_anyhow)?;
+    let deleted = operator.delete_person(&person.id).await.map_err(api_to_anyhow)?;
     println!(
         "deleted {} (id {}): {} credentials removed, {} tokens revoked; the audit trail keeps their id and email",
         deleted.email,

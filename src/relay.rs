@@ -121,7 +121,7 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
 }
 
 async fn listen(store: &Store) -> anyhow::Result<PgListener> {
-    let pool = store.db().get_postgres_connection_pool().clone();
+    let pool = store.postgres_pool();
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen_all([EVENTS_CHANNEL, FLOWS_CHANNEL]).await?;
     Ok(listener)

@@ -14,7 +14,6 @@ use std::future::Future;
 
 use anyhow::Context;
 use chrono::Duration;
-use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 use serde::{Deserialize, Serialize};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -79,27 +78,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = ApiResult<T>>,
 {
-    let db = store.db();
-    if db.get_database_backend() != DbBackend::Postgres {
-        return job().await.map(Some);
-    }
-    // The transaction only holds the lock; the job writes on its own.
-    let guard = db.begin().await?;
-    let row = guard
-        .query_one(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_try_advisory_xact_lock($1) AS locked",
-            [lock.into()],
-        ))
-        .await?;
-    let locked: bool = row.map(|r| r.try_get("", "locked")).transpose()?.unwrap_or(false);
-    if !locked {
-        guard.rollback().await?;
-        return Ok(None);
-    }
-    let result = job().await;
-    guard.commit().await?;
-    result.map(Some)
+    store.run_exclusive(lock, job).await
 }
 
 /// Runs one job: not at all once the shutdown has started (the shutdown

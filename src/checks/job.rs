@@ -10,10 +10,9 @@ use futures_util::StreamExt;
 use super::run::check_row;
 use super::{CheckResult, Checker, Probe};
 use crate::domain::Provider;
-use crate::entities::system_key_check::fingerprint;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::store::audit::Actor;
-use crate::store::Store;
+use crate::store::{system_key_fingerprint as fingerprint, Store};
 
 /// Most credentials one run takes; the next run takes the rest, so a large
 /// vault's checks spread over the day instead of arriving at once.
@@ -41,16 +40,16 @@ pub async fn run(store: &Store, checker: &Checker) -> ApiResult<CheckReport> {
     let stale_before = now - duration(checker.every());
     let candidates = store.due_for_check(now, stale_before, BATCH).await?;
     let results: Vec<ApiResult<Option<CheckResult>>> = futures_util::stream::iter(candidates)
-        .map(|row| async move {
+        .map(|target| async move {
             // The turn first, then the claim: a claimed credential is
             // checked at once, never left waiting until its claim lapses.
-            let provider: Provider = row.provider.parse().map_err(ApiError::internal)?;
+            let provider: Provider = target.provider()?;
             let turn = checker.limits().acquire(provider).await;
             let now = Utc::now();
-            if !store.claim_for_check(&row, stale_before, now, now + checker.claim_ttl()).await? {
+            if !store.claim_for_check(&target, stale_before, now, now + checker.claim_ttl()).await? {
                 return Ok(None);
             }
-            let meta = check_row(store, checker, Actor::System, row, Some(turn)).await?;
+            let meta = check_row(store, checker, Actor::System, target, Some(turn)).await?;
             Ok(Some(meta.check_result.unwrap_or(CheckResult::Unreachable)))
         })
         // Rows waiting for a turn at once; the bound per provider is the

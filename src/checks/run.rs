@@ -8,10 +8,9 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Checker, Probe};
 use crate::domain::{CredentialStatus, Provider};
-use crate::entities::credential;
 use crate::error::{ApiError, ApiResult};
 use crate::store::audit::Actor;
-use crate::store::{CredentialMeta, OwnerHandle, Store, StoredSecret};
+use crate::store::{CheckTarget, CredentialMeta, OwnerHandle, Store, StoredSecret};
 
 /// How many of one person's credentials `checkMyCredentials` checks at
 /// once (the per-provider bound applies besides).
@@ -20,10 +19,10 @@ const OWN_AT_ONCE: usize = 4;
 /// Whether a credential is sent to its provider at all. An expired login,
 /// or one that needs signing in again, is not: its status already says
 /// what to do, and only a refresh (never a check) could change that.
-fn checkable(row: &credential::Model, now: DateTime<Utc>) -> bool {
-    row.status != CredentialStatus::Expired.as_str()
-        && row.status != CredentialStatus::NeedsReauth.as_str()
-        && row.expires_at.is_none_or(|t| t > now)
+fn checkable(target: &CheckTarget, now: DateTime<Utc>) -> bool {
+    !target.status_is(CredentialStatus::Expired)
+        && !target.status_is(CredentialStatus::NeedsReauth)
+        && target.expires_at().is_none_or(|t| t > now)
 }
 
 /// Checks one credential with its provider (in `turn` if the caller holds
@@ -33,15 +32,15 @@ pub(crate) async fn check_row(
     store: &Store,
     checker: &Checker,
     actor: Actor<'_>,
-    row: credential::Model,
+    target: CheckTarget,
     turn: Option<OwnedSemaphorePermit>,
 ) -> ApiResult<CredentialMeta> {
-    if !checkable(&row, Utc::now()) {
-        return CredentialMeta::try_from(&row);
+    if !checkable(&target, Utc::now()) {
+        return target.meta();
     }
-    let provider: Provider = row.provider.parse().map_err(ApiError::internal)?;
+    let provider: Provider = target.provider()?;
     let outcome = {
-        let secret = store.open_secret(&row)?;
+        let secret = store.check_secret(&target)?;
         let probe = match &secret {
             StoredSecret::ApiKey { key } => Probe::ApiKey(key.expose()),
             // The access token only: a check never sends a refresh token.
@@ -54,7 +53,7 @@ pub(crate) async fn check_row(
             None => checker.check(provider, probe).await,
         }
     };
-    let meta = store.record_check(actor, &row, provider, &outcome, checker.expiring_within()).await?;
+    let meta = store.record_check(actor, &target, provider, &outcome, checker.expiring_within()).await?;
     crate::metrics::check(provider.as_str(), outcome.result.as_str());
     tracing::info!(
         credential = %meta.id,
@@ -72,44 +71,44 @@ pub(crate) async fn check_row(
 /// and the credential comes back as it is, with its stored check. Of
 /// concurrent calls, one claims the row (as the job does) and checks; the
 /// others get the row as it is. The periodic job and saves do not come here.
-async fn check_own_row(checker: &Checker, owner: &OwnerHandle, row: credential::Model) -> ApiResult<CredentialMeta> {
+async fn check_own_target(checker: &Checker, owner: &OwnerHandle, target: CheckTarget) -> ApiResult<CredentialMeta> {
     let (store, actor) = (owner.store(), Actor::Principal(owner.principal()));
     let cooldown = checker.cooldown();
-    if cooldown.is_zero() || !checkable(&row, Utc::now()) {
-        return check_row(store, checker, actor, row, None).await;
+    if cooldown.is_zero() || !checkable(&target, Utc::now()) {
+        return check_row(store, checker, actor, target, None).await;
     }
     let cooldown = Duration::from_std(cooldown).unwrap_or(Duration::MAX);
     let recent = |now: DateTime<Utc>| now.checked_sub_signed(cooldown).unwrap_or(DateTime::<Utc>::MIN_UTC);
-    if row.last_checked_at.is_some_and(|at| at > recent(Utc::now())) {
-        return CredentialMeta::try_from(&row);
+    if target.last_checked_at().is_some_and(|at| at > recent(Utc::now())) {
+        return target.meta();
     }
     // The turn first, then the claim, as the job does: a claimed credential
     // is checked at once, never left waiting until its claim lapses.
-    let provider: Provider = row.provider.parse().map_err(ApiError::internal)?;
+    let provider: Provider = target.provider()?;
     let turn = checker.limits().acquire(provider).await;
     let now = Utc::now();
-    if !store.claim_for_check(&row, recent(now), now, now + checker.claim_ttl()).await? {
+    if !store.claim_for_check(&target, recent(now), now, now + checker.claim_ttl()).await? {
         // Checked, being checked or replaced meanwhile: shown as it is now.
         drop(turn);
-        let current = owner.row(&row.id).await?.ok_or_else(|| ApiError::not_found("credential"))?;
-        return CredentialMeta::try_from(&current);
+        let current = owner.check_target(target.id()).await?.ok_or_else(|| ApiError::not_found("credential"))?;
+        return current.meta();
     }
-    check_row(store, checker, actor, row, Some(turn)).await
+    check_row(store, checker, actor, target, Some(turn)).await
 }
 
 /// `checkCredential`: one of the caller's credentials; NOT_FOUND for
 /// anyone else's, as for every owner mutation.
 pub async fn check_own(checker: &Checker, owner: &OwnerHandle, id: &str) -> ApiResult<CredentialMeta> {
-    let row = owner.row(id).await?.ok_or_else(|| ApiError::not_found("credential"))?;
-    check_own_row(checker, owner, row).await
+    let target = owner.check_target(id).await?.ok_or_else(|| ApiError::not_found("credential"))?;
+    check_own_target(checker, owner, target).await
 }
 
 /// `checkMyCredentials`: every one of the caller's credentials, a few at a
 /// time, in their usual order (those checked within the cooldown as they are).
 pub async fn check_all_own(checker: &Checker, owner: &OwnerHandle) -> ApiResult<Vec<CredentialMeta>> {
-    let rows = owner.rows().await?;
-    futures_util::stream::iter(rows)
-        .map(|row| check_own_row(checker, owner, row))
+    let targets = owner.check_targets().await?;
+    futures_util::stream::iter(targets)
+        .map(|target| check_own_target(checker, owner, target))
         .buffered(OWN_AT_ONCE)
         .collect::<Vec<_>>()
         .await

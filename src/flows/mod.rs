@@ -1,8 +1,9 @@
-//! The sign-in flow engine: stores flows (secrets encrypted), polls device
-//! flows in the background with the provider's rules, resumes after a
-//! restart, and fans status changes out to subscribers. It returns plain
-//! views ([`DeviceFlow`], [`AuthorizationFlow`]); `graphql::flows` shows
-//! them.
+//! The sign-in flow engine: keeps flows (secrets encrypted) through the
+//! store's named operations (`store/flows.rs`, which alone writes their
+//! rows), polls device flows in the background with the provider's rules,
+//! resumes after a restart, and fans status changes out to subscribers. It
+//! returns plain views ([`DeviceFlow`], [`AuthorizationFlow`]);
+//! `graphql::flows` shows them.
 //!
 //! Each pending device flow is polled by one instance at a time: the
 //! poller holds a lease in the database (`lease_owner`, `lease_until`) and
@@ -21,26 +22,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::Duration;
-use sea_orm::EntityTrait;
 use tokio::sync::{broadcast, Notify};
 
 pub use view::{AuthorizationFlow, DeviceFlow};
 
 use crate::crypto::Binding;
-use crate::entities::oauth_flow;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
 use crate::providers::FlowSecret;
-use crate::store::{Channel, Store, FLOW_FIELD as FIELD};
+use crate::store::{FlowHolder as Holder, FlowRecord, Store, FLOW_COMPLETING as COMPLETING, FLOW_FIELD as FIELD};
 use view::view;
 
 const KIND_DEVICE: &str = "DEVICE";
 const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
-/// First key of the per-person advisory lock around the pending-flow limit
-/// (PostgreSQL; arbitrary, stable).
-const PENDING_LIMIT_LOCK: i32 = 0x5e5a_0001;
-/// A completion in progress holds the flow with this lease-owner prefix.
-const COMPLETING: &str = "complete:";
 /// The poller wakes at least this often to renew its lease.
 const MAX_SLEEP: Duration = Duration::seconds(5);
 /// A watcher that heard nothing for this long re-reads the flow.
@@ -75,17 +69,7 @@ struct Inner {
     starting_turn: tokio::sync::Mutex<()>,
 }
 
-/// Who may end a flow.
-#[derive(Clone, Copy)]
-enum Holder<'a> {
-    Anyone,
-    /// The instance polling it, or the request completing it.
-    Lease(&'a str),
-    /// Anyone but a completion in progress (a cancel).
-    NotCompleting,
-}
-
-fn binding<'a>(row: &'a oauth_flow::Model) -> Binding<'a> {
+fn binding<'a>(row: &'a FlowRecord) -> Binding<'a> {
     Binding { owner_id: &row.owner_id, record_id: &row.id, field: FIELD }
 }
 
@@ -134,7 +118,7 @@ impl FlowEngine {
     pub async fn publish_notified(&self, update: FlowUpdate) {
         let id = update.flow.id.to_string();
         let fresh = async {
-            let row = oauth_flow::Entity::find_by_id(id.as_str()).one(self.store().db()).await?;
+            let row = self.store().flow(id.as_str()).await?;
             row.map(|row| {
                 let flow = view(self.store().keys(), &row)?;
                 Ok::<_, ApiError>(FlowUpdate { owner_id: row.owner_id.clone(), revision: row.revision, flow })
@@ -155,7 +139,7 @@ impl FlowEngine {
     /// Announces a flow's new state through the store's sink: in-process on
     /// SQLite; on PostgreSQL to every instance (this one included) through
     /// the relay.
-    async fn publish_row(&self, row: &oauth_flow::Model) -> ApiResult<()> {
+    async fn publish_row(&self, row: &FlowRecord) -> ApiResult<()> {
         if row.kind != KIND_DEVICE {
             return Ok(());
         }
@@ -170,7 +154,7 @@ impl FlowEngine {
         let mut slim = update.clone();
         slim.flow.user_code = String::new();
         slim.flow.verification_uri_complete = None;
-        if !self.store().announce(self.store().db(), Channel::FlowUpdates, &slim).await? {
+        if !self.store().announce_flow_update(&slim).await? {
             self.publish(update);
         }
         Ok(())
@@ -181,7 +165,7 @@ impl FlowEngine {
         Ok(self.store().keys().encrypt(&plain, Binding { owner_id, record_id: id, field: FIELD }))
     }
 
-    fn open(&self, row: &oauth_flow::Model) -> ApiResult<FlowSecret> {
+    fn open(&self, row: &FlowRecord) -> ApiResult<FlowSecret> {
         let plain = self.store().keys().decrypt(&row.secret, binding(row))?;
         serde_json::from_slice(&plain)
             .map_err(|_| ApiError::internal(anyhow::anyhow!("flow {} secret does not parse", row.id)))

@@ -4,36 +4,20 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, Set};
+use chrono::{Duration, Utc};
 use tokio::sync::Notify;
 
 use super::{FlowEngine, Holder, KIND_DEVICE, MAX_SLEEP, SWEEP_EVERY};
 use crate::domain::FlowStatus;
-use crate::entities::oauth_flow;
 use crate::error::{ApiError, ApiResult};
 use crate::providers::Poll;
+use crate::store::FlowRecord;
 
 impl FlowEngine {
     /// Takes (or renews) this instance's lease on a pending flow.
     async fn claim(&self, id: &str) -> ApiResult<bool> {
         let now = Utc::now();
-        let claimed = oauth_flow::Entity::update_many()
-            .col_expr(oauth_flow::Column::LeaseOwner, Expr::value(self.inner.instance.as_str()))
-            .col_expr(oauth_flow::Column::LeaseUntil, Expr::value(now + self.lease()))
-            .filter(oauth_flow::Column::Id.eq(id))
-            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
-            .filter(
-                Condition::any()
-                    .add(oauth_flow::Column::LeaseOwner.is_null())
-                    .add(oauth_flow::Column::LeaseOwner.eq(self.inner.instance.as_str()))
-                    .add(oauth_flow::Column::LeaseUntil.lt(now)),
-            )
-            .exec(self.store().db())
-            .await?
-            .rows_affected;
-        Ok(claimed == 1)
+        self.store().claim_flow(id, &self.inner.instance, now, now + self.lease()).await
     }
 
     pub(super) fn spawn_poller(&self, id: String) {
@@ -70,7 +54,7 @@ impl FlowEngine {
             if !self.claim(id).await? {
                 return Ok(()); // finished, cancelled, or another instance has it
             }
-            let Some(row) = oauth_flow::Entity::find_by_id(id).one(self.store().db()).await? else { return Ok(()) };
+            let Some(row) = self.store().flow(id).await? else { return Ok(()) };
             let now = Utc::now();
             if now >= row.expires_at {
                 self.finish(
@@ -96,41 +80,23 @@ impl FlowEngine {
         }
     }
 
-    async fn poll_once(&self, row: &oauth_flow::Model) -> ApiResult<()> {
+    async fn poll_once(&self, row: &FlowRecord) -> ApiResult<()> {
         let secret = self.open(row)?;
         let outcome = self.store().providers().poll(&secret).await;
         let now = Utc::now();
-        let db = self.store().db();
+        let store = self.store();
         let me = self.inner.instance.as_str();
-        let pending = || {
-            oauth_flow::Entity::update_many()
-                .filter(oauth_flow::Column::Id.eq(row.id.as_str()))
-                .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
-                .filter(oauth_flow::Column::LeaseOwner.eq(me))
-        };
         match outcome {
             Poll::Pending => {
-                pending()
-                    .col_expr(
-                        oauth_flow::Column::NextPollAt,
-                        Expr::value(now + Duration::seconds(row.interval_secs.into())),
-                    )
-                    .col_expr(oauth_flow::Column::Failures, Expr::value(0))
-                    .exec(db)
-                    .await?;
+                let next = now + Duration::seconds(row.interval_secs.into());
+                store.schedule_flow_poll(&row.id, me, next, 0).await?;
             }
             Poll::SlowDown => {
                 // RFC 8628: +5 s, for this and every later poll.
                 let interval = row.interval_secs + 5;
-                let updated = pending()
-                    .col_expr(oauth_flow::Column::IntervalSecs, Expr::value(interval))
-                    .col_expr(oauth_flow::Column::NextPollAt, Expr::value(now + Duration::seconds(interval.into())))
-                    .col_expr(oauth_flow::Column::Revision, Expr::col(oauth_flow::Column::Revision).add(1))
-                    .col_expr(oauth_flow::Column::UpdatedAt, Expr::value(now))
-                    .exec(db)
-                    .await?;
-                if updated.rows_affected == 1 {
-                    if let Some(fresh) = oauth_flow::Entity::find_by_id(row.id.as_str()).one(db).await? {
+                let next = now + Duration::seconds(interval.into());
+                if store.slow_down_flow(&row.id, me, interval, next).await? {
+                    if let Some(fresh) = store.flow(&row.id).await? {
                         self.publish_row(&fresh).await?;
                     }
                 }
@@ -145,11 +111,7 @@ impl FlowEngine {
                     self.finish(row, FlowStatus::Failed, Some(message), None, Holder::Lease(me)).await?;
                 } else {
                     let backoff = i64::from(row.interval_secs) << failures.min(5);
-                    pending()
-                        .col_expr(oauth_flow::Column::Failures, Expr::value(failures))
-                        .col_expr(oauth_flow::Column::NextPollAt, Expr::value(now + Duration::seconds(backoff.min(60))))
-                        .exec(db)
-                        .await?;
+                    store.schedule_flow_poll(&row.id, me, now + Duration::seconds(backoff.min(60)), failures).await?;
                 }
             }
             Poll::Authorized(tokens) => {
@@ -186,14 +148,7 @@ impl FlowEngine {
         if still > 0 {
             tracing::warn!(pollers = still, "sign-in pollers still busy at the end of the grace period");
         }
-        let released = oauth_flow::Entity::update_many()
-            .col_expr(oauth_flow::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(oauth_flow::Column::LeaseUntil, Expr::value(Option::<DateTime<Utc>>::None))
-            .filter(oauth_flow::Column::LeaseOwner.eq(self.inner.instance.as_str()))
-            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
-            .exec(self.store().db())
-            .await?
-            .rows_affected;
+        let released = self.store().release_flow_leases(&self.inner.instance).await?;
         if released > 0 {
             tracing::info!(flows = released, "released sign-in flow leases for another instance");
         }
@@ -204,24 +159,11 @@ impl FlowEngine {
     /// `take_over` ignores leases (a single-instance SQLite start-up, where
     /// any lease is left over from this same service's previous run).
     pub async fn sweep(&self, take_over: bool) -> ApiResult<usize> {
-        let now = Utc::now();
-        let mut query = oauth_flow::Entity::find()
-            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
-            .filter(oauth_flow::Column::Kind.eq(KIND_DEVICE));
-        if !take_over {
-            query = query.filter(
-                Condition::any()
-                    .add(oauth_flow::Column::LeaseOwner.is_null())
-                    .add(oauth_flow::Column::LeaseUntil.lt(now)),
-            );
-        }
-        let rows = query.all(self.store().db()).await?;
+        let rows = self.store().unheld_pending_flows(KIND_DEVICE, take_over, Utc::now()).await?;
         let mut started = 0;
         for row in rows {
             if take_over {
-                let mut active: oauth_flow::ActiveModel = row.clone().into();
-                active.lease_owner = Set(None);
-                active.update(self.store().db()).await?;
+                self.store().clear_flow_lease(&row).await?;
             }
             let running = self.inner.running.lock().expect("flow map").contains_key(&row.id);
             if !running {

@@ -5,23 +5,17 @@ use std::sync::PoisonError;
 
 use chrono::{Duration, Utc};
 use futures_util::Stream;
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
-    Statement, TransactionTrait,
-};
 use tokio::sync::broadcast;
 
 use super::view::{seal_text, view, AuthorizationFlow, DeviceFlow};
-use super::{FlowEngine, Holder, COMPLETING, KIND_AUTHORIZATION, KIND_DEVICE, PENDING_LIMIT_LOCK, REREAD_EVERY};
+use super::{FlowEngine, Holder, COMPLETING, KIND_AUTHORIZATION, KIND_DEVICE, REREAD_EVERY};
 use crate::agents::catalog;
 use crate::domain::{Agent, AuthMethod, CredentialKind, FlowStatus, Provider};
-use crate::entities::oauth_flow;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
 use crate::providers::{FlowSecret, Tokens};
 use crate::store::audit::Actor;
-use crate::store::{CredentialMeta, NewCredential, Origin, OwnerHandle, StoredSecret};
+use crate::store::{CredentialMeta, FlowRecord, NewCredential, Origin, OwnerHandle, StoredSecret};
 use crate::store::{FLOW_USER_CODE_FIELD, FLOW_VERIFICATION_URI_FIELD};
 
 /// The sign-in method an (agent, provider) pair uses, if any.
@@ -65,24 +59,9 @@ impl Drop for StartingSlot {
 }
 
 impl FlowEngine {
-    async fn check_pending_limit<C: ConnectionTrait>(&self, db: &C, owner_id: &str) -> ApiResult<()> {
-        self.check_pending_limit_with(db, owner_id, 0).await
-    }
-
-    /// The pending-flow limit, counting `starting` flows of this person that
-    /// are not stored yet.
-    async fn check_pending_limit_with<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        owner_id: &str,
-        starting: u64,
-    ) -> ApiResult<()> {
-        let stored = oauth_flow::Entity::find()
-            .filter(oauth_flow::Column::OwnerId.eq(owner_id))
-            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
-            .filter(oauth_flow::Column::ExpiresAt.gt(Utc::now()))
-            .count(db)
-            .await?;
+    /// The pending-flow limit: `stored` pending flows of a person and
+    /// `starting` ones not stored yet.
+    fn check_pending_limit(&self, stored: u64, starting: u64) -> ApiResult<()> {
         let pending = stored + starting;
         let max = self.config().max_pending_per_user;
         if pending >= max {
@@ -93,24 +72,10 @@ impl FlowEngine {
         Ok(())
     }
 
-    /// Stores a new PENDING flow if its owner is still under the limit.
-    /// Count and insert are one transaction that parallel starts of the same
-    /// person take in turn: on SQLite the single writer connection orders
-    /// them, on PostgreSQL a per-person advisory lock does.
-    async fn insert_pending(&self, row: oauth_flow::Model) -> ApiResult<oauth_flow::Model> {
-        let txn = self.store().db().begin().await?;
-        if self.store().is_postgres() {
-            txn.execute(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                [PENDING_LIMIT_LOCK.into(), row.owner_id.clone().into()],
-            ))
-            .await?;
-        }
-        self.check_pending_limit(&txn, &row.owner_id).await?;
-        let row = oauth_flow::ActiveModel::from(row).insert(&txn).await?;
-        txn.commit().await?;
-        Ok(row)
+    /// Stores a new PENDING flow if its owner is still under the limit
+    /// (counted and inserted in one transaction: `Store::insert_pending_flow`).
+    async fn insert_pending(&self, row: FlowRecord) -> ApiResult<FlowRecord> {
+        self.store().insert_pending_flow(row, |stored| self.check_pending_limit(stored, 0)).await
     }
 
     /// Holds one of the person's pending-flow slots in this process until
@@ -119,7 +84,7 @@ impl FlowEngine {
     async fn reserve_slot(&self, owner_id: &str) -> ApiResult<StartingSlot> {
         let _turn = self.inner.starting_turn.lock().await;
         let starting = self.inner.starting.lock().unwrap_or_else(PoisonError::into_inner).get(owner_id).copied();
-        self.check_pending_limit_with(self.store().db(), owner_id, starting.unwrap_or(0)).await?;
+        self.check_pending_limit(self.store().count_pending_flows(owner_id).await?, starting.unwrap_or(0))?;
         *self.inner.starting.lock().unwrap_or_else(PoisonError::into_inner).entry(owner_id.to_owned()).or_default() +=
             1;
         Ok(StartingSlot { engine: self.clone(), owner_id: owner_id.to_owned() })
@@ -144,7 +109,7 @@ impl FlowEngine {
         let now = Utc::now();
         let keys = self.store().keys();
         let seal = |field, text: &str| seal_text(keys, owner.user_id(), &id, field, text);
-        let row = oauth_flow::Model {
+        let row = FlowRecord {
             id: id.clone(),
             owner_id: owner.user_id().to_owned(),
             agent: agent.as_str().into(),
@@ -194,7 +159,7 @@ impl FlowEngine {
         let id = new_id();
         let now = Utc::now();
         let expires_at = now + Duration::from_std(self.config().authorization_timeout).unwrap_or(Duration::minutes(10));
-        let row = oauth_flow::Model {
+        let row = FlowRecord {
             id: id.clone(),
             owner_id: owner.user_id().to_owned(),
             agent: agent.as_str().into(),
@@ -228,46 +193,23 @@ impl FlowEngine {
         Ok(AuthorizationFlow { id, agent, provider, status: FlowStatus::Pending, authorize_url: url, expires_at })
     }
 
-    async fn own_flow(&self, owner: &OwnerHandle, id: &str) -> ApiResult<Option<oauth_flow::Model>> {
-        Ok(oauth_flow::Entity::find_by_id(id)
-            .filter(oauth_flow::Column::OwnerId.eq(owner.user_id()))
-            .one(self.store().db())
-            .await?)
+    async fn own_flow(&self, owner: &OwnerHandle, id: &str) -> ApiResult<Option<FlowRecord>> {
+        self.store().own_flow(owner.user_id(), id).await
     }
 
     /// Moves a PENDING flow to a final state (once: a concurrent change
     /// wins). `holder` limits it to whoever holds the flow.
     pub(super) async fn finish(
         &self,
-        row: &oauth_flow::Model,
+        row: &FlowRecord,
         status: FlowStatus,
         message: Option<String>,
         credential_id: Option<String>,
         holder: Holder<'_>,
     ) -> ApiResult<bool> {
-        let now = Utc::now();
         let credential_shown = credential_id.clone();
-        let held = match holder {
-            Holder::Anyone => Condition::all(),
-            Holder::Lease(owner) => Condition::all().add(oauth_flow::Column::LeaseOwner.eq(owner)),
-            Holder::NotCompleting => Condition::any()
-                .add(oauth_flow::Column::LeaseOwner.is_null())
-                .add(oauth_flow::Column::LeaseOwner.not_like(format!("{COMPLETING}%"))),
-        };
-        let updated = oauth_flow::Entity::update_many()
-            .filter(held)
-            .col_expr(oauth_flow::Column::Status, Expr::value(status.as_str()))
-            .col_expr(oauth_flow::Column::Message, Expr::value(message))
-            .col_expr(oauth_flow::Column::CredentialId, Expr::value(credential_id))
-            .col_expr(oauth_flow::Column::Revision, Expr::col(oauth_flow::Column::Revision).add(1))
-            .col_expr(oauth_flow::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(oauth_flow::Column::UpdatedAt, Expr::value(now))
-            .filter(oauth_flow::Column::Id.eq(row.id.as_str()))
-            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
-            .exec(self.store().db())
-            .await?
-            .rows_affected;
-        if updated == 1 {
+        let ended = self.store().finish_flow(&row.id, status, message, credential_id, holder).await?;
+        if ended {
             crate::metrics::flow(&row.provider, status.as_str());
             tracing::info!(
                 flow = %row.id,
@@ -279,15 +221,15 @@ impl FlowEngine {
                 credential = credential_shown.as_deref().unwrap_or("-"),
                 "sign-in flow ended"
             );
-            if let Some(fresh) = oauth_flow::Entity::find_by_id(row.id.as_str()).one(self.store().db()).await? {
+            if let Some(fresh) = self.store().flow(&row.id).await? {
                 self.publish_row(&fresh).await?;
             }
         }
-        Ok(updated == 1)
+        Ok(ended)
     }
 
     /// A pending authorization flow past its time becomes EXPIRED on sight.
-    async fn expire_if_due(&self, row: oauth_flow::Model) -> ApiResult<oauth_flow::Model> {
+    async fn expire_if_due(&self, row: FlowRecord) -> ApiResult<FlowRecord> {
         if row.status == FlowStatus::Pending.as_str() && row.expires_at <= Utc::now() {
             self.finish(
                 &row,
@@ -297,7 +239,7 @@ impl FlowEngine {
                 Holder::Anyone,
             )
             .await?;
-            return Ok(oauth_flow::Entity::find_by_id(row.id.as_str()).one(self.store().db()).await?.unwrap_or(row));
+            return Ok(self.store().flow(&row.id).await?.unwrap_or(row));
         }
         Ok(row)
     }
@@ -320,15 +262,8 @@ impl FlowEngine {
 
     /// The owner's flows of `kind` still PENDING (those past their time
     /// become EXPIRED on the way), newest first.
-    async fn pending_rows(&self, owner: &OwnerHandle, kind: &str) -> ApiResult<Vec<oauth_flow::Model>> {
-        use sea_orm::QueryOrder;
-        let rows = oauth_flow::Entity::find()
-            .filter(oauth_flow::Column::OwnerId.eq(owner.user_id()))
-            .filter(oauth_flow::Column::Kind.eq(kind))
-            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
-            .order_by_desc(oauth_flow::Column::CreatedAt)
-            .all(self.store().db())
-            .await?;
+    async fn pending_rows(&self, owner: &OwnerHandle, kind: &str) -> ApiResult<Vec<FlowRecord>> {
+        let rows = self.store().pending_flows_of(owner.user_id(), kind).await?;
         let mut pending = Vec::with_capacity(rows.len());
         for row in rows {
             let row = self.expire_if_due(row).await?;
@@ -417,26 +352,13 @@ impl FlowEngine {
         // Take the flow before using the code: a double submit or a cancel
         // racing this request cannot also end it.
         let tag = format!("{COMPLETING}{}", new_id());
-        let taken = oauth_flow::Entity::update_many()
-            .col_expr(oauth_flow::Column::LeaseOwner, Expr::value(tag.as_str()))
-            .filter(oauth_flow::Column::Id.eq(row.id.as_str()))
-            .filter(oauth_flow::Column::Status.eq(FlowStatus::Pending.as_str()))
-            .filter(oauth_flow::Column::LeaseOwner.is_null())
-            .exec(self.store().db())
-            .await?
-            .rows_affected;
-        if taken == 0 {
+        if !self.store().take_flow_for_completion(&row.id, &tag).await? {
             return Err(ApiError::bad_input("this sign-in is already being completed"));
         }
         let tokens = match self.store().providers().exchange_code(code, state, &verifier).await {
             Ok(tokens) => tokens,
             Err(e) if e.transient => {
-                oauth_flow::Entity::update_many()
-                    .col_expr(oauth_flow::Column::LeaseOwner, Expr::value(Option::<String>::None))
-                    .filter(oauth_flow::Column::Id.eq(row.id.as_str()))
-                    .filter(oauth_flow::Column::LeaseOwner.eq(tag.as_str()))
-                    .exec(self.store().db())
-                    .await?;
+                self.store().release_flow_completion(&row.id, &tag).await?;
                 return Err(ApiError::Unavailable(e.message));
             }
             Err(e) => {
@@ -451,7 +373,7 @@ impl FlowEngine {
 
     pub(super) async fn store_tokens(
         &self,
-        row: &oauth_flow::Model,
+        row: &FlowRecord,
         tokens: Tokens,
         owner: Option<&OwnerHandle>,
     ) -> ApiResult<CredentialMeta> {
@@ -490,7 +412,7 @@ impl FlowEngine {
             }
             loop {
                 let reread = || async {
-                    match oauth_flow::Entity::find_by_id(id.as_str()).one(engine.store().db()).await {
+                    match engine.store().flow(id.as_str()).await {
                         Ok(Some(row)) => view(engine.store().keys(), &row).ok().map(|flow| (row.revision, flow)),
                         _ => None,
                     }

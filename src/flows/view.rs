@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 
 use crate::crypto::{Binding, Keyring};
 use crate::domain::{Agent, FlowStatus, Provider};
-use crate::entities::oauth_flow;
 use crate::error::{ApiError, ApiResult};
-use crate::store::{FLOW_USER_CODE_FIELD, FLOW_VERIFICATION_URI_FIELD};
+pub(super) use crate::store::seal_flow_text as seal_text;
+use crate::store::{FlowRecord, FLOW_USER_CODE_FIELD, FLOW_VERIFICATION_URI_FIELD};
 
 /// A device sign-in, as its owner sees it (user code and link decrypted).
 /// Also the payload of a flow notification, without those two.
@@ -39,17 +39,11 @@ pub struct AuthorizationFlow {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Encrypts one of a flow's display values (the user code, or the link that
-/// carries it), bound to the flow's owner, id and `field`.
-pub(super) fn seal_text(keys: &Keyring, owner_id: &str, id: &str, field: &str, text: &str) -> String {
-    keys.encrypt(text.as_bytes(), Binding { owner_id, record_id: id, field })
-}
-
 /// The sealed value if there is one; otherwise the plain column of a row
 /// written before values were sealed (or by an older instance).
 fn unseal(
     keys: &Keyring,
-    row: &oauth_flow::Model,
+    row: &FlowRecord,
     sealed: Option<&str>,
     field: &str,
     plain: Option<&str>,
@@ -64,7 +58,7 @@ fn unseal(
 }
 
 /// The owner's view of a device flow; the user code and link are decrypted.
-pub(super) fn view(keys: &Keyring, row: &oauth_flow::Model) -> ApiResult<DeviceFlow> {
+pub(super) fn view(keys: &Keyring, row: &FlowRecord) -> ApiResult<DeviceFlow> {
     let user_code = unseal(keys, row, row.sealed_user_code.as_deref(), FLOW_USER_CODE_FIELD, Some(&row.user_code))?;
     let verification_uri_complete = unseal(
         keys,

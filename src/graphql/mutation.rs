@@ -15,8 +15,6 @@ use crate::domain::{Agent, Provider, Role};
 use crate::error::ApiError;
 use crate::ids::parse_id;
 use crate::providers::{ApiKey, Probe};
-use crate::store::audit::Actor;
-use crate::store::TokenKind;
 use async_graphql::Result;
 
 pub struct MutationRoot;
@@ -230,7 +228,7 @@ impl MutationRoot {
         let principal = principal(ctx)?;
         let store = store(ctx);
         if let Principal::Runner { .. } = principal {
-            store.revoke_token_as(Actor::Principal(principal), &id, None, Some(TokenKind::Runner)).await?;
+            store.runner(principal)?.revoke_runner_token(&id).await?;
             return Ok(true);
         }
         match store.admin(principal) {
@@ -256,8 +254,7 @@ impl MutationRoot {
             )
             .into());
         }
-        let (access_token, token) =
-            store(ctx).create_runner_token_as(Actor::Principal(principal), &principal.as_creator(), &name).await?;
+        let (access_token, token) = store(ctx).runner(principal)?.create_runner_token(&name).await?;
         Ok(NewToken { access_token: access_token.into(), token: token.to_string() })
     }
 

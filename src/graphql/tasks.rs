@@ -18,8 +18,7 @@ pub async fn issue(
 ) -> ApiResult<TaskCredentials> {
     let runner = store(ctx).runner(principal(ctx)?)?;
     // The runner may name the person by email too (`task-env --user`).
-    let user_id =
-        if user_id.contains('@') { store(ctx).find_person(user_id).await?.id } else { parse_id("userId", user_id)? };
+    let user_id = if user_id.contains('@') { runner.person_id(user_id).await? } else { parse_id("userId", user_id)? };
     let task = TaskId::parse(task_id)?;
     let issued = runner.issue(&user_id, agent, provider, &task).await?;
     let materialized = issued.materialized;

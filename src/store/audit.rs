@@ -70,20 +70,28 @@ pub struct Entry<'a> {
     pub detail: Option<String>,
 }
 
-pub async fn record<C: ConnectionTrait>(db: &C, actor: Actor<'_>, action: Action, entry: Entry<'_>) -> ApiResult<()> {
+pub(in crate::store) async fn record<C: ConnectionTrait>(
+    db: &C,
+    actor: Actor<'_>,
+    action: Action,
+    entry: Entry<'_>,
+) -> ApiResult<()> {
     entry_model(actor, action, entry).insert(db).await?;
     Ok(())
 }
 
 /// Several entries in one statement (a batch of task issuances).
-pub async fn record_many<C: ConnectionTrait>(db: &C, entries: Vec<audit_log::ActiveModel>) -> ApiResult<()> {
+pub(in crate::store) async fn record_many<C: ConnectionTrait>(
+    db: &C,
+    entries: Vec<audit_log::ActiveModel>,
+) -> ApiResult<()> {
     if !entries.is_empty() {
         audit_log::Entity::insert_many(entries).exec_without_returning(db).await?;
     }
     Ok(())
 }
 
-pub fn entry_model(actor: Actor<'_>, action: Action, entry: Entry<'_>) -> audit_log::ActiveModel {
+pub(in crate::store) fn entry_model(actor: Actor<'_>, action: Action, entry: Entry<'_>) -> audit_log::ActiveModel {
     let (actor_kind, actor_id) = match actor {
         Actor::Principal(p) => (p.actor_kind(), Some(p.actor_id().to_owned())),
         Actor::System => ("SYSTEM", None),

@@ -17,6 +17,11 @@ use crate::entities::system_key_check::{self, fingerprint};
 use crate::error::{ApiError, ApiResult};
 use crate::providers::Outcome;
 
+/// The fingerprint a system key's check result is kept under.
+pub(crate) fn system_key_fingerprint(key: &str) -> String {
+    fingerprint(key)
+}
+
 /// A system key's last check.
 #[derive(Clone, Debug)]
 pub struct SystemKeyCheck {
@@ -50,7 +55,51 @@ fn restored(row: &credential::Model, provider: Provider, now: DateTime<Utc>, wit
     }
 }
 
+/// A credential a check is about, as read: the row stays inside the
+/// store; the checks engine reads what it needs through these methods and
+/// hands the target back to record its result.
+pub struct CheckTarget {
+    row: credential::Model,
+}
+
+impl CheckTarget {
+    pub(super) fn new(row: credential::Model) -> CheckTarget {
+        CheckTarget { row }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.row.id
+    }
+
+    pub fn provider(&self) -> ApiResult<Provider> {
+        self.row.provider.parse().map_err(ApiError::internal)
+    }
+
+    pub fn status_is(&self, status: CredentialStatus) -> bool {
+        self.row.status == status.as_str()
+    }
+
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.row.expires_at
+    }
+
+    pub fn last_checked_at(&self) -> Option<DateTime<Utc>> {
+        self.row.last_checked_at
+    }
+
+    /// The credential as it was read, without its secret.
+    pub fn meta(&self) -> ApiResult<CredentialMeta> {
+        CredentialMeta::try_from(&self.row)
+    }
+}
+
 impl Store {
+    /// The secret a check sends (the caller builds its probe from it: an
+    /// API key, or a login's access token, never its refresh token).
+    pub(crate) fn check_secret(&self, target: &CheckTarget) -> ApiResult<crate::store::StoredSecret> {
+        self.open_secret(&target.row)
+    }
+
     /// Records a check on the credential's row, if its version (and, when
     /// the status moves, its status) is still the one read: a result never
     /// lands on a secret replaced during the check. One audit entry; an
@@ -59,11 +108,12 @@ impl Store {
     pub(crate) async fn record_check(
         &self,
         actor: Actor<'_>,
-        row: &credential::Model,
+        target: &CheckTarget,
         provider: Provider,
         outcome: &Outcome,
         within: Duration,
     ) -> ApiResult<CredentialMeta> {
+        let row = &target.row;
         let now = Utc::now();
         let was_invalid = row.status == CredentialStatus::Invalid.as_str();
         let (status, event) = match outcome.result {
@@ -141,7 +191,7 @@ impl Store {
         now: DateTime<Utc>,
         stale_before: DateTime<Utc>,
         limit: u64,
-    ) -> ApiResult<Vec<credential::Model>> {
+    ) -> ApiResult<Vec<CheckTarget>> {
         // Two reads the `last_checked_at` index serves (one ordered by a
         // NULL test would sort the whole table every run).
         let eligible = || {
@@ -174,18 +224,19 @@ impl Store {
                     .await?,
             );
         }
-        Ok(due)
+        Ok(due.into_iter().map(CheckTarget::new).collect())
     }
 
     /// Claims a due credential for one check until `until` (a
     /// compare-and-swap on its row: of two replicas or two runs, one wins).
     pub(crate) async fn claim_for_check(
         &self,
-        row: &credential::Model,
+        target: &CheckTarget,
         stale_before: DateTime<Utc>,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> ApiResult<bool> {
+        let row = &target.row;
         let claimed = credential::Entity::update_many()
             .col_expr(credential::Column::CheckClaimedUntil, Expr::value(until))
             .filter(credential::Column::Id.eq(row.id.as_str()))

@@ -20,7 +20,7 @@ use crate::providers::{hint, Outcome};
 pub(crate) const FIELD_SECRET: &str = "secret";
 pub(crate) const FIELD_HINT: &str = "hint";
 
-pub(crate) fn binding<'a>(row: &'a credential::Model, field: &'a str) -> Binding<'a> {
+pub(in crate::store) fn binding<'a>(row: &'a credential::Model, field: &'a str) -> Binding<'a> {
     Binding { owner_id: &row.owner_id, record_id: &row.id, field }
 }
 
@@ -159,13 +159,35 @@ impl Origin {
     }
 
     /// The stored form back; anything else (rows from before the column) is pasted.
-    pub(crate) fn of(row: &credential::Model) -> Origin {
+    pub(in crate::store) fn of(row: &credential::Model) -> Origin {
         if row.origin == Origin::Flow.as_str() {
             Origin::Flow
         } else {
             Origin::Pasted
         }
     }
+}
+
+/// Records on a just-saved credential the check its secret passed before
+/// it was saved.
+async fn record_check_on_save(
+    txn: &sea_orm::DatabaseTransaction,
+    meta: &mut CredentialMeta,
+    check: &Outcome,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    use sea_orm::sea_query::Expr;
+    credential::Entity::update_many()
+        .col_expr(credential::Column::LastCheckedAt, Expr::value(now))
+        .col_expr(credential::Column::CheckResult, Expr::value(check.result.as_str()))
+        .col_expr(credential::Column::CheckMessage, Expr::value(check.message.clone()))
+        .filter(credential::Column::Id.eq(meta.id.as_str()))
+        .exec(txn)
+        .await?;
+    meta.last_checked_at = Some(now);
+    meta.check_result = Some(check.result);
+    meta.check_message = check.message.clone();
+    Ok(())
 }
 
 impl Store {
@@ -190,93 +212,8 @@ impl Store {
         new: NewCredential,
         check: Option<&Outcome>,
     ) -> ApiResult<CredentialMeta> {
-        let slot = slot(new.kind, new.agent, new.provider);
-        let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&new.secret).map_err(ApiError::internal)?);
-        let hint_text = hint(new.secret.primary());
         let now = Utc::now();
-        let db = self.db();
-        // One transaction per attempt. On PostgreSQL the slot's row is read
-        // `FOR UPDATE`, so concurrent saves to one slot take turns (the last
-        // one wins, each audited) and the compare-and-swap below cannot
-        // lose to another writer; a refresh that races a save waits for it
-        // and then fails its own compare-and-swap, as it must. A first save
-        // inserts with `ON CONFLICT DO NOTHING` on the slot: if another
-        // first save got there first, the next attempt replaces that row.
-        // On SQLite the single writer connection orders the transactions.
-        let mut attempts = 0;
-        let (txn, replaced, mut meta) = loop {
-            attempts += 1;
-            let txn = sea_orm::TransactionTrait::begin(db).await?;
-            let existing = credential::Entity::find()
-                .filter(credential::Column::OwnerId.eq(owner_id))
-                .filter(credential::Column::Slot.eq(slot.as_str()))
-                .lock_exclusive()
-                .one(&txn)
-                .await?;
-            match existing {
-                Some(row) => {
-                    let swapped = self
-                        .swap_secret(&txn, &row.id, owner_id, row.version, new.secret.clone(), new.expires_at)
-                        .await?;
-                    if let Some(meta) = swapped {
-                        break (txn, true, meta);
-                    }
-                }
-                None => {
-                    let mut row = credential::Model {
-                        id: new_id(),
-                        owner_id: owner_id.to_owned(),
-                        slot: slot.clone(),
-                        provider: new.provider.as_str().into(),
-                        agent: new.agent.map(|a| a.as_str().into()),
-                        kind: new.kind.as_str().into(),
-                        status: CredentialStatus::Active.as_str().into(),
-                        status_message: None,
-                        secret: String::new(),
-                        hint: String::new(),
-                        has_refresh_token: new.secret.has_refresh_token(),
-                        expires_at: new.expires_at,
-                        last_used_at: None,
-                        created_at: now,
-                        updated_at: now,
-                        version: 1,
-                        refresh_claimed_until: None,
-                        refresh_claim: None,
-                        leased_until: None,
-                        origin: new.origin.as_str().into(),
-                        last_checked_at: None,
-                        check_result: None,
-                        check_message: None,
-                        check_claimed_until: None,
-                    };
-                    row.secret = self.keys().encrypt(&plaintext, binding(&row, FIELD_SECRET));
-                    row.hint = self.keys().encrypt(hint_text.as_bytes(), binding(&row, FIELD_HINT));
-                    let inserted = credential::Entity::insert(credential::ActiveModel::from(row))
-                        .on_conflict(
-                            OnConflict::columns([credential::Column::OwnerId, credential::Column::Slot])
-                                .do_nothing()
-                                .to_owned(),
-                        )
-                        .exec_with_returning(&txn)
-                        .await;
-                    match inserted {
-                        Ok(row) => break (txn, false, CredentialMeta::try_from(&row)?),
-                        // DO NOTHING returned no row: the slot was filled meanwhile.
-                        Err(sea_orm::DbErr::RecordNotFound(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            txn.rollback().await?;
-            if attempts == SAVE_ATTEMPTS {
-                // Only a slot that keeps being emptied and refilled under
-                // the save gets here: the caller may simply try again.
-                tracing::warn!(owner = owner_id, slot, attempts, "a credential save kept losing to concurrent changes");
-                return Err(ApiError::Unavailable(
-                    "this credential changed while it was being saved; save it again".into(),
-                ));
-            }
-        };
+        let (txn, replaced, mut meta) = self.save_in_slot(owner_id, &new, now).await?;
         if replaced {
             // The new secret's origin: a pasted token over a signed-in one
             // is no longer the vault's to revoke.
@@ -287,17 +224,7 @@ impl Store {
                 .await?;
         }
         if let Some(check) = check {
-            use sea_orm::sea_query::Expr;
-            credential::Entity::update_many()
-                .col_expr(credential::Column::LastCheckedAt, Expr::value(now))
-                .col_expr(credential::Column::CheckResult, Expr::value(check.result.as_str()))
-                .col_expr(credential::Column::CheckMessage, Expr::value(check.message.clone()))
-                .filter(credential::Column::Id.eq(meta.id.as_str()))
-                .exec(&txn)
-                .await?;
-            meta.last_checked_at = Some(now);
-            meta.check_result = Some(check.result);
-            meta.check_message = check.message.clone();
+            record_check_on_save(&txn, &mut meta, check, now).await?;
         }
         audit::record(
             &txn,
@@ -320,11 +247,122 @@ impl Store {
         Ok(meta)
     }
 
+    /// Writes the new secret into its slot in a transaction it leaves open
+    /// for the caller's audit entry and event: a compare-and-swap over the
+    /// slot's row, or a first insert. Returns the transaction, whether a
+    /// row was replaced, and the credential.
+    ///
+    /// One transaction per attempt. On PostgreSQL the slot's row is read
+    /// `FOR UPDATE`, so concurrent saves to one slot take turns (the last
+    /// one wins, each audited) and the compare-and-swap cannot lose to
+    /// another writer; a refresh that races a save waits for it and then
+    /// fails its own compare-and-swap, as it must. A first save inserts with
+    /// `ON CONFLICT DO NOTHING` on the slot: if another first save got there
+    /// first, the next attempt replaces that row. On SQLite the single
+    /// writer connection orders the transactions.
+    async fn save_in_slot(
+        &self,
+        owner_id: &str,
+        new: &NewCredential,
+        now: DateTime<Utc>,
+    ) -> ApiResult<(sea_orm::DatabaseTransaction, bool, CredentialMeta)> {
+        let slot = slot(new.kind, new.agent, new.provider);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let txn = sea_orm::TransactionTrait::begin(self.db()).await?;
+            let existing = credential::Entity::find()
+                .filter(credential::Column::OwnerId.eq(owner_id))
+                .filter(credential::Column::Slot.eq(slot.as_str()))
+                .lock_exclusive()
+                .one(&txn)
+                .await?;
+            match existing {
+                Some(row) => {
+                    let swapped = self
+                        .swap_secret(&txn, &row.id, owner_id, row.version, new.secret.clone(), new.expires_at)
+                        .await?;
+                    if let Some(meta) = swapped {
+                        return Ok((txn, true, meta));
+                    }
+                }
+                None => {
+                    if let Some(meta) = self.insert_first(&txn, owner_id, &slot, new, now).await? {
+                        return Ok((txn, false, meta));
+                    }
+                }
+            }
+            txn.rollback().await?;
+            if attempts == SAVE_ATTEMPTS {
+                // Only a slot that keeps being emptied and refilled under
+                // the save gets here: the caller may simply try again.
+                tracing::warn!(owner = owner_id, slot, attempts, "a credential save kept losing to concurrent changes");
+                return Err(ApiError::Unavailable(
+                    "this credential changed while it was being saved; save it again".into(),
+                ));
+            }
+        }
+    }
+
+    /// Inserts the slot's first credential; `None` when another save
+    /// filled the slot meanwhile (`ON CONFLICT DO NOTHING`).
+    async fn insert_first(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        owner_id: &str,
+        slot: &str,
+        new: &NewCredential,
+        now: DateTime<Utc>,
+    ) -> ApiResult<Option<CredentialMeta>> {
+        let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&new.secret).map_err(ApiError::internal)?);
+        let hint_text = hint(new.secret.primary());
+        let mut row = credential::Model {
+            id: new_id(),
+            owner_id: owner_id.to_owned(),
+            slot: slot.to_owned(),
+            provider: new.provider.as_str().into(),
+            agent: new.agent.map(|a| a.as_str().into()),
+            kind: new.kind.as_str().into(),
+            status: CredentialStatus::Active.as_str().into(),
+            status_message: None,
+            secret: String::new(),
+            hint: String::new(),
+            has_refresh_token: new.secret.has_refresh_token(),
+            expires_at: new.expires_at,
+            last_used_at: None,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+            refresh_claimed_until: None,
+            refresh_claim: None,
+            leased_until: None,
+            origin: new.origin.as_str().into(),
+            last_checked_at: None,
+            check_result: None,
+            check_message: None,
+            check_claimed_until: None,
+        };
+        row.secret = self.keys().encrypt(&plaintext, binding(&row, FIELD_SECRET));
+        row.hint = self.keys().encrypt(hint_text.as_bytes(), binding(&row, FIELD_HINT));
+        let inserted = credential::Entity::insert(credential::ActiveModel::from(row))
+            .on_conflict(
+                OnConflict::columns([credential::Column::OwnerId, credential::Column::Slot]).do_nothing().to_owned(),
+            )
+            .exec_with_returning(txn)
+            .await;
+        match inserted {
+            Ok(row) => Ok(Some(CredentialMeta::try_from(&row)?)),
+            // DO NOTHING returned no row: the slot was filled meanwhile.
+            Err(sea_orm::DbErr::RecordNotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes the given rows (already authorised by the caller) and audits
     /// each; returns their REMOVED events, not yet recorded: the caller
     /// records them with [`Store::record_events`] after its last row write,
     /// just before commit (see [`Store::record_event`]).
-    pub(crate) async fn delete_credentials<C: ConnectionTrait>(
+    pub(in crate::store) async fn delete_credentials<C: ConnectionTrait>(
         &self,
         txn: &C,
         actor: Actor<'_>,
@@ -364,7 +402,7 @@ impl Store {
     /// lock (held until commit, `m20261206_230000_claim_owner_event_order`),
     /// so a transaction that went on to lock a row could deadlock with one
     /// holding that row and waiting for the advisory lock.
-    pub(crate) async fn record_event<C: ConnectionTrait>(
+    pub(in crate::store) async fn record_event<C: ConnectionTrait>(
         &self,
         txn: &C,
         event: CredentialEvent,
@@ -375,7 +413,7 @@ impl Store {
 
     /// Several events in multi-row inserts (the expiry scan can move
     /// thousands of credentials at once). At most one event per credential.
-    pub(crate) async fn record_events<C: ConnectionTrait>(
+    pub(in crate::store) async fn record_events<C: ConnectionTrait>(
         &self,
         txn: &C,
         events: Vec<CredentialEvent>,
@@ -430,7 +468,7 @@ impl Store {
     /// Replaces a credential's secret if its version is still `expected`
     /// (compare-and-swap): a refresh or a returned file never overwrites a
     /// change it did not see. `None` when the version moved on.
-    pub(crate) async fn swap_secret<C: ConnectionTrait>(
+    pub(in crate::store) async fn swap_secret<C: ConnectionTrait>(
         &self,
         txn: &C,
         id: &str,
@@ -443,7 +481,7 @@ impl Store {
     }
 
     /// Like [`Store::swap_secret`], but only for the holder of a refresh claim.
-    pub(crate) async fn swap_secret_claimed<C: ConnectionTrait>(
+    pub(in crate::store) async fn swap_secret_claimed<C: ConnectionTrait>(
         &self,
         txn: &C,
         row: &credential::Model,
@@ -503,7 +541,7 @@ impl Store {
     }
 
     /// Decrypts a row's secret payload. Only the owner and runner handles call this.
-    pub(crate) fn open_secret(&self, row: &credential::Model) -> ApiResult<StoredSecret> {
+    pub(in crate::store) fn open_secret(&self, row: &credential::Model) -> ApiResult<StoredSecret> {
         let plain = self.keys().decrypt(&row.secret, binding(row, FIELD_SECRET))?;
         // serde's message can quote the value; report only where it broke.
         serde_json::from_slice(&plain).map_err(|e| {

@@ -42,7 +42,7 @@ use crate::domain::{CredentialEventKind, CredentialKind, CredentialStatus, Provi
 use crate::entities::{credential, task_lease};
 use crate::error::{ApiError, ApiResult};
 use crate::providers::revoke::offers_revocation;
-use crate::providers::{self, Refresh};
+use crate::providers::{self, Refresh, Tokens};
 
 /// Most credentials refreshed by one run; the next run takes the rest.
 const REFRESH_BATCH: u64 = 500;
@@ -138,7 +138,7 @@ impl Refreshes {
     /// Whether a refresh claim keeps this process from using or refreshing
     /// `row` now: its own claims count while their refresh is in flight
     /// (whatever the wall clock says), another instance's until they lapse.
-    pub(crate) fn claim_is_live(&self, row: &credential::Model, now: DateTime<Utc>) -> bool {
+    pub(in crate::store) fn claim_is_live(&self, row: &credential::Model, now: DateTime<Utc>) -> bool {
         if self.in_flight(&row.id) {
             return true;
         }
@@ -187,37 +187,7 @@ impl Store {
             .filter(warned_not_refreshed())
             .exec_with_returning(&txn)
             .await?;
-        // A clock that ran ahead marked these too early: their expiry is
-        // later than now. Back to EXPIRING (within the warning window, as the
-        // pass above would have done) or ACTIVE, with an UPDATED event. They
-        // are disjoint from the two sets above (other statuses or times).
-        let revived_expiring = credential::Entity::update_many()
-            .col_expr(credential::Column::Status, Expr::value(CredentialStatus::Expiring.as_str()))
-            .col_expr(credential::Column::StatusMessage, Expr::value(EXPIRING_MESSAGE))
-            .filter(credential::Column::Status.eq(CredentialStatus::Expired.as_str()))
-            .filter(credential::Column::ExpiresAt.gt(now))
-            .filter(credential::Column::ExpiresAt.lte(now + within))
-            .filter(warned_not_refreshed())
-            .exec_with_returning(&txn)
-            .await?;
-        let revived_active = credential::Entity::update_many()
-            .col_expr(credential::Column::Status, Expr::value(CredentialStatus::Active.as_str()))
-            .col_expr(credential::Column::StatusMessage, Expr::value(Option::<String>::None))
-            .filter(
-                Condition::any()
-                    .add(
-                        Condition::all()
-                            .add(credential::Column::Status.eq(CredentialStatus::Expired.as_str()))
-                            .add(credential::Column::ExpiresAt.gt(now)),
-                    )
-                    .add(
-                        Condition::all()
-                            .add(credential::Column::Status.eq(CredentialStatus::Expiring.as_str()))
-                            .add(credential::Column::ExpiresAt.gt(now + within)),
-                    ),
-            )
-            .exec_with_returning(&txn)
-            .await?;
+        let (revived_expiring, revived_active) = revive_early(&txn, now, within).await?;
         let mut events = Vec::with_capacity(expired.len() + expiring.len());
         for (rows, kind) in [
             (&expired, CredentialEventKind::Expired),
@@ -321,7 +291,7 @@ impl Store {
     /// on the same row only if no claim is live, so of the two racing
     /// parties exactly one wins. The version does not move on a claim: only
     /// new tokens move it.
-    pub(crate) async fn refresh_credential(
+    pub(in crate::store) async fn refresh_credential(
         &self,
         row: credential::Model,
         now: DateTime<Utc>,
@@ -362,7 +332,34 @@ impl Store {
         let Some(_in_flight) = self.refreshes().begin(&row.id, self.clock().monotonic()) else {
             return Ok(RefreshOutcome::Skipped);
         };
-        // Claims run on the store's clock, whatever time the caller scans for.
+        let Some(claim) = self.claim_refresh(&row).await? else {
+            return Ok(RefreshOutcome::Skipped);
+        };
+        let stored = match self.open_secret(&row)? {
+            StoredSecret::Subscription(stored) if stored.refresh_token.is_some() => stored,
+            _ => {
+                self.release_claim(&row.id, &claim).await?;
+                return Ok(RefreshOutcome::Skipped);
+            }
+        };
+        let refresh_token = stored.refresh_token.clone().expect("checked above");
+        let provider: Provider = row.provider.parse().map_err(ApiError::internal)?;
+        match self.providers().refresh(provider, &refresh_token).await {
+            Refresh::Refreshed(tokens) => self.store_refreshed(&row, &claim, provider, &stored, tokens).await,
+            Refresh::Permanent(message) => self.mark_needs_reauth(&row, &claim, message).await,
+            Refresh::Transient(why) => {
+                tracing::warn!(credential = %row.id, reason = %why, "refresh failed; retrying next run");
+                self.release_claim(&row.id, &claim).await?;
+                Ok(RefreshOutcome::Transient)
+            }
+        }
+    }
+
+    /// Claims the credential for one refresh: one conditional UPDATE on its
+    /// row (the version read, no live claim, no task holding it), on the
+    /// store's clock whatever time the caller scans for. The claim's tag,
+    /// or `None` when another party has the credential.
+    async fn claim_refresh(&self, row: &credential::Model) -> ApiResult<Option<String>> {
         let now = self.clock().now();
         let claim = self.refreshes().new_claim();
         let claimed = credential::Entity::update_many()
@@ -379,99 +376,83 @@ impl Store {
             .exec(self.db())
             .await?
             .rows_affected;
-        if claimed == 0 {
+        Ok((claimed > 0).then_some(claim))
+    }
+
+    /// Swaps the new tokens in under the claim, with an audit entry and a
+    /// REFRESHED event (recorded last). If the owner replaced the
+    /// credential meanwhile theirs wins; if it was removed, the tokens just
+    /// obtained belong to no row and are revoked.
+    async fn store_refreshed(
+        &self,
+        row: &credential::Model,
+        claim: &str,
+        provider: Provider,
+        stored: &SubscriptionSecret,
+        tokens: Tokens,
+    ) -> ApiResult<RefreshOutcome> {
+        let fresh = tokens.secret;
+        let merged = merge_refreshed(&fresh, stored);
+        let txn = self.db().begin().await?;
+        let swapped = self
+            .swap_secret_claimed(&txn, row, Some(claim), StoredSecret::Subscription(merged), tokens.expires_at)
+            .await?;
+        let Some(meta) = swapped else {
+            let gone = credential::Entity::find_by_id(row.id.as_str()).one(&txn).await?.is_none();
+            txn.rollback().await?;
+            if gone {
+                self.revoke_orphaned(row, provider, &fresh).await;
+            }
             return Ok(RefreshOutcome::Skipped);
-        }
-        let held = |q: sea_orm::UpdateMany<credential::Entity>| {
-            q.filter(credential::Column::Id.eq(row.id.as_str()))
-                .filter(credential::Column::Version.eq(row.version))
-                .filter(credential::Column::RefreshClaim.eq(claim.as_str()))
         };
-        let stored = match self.open_secret(&row)? {
-            StoredSecret::Subscription(stored) if stored.refresh_token.is_some() => stored,
-            _ => {
-                self.release_claim(&row.id, &claim).await?;
-                return Ok(RefreshOutcome::Skipped);
-            }
-        };
-        let refresh_token = stored.refresh_token.clone().expect("checked above");
-        let provider: Provider = row.provider.parse().map_err(ApiError::internal)?;
-        match self.providers().refresh(provider, &refresh_token).await {
-            Refresh::Refreshed(tokens) => {
-                let fresh = tokens.secret;
-                let merged = SubscriptionSecret {
-                    access_token: fresh.access_token.clone(),
-                    refresh_token: fresh.refresh_token.clone().or(stored.refresh_token.clone()),
-                    id_token: fresh.id_token.clone().or(stored.id_token.clone()),
-                    account_id: fresh.account_id.clone().or(stored.account_id.clone()),
-                    last_refresh: fresh.last_refresh,
-                    scopes: if fresh.scopes.is_empty() { stored.scopes.clone() } else { fresh.scopes.clone() },
-                };
-                let txn = self.db().begin().await?;
-                let swapped = self
-                    .swap_secret_claimed(
-                        &txn,
-                        &row,
-                        Some(&claim),
-                        StoredSecret::Subscription(merged),
-                        tokens.expires_at,
-                    )
-                    .await?;
-                let Some(meta) = swapped else {
-                    // The owner replaced the credential meanwhile: theirs
-                    // wins. If it was removed instead, the tokens just
-                    // obtained belong to no row: revoke them.
-                    let gone = credential::Entity::find_by_id(row.id.as_str()).one(&txn).await?.is_none();
-                    txn.rollback().await?;
-                    if gone {
-                        self.revoke_orphaned(&row, provider, &fresh).await;
-                    }
-                    return Ok(RefreshOutcome::Skipped);
-                };
-                audit::record(
-                    &txn,
-                    Actor::System,
-                    Action::CredentialRefreshed,
-                    audit::Entry {
-                        owner_id: Some(&row.owner_id),
-                        credential_id: Some(&row.id),
-                        provider: Some(provider),
-                        agent: meta.agent,
-                        ..Default::default()
-                    },
-                )
-                .await?;
-                let event = self.record_event(&txn, meta.event(CredentialEventKind::Refreshed, None)).await?;
-                txn.commit().await?;
-                self.publish_all(vec![event]);
-                Ok(RefreshOutcome::Refreshed)
-            }
-            Refresh::Permanent(message) => {
-                let txn = self.db().begin().await?;
-                let rows = held(credential::Entity::update_many())
-                    .col_expr(credential::Column::Status, Expr::value(CredentialStatus::NeedsReauth.as_str()))
-                    .col_expr(credential::Column::StatusMessage, Expr::value(message.as_str()))
-                    .col_expr(credential::Column::RefreshClaimedUntil, Expr::value(Option::<DateTime<Utc>>::None))
-                    .col_expr(credential::Column::RefreshClaim, Expr::value(Option::<String>::None))
-                    .col_expr(credential::Column::UpdatedAt, Expr::value(self.clock().now()))
-                    .exec_with_returning(&txn)
-                    .await?;
-                let mut events = Vec::new();
-                for row in &rows {
-                    let meta = CredentialMeta::try_from(row)?;
-                    events.push(meta.event(CredentialEventKind::NeedsReauth, Some(message.clone())));
-                }
-                let events = self.record_events(&txn, events).await?;
-                txn.commit().await?;
-                self.publish_all(events);
-                Ok(RefreshOutcome::NeedsReauth)
-            }
-            Refresh::Transient(why) => {
-                tracing::warn!(credential = %row.id, reason = %why, "refresh failed; retrying next run");
-                self.release_claim(&row.id, &claim).await?;
-                Ok(RefreshOutcome::Transient)
-            }
+        audit::record(
+            &txn,
+            Actor::System,
+            Action::CredentialRefreshed,
+            audit::Entry {
+                owner_id: Some(&row.owner_id),
+                credential_id: Some(&row.id),
+                provider: Some(provider),
+                agent: meta.agent,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let event = self.record_event(&txn, meta.event(CredentialEventKind::Refreshed, None)).await?;
+        txn.commit().await?;
+        self.publish_all(vec![event]);
+        Ok(RefreshOutcome::Refreshed)
+    }
+
+    /// The provider refused the refresh token for good: NEEDS_REAUTH, with
+    /// its message, if the claim still holds; the claim is released.
+    async fn mark_needs_reauth(
+        &self,
+        row: &credential::Model,
+        claim: &str,
+        message: String,
+    ) -> ApiResult<RefreshOutcome> {
+        let txn = self.db().begin().await?;
+        let rows = credential::Entity::update_many()
+            .filter(credential::Column::Id.eq(row.id.as_str()))
+            .filter(credential::Column::Version.eq(row.version))
+            .filter(credential::Column::RefreshClaim.eq(claim))
+            .col_expr(credential::Column::Status, Expr::value(CredentialStatus::NeedsReauth.as_str()))
+            .col_expr(credential::Column::StatusMessage, Expr::value(message.as_str()))
+            .col_expr(credential::Column::RefreshClaimedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(credential::Column::RefreshClaim, Expr::value(Option::<String>::None))
+            .col_expr(credential::Column::UpdatedAt, Expr::value(self.clock().now()))
+            .exec_with_returning(&txn)
+            .await?;
+        let mut events = Vec::new();
+        for row in &rows {
+            let meta = CredentialMeta::try_from(row)?;
+            events.push(meta.event(CredentialEventKind::NeedsReauth, Some(message.clone())));
         }
+        let events = self.record_events(&txn, events).await?;
+        txn.commit().await?;
+        self.publish_all(events);
+        Ok(RefreshOutcome::NeedsReauth)
     }
 
     /// A credential removed while its refresh was in flight: the removal
@@ -529,6 +510,59 @@ impl Store {
 
 /// Credentials the expiry scan warns about rather than refreshes: no refresh
 /// token, or a provider the vault does not refresh.
+/// Credentials a clock that ran ahead marked too early: their expiry is
+/// later than now. Back to EXPIRING (within the warning window, as the
+/// scan would have done) or ACTIVE; returns the two sets (for their
+/// UPDATED events). They are disjoint from the scan's EXPIRED and EXPIRING
+/// sets (other statuses or times).
+async fn revive_early(
+    txn: &sea_orm::DatabaseTransaction,
+    now: DateTime<Utc>,
+    within: Duration,
+) -> ApiResult<(Vec<credential::Model>, Vec<credential::Model>)> {
+    let revived_expiring = credential::Entity::update_many()
+        .col_expr(credential::Column::Status, Expr::value(CredentialStatus::Expiring.as_str()))
+        .col_expr(credential::Column::StatusMessage, Expr::value(EXPIRING_MESSAGE))
+        .filter(credential::Column::Status.eq(CredentialStatus::Expired.as_str()))
+        .filter(credential::Column::ExpiresAt.gt(now))
+        .filter(credential::Column::ExpiresAt.lte(now + within))
+        .filter(warned_not_refreshed())
+        .exec_with_returning(txn)
+        .await?;
+    let revived_active = credential::Entity::update_many()
+        .col_expr(credential::Column::Status, Expr::value(CredentialStatus::Active.as_str()))
+        .col_expr(credential::Column::StatusMessage, Expr::value(Option::<String>::None))
+        .filter(
+            Condition::any()
+                .add(
+                    Condition::all()
+                        .add(credential::Column::Status.eq(CredentialStatus::Expired.as_str()))
+                        .add(credential::Column::ExpiresAt.gt(now)),
+                )
+                .add(
+                    Condition::all()
+                        .add(credential::Column::Status.eq(CredentialStatus::Expiring.as_str()))
+                        .add(credential::Column::ExpiresAt.gt(now + within)),
+                ),
+        )
+        .exec_with_returning(txn)
+        .await?;
+    Ok((revived_expiring, revived_active))
+}
+
+/// The refreshed login: the provider's new tokens, and what it did not
+/// send again kept from the stored one.
+fn merge_refreshed(fresh: &SubscriptionSecret, stored: &SubscriptionSecret) -> SubscriptionSecret {
+    SubscriptionSecret {
+        access_token: fresh.access_token.clone(),
+        refresh_token: fresh.refresh_token.clone().or(stored.refresh_token.clone()),
+        id_token: fresh.id_token.clone().or(stored.id_token.clone()),
+        account_id: fresh.account_id.clone().or(stored.account_id.clone()),
+        last_refresh: fresh.last_refresh,
+        scopes: if fresh.scopes.is_empty() { stored.scopes.clone() } else { fresh.scopes.clone() },
+    }
+}
+
 fn warned_not_refreshed() -> Condition {
     Condition::any()
         .add(credential::Column::HasRefreshToken.eq(false))

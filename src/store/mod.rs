@@ -10,30 +10,33 @@ mod checks;
 mod credentials;
 pub mod db;
 mod event_log;
+mod flows;
 mod lifecycle;
+mod operator;
 mod owner;
 mod people;
 mod removal;
+mod rotation;
 mod runner;
 mod sink;
 
 pub use event_log::EventScope;
+pub(crate) use flows::{seal_flow_text, FLOW_COMPLETING};
+pub use flows::{FlowHolder, FlowRecord};
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use chrono::{Duration, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QuerySelect, Set, TransactionTrait,
-};
-use zeroize::Zeroizing;
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait};
 
 pub use admin::{AdminHandle, AuditEntry};
-pub use checks::SystemKeyCheck;
+pub(crate) use checks::system_key_fingerprint;
+pub use checks::{CheckTarget, SystemKeyCheck};
 pub use credentials::CredentialMeta;
 pub(crate) use credentials::{NewCredential, Origin, StoredSecret};
 pub use lifecycle::{RefreshOutcome, RefreshReport, ScanReport, EXPIRING_MESSAGE};
+pub use operator::OperatorHandle;
 pub use owner::OwnerHandle;
 pub use people::{AccessToken, DeletedPerson, JwtPerson, Person, TokenKind, JWT_TOKEN_ID};
 pub use removal::{Remaining, Removal, Removed};
@@ -45,11 +48,9 @@ use batch::Batcher;
 use crate::auth::{hashes_match, BearerToken, Principal};
 use crate::system_keys::SystemKeys;
 use crate::crypto::Keyring;
-use crate::domain::Role;
-use crate::entities::{access_token, credential, oauth_flow, user};
+use crate::entities::{access_token, user};
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventBus;
-use crate::ids::new_id;
 use crate::providers::revoke::Revoker;
 use crate::providers::Providers;
 
@@ -215,11 +216,12 @@ impl Store {
         self.inner.task_lease
     }
 
-    pub fn db(&self) -> &DatabaseConnection {
+    /// The writer. Private to the store: it is the only code that writes rows.
+    pub(in crate::store) fn db(&self) -> &DatabaseConnection {
         &self.inner.db
     }
 
-    pub(crate) fn reader(&self) -> &DatabaseConnection {
+    pub(in crate::store) fn reader(&self) -> &DatabaseConnection {
         &self.inner.reader
     }
 
@@ -242,7 +244,7 @@ impl Store {
     /// Announces `payload` on `channel` through the sink, in `db` (inside a
     /// transaction it goes out on commit). False when the sink keeps
     /// announcements in this process: the caller publishes locally then.
-    pub(crate) async fn announce<C: sea_orm::ConnectionTrait>(
+    pub(in crate::store) async fn announce<C: sea_orm::ConnectionTrait>(
         &self,
         db: &C,
         channel: Channel,
@@ -264,6 +266,48 @@ impl Store {
 
     pub fn key_fingerprint(&self) -> &str {
         self.inner.keys.current_fingerprint()
+    }
+
+    /// The metrics page: credential counts and pool gauges read through the
+    /// store's connections (`crate::metrics::scrape`).
+    pub async fn scrape_metrics(&self, separate_reader: bool) -> String {
+        crate::metrics::scrape(self.db(), separate_reader.then(|| self.reader())).await
+    }
+
+    /// The PostgreSQL pool, for the relay's LISTEN connection (it reads
+    /// notifications; it writes no rows).
+    pub(crate) fn postgres_pool(&self) -> sea_orm::sqlx::PgPool {
+        self.db().get_postgres_connection_pool().clone()
+    }
+
+    /// Runs `job` unless another instance holds its lock (PostgreSQL only;
+    /// SQLite has one instance).
+    pub async fn run_exclusive<F, Fut, T>(&self, lock: i64, job: F) -> ApiResult<Option<T>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = ApiResult<T>>,
+    {
+        let db = self.db();
+        if !self.is_postgres() {
+            return job().await.map(Some);
+        }
+        // The transaction only holds the lock; the job writes on its own.
+        let guard = db.begin().await?;
+        let row = guard
+            .query_one(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT pg_try_advisory_xact_lock($1) AS locked",
+                [lock.into()],
+            ))
+            .await?;
+        let locked: bool = row.map(|r| r.try_get("", "locked")).transpose()?.unwrap_or(false);
+        if !locked {
+            guard.rollback().await?;
+            return Ok(None);
+        }
+        let result = job().await;
+        guard.commit().await?;
+        result.map(Some)
     }
 
     /// Whether the database answers.
@@ -433,192 +477,5 @@ impl Store {
     /// User metadata (email, role); nothing secret.
     pub async fn user(&self, id: &str) -> ApiResult<Option<Person>> {
         user::Entity::find_by_id(id).one(self.db()).await?.map(Person::try_from).transpose()
-    }
-
-    /// Creates a user and their first token (shown once, stored hashed).
-    pub async fn create_user(
-        &self,
-        actor: audit::Actor<'_>,
-        email: &str,
-        role: Role,
-    ) -> ApiResult<(Person, Zeroizing<String>)> {
-        let email = Email::parse(email)?;
-        let txn = self.db().begin().await?;
-        if user::Entity::find().filter(user::Column::Email.eq(email.0.as_str())).count(&txn).await? > 0 {
-            return Err(ApiError::bad_input("a user with that email already exists"));
-        }
-        let user = user::ActiveModel {
-            id: Set(new_id()),
-            email: Set(email.0),
-            role: Set(role.as_str().to_owned()),
-            created_at: Set(Utc::now()),
-            disabled_at: Set(None),
-            issuer: Set(None),
-            subject: Set(None),
-        }
-        .insert(&txn)
-        .await?;
-        let (_, token) = self.insert_token(&txn, TokenKind::User, Some(&user.id), None, None).await?;
-        audit::record(
-            &txn,
-            actor,
-            audit::Action::UserCreated,
-            audit::Entry { owner_id: Some(&user.id), detail: Some(format!("role {}", role)), ..Default::default() },
-        )
-        .await?;
-        txn.commit().await?;
-        Ok((Person::try_from(user)?, token))
-    }
-
-    /// Creates a RUNNER service token (the CLI's); returns its id and the token.
-    pub async fn create_runner_token(&self, name: &str) -> ApiResult<(String, Zeroizing<String>)> {
-        let (token, secret) = self.create_runner_token_as(audit::Actor::System, people::OPERATOR_CLI, name).await?;
-        Ok((token.id.to_string(), secret))
-    }
-
-    /// Revokes a token by id; false when no live token has that id.
-    pub async fn revoke_token(&self, id: &str) -> ApiResult<bool> {
-        let id = crate::ids::parse_id("token id", id)?;
-        let txn = self.db().begin().await?;
-        let updated = access_token::Entity::update_many()
-            .col_expr(access_token::Column::RevokedAt, Expr::value(Utc::now()))
-            .filter(access_token::Column::Id.eq(id.as_str()))
-            .filter(access_token::Column::RevokedAt.is_null())
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        if updated > 0 {
-            audit::record(
-                &txn,
-                audit::Actor::System,
-                audit::Action::TokenRevoked,
-                audit::Entry { detail: Some(format!("token {id}")), ..Default::default() },
-            )
-            .await?;
-        }
-        txn.commit().await?;
-        Ok(updated > 0)
-    }
-
-    /// On first start, creates an admin so someone can sign in at all.
-    pub async fn bootstrap_admin(&self) -> ApiResult<Option<(Person, Zeroizing<String>)>> {
-        if user::Entity::find().count(self.db()).await? > 0 {
-            return Ok(None);
-        }
-        match self.create_user(audit::Actor::System, "admin@localhost", Role::Admin).await {
-            Ok(created) => Ok(Some(created)),
-            // Another instance starting at the same moment made it.
-            Err(_) if user::Entity::find().count(self.db()).await? > 0 => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Re-encrypts every stored secret (credentials and pending sign-in
-    /// flows) under the current key. Returns how many records were rewritten.
-    ///
-    /// On SQLite beside a running server: waits its turn for the write lock
-    /// (the busy timeout), and if the server kept it, says to retry or stop
-    /// the server instead of SQLite's "database is locked".
-    pub async fn rotate_keys(&self) -> ApiResult<usize> {
-        self.try_rotate_keys().await.map_err(|e| match e {
-            ApiError::Unavailable(m) if m == crate::error::DbUnavailable::Busy.message() => ApiError::Unavailable(
-                "the database stayed locked by another process (the running server is writing); \
-                 run rotate-key again, or stop the server first"
-                    .into(),
-            ),
-            e => e,
-        })
-    }
-
-    async fn try_rotate_keys(&self) -> ApiResult<usize> {
-        let txn = self.db().begin().await?;
-        if !self.is_postgres() {
-            // Takes SQLite's write lock first, waiting on the busy timeout.
-            // A transaction that read first and then wrote would fail at
-            // once with "database is locked" (SQLITE_BUSY_SNAPSHOT, which
-            // no busy timeout waits out) if the server wrote in between.
-            txn.execute_unprepared("UPDATE credentials SET version = version WHERE 1 = 0").await?;
-        }
-        let mut rewritten = 0;
-        for id in credential::Entity::find().all(&txn).await?.into_iter().map(|row| row.id) {
-            // Per row a compare-and-swap on the version: a refresh committed
-            // by a live server meanwhile is re-read, never overwritten with
-            // the older plaintext.
-            for attempt in 1.. {
-                // `FOR UPDATE` on PostgreSQL: a save waits for the rotation
-                // instead of making it retry.
-                let Some(row) = credential::Entity::find_by_id(id.as_str()).lock_exclusive().one(&txn).await? else {
-                    break;
-                };
-                let keys = self.keys();
-                if keys.is_current(&row.secret) && keys.is_current(&row.hint) {
-                    break;
-                }
-                let secret = keys.decrypt(&row.secret, credentials::binding(&row, credentials::FIELD_SECRET))?;
-                let hint = keys.decrypt(&row.hint, credentials::binding(&row, credentials::FIELD_HINT))?;
-                let updated = credential::Entity::update_many()
-                    .col_expr(
-                        credential::Column::Secret,
-                        Expr::value(keys.encrypt(&secret, credentials::binding(&row, credentials::FIELD_SECRET))),
-                    )
-                    .col_expr(
-                        credential::Column::Hint,
-                        Expr::value(keys.encrypt(&hint, credentials::binding(&row, credentials::FIELD_HINT))),
-                    )
-                    .filter(credential::Column::Id.eq(row.id.as_str()))
-                    .filter(credential::Column::Version.eq(row.version))
-                    .exec(&txn)
-                    .await?
-                    .rows_affected;
-                if updated == 1 {
-                    rewritten += 1;
-                    break;
-                }
-                if attempt == 5 {
-                    return Err(ApiError::internal(anyhow::anyhow!("credential {id} kept changing during rotation")));
-                }
-            }
-        }
-        // Sign-in flows hold device codes and PKCE verifiers, user codes
-        // and the links that carry them.
-        for row in oauth_flow::Entity::find().all(&txn).await? {
-            let keys = self.keys();
-            let current = |stored: &Option<String>| stored.as_deref().is_none_or(|c| keys.is_current(c));
-            if keys.is_current(&row.secret)
-                && current(&row.sealed_user_code)
-                && current(&row.sealed_verification_uri_complete)
-            {
-                continue;
-            }
-            let reseal = |stored: &str, field| -> ApiResult<String> {
-                let binding = crate::crypto::Binding { owner_id: &row.owner_id, record_id: &row.id, field };
-                Ok(keys.encrypt(&keys.decrypt(stored, binding)?, binding))
-            };
-            let mut active: oauth_flow::ActiveModel = row.clone().into();
-            active.secret = Set(reseal(&row.secret, FLOW_FIELD)?);
-            if let Some(stored) = &row.sealed_user_code {
-                active.sealed_user_code = Set(Some(reseal(stored, FLOW_USER_CODE_FIELD)?));
-            }
-            if let Some(stored) = &row.sealed_verification_uri_complete {
-                active.sealed_verification_uri_complete = Set(Some(reseal(stored, FLOW_VERIFICATION_URI_FIELD)?));
-            }
-            active.update(&txn).await?;
-            rewritten += 1;
-        }
-        audit::record(
-            &txn,
-            audit::Actor::System,
-            audit::Action::KeyRotated,
-            audit::Entry {
-                detail: Some(format!(
-                    "{rewritten} credentials re-encrypted under key {}",
-                    self.keys().current_fingerprint()
-                )),
-                ..Default::default()
-            },
-        )
-        .await?;
-        txn.commit().await?;
-        Ok(rewritten)
     }
 }

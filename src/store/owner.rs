@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::audit::Actor;
+use super::checks::CheckTarget;
 use super::credentials::{NewCredential, Origin, StoredSecret};
 use super::{CredentialMeta, Person, Store};
 use crate::agents::ParsedSubscription;
@@ -143,19 +144,22 @@ impl OwnerHandle {
             .await
     }
 
-    /// One of the caller's credential rows (to check it); `None` for
-    /// anyone else's.
-    pub(crate) async fn row(&self, id: &str) -> ApiResult<Option<credential::Model>> {
-        self.own_row(id).await
+    /// One of the caller's credentials, to check it; `None` for anyone
+    /// else's.
+    pub(crate) async fn check_target(&self, id: &str) -> ApiResult<Option<CheckTarget>> {
+        Ok(self.own_row(id).await?.map(CheckTarget::new))
     }
 
-    /// All of the caller's credential rows (to check them).
-    pub(crate) async fn rows(&self) -> ApiResult<Vec<credential::Model>> {
+    /// All of the caller's credentials, to check them.
+    pub(crate) async fn check_targets(&self) -> ApiResult<Vec<CheckTarget>> {
         Ok(credential::Entity::find()
             .filter(credential::Column::OwnerId.eq(self.user_id.as_str()))
             .order_by_asc(credential::Column::Id)
             .all(self.store.db())
-            .await?)
+            .await?
+            .into_iter()
+            .map(CheckTarget::new)
+            .collect())
     }
 
     /// Audits a save refused because the provider refused the credential

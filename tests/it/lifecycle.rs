@@ -12,7 +12,6 @@ use sesame_vault::config::{Config, SecretValue};
 use sesame_vault::domain::{Agent, CredentialEventKind, CredentialStatus, Provider, Role};
 use sesame_vault::entities::{credential, credential_event};
 use sesame_vault::providers::ApiKey;
-use sesame_vault::store::audit::Actor;
 use sesame_vault::store::{CredentialMeta, RefreshReport, ScanReport, TaskId};
 
 use crate::common::*;
@@ -34,7 +33,7 @@ pub(crate) async fn open(dir: &std::path::Path, fake: &FakeProvider) -> App {
 }
 
 pub(crate) async fn person(app: &App, email: &str) -> Principal {
-    let (user, _) = app.store.create_user(Actor::System, email, Role::User).await.unwrap();
+    let (user, _) = app.store.operator_unchecked().create_user(email, Role::User).await.unwrap();
     Principal::Person { user_id: user.id.to_string(), role: Role::User, token_id: "test".into() }
 }
 

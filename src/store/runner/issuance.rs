@@ -338,55 +338,9 @@ impl Store {
         for id in credential_ids {
             let members: Vec<usize> =
                 (0..grants.len()).filter(|&i| grants[i].row.as_ref().is_some_and(|r| r.id == id)).collect();
-            let row = grants[members[0]].row.clone().expect("members hold a row");
-            // OpenAI refresh tokens are single-use: when another task already
-            // holds this login, this one gets the access token only, so two
-            // agents can never both spend the refresh token.
-            let single_use = crate::providers::single_use_refresh(grants[members[0]].request.provider)
-                && row.kind == CredentialKind::Subscription.as_str();
-            let mut leased = row.leased_until.is_some_and(|t| t > now);
-            // Guarded by the version read and by the refresh claim: if a
-            // refresher got there first, these grants start over (and wait
-            // for its new tokens). Setting `leased_until` on the same row is
-            // what keeps refreshers away while the tasks run.
-            // Every lease ends by now + LEASE: another task's lease set at or
-            // before now ends no later, so ours covers it; a later one was set
-            // by a clock that ran ahead and is cut back (issue 21: a task
-            // issued while the clock was ahead held its credential 26 h).
-            if self.refreshes().in_flight(&row.id) {
-                // This process is refreshing it: wait for the new tokens.
-                for i in members {
-                    kept[i] = false;
-                }
-                continue;
-            }
-            let mut update = credential::Entity::update_many()
-                .col_expr(credential::Column::LastUsedAt, Expr::value(now))
-                .col_expr(credential::Column::LeasedUntil, Expr::value(lease_end))
-                .filter(credential::Column::Id.eq(row.id.as_str()))
-                .filter(credential::Column::Version.eq(row.version))
-                .filter(self.refreshes().no_live_claim(now))
-                .filter(usable(now));
-            if single_use && !leased {
-                // The first task here gets the refresh token: only if no
-                // other task took the login since the read.
-                update = update.filter(
-                    Condition::any()
-                        .add(credential::Column::LeasedUntil.is_null())
-                        .add(credential::Column::LeasedUntil.lte(now)),
-                );
-            }
-            let held = update.exec(&txn).await?.rows_affected == 1;
+            let held = self.lease_credential(&txn, grants, &members, now, lease_end).await?;
             for i in members {
                 kept[i] = held;
-                if held && single_use {
-                    if leased {
-                        if let Some(StoredSecret::Subscription(s)) = grants[i].secret.as_mut() {
-                            s.refresh_token = None;
-                        }
-                    }
-                    leased = true;
-                }
             }
         }
         let kept_grants = || grants.iter().zip(&kept).filter(|(_, kept)| **kept).map(|(g, _)| g);
@@ -401,51 +355,69 @@ impl Store {
             txn.rollback().await?;
             return Ok(vec![false; grants.len()]);
         }
-        let entries = kept_grants()
-            .map(|g| {
-                let r = &g.request;
-                audit::entry_model(
-                    Actor::Principal(&r.principal),
-                    Action::TaskCredentialsIssued,
-                    audit::Entry {
-                        owner_id: Some(&r.user_id),
-                        credential_id: g.row.as_ref().map(|row| row.id.as_str()),
-                        provider: Some(r.provider),
-                        agent: Some(r.agent),
-                        task_id: Some(r.task.as_str()),
-                        detail: Some(match r.principal.runner_label() {
-                            Some(runner) => format!("source {}; {runner}", g.source),
-                            None => format!("source {}", g.source),
-                        }),
-                    },
-                )
-            })
-            .collect();
-        audit::record_many(&txn, entries).await?;
-        let leases: Vec<task_lease::ActiveModel> = kept_grants()
-            .filter_map(|g| {
-                let row = g.row.as_ref()?;
-                let r = &g.request;
-                Some(task_lease::ActiveModel {
-                    id: Set(new_id()),
-                    task_id: Set(r.task.as_str().to_owned()),
-                    runner_token_id: Set(r.principal.actor_id().to_owned()),
-                    owner_id: Set(r.user_id.clone()),
-                    credential_id: Set(row.id.clone()),
-                    agent: Set(r.agent.as_str().to_owned()),
-                    provider: Set(r.provider.as_str().to_owned()),
-                    credential_version: Set(row.version),
-                    issued_at: Set(now),
-                    expires_at: Set(lease_end),
-                    returned_at: Set(None),
-                })
-            })
-            .collect();
-        if !leases.is_empty() {
-            task_lease::Entity::insert_many(leases).exec_without_returning(&txn).await?;
-        }
+        record_grants(&txn, kept_grants(), now, lease_end).await?;
         txn.commit().await?;
         Ok(kept)
+    }
+
+    /// Leases one credential to the grants `members` (all of it) until
+    /// `lease_end`; false when they must start over.
+    ///
+    /// Guarded by the version read and by the refresh claim: if a refresher
+    /// got there first, these grants start over (and wait for its new
+    /// tokens). Setting `leased_until` on the same row is what keeps
+    /// refreshers away while the tasks run. Every lease ends by now + LEASE:
+    /// another task's lease set at or before now ends no later, so ours
+    /// covers it; a later one was set by a clock that ran ahead and is cut
+    /// back (issue 21: a task issued while the clock was ahead held its
+    /// credential 26 h).
+    async fn lease_credential(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        grants: &mut [Grant],
+        members: &[usize],
+        now: DateTime<Utc>,
+        lease_end: DateTime<Utc>,
+    ) -> ApiResult<bool> {
+        let row = grants[members[0]].row.clone().expect("members hold a row");
+        // OpenAI refresh tokens are single-use: when another task already
+        // holds this login, this one gets the access token only, so two
+        // agents can never both spend the refresh token.
+        let single_use = crate::providers::single_use_refresh(grants[members[0]].request.provider)
+            && row.kind == CredentialKind::Subscription.as_str();
+        let mut leased = row.leased_until.is_some_and(|t| t > now);
+        if self.refreshes().in_flight(&row.id) {
+            // This process is refreshing it: wait for the new tokens.
+            return Ok(false);
+        }
+        let mut update = credential::Entity::update_many()
+            .col_expr(credential::Column::LastUsedAt, Expr::value(now))
+            .col_expr(credential::Column::LeasedUntil, Expr::value(lease_end))
+            .filter(credential::Column::Id.eq(row.id.as_str()))
+            .filter(credential::Column::Version.eq(row.version))
+            .filter(self.refreshes().no_live_claim(now))
+            .filter(usable(now));
+        if single_use && !leased {
+            // The first task here gets the refresh token: only if no
+            // other task took the login since the read.
+            update = update.filter(
+                Condition::any()
+                    .add(credential::Column::LeasedUntil.is_null())
+                    .add(credential::Column::LeasedUntil.lte(now)),
+            );
+        }
+        let held = update.exec(txn).await?.rows_affected == 1;
+        if held && single_use {
+            for &i in members {
+                if leased {
+                    if let Some(StoredSecret::Subscription(s)) = grants[i].secret.as_mut() {
+                        s.refresh_token = None;
+                    }
+                }
+                leased = true;
+            }
+        }
+        Ok(held)
     }
 
     /// Builds the plaintext of an audited, leased grant.
@@ -491,4 +463,59 @@ fn no_credentials(agent: Agent, provider: Provider, passed_over: &[String]) -> A
         crate::providers::spec(provider).name,
         crate::providers::spec(provider).api_key_env
     ))
+}
+
+/// The audit entry of every kept grant and the task lease of each that
+/// holds a stored credential, in the grants' transaction.
+async fn record_grants<'a>(
+    txn: &sea_orm::DatabaseTransaction,
+    kept: impl Iterator<Item = &'a Grant> + Clone,
+    now: DateTime<Utc>,
+    lease_end: DateTime<Utc>,
+) -> ApiResult<()> {
+    let entries = kept
+        .clone()
+        .map(|g| {
+            let r = &g.request;
+            audit::entry_model(
+                Actor::Principal(&r.principal),
+                Action::TaskCredentialsIssued,
+                audit::Entry {
+                    owner_id: Some(&r.user_id),
+                    credential_id: g.row.as_ref().map(|row| row.id.as_str()),
+                    provider: Some(r.provider),
+                    agent: Some(r.agent),
+                    task_id: Some(r.task.as_str()),
+                    detail: Some(match r.principal.runner_label() {
+                        Some(runner) => format!("source {}; {runner}", g.source),
+                        None => format!("source {}", g.source),
+                    }),
+                },
+            )
+        })
+        .collect();
+    audit::record_many(txn, entries).await?;
+    let leases: Vec<task_lease::ActiveModel> = kept
+        .filter_map(|g| {
+            let row = g.row.as_ref()?;
+            let r = &g.request;
+            Some(task_lease::ActiveModel {
+                id: Set(new_id()),
+                task_id: Set(r.task.as_str().to_owned()),
+                runner_token_id: Set(r.principal.actor_id().to_owned()),
+                owner_id: Set(r.user_id.clone()),
+                credential_id: Set(row.id.clone()),
+                agent: Set(r.agent.as_str().to_owned()),
+                provider: Set(r.provider.as_str().to_owned()),
+                credential_version: Set(row.version),
+                issued_at: Set(now),
+                expires_at: Set(lease_end),
+                returned_at: Set(None),
+            })
+        })
+        .collect();
+    if !leases.is_empty() {
+        task_lease::Entity::insert_many(leases).exec_without_returning(txn).await?;
+    }
+    Ok(())
 }

@@ -16,9 +16,11 @@ use crate::agents::Materialized;
 use crate::auth::Principal;
 use crate::domain::{Agent, CredentialSource, Provider};
 use crate::error::{ApiError, ApiResult};
-use crate::store::Store;
+use crate::store::audit::Actor;
+use crate::store::{AccessToken, Store, TokenKind};
 use issuance::checked_provider;
 pub(super) use issuance::unusable_reason;
+use zeroize::Zeroizing;
 
 /// A task id as the runner names it: 1–200 characters of `[A-Za-z0-9._:/-]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +64,24 @@ impl RunnerHandle {
 
     fn token_id(&self) -> &str {
         self.principal.actor_id()
+    }
+
+    /// The id of the person with this email or id (`task-env --user`).
+    pub async fn person_id(&self, id_or_email: &str) -> ApiResult<String> {
+        Ok(self.store.find_person(id_or_email).await?.id)
+    }
+
+    /// The next RUNNER token (to rotate its own: create one, then revoke the
+    /// old), shown once; it names this runner as its creator.
+    pub async fn create_runner_token(&self, name: &str) -> ApiResult<(AccessToken, Zeroizing<String>)> {
+        let actor = Actor::Principal(&self.principal);
+        self.store.create_runner_token_as(actor, &self.principal.as_creator(), name).await
+    }
+
+    /// Revokes a runner token (a person's token is FORBIDDEN).
+    pub async fn revoke_runner_token(&self, id: &str) -> ApiResult<()> {
+        let actor = Actor::Principal(&self.principal);
+        self.store.revoke_token_as(actor, id, None, Some(TokenKind::Runner)).await
     }
 
     /// Resolves by priority (subscription, the user's API key, the system

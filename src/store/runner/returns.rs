@@ -38,14 +38,26 @@ impl RunnerHandle {
         files: Vec<(String, String)>,
         apis: ProviderApis<'_>,
     ) -> ApiResult<Vec<CredentialMeta>> {
-        let db = self.store.db();
         let now = self.store.clock().now();
+        let leases = self.open_leases(task, now).await?;
+        let mut updates: Vec<Update> = Vec::new();
+        for (path, content) in &files {
+            if let Some(update) = self.check_returned(task, &leases, &updates, path, content, apis).await? {
+                updates.push(update);
+            }
+        }
+        self.store_returned(task, &leases, updates, now).await?;
+        self.held_credentials(&leases).await
+    }
+
+    /// The task's leases still out with this runner; refused when none is.
+    async fn open_leases(&self, task: &TaskId, now: DateTime<Utc>) -> ApiResult<Vec<task_lease::Model>> {
         let leases = task_lease::Entity::find()
             .filter(task_lease::Column::TaskId.eq(task.as_str()))
             .filter(task_lease::Column::RunnerTokenId.eq(self.token_id()))
             .filter(task_lease::Column::ReturnedAt.is_null())
             .filter(task_lease::Column::ExpiresAt.gt(now))
-            .all(db)
+            .all(self.store.db())
             .await?;
         if leases.is_empty() {
             return Err(ApiError::bad_input(format!(
@@ -53,84 +65,92 @@ impl RunnerHandle {
                 task.as_str()
             )));
         }
+        Ok(leases)
+    }
 
-        let mut updates: Vec<Update> = Vec::new();
-        for (path, content) in &files {
-            let lease = leases.iter().find(|l| {
-                let (Ok(agent), Ok(provider)) = (l.agent.parse::<Agent>(), l.provider.parse::<Provider>()) else {
-                    return false;
-                };
-                agents::returnable_paths(agent, provider).contains(&path.as_str())
-            });
-            let Some(lease) = lease else {
-                if agents::is_handed_out_only(path) {
-                    continue; // issued with Claude's login, but holds no tokens
-                }
-                return Err(ApiError::bad_input(format!(
-                    "{} is not a login file of a credential issued to task {}",
-                    printable(path),
-                    task.as_str()
-                )));
+    /// Checks one returned file against the lease it belongs to and the
+    /// login stored: `None` when there is nothing to store (a file handed
+    /// out only, or no refresh happened), the update when it holds newer
+    /// tokens of the same account, an error (refusing the whole return)
+    /// when it is foreign, stale or a second file for one credential.
+    async fn check_returned(
+        &self,
+        task: &TaskId,
+        leases: &[task_lease::Model],
+        updates: &[Update],
+        path: &str,
+        content: &str,
+        apis: ProviderApis<'_>,
+    ) -> ApiResult<Option<Update>> {
+        let lease = leases.iter().find(|l| {
+            let (Ok(agent), Ok(provider)) = (l.agent.parse::<Agent>(), l.provider.parse::<Provider>()) else {
+                return false;
             };
-            let agent: Agent = lease.agent.parse().map_err(ApiError::internal)?;
-            let provider: Provider = lease.provider.parse().map_err(ApiError::internal)?;
-            let returned = agents::parse_returned(agent, provider, path, content)?;
-            let row = credential::Entity::find_by_id(lease.credential_id.as_str())
-                .filter(credential::Column::OwnerId.eq(lease.owner_id.as_str()))
-                .one(db)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::bad_input(format!(
-                        "the credential behind {} was removed while the task ran",
-                        printable(path)
-                    ))
-                })?;
-            let StoredSecret::Subscription(stored) = self.store.open_secret(&row)? else {
-                return Err(ApiError::bad_input(format!(
-                    "{} belongs to an API key, which a task cannot change",
-                    printable(path)
-                )));
-            };
-            // No new access token, no refresh happened (a task given the
-            // access token only sends back an empty refresh token).
-            if returned.secret.access_token == stored.access_token {
-                continue;
+            agents::returnable_paths(agent, provider).contains(&path)
+        });
+        let Some(lease) = lease else {
+            if agents::is_handed_out_only(path) {
+                return Ok(None); // issued with Claude's login, but holds no tokens
             }
-            let stale = || {
-                ApiError::bad_input(format!(
-                    "{} holds older tokens than the vault (the credential was replaced or refreshed since task {} started); nothing was stored",
-                    printable(path),
-                    task.as_str()
-                ))
-            };
-            if row.version != lease.credential_version {
-                return Err(stale());
-            }
-            let newer = match (returned.refreshed_at, stored.last_refresh) {
-                (Some(r), Some(s)) if r != s => r > s,
-                _ => match (returned.expires_at, row.expires_at) {
-                    (Some(r), Some(s)) => r > s,
-                    (Some(_), None) => true,
-                    _ => returned.refreshed_at.is_some() && stored.last_refresh.is_none(),
-                },
-            };
-            if !newer {
-                return Err(stale());
-            }
-            if updates.iter().any(|u| u.lease.credential_id == lease.credential_id) {
-                return Err(ApiError::bad_input(format!(
-                    "two files were sent for the same credential ({})",
-                    printable(path)
-                )));
-            }
-            // Tokens of another account are foreign, however new.
-            let account = same_account(apis, provider, &stored, &returned, path, task).await?;
-            let mut secret = returned.merged_with(&stored);
-            secret.account_id = Some(account);
-            updates.push(Update { lease: lease.clone(), secret, expires_at: returned.expires_at });
+            return Err(ApiError::bad_input(format!(
+                "{} is not a login file of a credential issued to task {}",
+                printable(path),
+                task.as_str()
+            )));
+        };
+        let agent: Agent = lease.agent.parse().map_err(ApiError::internal)?;
+        let provider: Provider = lease.provider.parse().map_err(ApiError::internal)?;
+        let returned = agents::parse_returned(agent, provider, path, content)?;
+        let row = credential::Entity::find_by_id(lease.credential_id.as_str())
+            .filter(credential::Column::OwnerId.eq(lease.owner_id.as_str()))
+            .one(self.store.db())
+            .await?
+            .ok_or_else(|| {
+                ApiError::bad_input(format!("the credential behind {} was removed while the task ran", printable(path)))
+            })?;
+        let StoredSecret::Subscription(stored) = self.store.open_secret(&row)? else {
+            return Err(ApiError::bad_input(format!(
+                "{} belongs to an API key, which a task cannot change",
+                printable(path)
+            )));
+        };
+        // No new access token, no refresh happened (a task given the
+        // access token only sends back an empty refresh token).
+        if returned.secret.access_token == stored.access_token {
+            return Ok(None);
         }
+        if row.version != lease.credential_version || !newer(&returned, &stored, &row) {
+            return Err(ApiError::bad_input(format!(
+                "{} holds older tokens than the vault (the credential was replaced or refreshed since task {} started); nothing was stored",
+                printable(path),
+                task.as_str()
+            )));
+        }
+        if updates.iter().any(|u| u.lease.credential_id == lease.credential_id) {
+            return Err(ApiError::bad_input(format!(
+                "two files were sent for the same credential ({})",
+                printable(path)
+            )));
+        }
+        // Tokens of another account are foreign, however new.
+        let account = same_account(apis, provider, &stored, &returned, path, task).await?;
+        let mut secret = returned.merged_with(&stored);
+        secret.account_id = Some(account);
+        Ok(Some(Update { lease: lease.clone(), secret, expires_at: returned.expires_at }))
+    }
 
-        let txn = db.begin().await?;
+    /// One transaction: the newer tokens (each a compare-and-swap on the
+    /// version issued, with its audit entry), the leases marked returned,
+    /// the credentials freed for refresh, and the REFRESHED events last
+    /// (see `Store::record_event`); published after commit.
+    async fn store_returned(
+        &self,
+        task: &TaskId,
+        leases: &[task_lease::Model],
+        updates: Vec<Update>,
+        now: DateTime<Utc>,
+    ) -> ApiResult<()> {
+        let txn = self.store.db().begin().await?;
         let mut refreshed = Vec::new();
         for update in updates {
             let meta = self
@@ -171,39 +191,64 @@ impl RunnerHandle {
             .filter(task_lease::Column::Id.is_in(lease_ids))
             .exec(&txn)
             .await?;
-        // The credentials are free for refresh again, unless another task
-        // still holds them.
-        let mut credential_ids: Vec<&str> = leases.iter().map(|l| l.credential_id.as_str()).collect();
-        credential_ids.sort_unstable();
-        credential_ids.dedup();
-        for id in credential_ids {
-            let still_out = task_lease::Entity::find()
-                .filter(task_lease::Column::CredentialId.eq(id))
-                .filter(task_lease::Column::ReturnedAt.is_null())
-                .filter(task_lease::Column::ExpiresAt.gt(now))
-                .order_by_desc(task_lease::Column::ExpiresAt)
-                .one(&txn)
-                .await?
-                .map(|l| l.expires_at);
-            credential::Entity::update_many()
-                .col_expr(credential::Column::LeasedUntil, Expr::value(still_out))
-                .filter(credential::Column::Id.eq(id))
-                .exec(&txn)
-                .await?;
-        }
+        free_for_refresh(&txn, leases, now).await?;
         // Events last, after every row write (see `Store::record_event`);
         // one per credential, as two files for one were refused above.
         let refreshed = self.store.record_events(&txn, refreshed).await?;
         txn.commit().await?;
         self.store.publish_all(refreshed);
+        Ok(())
+    }
 
-        // Report every credential the task held, refreshed or not.
+    /// Every credential the task held, refreshed or not, as it is now.
+    async fn held_credentials(&self, leases: &[task_lease::Model]) -> ApiResult<Vec<CredentialMeta>> {
         let mut ids: Vec<&str> = leases.iter().map(|l| l.credential_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let rows = credential::Entity::find().filter(credential::Column::Id.is_in(ids)).all(db).await?;
+        let rows = credential::Entity::find().filter(credential::Column::Id.is_in(ids)).all(self.store.db()).await?;
         rows.iter().map(CredentialMeta::try_from).collect()
     }
+}
+
+/// Whether the returned login is newer than the stored one: by when each
+/// was last refreshed if both say, else by expiry.
+fn newer(returned: &agents::Returned, stored: &SubscriptionSecret, row: &credential::Model) -> bool {
+    match (returned.refreshed_at, stored.last_refresh) {
+        (Some(r), Some(s)) if r != s => r > s,
+        _ => match (returned.expires_at, row.expires_at) {
+            (Some(r), Some(s)) => r > s,
+            (Some(_), None) => true,
+            _ => returned.refreshed_at.is_some() && stored.last_refresh.is_none(),
+        },
+    }
+}
+
+/// The returned credentials are free for refresh again, unless another
+/// task still holds them (then leased until that task's lease ends).
+async fn free_for_refresh(
+    txn: &sea_orm::DatabaseTransaction,
+    leases: &[task_lease::Model],
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    let mut credential_ids: Vec<&str> = leases.iter().map(|l| l.credential_id.as_str()).collect();
+    credential_ids.sort_unstable();
+    credential_ids.dedup();
+    for id in credential_ids {
+        let still_out = task_lease::Entity::find()
+            .filter(task_lease::Column::CredentialId.eq(id))
+            .filter(task_lease::Column::ReturnedAt.is_null())
+            .filter(task_lease::Column::ExpiresAt.gt(now))
+            .order_by_desc(task_lease::Column::ExpiresAt)
+            .one(txn)
+            .await?
+            .map(|l| l.expires_at);
+        credential::Entity::update_many()
+            .col_expr(credential::Column::LeasedUntil, Expr::value(still_out))
+            .filter(credential::Column::Id.eq(id))
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The account both the stored login and the returned one belong to, or
