@@ -43,7 +43,6 @@ pub use sink::{Channel, EventSink};
 use batch::Batcher;
 
 use crate::auth::{hashes_match, BearerToken, Principal};
-use crate::system_keys::SystemKeys;
 use crate::crypto::Keyring;
 use crate::domain::Role;
 use crate::entities::{access_token, credential, oauth_flow, user};
@@ -52,6 +51,7 @@ use crate::events::EventBus;
 use crate::ids::new_id;
 use crate::providers::revoke::Revoker;
 use crate::providers::Providers;
+use crate::system_keys::SystemKeys;
 
 #[derive(Clone)]
 pub struct Store {
