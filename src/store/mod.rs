@@ -46,13 +46,13 @@ pub use sink::{Channel, EventSink};
 use batch::Batcher;
 
 use crate::auth::{hashes_match, BearerToken, Principal};
-use crate::system_keys::SystemKeys;
 use crate::crypto::Keyring;
 use crate::entities::{access_token, user};
 use crate::error::{ApiError, ApiResult};
 use crate::events::EventBus;
 use crate::providers::revoke::Revoker;
 use crate::providers::Providers;
+use crate::system_keys::SystemKeys;
 
 #[derive(Clone)]
 pub struct Store {
