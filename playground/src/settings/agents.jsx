@@ -4,6 +4,7 @@ import { M_DISCONNECT_AGENT, M_SAVE_SUBSCRIPTION } from './api.js';
 import { ApiKeyRow, fallbackFor, providerInfo, systemKeyUsable } from './keys.jsx';
 import { CodeFlowPanel, DeviceFlowPanel, startFlow } from './flows.jsx';
 import { Badge, DateText, Field, PROVIDER_NAMES, StatusBadge, StatusMessage, USABLE, sentence, useConfirm, useNotice } from './ui.jsx';
+import { useSession } from './session.jsx';
 
 const SUBSCRIPTIONS = {
   CLAUDE_CODE: 'Claude Max ($200/mo), Claude Pro ($20/mo)',
@@ -52,7 +53,7 @@ function Steps({ text }) {
   );
 }
 
-export function AgentsTab({ api, agents, systemKeys, credentials, reload, flows, setFlow, expanded, setExpanded }) {
+export function AgentsTab({ agents, systemKeys, credentials, flows, setFlow, expanded, setExpanded }) {
   const info = providerInfo(agents, systemKeys);
   const pending = Object.entries(flows).filter(([, f]) => f && f.flow.status === 'PENDING');
   return (
@@ -81,11 +82,9 @@ export function AgentsTab({ api, agents, systemKeys, credentials, reload, flows,
         {agents.map((a) => (
           <AgentCard
             key={a.agent}
-            api={api}
             agent={a}
             info={info}
             credentials={credentials}
-            reload={reload}
             flow={flows[a.agent]}
             setFlow={(f) => setFlow(a.agent, f)}
             open={!!expanded[a.agent]}
@@ -98,7 +97,8 @@ export function AgentsTab({ api, agents, systemKeys, credentials, reload, flows,
   );
 }
 
-function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open, setOpen }) {
+function AgentCard({ agent, info, credentials, flow, setFlow, open, setOpen }) {
+  const { api, reload } = useSession();
   const confirm = useConfirm();
   const notify = useNotice();
   const [removeError, setRemoveError] = useState('');
@@ -210,9 +210,9 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
             </ul>
           )}
           {agent.agent === 'OPENCODE' ? (
-            <ManageProviders api={api} agent={agent} info={info} credentials={credentials} reload={reload} flow={flow} setFlow={setFlow} />
+            <ManageProviders agent={agent} info={info} credentials={credentials} flow={flow} setFlow={setFlow} />
           ) : agent.agent !== 'GEMINI' ? (
-            <Configure api={api} agent={agent} info={info} credentials={credentials} reload={reload} flow={flow} setFlow={setFlow} />
+            <Configure agent={agent} info={info} credentials={credentials} flow={flow} setFlow={setFlow} />
           ) : null}
           {removable > 0 && (
             <div className="actions remove-row">
@@ -251,13 +251,13 @@ function GeminiHelp() {
 }
 
 /** Configure: the methods of one agent (Claude Code, Codex, Copilot). */
-function Configure({ api, agent, info, credentials, reload, flow, setFlow }) {
+function Configure({ agent, info, credentials, flow, setFlow }) {
   const methods = agent.methods;
   const [choice, setChoice] = useState(() => methods.findIndex((m) => m.method === 'PASTE_TOKEN'));
   const method = methods[choice] || methods[0];
   const groupName = `method-${agent.agent}`;
   if (flow) {
-    return <FlowView api={api} flow={flow} setFlow={setFlow} reload={reload} />;
+    return <FlowView flow={flow} setFlow={setFlow} />;
   }
   return (
     <div className="configure">
@@ -271,30 +271,29 @@ function Configure({ api, agent, info, credentials, reload, flow, setFlow }) {
         ))}
       </fieldset>
       <Steps text={method.instructions} />
-      <MethodForm api={api} agent={agent} method={method} info={info} credentials={credentials} reload={reload} setFlow={setFlow} />
+      <MethodForm agent={agent} method={method} info={info} credentials={credentials} setFlow={setFlow} />
     </div>
   );
 }
 
-function MethodForm({ api, agent, method, info, credentials, reload, setFlow }) {
+function MethodForm({ agent, method, info, credentials, setFlow }) {
   if (method.method === 'API_KEY') {
     return (
       <ApiKeyRow
-        api={api}
         info={info[method.provider]}
         credential={credentials.find((c) => c.kind === 'API_KEY' && c.provider === method.provider)}
-        reload={reload}
         compact
       />
     );
   }
   if (method.method === 'DEVICE_CODE' || method.method === 'AUTHORIZATION_CODE') {
-    return <StartFlow api={api} agent={agent} method={method} setFlow={setFlow} />;
+    return <StartFlow agent={agent} method={method} setFlow={setFlow} />;
   }
-  return <PasteForm api={api} agent={agent} method={method} reload={reload} />;
+  return <PasteForm agent={agent} method={method} />;
 }
 
-function StartFlow({ api, agent, method, setFlow }) {
+function StartFlow({ agent, method, setFlow }) {
+  const { api } = useSession();
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);
   const label = methodLabel(agent.agent, method);
@@ -322,20 +321,22 @@ function StartFlow({ api, agent, method, setFlow }) {
   );
 }
 
-function FlowView({ api, flow, setFlow, reload }) {
+function FlowView({ flow, setFlow }) {
+  const { reload } = useSession();
   const close = () => setFlow(null);
   const finished = async () => {
     setFlow(null);
     await reload();
   };
   if (flow.kind === 'DEVICE_CODE') {
-    return <DeviceFlowPanel key={flow.flow.id} api={api} initial={flow.flow} onClose={close} onAuthorized={finished} />;
+    return <DeviceFlowPanel key={flow.flow.id} initial={flow.flow} onClose={close} onAuthorized={finished} />;
   }
-  return <CodeFlowPanel key={flow.flow.id} api={api} initial={flow.flow} onClose={close} onCompleted={finished} />;
+  return <CodeFlowPanel key={flow.flow.id} initial={flow.flow} onClose={close} onCompleted={finished} />;
 }
 
 /** Paste a token: Claude setup-token, Copilot token, Codex auth.json or access token. */
-function PasteForm({ api, agent, method, reload }) {
+function PasteForm({ agent, method }) {
+  const { api, reload } = useSession();
   const [token, setToken] = useState('');
   const [authJson, setAuthJson] = useState('');
   const [refresh, setRefresh] = useState('');
@@ -452,11 +453,11 @@ function PasteForm({ api, agent, method, reload }) {
 }
 
 /** OpenCode's Manage Providers: Connect → Use Subscription / Use API Key. */
-function ManageProviders({ api, agent, info, credentials, reload, flow, setFlow }) {
+function ManageProviders({ agent, info, credentials, flow, setFlow }) {
   const providers = [...new Set(agent.methods.map((m) => m.provider))];
   const [connecting, setConnecting] = useState(null);
   const [mode, setMode] = useState('subscription');
-  if (flow) return <FlowView api={api} flow={flow} setFlow={setFlow} reload={reload} />;
+  if (flow) return <FlowView flow={flow} setFlow={setFlow} />;
   return (
     <div className="manage-providers">
       <h3>Manage Providers</h3>
@@ -502,10 +503,10 @@ function ManageProviders({ api, agent, info, credentials, reload, flow, setFlow 
                   {mode === 'subscription' && subMethod ? (
                     <>
                       <Steps text={subMethod.instructions} />
-                      <StartFlow api={api} agent={agent} method={subMethod} setFlow={setFlow} />
+                      <StartFlow agent={agent} method={subMethod} setFlow={setFlow} />
                     </>
                   ) : (
-                    <ApiKeyRow api={api} info={info[p]} credential={key} reload={reload} compact />
+                    <ApiKeyRow info={info[p]} credential={key} compact />
                   )}
                 </div>
               )}

@@ -8,6 +8,7 @@ import {
   S_DEVICE_STATUS,
 } from './api.js';
 import { AGENT_NAMES, CopyButton, Field, PROVIDER_NAMES, formatSeconds, useCountdown, useNotice } from './ui.jsx';
+import { useSession } from './session.jsx';
 
 const FINAL_TEXT = {
   DENIED: 'The sign-in was denied.',
@@ -20,7 +21,8 @@ const FINAL_TEXT = {
  * A device sign-in: the user code large with a copy button, the link, a
  * countdown, live status from deviceFlowStatus. Closes itself on AUTHORIZED.
  */
-export function DeviceFlowPanel({ api, initial, onClose, onAuthorized }) {
+export function DeviceFlowPanel({ initial, onClose, onAuthorized }) {
+  const { api } = useSession();
   const [flow, setFlow] = useState(initial);
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);
@@ -144,7 +146,8 @@ export function DeviceFlowPanel({ api, initial, onClose, onAuthorized }) {
 }
 
 /** Anthropic's code flow: open the URL, paste `code#state`, Complete. */
-export function CodeFlowPanel({ api, initial, onClose, onCompleted }) {
+export function CodeFlowPanel({ initial, onClose, onCompleted }) {
+  const { api } = useSession();
   const [flow, setFlow] = useState(initial);
   const [code, setCode] = useState('');
   const [error, setError] = useState('');

@@ -2,6 +2,7 @@
 import { useState } from 'react';
 import { M_CHECK_CREDENTIAL, M_REMOVE_CREDENTIAL, M_SET_API_KEY } from './api.js';
 import { AGENT_NAMES, CheckText, DateText, Field, PROVIDER_NAMES, PROVIDER_ORDER, StatusBadge, StatusMessage, USABLE, useConfirm, useNotice } from './ui.jsx';
+import { useSession } from './session.jsx';
 
 /** Per provider: the agents an API key serves, its env var and expected prefix (from the `agents` catalog). */
 export function providerInfo(agents, systemKeys) {
@@ -28,7 +29,7 @@ export function providerInfo(agents, systemKeys) {
   return info;
 }
 
-export function ApiKeysTab({ api, agents, systemKeys, credentials, reload, focusProvider }) {
+export function ApiKeysTab({ agents, systemKeys, credentials, focusProvider }) {
   const info = providerInfo(agents, systemKeys);
   return (
     <section aria-labelledby="api-keys-title" className="page">
@@ -44,10 +45,8 @@ export function ApiKeysTab({ api, agents, systemKeys, credentials, reload, focus
         {PROVIDER_ORDER.map((provider) => (
           <ApiKeyRow
             key={provider}
-            api={api}
             info={info[provider]}
             credential={credentials.find((c) => c.kind === 'API_KEY' && c.provider === provider)}
-            reload={reload}
             highlight={focusProvider === provider}
           />
         ))}
@@ -56,7 +55,8 @@ export function ApiKeysTab({ api, agents, systemKeys, credentials, reload, focus
   );
 }
 
-export function ApiKeyRow({ api, info, credential, reload, highlight, compact = false }) {
+export function ApiKeyRow({ info, credential, highlight, compact = false }) {
+  const { api, reload } = useSession();
   const [key, setKey] = useState('');
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);

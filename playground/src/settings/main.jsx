@@ -8,6 +8,7 @@ import { createApi, normalizeToken, Q_ME, Q_MY_CREDENTIALS, Q_OVERVIEW, readToke
 import { ApiKeysTab } from './keys.jsx';
 import { AgentsTab } from './agents.jsx';
 import { AdminTab } from './admin.jsx';
+import { SessionProvider, createEventHub } from './session.jsx';
 import { AGENT_NAMES, ConfirmProvider, Field, NoticeProvider, PROVIDER_NAMES, sentence, useNotice } from './ui.jsx';
 
 function SignIn({ onSignedIn, message }) {
@@ -122,7 +123,7 @@ function Shell({ token, me, onSignOut }) {
   const [flows, setFlows] = useState({});
   const [expanded, setExpandedState] = useState({});
   const [live, setLive] = useState('connecting');
-  const [eventTick, setEventTick] = useState(0);
+  const events = useMemo(() => createEventHub(), []);
   const stale = useRef(false);
   const tabRef = useRef(tab);
   tabRef.current = tab;
@@ -184,7 +185,7 @@ function Shell({ token, me, onSignOut }) {
       next: (data) => {
         const event = data.credentialEvents;
         variables.after = event.id;
-        setEventTick((t) => t + 1);
+        events.emit(event);
         if (event.ownerId !== me.id) return;
         reloadCredentials();
         const text = EVENT_TEXT[event.kind];
@@ -202,7 +203,9 @@ function Shell({ token, me, onSignOut }) {
       off();
       stop();
     };
-  }, [api, me.id, notify, reloadCredentials]);
+  }, [api, me.id, notify, reloadCredentials, events]);
+
+  const session = useMemo(() => ({ api, me, reload: reloadCredentials, onEvent: events.on }), [api, me, reloadCredentials, events]);
 
   const setFlow = useCallback((agent, flow) => setFlows((f) => ({ ...f, [agent]: flow })), []);
   const setExpanded = useCallback((agent, open) => {
@@ -240,15 +243,13 @@ function Shell({ token, me, onSignOut }) {
   let body;
   if (loadError) body = <p className="field-error page">{loadError}</p>;
   else if (!overview) body = <p className="muted page">Loading…</p>;
-  else if (tab === 'admin') body = <AdminTab api={api} eventTick={eventTick} />;
+  else if (tab === 'admin') body = <AdminTab />;
   else if (tab === 'agents')
     body = (
       <AgentsTab
-        api={api}
         agents={overview.agents}
         systemKeys={overview.systemKeys}
         credentials={overview.myCredentials}
-        reload={reloadCredentials}
         flows={flows}
         setFlow={setFlow}
         expanded={expanded}
@@ -258,49 +259,49 @@ function Shell({ token, me, onSignOut }) {
   else
     body = (
       <ApiKeysTab
-        api={api}
         agents={overview.agents}
         systemKeys={overview.systemKeys}
         credentials={overview.myCredentials}
-        reload={reloadCredentials}
         focusProvider={route.arg}
       />
     );
 
   return (
-    <div className="app">
-      <a className="skip" href="#main">
-        Skip to content
-      </a>
-      <header className="topbar">
-        <a className="brand" href="#api-keys">
-          sesame-vault <span className="muted">Credentials</span>
+    <SessionProvider value={session}>
+      <div className="app">
+        <a className="skip" href="#main">
+          Skip to content
         </a>
-        <nav aria-label="Sections" className="tabs">
-          <a href="#api-keys" aria-current={tab === 'api-keys' ? 'page' : undefined}>
-            API Keys
+        <header className="topbar">
+          <a className="brand" href="#api-keys">
+            sesame-vault <span className="muted">Credentials</span>
           </a>
-          <a href="#agents" aria-current={tab === 'agents' ? 'page' : undefined}>
-            Agent Credentials
-          </a>
-          {isAdmin && (
-            <a href="#admin" aria-current={tab === 'admin' ? 'page' : undefined}>
-              Admin
+          <nav aria-label="Sections" className="tabs">
+            <a href="#api-keys" aria-current={tab === 'api-keys' ? 'page' : undefined}>
+              API Keys
             </a>
-          )}
-        </nav>
-        <div className="account">
-          <span className={`live live-${live}`} role="status" title="Live updates from the server">
-            <span className="dot" aria-hidden="true" />
-            <span className="live-text">{live === 'live' ? 'Live' : live === 'connecting' ? 'Connecting' : 'Reconnecting'}</span>
-          </span>
-          <AccountMenu me={me} onSignOut={() => onSignOut('')} />
-        </div>
-      </header>
-      <main id="main" tabIndex={-1}>
-        {body}
-      </main>
-    </div>
+            <a href="#agents" aria-current={tab === 'agents' ? 'page' : undefined}>
+              Agent Credentials
+            </a>
+            {isAdmin && (
+              <a href="#admin" aria-current={tab === 'admin' ? 'page' : undefined}>
+                Admin
+              </a>
+            )}
+          </nav>
+          <div className="account">
+            <span className={`live live-${live}`} role="status" title="Live updates from the server">
+              <span className="dot" aria-hidden="true" />
+              <span className="live-text">{live === 'live' ? 'Live' : live === 'connecting' ? 'Connecting' : 'Reconnecting'}</span>
+            </span>
+            <AccountMenu me={me} onSignOut={() => onSignOut('')} />
+          </div>
+        </header>
+        <main id="main" tabIndex={-1}>
+          {body}
+        </main>
+      </div>
+    </SessionProvider>
   );
 }
 
