@@ -9,7 +9,7 @@ import {
   Q_USERS,
 } from './api.js';
 import { useCredentialEvents, usePaged, useSession } from './session.jsx';
-import { AGENT_NAMES, CopyButton, DateText, Field, PROVIDER_NAMES, StatusBadge, useConfirm, useNotice } from './ui.jsx';
+import { CopyButton, DateText, Field, StatusBadge, useConfirm, useNotice } from './ui.jsx';
 
 export function AdminTab() {
   const [selected, setSelected] = useState(null);
@@ -104,7 +104,7 @@ function Users({ selected, onSelect, version }) {
 }
 
 function UserCredentials({ user, onClose }) {
-  const { api } = useSession();
+  const { api, agentName, providerName } = useSession();
   const [creds, setCreds] = useState(null);
   const [error, setError] = useState('');
   const confirm = useConfirm();
@@ -129,7 +129,7 @@ function UserCredentials({ user, onClose }) {
   });
 
   const label = (c) =>
-    c.kind === 'API_KEY' ? `${PROVIDER_NAMES[c.provider]} API key` : `${AGENT_NAMES[c.agent] || c.agent} subscription (${PROVIDER_NAMES[c.provider]})`;
+    c.kind === 'API_KEY' ? `${providerName(c.provider)} API key` : `${agentName(c.agent)} subscription (${providerName(c.provider)})`;
 
   const deleteOne = async (c) => {
     const ok = await confirm({
@@ -277,7 +277,7 @@ function CreateUser({ onCreated }) {
 }
 
 function AuditLog() {
-  const { api } = useSession();
+  const { api, agentName, providerName } = useSession();
   const fetchPage = useCallback(
     (after) => api.request(Q_AUDIT, { after }).then((data) => data.auditLog),
     [api],
@@ -330,7 +330,7 @@ function AuditLog() {
                 </td>
                 <td data-label="Whose">{e.ownerEmail || '—'}</td>
                 <td data-label="What">
-                  {[e.provider && (PROVIDER_NAMES[e.provider] || e.provider), e.agent && (AGENT_NAMES[e.agent] || e.agent), e.detail]
+                  {[e.provider && providerName(e.provider), e.agent && agentName(e.agent), e.detail]
                     .filter(Boolean)
                     .join(' · ') || '—'}
                 </td>

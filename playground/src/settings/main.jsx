@@ -8,8 +8,8 @@ import { createApi, normalizeToken, Q_ME, Q_MY_CREDENTIALS, Q_OVERVIEW, readToke
 import { ApiKeysTab } from './keys.jsx';
 import { AgentsTab } from './agents.jsx';
 import { AdminTab } from './admin.jsx';
-import { SessionProvider, createEventHub } from './session.jsx';
-import { AGENT_NAMES, ConfirmProvider, Field, NoticeProvider, PROVIDER_NAMES, sentence, useNotice } from './ui.jsx';
+import { SessionProvider, createEventHub, makeCatalog } from './session.jsx';
+import { ConfirmProvider, Field, NoticeProvider, sentence, useNotice } from './ui.jsx';
 
 function SignIn({ onSignedIn, message }) {
   const [token, setToken] = useState('');
@@ -105,9 +105,9 @@ function whatToDo(message) {
   return at > 0 ? message.slice(at + 2) : message;
 }
 
-function credentialName(event) {
-  if (event.agent) return `${AGENT_NAMES[event.agent] || event.agent} subscription`;
-  return `${PROVIDER_NAMES[event.provider] || event.provider} API key`;
+function credentialName(event, catalog) {
+  if (event.agent) return `${catalog.agentName(event.agent)} subscription`;
+  return `${catalog.providerName(event.provider)} API key`;
 }
 
 function Shell({ token, me, onSignOut }) {
@@ -125,6 +125,10 @@ function Shell({ token, me, onSignOut }) {
   const [live, setLive] = useState('connecting');
   const events = useMemo(() => createEventHub(), []);
   const stale = useRef(false);
+  const catalog = useMemo(() => makeCatalog(overview?.agents, overview?.providers), [overview?.agents, overview?.providers]);
+  // The live subscription reads names without subscribing again when they arrive.
+  const catalogRef = useRef(catalog);
+  catalogRef.current = catalog;
   const tabRef = useRef(tab);
   tabRef.current = tab;
 
@@ -191,7 +195,7 @@ function Shell({ token, me, onSignOut }) {
         const text = EVENT_TEXT[event.kind];
         if (text) {
           const tone = event.kind === 'REFRESHED' ? 'ok' : event.kind === 'EXPIRING' ? 'warn' : 'bad';
-          notify(`Your ${credentialName(event)} ${text}.${event.message ? ` ${sentence(whatToDo(event.message))}` : ''}`, tone);
+          notify(`Your ${credentialName(event, catalogRef.current)} ${text}.${event.message ? ` ${sentence(whatToDo(event.message))}` : ''}`, tone);
         }
       },
       error: (e) => {
@@ -205,7 +209,10 @@ function Shell({ token, me, onSignOut }) {
     };
   }, [api, me.id, notify, reloadCredentials, events]);
 
-  const session = useMemo(() => ({ api, me, reload: reloadCredentials, onEvent: events.on }), [api, me, reloadCredentials, events]);
+  const session = useMemo(
+    () => ({ api, me, reload: reloadCredentials, onEvent: events.on, ...catalog }),
+    [api, me, reloadCredentials, events, catalog],
+  );
 
   const setFlow = useCallback((agent, flow) => setFlows((f) => ({ ...f, [agent]: flow })), []);
   const setExpanded = useCallback((agent, open) => {

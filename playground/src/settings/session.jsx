@@ -9,11 +9,26 @@ export function SessionProvider({ value, children }) {
   return <SessionContext.Provider value={value}>{children}</SessionContext.Provider>;
 }
 
-/** `{ api, me, reload, onEvent }` of the signed-in person. */
+/** `{ api, me, reload, onEvent }` of the signed-in person, and the catalog (`agentName`, `providerName`, `agents`, `providers`). */
 export function useSession() {
   const session = useContext(SessionContext);
   if (!session) throw new Error('useSession outside SessionProvider');
   return session;
+}
+
+/**
+ * Names and order from the server's catalog (`agents`, `providers`): the app
+ * knows no agent or provider of its own. Unknown values show as they are.
+ */
+export function makeCatalog(agents = [], providers = []) {
+  const agentNames = new Map(agents.map((a) => [a.agent, a.name]));
+  const providerNames = new Map(providers.map((p) => [p.provider, p.name]));
+  return {
+    agents,
+    providers,
+    agentName: (agent) => agentNames.get(agent) || agent,
+    providerName: (provider) => providerNames.get(provider) || provider,
+  };
 }
 
 /** A set of listeners the live subscription hands each credential event to. */
