@@ -575,7 +575,7 @@ async function main() {
       await openAgent('CLAUDE_CODE');
       await chooseMethod('CLAUDE_CODE', 'Sign in with Claude');
       await agentCard('CLAUDE_CODE').getByRole('button', { name: 'Sign in with Claude' }).click();
-      const open = agentCard('CLAUDE_CODE').getByRole('link', { name: 'Open the Claude sign-in page' });
+      const open = agentCard('CLAUDE_CODE').getByRole('link', { name: 'Open the Anthropic sign-in page' });
       await open.waitFor();
       const url = new URL(await open.getAttribute('href'));
       if (!url.href.startsWith(`${providers.base}/anthropic/authorize`)) fail(`the authorize URL is ${url.href}`);
@@ -687,6 +687,21 @@ async function main() {
       await page.locator('.user-creds', { hasText: 'No credentials.' }).waitFor();
       if ((await myCredentials(userToken)).length !== 0) fail("the person's credential was not deleted");
       await page.locator('.audit tbody tr', { hasText: 'person@example.com' }).first().waitFor();
+      // A burst of someone else's credential events costs the audit log one
+      // request for its newest page (at most one a second), not one each.
+      const audits = () => seen.requests.filter((r) => /\bauditLog\b/.test(r.body)).length;
+      const auditsBefore = audits();
+      const rowsBefore = await page.locator('.audit tbody tr').count();
+      await Promise.all(
+        [...KEYS.OPENAI, ...KEYS.GOOGLE, ...KEYS.GITHUB].map((k, i) =>
+          gql(base, userToken, `mutation($k: String!) { setApiKey(provider: ${['OPENAI', 'OPENAI', 'GOOGLE', 'GOOGLE', 'GITHUB', 'GITHUB'][i]}, key: $k) { id } }`, { k }),
+        ),
+      );
+      await page.waitForFunction((n) => document.querySelectorAll('.audit tbody tr').length >= n + 6, rowsBefore, { timeout: 10_000 });
+      await sleep(1500);
+      const auditRequests = audits() - auditsBefore;
+      if (auditRequests > 2) fail(`6 credential events made the audit log ask ${auditRequests} times`);
+      log(`audit log: 6 events, ${auditRequests} request(s)`);
       await sleep(500);
       const named = seen.requests.filter((r) => r.at >= from && /\bhint\b/.test(r.body));
       if (named.length) fail(`the admin page sent requests naming hint:\n  ${named.map((r) => r.body.slice(0, 200)).join('\n  ')}`);

@@ -234,8 +234,8 @@ function AgentCard({ agent, info, credentials, flow, setFlow, open, setOpen }) {
 /** Configure: the methods of an agent that uses one provider. */
 function Configure({ agent, info, credentials, flow, setFlow }) {
   const methods = agent.methods;
-  const [choice, setChoice] = useState(() => methods.findIndex((m) => m.method === 'PASTE_TOKEN'));
-  const method = methods[choice] || methods[0];
+  const [choice, setChoice] = useState(() => Math.max(0, methods.findIndex((m) => m.method === 'PASTE_TOKEN')));
+  const method = methods[choice];
   const groupName = `method-${agent.agent}`;
   if (flow) {
     return <FlowView flow={flow} setFlow={setFlow} />;
@@ -254,7 +254,7 @@ function Configure({ agent, info, credentials, flow, setFlow }) {
         </fieldset>
       )}
       <Steps text={method.instructions} />
-      <MethodForm agent={agent} method={method} info={info} credentials={credentials} setFlow={setFlow} />
+      <MethodForm key={`${method.method}-${method.provider}`} agent={agent} method={method} info={info} credentials={credentials} setFlow={setFlow} />
     </div>
   );
 }
