@@ -18,9 +18,11 @@
 //   openai-denied   an OpenAI device flow DENIED, then Retry
 //   anthropic-code  Anthropic code flow with a wrong code#state, a reload (resumed), then the right one
 //   resume          a pending sign-in is shown again after a reload
+//   gemini          an agent that takes API keys only: the catalog's note, its key inline
 //   live-expiring   a badge changes live when the scheduler marks a key expiring
 //   reconnect       live updates come back after the server restarts
-//   admin           the admin deletes a user's credential; no request names `hint`
+//   admin           the admin deletes a user's credential; no request names `hint`;
+//                   a burst of events costs the audit log one request
 //   sign-out        Sign out forgets the token
 //   explorer        after a reload and Forget, no secret in local/sessionStorage
 // Every request goes to the server only; no uncaught error; no CSP violation.
@@ -627,6 +629,16 @@ async function main() {
       await anthropic.locator('label', { hasText: 'Use API Key' }).click();
       await anthropic.locator('code.hint').waitFor();
       await shoot(page, 'opencode');
+    });
+
+    // ---- an agent that takes API keys only: its note from the catalog, its key inline
+    await journey('gemini', async () => {
+      await openAgent('GEMINI');
+      const card = agentCard('GEMINI');
+      await card.locator('.agent-note', { hasText: 'API key only' }).waitFor();
+      if (await card.locator('.segmented').count()) fail('one method offered as a choice');
+      await card.getByLabel('Google API key').waitFor();
+      await shoot(page, 'gemini');
     });
 
     // ---- a badge changes live when the scheduler marks a key expiring

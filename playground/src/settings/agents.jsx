@@ -18,12 +18,16 @@ function plansText(plans, providerName) {
   return groups.map((g) => `${providerName(g.provider)}: ${g.names.join(', ')}`).join(' · ');
 }
 
-function Steps({ text }) {
+function Steps({ text, note }) {
   const isStep = (l) => /^\d+\.\s/.test(l);
   const lines = text.split('\n').filter((l) => l.trim());
   const first = lines.findIndex(isStep);
-  // The card already says which subscriptions are supported.
-  const intro = (first < 0 ? lines : lines.slice(0, first)).filter((l) => !l.startsWith('Supported subscriptions'));
+  // The card already says which subscriptions are supported, and its note
+  // ("API key only: …") what an intro starting with the same words would.
+  const lead = note ? note.split(/[:.]/)[0].trim().toLowerCase() : null;
+  const intro = (first < 0 ? lines : lines.slice(0, first)).filter(
+    (l) => !l.startsWith('Supported subscriptions') && !(lead && l.toLowerCase().startsWith(lead)),
+  );
   const rest = first < 0 ? [] : lines.slice(first);
   const steps = rest.filter(isStep);
   const notes = rest.filter((l) => !isStep(l));
@@ -253,7 +257,7 @@ function Configure({ agent, info, credentials, flow, setFlow }) {
           ))}
         </fieldset>
       )}
-      <Steps text={method.instructions} />
+      <Steps text={method.instructions} note={agent.note} />
       <MethodForm key={`${method.method}-${method.provider}`} agent={agent} method={method} info={info} credentials={credentials} setFlow={setFlow} />
     </div>
   );
