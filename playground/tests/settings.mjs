@@ -18,9 +18,11 @@
 //   openai-denied   an OpenAI device flow DENIED, then Retry
 //   anthropic-code  Anthropic code flow with a wrong code#state, a reload (resumed), then the right one
 //   resume          a pending sign-in is shown again after a reload
+//   gemini          an agent that takes API keys only: the catalog's note, its key inline
 //   live-expiring   a badge changes live when the scheduler marks a key expiring
 //   reconnect       live updates come back after the server restarts
-//   admin           the admin deletes a user's credential; no request names `hint`
+//   admin           the admin deletes a user's credential; no request names `hint`;
+//                   a burst of events costs the audit log one request
 //   sign-out        Sign out forgets the token
 //   explorer        after a reload and Forget, no secret in local/sessionStorage
 // Every request goes to the server only; no uncaught error; no CSP violation.
@@ -575,7 +577,7 @@ async function main() {
       await openAgent('CLAUDE_CODE');
       await chooseMethod('CLAUDE_CODE', 'Sign in with Claude');
       await agentCard('CLAUDE_CODE').getByRole('button', { name: 'Sign in with Claude' }).click();
-      const open = agentCard('CLAUDE_CODE').getByRole('link', { name: 'Open the Claude sign-in page' });
+      const open = agentCard('CLAUDE_CODE').getByRole('link', { name: 'Open the Anthropic sign-in page' });
       await open.waitFor();
       const url = new URL(await open.getAttribute('href'));
       if (!url.href.startsWith(`${providers.base}/anthropic/authorize`)) fail(`the authorize URL is ${url.href}`);
@@ -627,6 +629,16 @@ async function main() {
       await anthropic.locator('label', { hasText: 'Use API Key' }).click();
       await anthropic.locator('code.hint').waitFor();
       await shoot(page, 'opencode');
+    });
+
+    // ---- an agent that takes API keys only: its note from the catalog, its key inline
+    await journey('gemini', async () => {
+      await openAgent('GEMINI');
+      const card = agentCard('GEMINI');
+      await card.locator('.agent-note', { hasText: 'API key only' }).waitFor();
+      if (await card.locator('.segmented').count()) fail('one method offered as a choice');
+      await card.getByLabel('Google API key').waitFor();
+      await shoot(page, 'gemini');
     });
 
     // ---- a badge changes live when the scheduler marks a key expiring
@@ -687,6 +699,21 @@ async function main() {
       await page.locator('.user-creds', { hasText: 'No credentials.' }).waitFor();
       if ((await myCredentials(userToken)).length !== 0) fail("the person's credential was not deleted");
       await page.locator('.audit tbody tr', { hasText: 'person@example.com' }).first().waitFor();
+      // A burst of someone else's credential events costs the audit log one
+      // request for its newest page (at most one a second), not one each.
+      const audits = () => seen.requests.filter((r) => /\bauditLog\b/.test(r.body)).length;
+      const auditsBefore = audits();
+      const rowsBefore = await page.locator('.audit tbody tr').count();
+      await Promise.all(
+        [...KEYS.OPENAI, ...KEYS.GOOGLE, ...KEYS.GITHUB].map((k, i) =>
+          gql(base, userToken, `mutation($k: String!) { setApiKey(provider: ${['OPENAI', 'OPENAI', 'GOOGLE', 'GOOGLE', 'GITHUB', 'GITHUB'][i]}, key: $k) { id } }`, { k }),
+        ),
+      );
+      await page.waitForFunction((n) => document.querySelectorAll('.audit tbody tr').length >= n + 6, rowsBefore, { timeout: 10_000 });
+      await sleep(1500);
+      const auditRequests = audits() - auditsBefore;
+      if (auditRequests > 2) fail(`6 credential events made the audit log ask ${auditRequests} times`);
+      log(`audit log: 6 events, ${auditRequests} request(s)`);
       await sleep(500);
       const named = seen.requests.filter((r) => r.at >= from && /\bhint\b/.test(r.body));
       if (named.length) fail(`the admin page sent requests naming hint:\n  ${named.map((r) => r.body.slice(0, 200)).join('\n  ')}`);

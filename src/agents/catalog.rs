@@ -23,6 +23,30 @@ pub struct MethodInfo {
     pub token_prefixes: &'static [&'static str],
     /// Setup steps a person follows, in plain text.
     pub instructions: &'static str,
+    /// The method's button or tab label, e.g. "Sign in with Claude".
+    pub label: &'static str,
+    /// What is pasted, for a method that takes a pasted login; `None` for
+    /// API keys (Settings → API Keys) and sign-ins.
+    pub paste: Option<Paste>,
+}
+
+/// The form of a method that takes a pasted login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paste {
+    /// The token field's label, e.g. "Setup token".
+    pub token_label: &'static str,
+    /// A file the person may paste whole instead, e.g. "~/.codex/auth.json".
+    pub auth_file: Option<&'static str>,
+    /// Whether a refresh token may be pasted beside the token (a ChatGPT
+    /// login has one; a setup-token or GitHub token has none).
+    pub accepts_refresh_token: bool,
+}
+
+/// A subscription plan an agent can run on, e.g. Anthropic's "Claude Pro ($20/mo)".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionPlan {
+    pub provider: Provider,
+    pub name: &'static str,
 }
 
 /// Everything the `agents` query says about one agent.
@@ -30,6 +54,8 @@ pub struct MethodInfo {
 pub struct AgentEntry {
     pub agent: Agent,
     pub methods: &'static [MethodInfo],
+    /// Shown on the agent's card when there is something to say.
+    pub note: Option<&'static str>,
 }
 
 impl AgentEntry {
@@ -42,10 +68,32 @@ impl AgentEntry {
     pub fn takes_subscriptions(&self) -> bool {
         self.methods.iter().any(|m| m.method != AuthMethod::ApiKey)
     }
+
+    /// The plans of every provider it takes a subscription from, in its
+    /// providers' order; empty for an agent that takes API keys only.
+    pub fn subscription_plans(&self) -> Vec<SubscriptionPlan> {
+        let mut providers: Vec<Provider> = Vec::new();
+        for m in self.methods.iter().filter(|m| m.method != AuthMethod::ApiKey) {
+            if !providers.contains(&m.provider) {
+                providers.push(m.provider);
+            }
+        }
+        providers.sort_by_key(|p| self.agent.providers().iter().position(|q| q == p));
+        providers
+            .into_iter()
+            .flat_map(|provider| {
+                crate::providers::spec(provider)
+                    .subscription_plans
+                    .iter()
+                    .map(move |&name| SubscriptionPlan { provider, name })
+            })
+            .collect()
+    }
 }
 
-static CATALOG: LazyLock<Vec<AgentEntry>> =
-    LazyLock::new(|| super::registered().map(|a| AgentEntry { agent: a.agent, methods: a.methods }).collect());
+static CATALOG: LazyLock<Vec<AgentEntry>> = LazyLock::new(|| {
+    super::registered().map(|a| AgentEntry { agent: a.agent, methods: a.methods, note: a.note }).collect()
+});
 
 /// Every agent, in registry order.
 pub fn catalog() -> &'static [AgentEntry] {
@@ -153,6 +201,26 @@ mod tests {
                 assert_eq!(m.env_var, Some(crate::providers::spec(m.provider).api_key_env));
             }
         }
+    }
+
+    #[test]
+    fn labels_and_paste_forms() {
+        for e in catalog() {
+            for m in e.methods {
+                assert!(!m.label.trim().is_empty(), "{:?} {:?} has no label", e.agent, m.method);
+                assert_eq!(m.paste.is_some(), m.method == AuthMethod::PasteToken, "{:?} {:?}", e.agent, m.method);
+            }
+        }
+    }
+
+    #[test]
+    fn plans_come_from_the_providers_an_agent_takes_subscriptions_from() {
+        for e in catalog() {
+            assert_eq!(e.subscription_plans().is_empty(), !e.takes_subscriptions(), "{:?}", e.agent);
+        }
+        assert!(entry(Agent::Gemini).subscription_plans().is_empty());
+        let providers: Vec<Provider> = entry(Agent::Opencode).subscription_plans().iter().map(|p| p.provider).collect();
+        assert_eq!(providers, [Provider::Anthropic, Provider::Anthropic, Provider::Openai, Provider::Openai]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::catalog::MethodInfo;
+use super::catalog::{MethodInfo, Paste};
 use super::handover::{env, file, from_json, one_env_var, optional_token, required_token, secret_json};
 use super::{AgentSpec, Handling, Issue, IssuedSecret, Materialized, Returned, Save, Saved};
 use crate::credential_input::{InputError, InputResult, Secret, SubscriptionSecret};
@@ -24,6 +24,7 @@ pub static SPEC: AgentSpec = AgentSpec {
     name: "Claude Code",
     providers: &[Provider::Anthropic],
     methods: METHODS,
+    note: None,
     handling: &ClaudeCode,
 };
 
@@ -67,6 +68,8 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Anthropic,
         method: AuthMethod::ApiKey,
+        label: "API key",
+        paste: None,
         env_var: Some("ANTHROPIC_API_KEY"),
         token_prefixes: &[anthropic::API_KEY_PREFIX],
         instructions: concat!(
@@ -83,6 +86,8 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Anthropic,
         method: AuthMethod::PasteToken,
+        label: "Paste a setup-token",
+        paste: Some(Paste { token_label: "Setup token", auth_file: None, accepts_refresh_token: false }),
         env_var: Some(anthropic::SUBSCRIPTION_ENV),
         token_prefixes: &[anthropic::SETUP_TOKEN_PREFIX],
         instructions: concat!(
@@ -101,6 +106,8 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Anthropic,
         method: AuthMethod::AuthorizationCode,
+        label: "Sign in with Claude",
+        paste: None,
         env_var: Some(anthropic::SUBSCRIPTION_ENV),
         token_prefixes: &[],
         instructions: concat!(

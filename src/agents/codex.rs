@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 use zeroize::Zeroizing;
 
-use super::catalog::MethodInfo;
+use super::catalog::{MethodInfo, Paste};
 use super::handover::{account_id, file, from_json, one_env_var, optional_token, required_token, secret_json};
 use super::{AgentSpec, Handling, Issue, IssuedSecret, Materialized, Returned, Save, Saved};
 use crate::credential_input::{
@@ -25,6 +25,7 @@ pub static SPEC: AgentSpec = AgentSpec {
     name: "Codex",
     providers: &[Provider::Openai],
     methods: METHODS,
+    note: None,
     handling: &Codex,
 };
 
@@ -66,6 +67,8 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Openai,
         method: AuthMethod::ApiKey,
+        label: "API key",
+        paste: None,
         env_var: Some("OPENAI_API_KEY"),
         token_prefixes: &[openai::API_KEY_PREFIX],
         instructions: concat!(
@@ -82,6 +85,12 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Openai,
         method: AuthMethod::PasteToken,
+        label: "auth.json or access token",
+        paste: Some(Paste {
+            token_label: "Access token",
+            auth_file: Some("~/.codex/auth.json"),
+            accepts_refresh_token: true,
+        }),
         env_var: None,
         token_prefixes: &[],
         instructions: concat!(
@@ -100,6 +109,8 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Openai,
         method: AuthMethod::DeviceCode,
+        label: "Sign in with ChatGPT",
+        paste: None,
         env_var: None,
         token_prefixes: &[],
         instructions: concat!(

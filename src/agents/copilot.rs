@@ -2,7 +2,7 @@
 //! pasted, saved as a key or from device sign-in, handed over as
 //! `COPILOT_GITHUB_TOKEN`. Nothing comes back.
 
-use super::catalog::MethodInfo;
+use super::catalog::{MethodInfo, Paste};
 use super::handover::one_env_var;
 use super::{AgentSpec, Handling, Issue, Materialized, Save, Saved};
 use crate::credential_input::InputResult;
@@ -14,6 +14,7 @@ pub static SPEC: AgentSpec = AgentSpec {
     name: "Copilot",
     providers: &[Provider::Github],
     methods: METHODS,
+    note: None,
     handling: &Copilot,
 };
 
@@ -39,6 +40,8 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Github,
         method: AuthMethod::PasteToken,
+        label: "Paste a fine-grained token",
+        paste: Some(Paste { token_label: "Fine-grained token", auth_file: None, accepts_refresh_token: false }),
         env_var: Some("COPILOT_GITHUB_TOKEN"),
         token_prefixes: github::ACCEPTED_PREFIXES,
         instructions: concat!(
@@ -55,6 +58,8 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Github,
         method: AuthMethod::ApiKey,
+        label: "API key",
+        paste: None,
         env_var: Some("COPILOT_GITHUB_TOKEN"),
         token_prefixes: github::ACCEPTED_PREFIXES,
         instructions: concat!(
@@ -71,6 +76,8 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Github,
         method: AuthMethod::DeviceCode,
+        label: "Connect with GitHub",
+        paste: None,
         env_var: Some("COPILOT_GITHUB_TOKEN"),
         token_prefixes: &[],
         instructions: concat!(

@@ -13,11 +13,16 @@ const SUBSCRIPTION_REFUSAL: &str = "Gemini is API key only: Gemini CLI doesn't s
      browser-based authentication that can't be automated. Create or copy a Gemini API key in \
      Google AI Studio and add it in Settings → API Keys.";
 
+/// Shown on its card.
+const NOTE: &str = "API key only: Gemini CLI cannot use a Google One AI Premium subscription \
+     headlessly (it needs a browser sign-in).";
+
 pub static SPEC: AgentSpec = AgentSpec {
     agent: Agent::Gemini,
     name: "Gemini",
     providers: &[Provider::Google],
     methods: METHODS,
+    note: Some(NOTE),
     handling: &Gemini,
 };
 
@@ -45,6 +50,8 @@ impl Handling for Gemini {
 const METHODS: &[MethodInfo] = &[MethodInfo {
     provider: Provider::Google,
     method: AuthMethod::ApiKey,
+    label: "API key",
+    paste: None,
     env_var: Some("GEMINI_API_KEY"),
     token_prefixes: &[google::API_KEY_PREFIX],
     instructions: concat!(

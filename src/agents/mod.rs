@@ -6,13 +6,22 @@
 //!
 //! Adding an agent:
 //! 1. add its value to `Agent` in `crate::domain` (the name the API shows);
-//! 2. write `src/agents/<name>.rs` with its [`AgentSpec`] as `SPEC` and a
-//!    unit struct implementing [`Handling`] (copy the nearest existing agent);
+//! 2. write `src/agents/<name>.rs` (copy the nearest existing agent) with
+//!    its [`AgentSpec`] as `SPEC`: its name, the providers it runs against,
+//!    its catalog methods (each with its setup steps, the label of its
+//!    button or tab and, for a pasted login, its [`catalog::Paste`] form), a
+//!    `note` for its card when there is something to say, and a unit struct
+//!    implementing [`Handling`] (what a subscription save is, what a task is
+//!    handed, which login files come back); its facts (how the agent reads
+//!    credentials headlessly) go in the file's doc; its subscription plans
+//!    come from its providers' registry entries;
 //! 3. add one line for it to `REGISTERED` below.
 //!
-//! The registry test then builds, for it too, the catalog entry, a
-//! subscription save from the sample its file provides, an issuance and a
-//! returned login file, and fails until each piece is there.
+//! The registry test then builds, for it too, the catalog entry, an API key
+//! issuance, a subscription save from the sample its file provides, an
+//! issuance and a returned login file, and fails until each piece is there.
+//! The agent CLIs themselves are run against what it is handed in
+//! `.ci/agent-clis`.
 
 pub mod catalog;
 pub mod claude_code;
@@ -46,6 +55,9 @@ pub struct AgentSpec {
     pub providers: &'static [Provider],
     /// Its catalog methods, with setup steps.
     pub methods: &'static [MethodInfo],
+    /// Shown on its card when there is something to say (e.g. why it takes
+    /// API keys only). Its subscription plans come from its providers.
+    pub note: Option<&'static str>,
     /// How its credentials are read, handed over and taken back.
     pub handling: &'static dyn Handling,
 }

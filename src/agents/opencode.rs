@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::catalog::MethodInfo;
+use super::catalog::{MethodInfo, Paste};
 use super::handover::{epoch_millis, file, json_error, one_env_var, optional_token, required_token};
 use super::handover::{secret_json, EnvOut};
 use super::{codex, AgentSpec, Handling, Issue, IssuedSecret, Materialized, Returned, Save, Saved};
@@ -28,6 +28,7 @@ pub static SPEC: AgentSpec = AgentSpec {
     name: "OpenCode",
     providers: &[Provider::Anthropic, Provider::Openai],
     methods: METHODS,
+    note: None,
     handling: &Opencode,
 };
 
@@ -90,6 +91,8 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Anthropic,
         method: AuthMethod::ApiKey,
+        label: "API key",
+        paste: None,
         env_var: Some("ANTHROPIC_API_KEY"),
         token_prefixes: &[anthropic::API_KEY_PREFIX],
         instructions: concat!(
@@ -105,6 +108,8 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Openai,
         method: AuthMethod::ApiKey,
+        label: "API key",
+        paste: None,
         env_var: Some("OPENAI_API_KEY"),
         token_prefixes: &[openai::API_KEY_PREFIX],
         instructions: concat!(
@@ -120,6 +125,8 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Anthropic,
         method: AuthMethod::AuthorizationCode,
+        label: "Sign in with Claude",
+        paste: None,
         env_var: Some(AUTH_ENV),
         token_prefixes: &[],
         instructions: concat!(
@@ -133,6 +140,8 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Openai,
         method: AuthMethod::DeviceCode,
+        label: "Sign in with ChatGPT",
+        paste: None,
         env_var: Some(AUTH_ENV),
         token_prefixes: &[],
         instructions: concat!(
@@ -147,6 +156,12 @@ const METHODS: &[MethodInfo] = &[
     MethodInfo {
         provider: Provider::Openai,
         method: AuthMethod::PasteToken,
+        label: "auth.json or access token",
+        paste: Some(Paste {
+            token_label: "Access token",
+            auth_file: Some("~/.codex/auth.json"),
+            accepts_refresh_token: true,
+        }),
         env_var: Some(AUTH_ENV),
         token_prefixes: &[],
         instructions: concat!(

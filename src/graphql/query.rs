@@ -4,8 +4,8 @@ use super::checks::CredentialCheck;
 use super::guards::{AdminGuard, PersonGuard, SignedIn};
 use super::people::{AccessToken, Person, User};
 use super::types::{
-    AgentInfo, AuditEntryConnection, AuthorizationFlow, Credential, CredentialConnection, DeviceFlow, SystemKey,
-    UserConnection,
+    AgentInfo, AuditEntryConnection, AuthorizationFlow, Credential, CredentialConnection, DeviceFlow, ProviderInfo,
+    SystemKey, UserConnection,
 };
 use super::{principal, store};
 use crate::agents::catalog;
@@ -27,6 +27,12 @@ impl QueryRoot {
     #[graphql(guard = "SignedIn")]
     async fn agents(&self) -> Vec<AgentInfo> {
         catalog::catalog().iter().map(AgentInfo::from).collect()
+    }
+
+    /// Every provider, in the order to list them, with the variable its system-wide key is set in.
+    #[graphql(guard = "SignedIn")]
+    async fn providers(&self) -> Vec<ProviderInfo> {
+        crate::providers::registered().map(ProviderInfo::from).collect()
     }
 
     /// The system-wide keys set by environment: configured or not, never the value.

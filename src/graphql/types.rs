@@ -172,22 +172,50 @@ pub struct NewUser {
     pub token: String,
 }
 
+/// One way to give an agent credentials for one provider.
 #[derive(SimpleObject)]
 pub struct AgentAuthMethod {
+    /// The provider the credential is for.
     pub provider: Provider,
+    /// How it is given: an API key, a pasted token or a sign-in.
     pub method: AuthMethod,
+    /// The method's button or tab label, e.g. "Sign in with Claude".
+    pub label: String,
     /// Environment variable the agent reads, where there is one.
     pub env_var: Option<String>,
     /// Accepted token prefixes, e.g. sk-ant-oat01-.
     pub token_prefixes: Vec<String>,
     /// Setup steps a person follows, in plain text.
     pub instructions: String,
+    /// The paste field's label, e.g. "Setup token"; null unless the method takes a pasted token (PASTE_TOKEN).
+    pub token_label: Option<String>,
+    /// A file the person may paste whole instead of the token (saved as authJson), e.g. "~/.codex/auth.json"; null otherwise.
+    pub auth_file: Option<String>,
+    /// Whether a refresh token may be pasted beside the token (saved as refreshToken).
+    pub accepts_refresh_token: bool,
 }
 
+/// A subscription plan an agent can run on.
+#[derive(SimpleObject)]
+pub struct SubscriptionPlan {
+    /// Whose plan it is.
+    pub provider: Provider,
+    /// The plan as people know it, e.g. "Claude Pro ($20/mo)".
+    pub name: String,
+}
+
+/// An agent in the catalog: its name, what to show on its card and how to give it credentials.
 #[derive(SimpleObject)]
 pub struct AgentInfo {
+    /// The agent.
     pub agent: Agent,
+    /// Its name as people see it, e.g. "Claude Code".
     pub name: String,
+    /// The subscription plans it can run on; empty for an agent that takes API keys only.
+    pub subscription_plans: Vec<SubscriptionPlan>,
+    /// Shown on the agent's card when there is something to say (e.g. why it takes API keys only); null otherwise.
+    pub note: Option<String>,
+    /// The ways to give it credentials, in the order to offer them.
     pub methods: Vec<AgentAuthMethod>,
 }
 
@@ -196,17 +224,48 @@ impl From<&catalog::AgentEntry> for AgentInfo {
         AgentInfo {
             agent: entry.agent,
             name: crate::agents::spec(entry.agent).name.to_owned(),
+            subscription_plans: entry
+                .subscription_plans()
+                .into_iter()
+                .map(|p| SubscriptionPlan { provider: p.provider, name: p.name.to_owned() })
+                .collect(),
+            note: entry.note.map(str::to_owned),
             methods: entry
                 .methods
                 .iter()
                 .map(|m| AgentAuthMethod {
                     provider: m.provider,
                     method: m.method,
+                    label: m.label.to_owned(),
                     env_var: m.env_var.map(str::to_owned),
                     token_prefixes: m.token_prefixes.iter().map(|p| (*p).to_owned()).collect(),
                     instructions: m.instructions.to_owned(),
+                    token_label: m.paste.map(|p| p.token_label.to_owned()),
+                    auth_file: m.paste.and_then(|p| p.auth_file).map(str::to_owned),
+                    accepts_refresh_token: m.paste.is_some_and(|p| p.accepts_refresh_token),
                 })
                 .collect(),
+        }
+    }
+}
+
+/// A provider, as the app lists it.
+#[derive(SimpleObject)]
+pub struct ProviderInfo {
+    /// The provider.
+    pub provider: Provider,
+    /// Its name as people see it, e.g. "OpenAI".
+    pub name: String,
+    /// The environment variable holding the system-wide key, also the one agents read the key from, e.g. OPENAI_API_KEY.
+    pub api_key_env_var: String,
+}
+
+impl From<&crate::providers::ProviderSpec> for ProviderInfo {
+    fn from(spec: &crate::providers::ProviderSpec) -> Self {
+        ProviderInfo {
+            provider: spec.provider,
+            name: spec.name.to_owned(),
+            api_key_env_var: spec.api_key_env.to_owned(),
         }
     }
 }

@@ -47,6 +47,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         ("sk-ant-", "an Anthropic key"),
     ],
     hint_prefixes: &["sk-ant-"],
+    subscription_plans: &["Claude Max ($200/mo)", "Claude Pro ($20/mo)"],
     refresh: RefreshTokens::Reusable,
     check_with_provider: check,
     // No documented revoke endpoint.

@@ -41,6 +41,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         ("ghr_", "a GitHub refresh token"),
     ],
     hint_prefixes: &["github_pat_", "gho_", "ghu_"],
+    subscription_plans: &["Copilot Individual ($10/mo)", "Copilot Business ($19/mo)", "Copilot Enterprise"],
     refresh: RefreshTokens::None,
     check_with_provider: check,
     revocation: Revocation {

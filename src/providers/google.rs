@@ -21,6 +21,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     check_api_key,
     kinds: &[("AIza", "a Google API key")],
     hint_prefixes: &["AIza"],
+    subscription_plans: &[],
     refresh: RefreshTokens::None,
     check_with_provider: check,
     // No sign-in: only pasted API keys, revoked in AI Studio.

@@ -47,6 +47,9 @@ pub struct ProviderSpec {
     pub kinds: &'static [(&'static str, &'static str)],
     /// Prefixes a masked hint may show.
     pub hint_prefixes: &'static [&'static str],
+    /// Its subscription plans an agent can run on, as people know them
+    /// (the agents catalog lists them for each agent that takes them).
+    pub subscription_plans: &'static [&'static str],
     pub refresh: RefreshTokens,
     /// Asks the provider whether a credential works: the cheapest call
     /// that proves it and costs nothing (`crate::checks`).
@@ -99,6 +102,11 @@ pub enum RefreshTokens {
     Reusable,
     /// Each refresh token works once: a second holder must never spend it.
     SingleUse,
+}
+
+/// Every registered provider, in the order people see them listed.
+pub fn registered() -> impl Iterator<Item = &'static ProviderSpec> {
+    REGISTERED.iter().copied()
 }
 
 /// The registry entry of a provider.

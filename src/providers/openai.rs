@@ -32,6 +32,7 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     check_api_key,
     kinds: &[("sk-", "an OpenAI API key"), ("eyJ", "a JWT access token")],
     hint_prefixes: &["sk-proj-", "eyJ", "sk-"],
+    subscription_plans: &["ChatGPT Plus ($20/mo)", "ChatGPT Pro ($200/mo)"],
     // A refresh token works once: the newest must be kept, and two holders
     // must never both spend it.
     refresh: RefreshTokens::SingleUse,

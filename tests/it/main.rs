@@ -1,6 +1,7 @@
 //! Integration tests: one binary, each test against a real server process.
 
 mod admin;
+mod catalog;
 mod checks;
 mod cli;
 mod clock_events;

@@ -1,5 +1,5 @@
 // Admin (admins only). Every query here asks for metadata only: never `hint`.
-import { useCallback, useEffect, useState } from 'react';
+import { useCallback, useEffect, useRef, useState } from 'react';
 import {
   M_CREATE_USER,
   M_DELETE_CREDENTIAL,
@@ -8,9 +8,10 @@ import {
   Q_USER_CREDENTIALS,
   Q_USERS,
 } from './api.js';
-import { AGENT_NAMES, CopyButton, DateText, Field, PROVIDER_NAMES, StatusBadge, useConfirm, useNotice } from './ui.jsx';
+import { useCredentialEvents, usePaged, useSession } from './session.jsx';
+import { CopyButton, DateText, Field, StatusBadge, useConfirm, useNotice } from './ui.jsx';
 
-export function AdminTab({ api, eventTick }) {
+export function AdminTab() {
   const [selected, setSelected] = useState(null);
   const [usersVersion, setUsersVersion] = useState(0);
   return (
@@ -23,73 +24,40 @@ export function AdminTab({ api, eventTick }) {
         </p>
       </header>
       <div className="admin-grid">
-        <Users api={api} selected={selected} onSelect={setSelected} version={usersVersion} />
+        <Users selected={selected} onSelect={setSelected} version={usersVersion} />
         <div className="admin-side">
           {selected ? (
-            <UserCredentials api={api} user={selected} eventTick={eventTick} onClose={() => setSelected(null)} />
+            <UserCredentials user={selected} onClose={() => setSelected(null)} />
           ) : (
             <div className="card empty">
               <p className="muted">Choose a person to see their credentials.</p>
             </div>
           )}
-          <CreateUser api={api} onCreated={() => setUsersVersion((v) => v + 1)} />
+          <CreateUser onCreated={() => setUsersVersion((v) => v + 1)} />
         </div>
       </div>
-      <AuditLog api={api} eventTick={eventTick} />
+      <AuditLog />
     </section>
   );
 }
 
-function Users({ api, selected, onSelect, version }) {
-  const [users, setUsers] = useState([]);
-  const [cursor, setCursor] = useState(null);
-  const [loading, setLoading] = useState(true);
-  const [error, setError] = useState('');
+function Users({ selected, onSelect, version }) {
+  const { api } = useSession();
   const [search, setSearch] = useState('');
-
-  const loadPage = useCallback(
-    async (after) => {
-      const data = await api.request(Q_USERS, { first: 25, after });
-      return data.users;
-    },
-    [api],
+  // `version` changes when someone is created: the list starts over.
+  const fetchPage = useCallback(
+    (after) => api.request(Q_USERS, { first: 25, after }).then((data) => data.users),
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+    [api, version],
   );
-
-  useEffect(() => {
-    let live = true;
-    setLoading(true);
-    loadPage(null)
-      .then((page) => {
-        if (!live) return;
-        setUsers(page.nodes);
-        setCursor(page.nextCursor);
-      })
-      .catch((e) => live && setError(e.message))
-      .finally(() => live && setLoading(false));
-    return () => {
-      live = false;
-    };
-  }, [loadPage, version]);
-
-  const more = async () => {
-    setLoading(true);
-    try {
-      const page = await loadPage(cursor);
-      setUsers((u) => [...u, ...page.nodes]);
-      setCursor(page.nextCursor);
-    } catch (e) {
-      setError(e.message);
-    } finally {
-      setLoading(false);
-    }
-  };
+  const { items: users, cursor, loading, error, more } = usePaged(fetchPage);
 
   // Searching looks through every page, not only the ones loaded.
   useEffect(() => {
-    if (!search.trim() || !cursor || loading) return;
+    if (!search.trim() || !cursor || loading || error) return;
     more();
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [search, cursor, loading]);
+  }, [search, cursor, loading, error]);
 
   const needle = search.trim().toLowerCase();
   const shown = needle ? users.filter((u) => u.email.toLowerCase().includes(needle)) : users;
@@ -135,7 +103,8 @@ function Users({ api, selected, onSelect, version }) {
   );
 }
 
-function UserCredentials({ api, user, eventTick, onClose }) {
+function UserCredentials({ user, onClose }) {
+  const { api, agentName, providerName } = useSession();
   const [creds, setCreds] = useState(null);
   const [error, setError] = useState('');
   const confirm = useConfirm();
@@ -153,10 +122,14 @@ function UserCredentials({ api, user, eventTick, onClose }) {
 
   useEffect(() => {
     load();
-  }, [load, eventTick]);
+  }, [load]);
+  // Only this person's events change what is shown.
+  useCredentialEvents((event) => {
+    if (event.ownerId === user.id) load();
+  });
 
   const label = (c) =>
-    c.kind === 'API_KEY' ? `${PROVIDER_NAMES[c.provider]} API key` : `${AGENT_NAMES[c.agent] || c.agent} subscription (${PROVIDER_NAMES[c.provider]})`;
+    c.kind === 'API_KEY' ? `${providerName(c.provider)} API key` : `${agentName(c.agent)} subscription (${providerName(c.provider)})`;
 
   const deleteOne = async (c) => {
     const ok = await confirm({
@@ -236,7 +209,8 @@ function UserCredentials({ api, user, eventTick, onClose }) {
   );
 }
 
-function CreateUser({ api, onCreated }) {
+function CreateUser({ onCreated }) {
+  const { api } = useSession();
   const [email, setEmail] = useState('');
   const [role, setRole] = useState('USER');
   const [error, setError] = useState('');
@@ -302,41 +276,26 @@ function CreateUser({ api, onCreated }) {
   );
 }
 
-function AuditLog({ api, eventTick }) {
-  const [entries, setEntries] = useState([]);
-  const [cursor, setCursor] = useState(null);
-  const [error, setError] = useState('');
-  const [loading, setLoading] = useState(true);
+function AuditLog() {
+  const { api, agentName, providerName } = useSession();
+  const fetchPage = useCallback(
+    (after) => api.request(Q_AUDIT, { after }).then((data) => data.auditLog),
+    [api],
+  );
+  const { items: entries, cursor, loading, error, more, refreshNewest } = usePaged(fetchPage);
 
-  useEffect(() => {
-    let live = true;
-    api
-      .request(Q_AUDIT, { after: null })
-      .then((data) => {
-        if (!live) return;
-        setEntries(data.auditLog.nodes);
-        setCursor(data.auditLog.nextCursor);
-        setError('');
-      })
-      .catch((e) => live && setError(e.message))
-      .finally(() => live && setLoading(false));
-    return () => {
-      live = false;
-    };
-  }, [api, eventTick]);
-
-  const more = async () => {
-    setLoading(true);
-    try {
-      const data = await api.request(Q_AUDIT, { after: cursor });
-      setEntries((list) => [...list, ...data.auditLog.nodes]);
-      setCursor(data.auditLog.nextCursor);
-    } catch (e) {
-      setError(e.message);
-    } finally {
-      setLoading(false);
-    }
-  };
+  // Every credential event of every person reaches an admin: a burst of them
+  // costs one request (a second later) for the newest page, merged in front
+  // of what is loaded, so older pages already read stay.
+  const timer = useRef(null);
+  useCredentialEvents(() => {
+    if (timer.current) return;
+    timer.current = setTimeout(() => {
+      timer.current = null;
+      refreshNewest();
+    }, 1000);
+  });
+  useEffect(() => () => clearTimeout(timer.current), []);
 
   const who = (e) => e.actorEmail || (e.actorKind === 'SYSTEM' ? 'System' : e.actorKind === 'RUNNER' ? 'Runner' : e.actorId || e.actorKind);
   return (
@@ -371,7 +330,7 @@ function AuditLog({ api, eventTick }) {
                 </td>
                 <td data-label="Whose">{e.ownerEmail || '—'}</td>
                 <td data-label="What">
-                  {[e.provider && (PROVIDER_NAMES[e.provider] || e.provider), e.agent && (AGENT_NAMES[e.agent] || e.agent), e.detail]
+                  {[e.provider && providerName(e.provider), e.agent && agentName(e.agent), e.detail]
                     .filter(Boolean)
                     .join(' · ') || '—'}
                 </td>

@@ -3,31 +3,31 @@ import { useState } from 'react';
 import { M_DISCONNECT_AGENT, M_SAVE_SUBSCRIPTION } from './api.js';
 import { ApiKeyRow, fallbackFor, providerInfo, systemKeyUsable } from './keys.jsx';
 import { CodeFlowPanel, DeviceFlowPanel, startFlow } from './flows.jsx';
-import { Badge, DateText, Field, PROVIDER_NAMES, StatusBadge, StatusMessage, USABLE, sentence, useConfirm, useNotice } from './ui.jsx';
+import { Badge, DateText, Field, StatusBadge, StatusMessage, USABLE, sentence, useConfirm, useNotice } from './ui.jsx';
+import { useSession } from './session.jsx';
 
-const SUBSCRIPTIONS = {
-  CLAUDE_CODE: 'Claude Max ($200/mo), Claude Pro ($20/mo)',
-  CODEX: 'ChatGPT Plus ($20/mo), ChatGPT Pro ($200/mo)',
-  COPILOT: 'Copilot Individual ($10/mo), Business ($19/mo), Enterprise',
-  OPENCODE: 'Anthropic: Claude Max ($200/mo), Claude Pro ($20/mo) · OpenAI: ChatGPT Plus ($20/mo), ChatGPT Pro ($200/mo)',
-};
-
-function methodLabel(agent, method) {
-  if (method.method === 'API_KEY') return 'API key';
-  if (method.method === 'AUTHORIZATION_CODE') return 'Sign in with Claude';
-  if (method.method === 'DEVICE_CODE') return method.provider === 'GITHUB' ? 'Connect with GitHub' : 'Sign in with ChatGPT';
-  if (agent === 'CLAUDE_CODE') return 'Paste a setup-token';
-  if (agent === 'CODEX') return 'auth.json or access token';
-  if (agent === 'COPILOT') return 'Paste a fine-grained token';
-  return 'Paste a token';
+/** The plans, grouped by provider when there are several ("Anthropic: … · OpenAI: …"). */
+function plansText(plans, providerName) {
+  const groups = [];
+  for (const plan of plans) {
+    let group = groups.find((g) => g.provider === plan.provider);
+    if (!group) groups.push((group = { provider: plan.provider, names: [] }));
+    group.names.push(plan.name);
+  }
+  if (groups.length === 1) return groups[0].names.join(', ');
+  return groups.map((g) => `${providerName(g.provider)}: ${g.names.join(', ')}`).join(' · ');
 }
 
-function Steps({ text }) {
+function Steps({ text, note }) {
   const isStep = (l) => /^\d+\.\s/.test(l);
   const lines = text.split('\n').filter((l) => l.trim());
   const first = lines.findIndex(isStep);
-  // The card already says which subscriptions are supported.
-  const intro = (first < 0 ? lines : lines.slice(0, first)).filter((l) => !l.startsWith('Supported subscriptions'));
+  // The card already says which subscriptions are supported, and its note
+  // ("API key only: …") what an intro starting with the same words would.
+  const lead = note ? note.split(/[:.]/)[0].trim().toLowerCase() : null;
+  const intro = (first < 0 ? lines : lines.slice(0, first)).filter(
+    (l) => !l.startsWith('Supported subscriptions') && !(lead && l.toLowerCase().startsWith(lead)),
+  );
   const rest = first < 0 ? [] : lines.slice(first);
   const steps = rest.filter(isStep);
   const notes = rest.filter((l) => !isStep(l));
@@ -52,8 +52,9 @@ function Steps({ text }) {
   );
 }
 
-export function AgentsTab({ api, agents, systemKeys, credentials, reload, flows, setFlow, expanded, setExpanded }) {
-  const info = providerInfo(agents, systemKeys);
+export function AgentsTab({ agents, systemKeys, credentials, flows, setFlow, expanded, setExpanded }) {
+  const { providers, providerName } = useSession();
+  const info = providerInfo(providers, agents, systemKeys);
   const pending = Object.entries(flows).filter(([, f]) => f && f.flow.status === 'PENDING');
   return (
     <section aria-labelledby="agents-title" className="page">
@@ -71,7 +72,7 @@ export function AgentsTab({ api, agents, systemKeys, credentials, reload, flows,
             <span key={agent}>
               {i > 0 && ', '}
               <button type="button" className="link-button" onClick={() => setExpanded(agent, true)}>
-                {agents.find((a) => a.agent === agent)?.name || agent} with {PROVIDER_NAMES[f.flow.provider]}
+                {agents.find((a) => a.agent === agent)?.name || agent} with {providerName(f.flow.provider)}
               </button>
             </span>
           ))}
@@ -81,11 +82,9 @@ export function AgentsTab({ api, agents, systemKeys, credentials, reload, flows,
         {agents.map((a) => (
           <AgentCard
             key={a.agent}
-            api={api}
             agent={a}
             info={info}
             credentials={credentials}
-            reload={reload}
             flow={flows[a.agent]}
             setFlow={(f) => setFlow(a.agent, f)}
             open={!!expanded[a.agent]}
@@ -98,7 +97,8 @@ export function AgentsTab({ api, agents, systemKeys, credentials, reload, flows,
   );
 }
 
-function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open, setOpen }) {
+function AgentCard({ agent, info, credentials, flow, setFlow, open, setOpen }) {
+  const { api, reload, providerName } = useSession();
   const confirm = useConfirm();
   const notify = useNotice();
   const [removeError, setRemoveError] = useState('');
@@ -110,7 +110,7 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
   const panelId = `agent-${agent.agent}-panel`;
 
   let uses;
-  if (usableSub) uses = `Tasks use your ${PROVIDER_NAMES[usableSub.provider]} subscription.`;
+  if (usableSub) uses = `Tasks use your ${providerName(usableSub.provider)} subscription.`;
   else {
     const fallback = keyProviders.map((p) => fallbackFor(p, credentials, info)).find(Boolean);
     uses = fallback ? `Tasks use ${fallback}.` : `Not set up: tasks with ${agent.name} need a credential.`;
@@ -125,7 +125,7 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
   const remove = async () => {
     const what = [
       subs.length ? `${subs.length === 1 ? 'its subscription credential' : `its ${subs.length} subscription credentials`}` : null,
-      ...ownKeys.map((c) => `your ${PROVIDER_NAMES[c.provider]} API key (only ${agent.name} uses it)`),
+      ...ownKeys.map((c) => `your ${providerName(c.provider)} API key (only ${agent.name} uses it)`),
     ].filter(Boolean);
     const sharedFallbacks = keyProviders
       .filter((p) => !ownKeyProviders.includes(p))
@@ -153,7 +153,7 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
       const data = await api.request(M_DISCONNECT_AGENT, { agent: agent.agent });
       const { removed, remaining } = data.disconnectAgent;
       const still = remaining.map((r) =>
-        r.source === 'SYSTEM_KEY' ? `the system key (${r.envVar})` : `your ${PROVIDER_NAMES[r.provider]} API key`,
+        r.source === 'SYSTEM_KEY' ? `the system key (${r.envVar})` : `your ${providerName(r.provider)} API key`,
       );
       const revoke = [...new Set(removed.filter((r) => r.revocation.result !== 'REVOKED').map((r) => r.revocation.message))];
       const revoked = removed.filter((r) => r.revocation.result === 'REVOKED').length;
@@ -186,11 +186,14 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
       <p className="uses muted small">{uses}</p>
       {open && (
         <div id={panelId} className="agent-body">
-          {agent.agent === 'GEMINI' ? (
-            <GeminiHelp />
-          ) : (
+          {agent.note && (
+            <p className="agent-note">
+              <strong>{agent.note}</strong>
+            </p>
+          )}
+          {agent.subscriptionPlans.length > 0 && (
             <p>
-              <strong>Supported subscriptions:</strong> {SUBSCRIPTIONS[agent.agent] || '—'}
+              <strong>Supported subscriptions:</strong> {plansText(agent.subscriptionPlans, providerName)}
             </p>
           )}
           {subs.length > 0 && (
@@ -198,7 +201,7 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
               {subs.map((c) => (
                 <li key={c.id} className="cred">
                   <span>
-                    {PROVIDER_NAMES[c.provider]} subscription <code className="hint">{c.hint}</code>
+                    {providerName(c.provider)} subscription <code className="hint">{c.hint}</code>
                   </span>
                   <StatusBadge status={c.status} />
                   <span className="muted small">
@@ -209,11 +212,11 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
               ))}
             </ul>
           )}
-          {agent.agent === 'OPENCODE' ? (
-            <ManageProviders api={api} agent={agent} info={info} credentials={credentials} reload={reload} flow={flow} setFlow={setFlow} />
-          ) : agent.agent !== 'GEMINI' ? (
-            <Configure api={api} agent={agent} info={info} credentials={credentials} reload={reload} flow={flow} setFlow={setFlow} />
-          ) : null}
+          {new Set(agent.methods.map((m) => m.provider)).size > 1 ? (
+            <ManageProviders agent={agent} info={info} credentials={credentials} flow={flow} setFlow={setFlow} />
+          ) : (
+            <Configure agent={agent} info={info} credentials={credentials} flow={flow} setFlow={setFlow} />
+          )}
           {removable > 0 && (
             <div className="actions remove-row">
               <button type="button" className="btn btn-danger-ghost" onClick={remove}>
@@ -232,72 +235,55 @@ function AgentCard({ api, agent, info, credentials, reload, flow, setFlow, open,
   );
 }
 
-function GeminiHelp() {
-  return (
-    <div className="instructions">
-      <p>
-        <strong>API key only</strong> - Gemini CLI doesn't support subscription-based authentication headlessly.
-      </p>
-      <p>Google One AI Premium requires browser-based authentication that can't be automated. Use an API key:</p>
-      <ol>
-        <li>Go to Google AI Studio</li>
-        <li>Create or copy your API key</li>
-        <li>
-          Enter in <a href="#api-keys/GOOGLE">Settings → API Keys</a> (or <code>GEMINI_API_KEY</code> env var)
-        </li>
-      </ol>
-    </div>
-  );
-}
-
-/** Configure: the methods of one agent (Claude Code, Codex, Copilot). */
-function Configure({ api, agent, info, credentials, reload, flow, setFlow }) {
+/** Configure: the methods of an agent that uses one provider. */
+function Configure({ agent, info, credentials, flow, setFlow }) {
   const methods = agent.methods;
-  const [choice, setChoice] = useState(() => methods.findIndex((m) => m.method === 'PASTE_TOKEN'));
-  const method = methods[choice] || methods[0];
+  const [choice, setChoice] = useState(() => Math.max(0, methods.findIndex((m) => m.method === 'PASTE_TOKEN')));
+  const method = methods[choice];
   const groupName = `method-${agent.agent}`;
   if (flow) {
-    return <FlowView api={api} flow={flow} setFlow={setFlow} reload={reload} />;
+    return <FlowView flow={flow} setFlow={setFlow} />;
   }
   return (
     <div className="configure">
-      <fieldset className="segmented">
-        <legend>Configure with</legend>
-        {methods.map((m, i) => (
-          <label key={`${m.method}-${m.provider}`} className={i === choice ? 'checked' : ''}>
-            <input type="radio" name={groupName} checked={i === choice} onChange={() => setChoice(i)} />
-            {methodLabel(agent.agent, m)}
-          </label>
-        ))}
-      </fieldset>
-      <Steps text={method.instructions} />
-      <MethodForm api={api} agent={agent} method={method} info={info} credentials={credentials} reload={reload} setFlow={setFlow} />
+      {methods.length > 1 && (
+        <fieldset className="segmented">
+          <legend>Configure with</legend>
+          {methods.map((m, i) => (
+            <label key={`${m.method}-${m.provider}`} className={i === choice ? 'checked' : ''}>
+              <input type="radio" name={groupName} checked={i === choice} onChange={() => setChoice(i)} />
+              {m.label}
+            </label>
+          ))}
+        </fieldset>
+      )}
+      <Steps text={method.instructions} note={agent.note} />
+      <MethodForm key={`${method.method}-${method.provider}`} agent={agent} method={method} info={info} credentials={credentials} setFlow={setFlow} />
     </div>
   );
 }
 
-function MethodForm({ api, agent, method, info, credentials, reload, setFlow }) {
+function MethodForm({ agent, method, info, credentials, setFlow }) {
   if (method.method === 'API_KEY') {
     return (
       <ApiKeyRow
-        api={api}
         info={info[method.provider]}
         credential={credentials.find((c) => c.kind === 'API_KEY' && c.provider === method.provider)}
-        reload={reload}
         compact
       />
     );
   }
   if (method.method === 'DEVICE_CODE' || method.method === 'AUTHORIZATION_CODE') {
-    return <StartFlow api={api} agent={agent} method={method} setFlow={setFlow} />;
+    return <StartFlow agent={agent} method={method} setFlow={setFlow} />;
   }
-  return <PasteForm api={api} agent={agent} method={method} reload={reload} />;
+  return <PasteForm agent={agent} method={method} />;
 }
 
-function StartFlow({ api, agent, method, setFlow }) {
+function StartFlow({ agent, method, setFlow }) {
+  const { api } = useSession();
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);
-  const label = methodLabel(agent.agent, method);
+  const label = method.label;
   const start = async () => {
     setBusy(true);
     setError('');
@@ -322,52 +308,53 @@ function StartFlow({ api, agent, method, setFlow }) {
   );
 }
 
-function FlowView({ api, flow, setFlow, reload }) {
+function FlowView({ flow, setFlow }) {
+  const { reload } = useSession();
   const close = () => setFlow(null);
   const finished = async () => {
     setFlow(null);
     await reload();
   };
   if (flow.kind === 'DEVICE_CODE') {
-    return <DeviceFlowPanel key={flow.flow.id} api={api} initial={flow.flow} onClose={close} onAuthorized={finished} />;
+    return <DeviceFlowPanel key={flow.flow.id} initial={flow.flow} onClose={close} onAuthorized={finished} />;
   }
-  return <CodeFlowPanel key={flow.flow.id} api={api} initial={flow.flow} onClose={close} onCompleted={finished} />;
+  return <CodeFlowPanel key={flow.flow.id} initial={flow.flow} onClose={close} onCompleted={finished} />;
 }
 
-/** Paste a token: Claude setup-token, Copilot token, Codex auth.json or access token. */
-function PasteForm({ api, agent, method, reload }) {
+/** Paste a token (its label from the catalog), or the whole login file where the method names one. */
+function PasteForm({ agent, method }) {
+  const { api, reload } = useSession();
   const [token, setToken] = useState('');
-  const [authJson, setAuthJson] = useState('');
+  const [file, setFile] = useState('');
   const [refresh, setRefresh] = useState('');
-  const [codexMode, setCodexMode] = useState('authJson');
+  const [mode, setMode] = useState(method.authFile ? 'file' : 'token');
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);
   const notify = useNotice();
-  const isCodex = agent.agent === 'CODEX';
   const prefix = method.tokenPrefixes[0];
-  const tokenLabel = agent.agent === 'CLAUDE_CODE' ? 'Setup token' : agent.agent === 'COPILOT' ? 'Fine-grained token' : isCodex ? 'Access token' : 'Token';
+  const tokenLabel = method.tokenLabel || 'Token';
+  const fileName = method.authFile ? method.authFile.split('/').pop() : '';
+  const id = `${agent.agent}-${method.provider}`;
 
   const save = async (e) => {
     e.preventDefault();
-    const input = { agent: agent.agent };
-    if (isCodex && codexMode === 'authJson') {
-      if (!authJson.trim()) return setError('Paste the contents of ~/.codex/auth.json first.');
-      input.authJson = authJson;
-    } else if (isCodex) {
-      if (!token.trim()) return setError('Paste the access token first.');
-      input.accessToken = token.trim();
-      if (refresh.trim()) input.refreshToken = refresh.trim();
+    const input = { agent: agent.agent, provider: method.provider };
+    if (mode === 'file') {
+      if (!file.trim()) return setError(`Paste the contents of ${method.authFile} first.`);
+      input.authJson = file;
     } else {
       if (!token.trim()) return setError(`Paste the ${tokenLabel.toLowerCase()} first.`);
-      input.token = token.trim();
+      if (method.acceptsRefreshToken) {
+        input.accessToken = token.trim();
+        if (refresh.trim()) input.refreshToken = refresh.trim();
+      } else input.token = token.trim();
     }
-    if (agent.agent === 'OPENCODE') input.provider = method.provider;
     setBusy(true);
     setError('');
     try {
       await api.request(M_SAVE_SUBSCRIPTION, { input });
       setToken('');
-      setAuthJson('');
+      setFile('');
       setRefresh('');
       notify(`${agent.name} credentials saved.`, 'ok');
       await reload();
@@ -380,38 +367,38 @@ function PasteForm({ api, agent, method, reload }) {
 
   return (
     <form className="paste-form" onSubmit={save} autoComplete="off">
-      {isCodex && (
+      {method.authFile && (
         <fieldset className="segmented small">
           <legend>Paste</legend>
-          <label className={codexMode === 'authJson' ? 'checked' : ''}>
-            <input type="radio" name="codex-mode" checked={codexMode === 'authJson'} onChange={() => setCodexMode('authJson')} />
-            auth.json
+          <label className={mode === 'file' ? 'checked' : ''}>
+            <input type="radio" name={`${id}-paste`} checked={mode === 'file'} onChange={() => setMode('file')} />
+            {fileName}
           </label>
-          <label className={codexMode === 'tokens' ? 'checked' : ''}>
-            <input type="radio" name="codex-mode" checked={codexMode === 'tokens'} onChange={() => setCodexMode('tokens')} />
-            Access token
+          <label className={mode === 'token' ? 'checked' : ''}>
+            <input type="radio" name={`${id}-paste`} checked={mode === 'token'} onChange={() => setMode('token')} />
+            {tokenLabel}
           </label>
         </fieldset>
       )}
-      {isCodex && codexMode === 'authJson' ? (
-        <Field label="Contents of ~/.codex/auth.json" error={error} id={`${agent.agent}-authjson`}>
+      {mode === 'file' ? (
+        <Field label={`Contents of ${method.authFile}`} error={error} id={`${id}-file`}>
           {(props) => (
             <textarea
               {...props}
-              name="auth-json"
+              name="auth-file"
               rows={5}
-              value={authJson}
-              placeholder='{"auth_mode": "chatgpt", "tokens": { … } }'
+              value={file}
+              placeholder="{ … }"
               spellCheck={false}
               autoComplete="off"
               className="secret-text"
-              onChange={(e) => setAuthJson(e.target.value)}
+              onChange={(e) => setFile(e.target.value)}
             />
           )}
         </Field>
       ) : (
         <>
-          <Field label={tokenLabel} error={isCodex && refresh ? '' : error} id={`${agent.agent}-token`}>
+          <Field label={tokenLabel} error={method.acceptsRefreshToken && refresh ? '' : error} id={`${id}-token`}>
             {(props) => (
               <input
                 {...props}
@@ -425,8 +412,8 @@ function PasteForm({ api, agent, method, reload }) {
               />
             )}
           </Field>
-          {isCodex && (
-            <Field label="Refresh token (optional)" error={refresh ? error : ''} id={`${agent.agent}-refresh`}>
+          {method.acceptsRefreshToken && (
+            <Field label="Refresh token (optional)" error={refresh ? error : ''} id={`${id}-refresh`}>
               {(props) => (
                 <input
                   {...props}
@@ -451,26 +438,33 @@ function PasteForm({ api, agent, method, reload }) {
   );
 }
 
-/** OpenCode's Manage Providers: Connect → Use Subscription / Use API Key. */
-function ManageProviders({ api, agent, info, credentials, reload, flow, setFlow }) {
+/** Manage Providers, for an agent that uses several: Connect → Use Subscription / Use API Key. */
+function ManageProviders({ agent, info, credentials, flow, setFlow }) {
+  const { providerName } = useSession();
   const providers = [...new Set(agent.methods.map((m) => m.provider))];
   const [connecting, setConnecting] = useState(null);
   const [mode, setMode] = useState('subscription');
-  if (flow) return <FlowView api={api} flow={flow} setFlow={setFlow} reload={reload} />;
+  if (flow) return <FlowView flow={flow} setFlow={setFlow} />;
+  const takesSubscriptions = agent.methods.some((m) => m.method !== 'API_KEY');
   return (
     <div className="manage-providers">
       <h3>Manage Providers</h3>
-      <p className="muted small">OpenCode has its own provider management that supports both API keys and OAuth.</p>
+      <p className="muted small">
+        {agent.name} works with several providers: connect each one you use
+        {takesSubscriptions ? ' with a subscription or an API key' : ' with an API key'}.
+      </p>
       <ul className="provider-list">
         {providers.map((p) => {
-          const sub = credentials.find((c) => c.kind === 'SUBSCRIPTION' && c.agent === 'OPENCODE' && c.provider === p);
+          const sub = credentials.find((c) => c.kind === 'SUBSCRIPTION' && c.agent === agent.agent && c.provider === p);
           const key = credentials.find((c) => c.kind === 'API_KEY' && c.provider === p);
           const subMethod = agent.methods.find((m) => m.provider === p && m.method !== 'API_KEY');
+          const keyMethod = agent.methods.find((m) => m.provider === p && m.method === 'API_KEY');
           const isOpen = connecting === p;
+          const shown = subMethod && (mode === 'subscription' || !keyMethod) ? 'subscription' : 'key';
           return (
             <li key={p} className="provider-row" data-provider={p}>
               <div className="provider-line">
-                <strong>{PROVIDER_NAMES[p]}</strong>
+                <strong>{providerName(p)}</strong>
                 <span className="badges">
                   {sub ? <StatusBadge status={sub.status} /> : key ? <Badge tone="ok">API key</Badge> : <Badge>Not connected</Badge>}
                 </span>
@@ -488,24 +482,30 @@ function ManageProviders({ api, agent, info, credentials, reload, flow, setFlow 
               </div>
               {isOpen && (
                 <div className="connect">
-                  <fieldset className="segmented">
-                    <legend>Connect {PROVIDER_NAMES[p]}</legend>
-                    <label className={mode === 'subscription' ? 'checked' : ''}>
-                      <input type="radio" name={`connect-${p}`} checked={mode === 'subscription'} onChange={() => setMode('subscription')} />
-                      Use Subscription
-                    </label>
-                    <label className={mode === 'key' ? 'checked' : ''}>
-                      <input type="radio" name={`connect-${p}`} checked={mode === 'key'} onChange={() => setMode('key')} />
-                      Use API Key
-                    </label>
-                  </fieldset>
-                  {mode === 'subscription' && subMethod ? (
+                  {subMethod && keyMethod && (
+                    <fieldset className="segmented">
+                      <legend>Connect {providerName(p)}</legend>
+                      <label className={shown === 'subscription' ? 'checked' : ''}>
+                        <input type="radio" name={`connect-${p}`} checked={shown === 'subscription'} onChange={() => setMode('subscription')} />
+                        Use Subscription
+                      </label>
+                      <label className={shown === 'key' ? 'checked' : ''}>
+                        <input type="radio" name={`connect-${p}`} checked={shown === 'key'} onChange={() => setMode('key')} />
+                        Use API Key
+                      </label>
+                    </fieldset>
+                  )}
+                  {shown === 'subscription' ? (
                     <>
                       <Steps text={subMethod.instructions} />
-                      <StartFlow api={api} agent={agent} method={subMethod} setFlow={setFlow} />
+                      {subMethod.method === 'PASTE_TOKEN' ? (
+                        <PasteForm agent={agent} method={subMethod} />
+                      ) : (
+                        <StartFlow agent={agent} method={subMethod} setFlow={setFlow} />
+                      )}
                     </>
                   ) : (
-                    <ApiKeyRow api={api} info={info[p]} credential={key} reload={reload} compact />
+                    <ApiKeyRow info={info[p]} credential={key} compact />
                   )}
                 </div>
               )}

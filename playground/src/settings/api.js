@@ -140,7 +140,11 @@ export const Q_ME = `query me { me { id email role } }`;
 export const CREDENTIAL_FIELDS = `id kind provider agent status statusMessage hint hasRefreshToken createdAt updatedAt expiresAt lastUsedAt lastCheckedAt check { result message at }`;
 
 export const Q_OVERVIEW = `query overview {
-  agents { agent name methods { method provider envVar tokenPrefixes instructions } }
+  agents {
+    agent name note subscriptionPlans { provider name }
+    methods { method provider label envVar tokenPrefixes instructions tokenLabel authFile acceptsRefreshToken }
+  }
+  providers { provider name apiKeyEnvVar }
   systemKeys { provider envVar configured check { result message at } }
   myCredentials { ${CREDENTIAL_FIELDS} }
   myPendingDeviceFlows { id agent provider status userCode verificationUri verificationUriComplete expiresAt interval message }

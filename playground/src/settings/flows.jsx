@@ -1,4 +1,4 @@
-// Sign-in flows: the device code (GitHub, OpenAI) and Anthropic's code flow.
+// Sign-in flows: the device code (RFC 8628) and the authorization code a person pastes back.
 import { useEffect, useRef, useState } from 'react';
 import {
   M_CANCEL_FLOW,
@@ -7,7 +7,8 @@ import {
   M_START_DEVICE,
   S_DEVICE_STATUS,
 } from './api.js';
-import { AGENT_NAMES, CopyButton, Field, PROVIDER_NAMES, formatSeconds, useCountdown, useNotice } from './ui.jsx';
+import { CopyButton, Field, formatSeconds, useCountdown, useNotice } from './ui.jsx';
+import { useSession } from './session.jsx';
 
 const FINAL_TEXT = {
   DENIED: 'The sign-in was denied.',
@@ -20,15 +21,16 @@ const FINAL_TEXT = {
  * A device sign-in: the user code large with a copy button, the link, a
  * countdown, live status from deviceFlowStatus. Closes itself on AUTHORIZED.
  */
-export function DeviceFlowPanel({ api, initial, onClose, onAuthorized }) {
+export function DeviceFlowPanel({ initial, onClose, onAuthorized }) {
+  const { api, agentName: nameOfAgent, providerName: nameOfProvider } = useSession();
   const [flow, setFlow] = useState(initial);
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);
   const notify = useNotice();
   const left = useCountdown(flow.expiresAt);
   const done = useRef(false);
-  const agentName = AGENT_NAMES[flow.agent];
-  const providerName = PROVIDER_NAMES[flow.provider];
+  const agentName = nameOfAgent(flow.agent);
+  const providerName = nameOfProvider(flow.provider);
 
   useEffect(() => {
     if (flow.status !== 'PENDING') return undefined;
@@ -143,15 +145,17 @@ export function DeviceFlowPanel({ api, initial, onClose, onAuthorized }) {
   );
 }
 
-/** Anthropic's code flow: open the URL, paste `code#state`, Complete. */
-export function CodeFlowPanel({ api, initial, onClose, onCompleted }) {
+/** The code flow: open the provider's page, paste `code#state`, Complete. */
+export function CodeFlowPanel({ initial, onClose, onCompleted }) {
+  const { api, agentName: nameOfAgent, providerName: nameOfProvider } = useSession();
   const [flow, setFlow] = useState(initial);
   const [code, setCode] = useState('');
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);
   const notify = useNotice();
   const left = useCountdown(flow.expiresAt);
-  const agentName = AGENT_NAMES[flow.agent];
+  const agentName = nameOfAgent(flow.agent);
+  const providerName = nameOfProvider(flow.provider);
 
   const complete = async (e) => {
     e.preventDefault();
@@ -164,7 +168,7 @@ export function CodeFlowPanel({ api, initial, onClose, onCompleted }) {
     try {
       await api.request(M_COMPLETE_AUTHORIZATION, { id: flow.id, code: code.trim() });
       setCode('');
-      notify(`${agentName} is signed in with Anthropic.`, 'ok');
+      notify(`${agentName} is signed in with ${providerName}.`, 'ok');
       onCompleted();
     } catch (err) {
       setError(err.message);
@@ -198,11 +202,13 @@ export function CodeFlowPanel({ api, initial, onClose, onCompleted }) {
   const expired = left === 0;
   return (
     <form className="flow-panel" onSubmit={complete} autoComplete="off" data-flow-id={flow.id}>
-      <h3>Sign in {agentName} with your Claude account</h3>
+      <h3>
+        Sign in {agentName} with your {providerName} account
+      </h3>
       <ol className="steps">
         <li>
           <a className="btn btn-primary" href={flow.authorizeUrl} target="_blank" rel="noopener noreferrer">
-            Open the Claude sign-in page
+            Open the {providerName} sign-in page
           </a>
         </li>
         <li>Sign in, then copy the code the page shows.</li>

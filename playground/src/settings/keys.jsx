@@ -1,18 +1,20 @@
 // Settings → API Keys: one row per provider.
 import { useState } from 'react';
 import { M_CHECK_CREDENTIAL, M_REMOVE_CREDENTIAL, M_SET_API_KEY } from './api.js';
-import { AGENT_NAMES, CheckText, DateText, Field, PROVIDER_NAMES, PROVIDER_ORDER, StatusBadge, StatusMessage, USABLE, useConfirm, useNotice } from './ui.jsx';
+import { CheckText, DateText, Field, StatusBadge, StatusMessage, USABLE, useConfirm, useNotice } from './ui.jsx';
+import { useSession } from './session.jsx';
 
-/** Per provider: the agents an API key serves, its env var and expected prefix (from the `agents` catalog). */
-export function providerInfo(agents, systemKeys) {
+/** Per provider (from `providers`): its name, the agents an API key serves, its env var and expected prefix (from `agents`). */
+export function providerInfo(providers, agents, systemKeys) {
   const info = {};
-  for (const provider of PROVIDER_ORDER) {
+  for (const { provider, name, apiKeyEnvVar } of providers) {
     const system = systemKeys.find((k) => k.provider === provider);
     info[provider] = {
       provider,
+      name,
       agents: [],
       prefixes: [],
-      envVar: system ? system.envVar : '',
+      envVar: apiKeyEnvVar,
       systemConfigured: !!(system && system.configured),
       systemCheck: system ? system.check : null,
     };
@@ -28,8 +30,9 @@ export function providerInfo(agents, systemKeys) {
   return info;
 }
 
-export function ApiKeysTab({ api, agents, systemKeys, credentials, reload, focusProvider }) {
-  const info = providerInfo(agents, systemKeys);
+export function ApiKeysTab({ agents, systemKeys, credentials, focusProvider }) {
+  const { providers } = useSession();
+  const info = providerInfo(providers, agents, systemKeys);
   return (
     <section aria-labelledby="api-keys-title" className="page">
       <header className="page-header">
@@ -41,13 +44,11 @@ export function ApiKeysTab({ api, agents, systemKeys, credentials, reload, focus
         </p>
       </header>
       <ul className="rows">
-        {PROVIDER_ORDER.map((provider) => (
+        {providers.map(({ provider }) => (
           <ApiKeyRow
             key={provider}
-            api={api}
             info={info[provider]}
             credential={credentials.find((c) => c.kind === 'API_KEY' && c.provider === provider)}
-            reload={reload}
             highlight={focusProvider === provider}
           />
         ))}
@@ -56,14 +57,16 @@ export function ApiKeysTab({ api, agents, systemKeys, credentials, reload, focus
   );
 }
 
-export function ApiKeyRow({ api, info, credential, reload, highlight, compact = false }) {
+export function ApiKeyRow({ info, credential, highlight, compact = false }) {
+  const { api, reload } = useSession();
   const [key, setKey] = useState('');
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);
   const confirm = useConfirm();
   const notify = useNotice();
-  const name = PROVIDER_NAMES[info.provider];
-  const what = info.provider === 'GITHUB' ? 'token' : 'API key';
+  const name = info.name;
+  // What people call it follows its variable: COPILOT_GITHUB_TOKEN holds a token.
+  const what = /_TOKEN$/.test(info.envVar) ? 'token' : 'API key';
   const placeholder = info.prefixes.length ? `${info.prefixes[0]}…` : 'Paste the key';
 
   const save = async (e) => {
@@ -241,9 +244,8 @@ export function systemKeyUsable(row) {
 /** What an agent falls back to without its subscription, for one provider. */
 export function fallbackFor(provider, credentials, info) {
   const key = credentials.find((c) => c.kind === 'API_KEY' && c.provider === provider && USABLE.has(c.status));
-  if (key) return `your ${PROVIDER_NAMES[provider]} API key`;
+  if (key) return `your ${info[provider] ? info[provider].name : provider} API key`;
   if (systemKeyUsable(info[provider])) return `the system key (${info[provider].envVar})`;
   return null;
 }
 
-export { AGENT_NAMES };

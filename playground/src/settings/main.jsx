@@ -8,7 +8,8 @@ import { createApi, normalizeToken, Q_ME, Q_MY_CREDENTIALS, Q_OVERVIEW, readToke
 import { ApiKeysTab } from './keys.jsx';
 import { AgentsTab } from './agents.jsx';
 import { AdminTab } from './admin.jsx';
-import { AGENT_NAMES, ConfirmProvider, Field, NoticeProvider, PROVIDER_NAMES, sentence, useNotice } from './ui.jsx';
+import { SessionProvider, createEventHub, makeCatalog } from './session.jsx';
+import { ConfirmProvider, Field, NoticeProvider, sentence, useNotice } from './ui.jsx';
 
 function SignIn({ onSignedIn, message }) {
   const [token, setToken] = useState('');
@@ -104,9 +105,9 @@ function whatToDo(message) {
   return at > 0 ? message.slice(at + 2) : message;
 }
 
-function credentialName(event) {
-  if (event.agent) return `${AGENT_NAMES[event.agent] || event.agent} subscription`;
-  return `${PROVIDER_NAMES[event.provider] || event.provider} API key`;
+function credentialName(event, catalog) {
+  if (event.agent) return `${catalog.agentName(event.agent)} subscription`;
+  return `${catalog.providerName(event.provider)} API key`;
 }
 
 function Shell({ token, me, onSignOut }) {
@@ -122,8 +123,12 @@ function Shell({ token, me, onSignOut }) {
   const [flows, setFlows] = useState({});
   const [expanded, setExpandedState] = useState({});
   const [live, setLive] = useState('connecting');
-  const [eventTick, setEventTick] = useState(0);
+  const events = useMemo(() => createEventHub(), []);
   const stale = useRef(false);
+  const catalog = useMemo(() => makeCatalog(overview?.agents, overview?.providers), [overview?.agents, overview?.providers]);
+  // The live subscription reads names without subscribing again when they arrive.
+  const catalogRef = useRef(catalog);
+  catalogRef.current = catalog;
   const tabRef = useRef(tab);
   tabRef.current = tab;
 
@@ -184,13 +189,13 @@ function Shell({ token, me, onSignOut }) {
       next: (data) => {
         const event = data.credentialEvents;
         variables.after = event.id;
-        setEventTick((t) => t + 1);
+        events.emit(event);
         if (event.ownerId !== me.id) return;
         reloadCredentials();
         const text = EVENT_TEXT[event.kind];
         if (text) {
           const tone = event.kind === 'REFRESHED' ? 'ok' : event.kind === 'EXPIRING' ? 'warn' : 'bad';
-          notify(`Your ${credentialName(event)} ${text}.${event.message ? ` ${sentence(whatToDo(event.message))}` : ''}`, tone);
+          notify(`Your ${credentialName(event, catalogRef.current)} ${text}.${event.message ? ` ${sentence(whatToDo(event.message))}` : ''}`, tone);
         }
       },
       error: (e) => {
@@ -202,7 +207,12 @@ function Shell({ token, me, onSignOut }) {
       off();
       stop();
     };
-  }, [api, me.id, notify, reloadCredentials]);
+  }, [api, me.id, notify, reloadCredentials, events]);
+
+  const session = useMemo(
+    () => ({ api, me, reload: reloadCredentials, onEvent: events.on, ...catalog }),
+    [api, me, reloadCredentials, events, catalog],
+  );
 
   const setFlow = useCallback((agent, flow) => setFlows((f) => ({ ...f, [agent]: flow })), []);
   const setExpanded = useCallback((agent, open) => {
@@ -240,15 +250,13 @@ function Shell({ token, me, onSignOut }) {
   let body;
   if (loadError) body = <p className="field-error page">{loadError}</p>;
   else if (!overview) body = <p className="muted page">Loading…</p>;
-  else if (tab === 'admin') body = <AdminTab api={api} eventTick={eventTick} />;
+  else if (tab === 'admin') body = <AdminTab />;
   else if (tab === 'agents')
     body = (
       <AgentsTab
-        api={api}
         agents={overview.agents}
         systemKeys={overview.systemKeys}
         credentials={overview.myCredentials}
-        reload={reloadCredentials}
         flows={flows}
         setFlow={setFlow}
         expanded={expanded}
@@ -258,49 +266,49 @@ function Shell({ token, me, onSignOut }) {
   else
     body = (
       <ApiKeysTab
-        api={api}
         agents={overview.agents}
         systemKeys={overview.systemKeys}
         credentials={overview.myCredentials}
-        reload={reloadCredentials}
         focusProvider={route.arg}
       />
     );
 
   return (
-    <div className="app">
-      <a className="skip" href="#main">
-        Skip to content
-      </a>
-      <header className="topbar">
-        <a className="brand" href="#api-keys">
-          sesame-vault <span className="muted">Credentials</span>
+    <SessionProvider value={session}>
+      <div className="app">
+        <a className="skip" href="#main">
+          Skip to content
         </a>
-        <nav aria-label="Sections" className="tabs">
-          <a href="#api-keys" aria-current={tab === 'api-keys' ? 'page' : undefined}>
-            API Keys
+        <header className="topbar">
+          <a className="brand" href="#api-keys">
+            sesame-vault <span className="muted">Credentials</span>
           </a>
-          <a href="#agents" aria-current={tab === 'agents' ? 'page' : undefined}>
-            Agent Credentials
-          </a>
-          {isAdmin && (
-            <a href="#admin" aria-current={tab === 'admin' ? 'page' : undefined}>
-              Admin
+          <nav aria-label="Sections" className="tabs">
+            <a href="#api-keys" aria-current={tab === 'api-keys' ? 'page' : undefined}>
+              API Keys
             </a>
-          )}
-        </nav>
-        <div className="account">
-          <span className={`live live-${live}`} role="status" title="Live updates from the server">
-            <span className="dot" aria-hidden="true" />
-            <span className="live-text">{live === 'live' ? 'Live' : live === 'connecting' ? 'Connecting' : 'Reconnecting'}</span>
-          </span>
-          <AccountMenu me={me} onSignOut={() => onSignOut('')} />
-        </div>
-      </header>
-      <main id="main" tabIndex={-1}>
-        {body}
-      </main>
-    </div>
+            <a href="#agents" aria-current={tab === 'agents' ? 'page' : undefined}>
+              Agent Credentials
+            </a>
+            {isAdmin && (
+              <a href="#admin" aria-current={tab === 'admin' ? 'page' : undefined}>
+                Admin
+              </a>
+            )}
+          </nav>
+          <div className="account">
+            <span className={`live live-${live}`} role="status" title="Live updates from the server">
+              <span className="dot" aria-hidden="true" />
+              <span className="live-text">{live === 'live' ? 'Live' : live === 'connecting' ? 'Connecting' : 'Reconnecting'}</span>
+            </span>
+            <AccountMenu me={me} onSignOut={() => onSignOut('')} />
+          </div>
+        </header>
+        <main id="main" tabIndex={-1}>
+          {body}
+        </main>
+      </div>
+    </SessionProvider>
   );
 }
 

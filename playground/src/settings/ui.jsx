@@ -1,16 +1,6 @@
 // Small building blocks shared by the Credentials app's screens.
 import { createContext, useCallback, useContext, useEffect, useId, useRef, useState } from 'react';
 
-export const PROVIDER_NAMES = { ANTHROPIC: 'Anthropic', OPENAI: 'OpenAI', GOOGLE: 'Google', GITHUB: 'GitHub' };
-export const PROVIDER_ORDER = ['ANTHROPIC', 'OPENAI', 'GOOGLE', 'GITHUB'];
-export const AGENT_NAMES = {
-  CLAUDE_CODE: 'Claude Code',
-  CODEX: 'Codex',
-  COPILOT: 'Copilot',
-  GEMINI: 'Gemini',
-  OPENCODE: 'OpenCode',
-};
-
 export const STATUS_LABELS = {
   ACTIVE: 'Active',
   EXPIRING: 'Expiring soon',
