@@ -78,7 +78,7 @@ impl AgentEntry {
                 providers.push(m.provider);
             }
         }
-        providers.sort_by_key(|p| self.agent.providers().iter().position(|q| q == p));
+        providers.sort_by_key(|p| super::spec(self.agent).providers.iter().position(|q| q == p));
         providers
             .into_iter()
             .flat_map(|provider| {
