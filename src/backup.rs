@@ -22,7 +22,7 @@ pub async fn run(config: &Config, target: &Path) -> anyhow::Result<u64> {
     if !config.is_sqlite() {
         bail!(
             "backup copies the embedded SQLite database; this server uses PostgreSQL: \
-             back it up with `pg_dump --format=custom` (see README, Backups)"
+             back it up with `pg_dump --format=custom` (see docs/operations.md, Backups)"
         );
     }
     let options = SqliteConnectOptions::from_str(&url).context("reading the SQLite database URL")?;
