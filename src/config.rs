@@ -11,9 +11,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Provider;
-use crate::providers::anthropic::AnthropicOauth;
-use crate::providers::github::GithubOauth;
-use crate::providers::openai::OpenaiOauth;
+use crate::providers::{OauthConfig, ProvidersConfig};
 
 /// A configured secret: prints as `***` in Debug and never serialises its value.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
@@ -57,6 +55,7 @@ pub struct Config {
     pub encryption_keys_old: Option<SecretValue>,
     pub graphql: GraphqlConfig,
     pub tasks: TasksConfig,
+    /// `[oauth]`: sign-in with the providers (`SESAME_OAUTH__*`, see `crate::providers::settings`).
     pub oauth: OauthConfig,
     pub scheduler: SchedulerConfig,
     /// `[auth]`: JWT sign-in (`SESAME_AUTH__JWT__*`, see `crate::identity`).
@@ -76,7 +75,7 @@ pub struct Config {
     pub checks: crate::checks::ChecksConfig,
     /// `[providers]`: where each provider's API is (`SESAME_PROVIDERS__<PROVIDER>__API_URL`, …).
     #[serde(default)]
-    pub providers: crate::providers::ProvidersConfig,
+    pub providers: ProvidersConfig,
     /// `[http]`: connection limits (`SESAME_HTTP__HEADER_TIMEOUT`, `__IDLE_TIMEOUT`, `__MAX_CONNECTIONS`).
     #[serde(default)]
     pub http: crate::edge::HttpConfig,
@@ -205,41 +204,6 @@ impl Default for SchedulerConfig {
             refresh_before: std::time::Duration::from_secs(600),
             flow_retention: std::time::Duration::from_secs(7 * DAY),
             event_retention: std::time::Duration::from_secs(30 * DAY),
-        }
-    }
-}
-
-/// Sign-in providers. Defaults (in each provider's file) are the real
-/// endpoints and the agent CLIs' public client ids; tests point them at
-/// fake providers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OauthConfig {
-    pub github: GithubOauth,
-    pub openai: OpenaiOauth,
-    pub anthropic: AnthropicOauth,
-    /// Per-request timeout towards providers.
-    #[serde(with = "humantime_serde")]
-    pub http_timeout: std::time::Duration,
-    /// Consecutive network/5xx failures before a flow is FAILED.
-    pub max_poll_failures: u32,
-    /// Sign-ins a person may have in progress at once.
-    pub max_pending_per_user: u64,
-    /// How long a person has to paste back an authorization code.
-    #[serde(with = "humantime_serde")]
-    pub authorization_timeout: std::time::Duration,
-}
-
-impl Default for OauthConfig {
-    fn default() -> Self {
-        OauthConfig {
-            github: GithubOauth::default(),
-            openai: OpenaiOauth::default(),
-            anthropic: AnthropicOauth::default(),
-            http_timeout: std::time::Duration::from_secs(15),
-            max_poll_failures: 4,
-            max_pending_per_user: 5,
-            authorization_timeout: std::time::Duration::from_secs(600),
         }
     }
 }

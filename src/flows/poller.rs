@@ -98,7 +98,8 @@ impl FlowEngine {
 
     async fn poll_once(&self, row: &oauth_flow::Model) -> ApiResult<()> {
         let secret = self.open(row)?;
-        let outcome = self.store().providers().poll(&secret).await;
+        let provider = row.provider.parse().map_err(ApiError::internal)?;
+        let outcome = self.store().providers().poll(provider, &secret).await;
         let now = Utc::now();
         let db = self.store().db();
         let me = self.inner.instance.as_str();
