@@ -17,9 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::Provider;
 use crate::graphql::GraphqlConfig;
-use crate::providers::anthropic::AnthropicOauth;
-use crate::providers::github::GithubOauth;
-use crate::providers::openai::OpenaiOauth;
+use crate::providers::{OauthConfig, ProvidersConfig};
 use crate::scheduler::SchedulerConfig;
 // Re-exported: the commands and the tests build a `Config` with these.
 pub use crate::secret::SecretValue;
@@ -41,6 +39,7 @@ pub struct Config {
     pub encryption_keys_old: Option<SecretValue>,
     pub graphql: GraphqlConfig,
     pub tasks: TasksConfig,
+    /// `[oauth]`: sign-in with the providers (`SESAME_OAUTH__*`, see `crate::providers::settings`).
     pub oauth: OauthConfig,
     pub scheduler: SchedulerConfig,
     /// `[auth]`: JWT sign-in (`SESAME_AUTH__JWT__*`, see `crate::identity`).
@@ -60,7 +59,7 @@ pub struct Config {
     pub checks: crate::checks::ChecksConfig,
     /// `[providers]`: where each provider's API is (`SESAME_PROVIDERS__<PROVIDER>__API_URL`, …).
     #[serde(default)]
-    pub providers: crate::providers::ProvidersConfig,
+    pub providers: ProvidersConfig,
     /// `[http]`: connection limits (`SESAME_HTTP__HEADER_TIMEOUT`, `__IDLE_TIMEOUT`, `__MAX_CONNECTIONS`).
     #[serde(default)]
     pub http: crate::edge::HttpConfig,
@@ -87,41 +86,6 @@ pub struct TasksConfig {
 impl Default for TasksConfig {
     fn default() -> Self {
         TasksConfig { lease: std::time::Duration::from_secs(2 * 3600) }
-    }
-}
-
-/// Sign-in providers. Defaults (in each provider's file) are the real
-/// endpoints and the agent CLIs' public client ids; tests point them at
-/// fake providers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OauthConfig {
-    pub github: GithubOauth,
-    pub openai: OpenaiOauth,
-    pub anthropic: AnthropicOauth,
-    /// Per-request timeout towards providers.
-    #[serde(with = "humantime_serde")]
-    pub http_timeout: std::time::Duration,
-    /// Consecutive network/5xx failures before a flow is FAILED.
-    pub max_poll_failures: u32,
-    /// Sign-ins a person may have in progress at once.
-    pub max_pending_per_user: u64,
-    /// How long a person has to paste back an authorization code.
-    #[serde(with = "humantime_serde")]
-    pub authorization_timeout: std::time::Duration,
-}
-
-impl Default for OauthConfig {
-    fn default() -> Self {
-        OauthConfig {
-            github: GithubOauth::default(),
-            openai: OpenaiOauth::default(),
-            anthropic: AnthropicOauth::default(),
-            http_timeout: std::time::Duration::from_secs(15),
-            max_poll_failures: 4,
-            max_pending_per_user: 5,
-            authorization_timeout: std::time::Duration::from_secs(600),
-        }
     }
 }
 

@@ -75,6 +75,8 @@ string_enum!(Agent {
     Copilot => "COPILOT",
     Gemini => "GEMINI",
     Opencode => "OPENCODE",
+    Aider => "AIDER",
+    Crush => "CRUSH",
 });
 
 string_enum!(Provider {

@@ -23,10 +23,12 @@
 //! The agent CLIs themselves are run against what it is handed in
 //! `.ci/agent-clis`.
 
+pub mod aider;
 pub mod catalog;
 pub mod claude_code;
 pub mod codex;
 pub mod copilot;
+pub mod crush;
 pub mod gemini;
 pub mod handover;
 pub mod opencode;
@@ -44,7 +46,8 @@ use crate::domain::{Agent, Provider};
 use catalog::MethodInfo;
 
 /// Every agent, one line each, in the order the API lists them.
-static REGISTERED: &[&AgentSpec] = &[&claude_code::SPEC, &codex::SPEC, &copilot::SPEC, &gemini::SPEC, &opencode::SPEC];
+static REGISTERED: &[&AgentSpec] =
+    &[&claude_code::SPEC, &codex::SPEC, &copilot::SPEC, &gemini::SPEC, &opencode::SPEC, &aider::SPEC, &crush::SPEC];
 
 /// What the service knows about one agent.
 pub struct AgentSpec {
@@ -144,10 +147,11 @@ pub fn default_provider(agent: Agent) -> Option<Provider> {
 }
 
 /// Whether `provider`'s API key serves `agent` and no other registered
-/// agent (GitHub: Copilot; Google: Gemini). An agent is handed the API key
-/// of every provider it runs against, so Anthropic's key serves Claude Code
-/// and OpenCode, OpenAI's Codex and OpenCode: removing one agent's
-/// credentials takes such a shared key only when asked to.
+/// agent (GitHub: Copilot). An agent is handed the API key of every
+/// provider it runs against, so Anthropic's key serves Claude Code,
+/// OpenCode, Aider and Crush, OpenAI's Codex, OpenCode, Aider and Crush,
+/// Google's Gemini, Aider and Crush: removing one agent's credentials takes
+/// such a shared key only when asked to.
 pub fn api_key_serves_only(provider: Provider, agent: Agent) -> bool {
     let mut takers = registered().filter(|a| a.providers.contains(&provider));
     matches!((takers.next(), takers.next()), (Some(only), None) if only.agent == agent)

@@ -304,12 +304,46 @@ fn refusals_name_the_file_and_leak_nothing() {
 #[test]
 fn api_keys_serving_one_agent_only() {
     assert!(api_key_serves_only(Provider::Github, Agent::Copilot));
-    assert!(api_key_serves_only(Provider::Google, Agent::Gemini));
-    for agent in [Agent::ClaudeCode, Agent::Opencode] {
+    for agent in [Agent::ClaudeCode, Agent::Opencode, Agent::Aider, Agent::Crush] {
         assert!(!api_key_serves_only(Provider::Anthropic, agent));
     }
-    for agent in [Agent::Codex, Agent::Opencode] {
+    for agent in [Agent::Codex, Agent::Opencode, Agent::Aider, Agent::Crush] {
         assert!(!api_key_serves_only(Provider::Openai, agent));
     }
+    // Aider and Crush read GEMINI_API_KEY too: the Google key is not Gemini's alone.
+    for agent in [Agent::Gemini, Agent::Aider, Agent::Crush] {
+        assert!(!api_key_serves_only(Provider::Google, agent));
+    }
     assert!(!api_key_serves_only(Provider::Github, Agent::Gemini));
+}
+
+/// An agent that takes API keys only (Gemini, Aider, Crush) refuses a
+/// subscription for each of its providers with its own reason, has an API
+/// key method for each, and shows a note on its card saying so.
+#[test]
+fn api_key_only_agents_refuse_subscriptions_for_every_provider() {
+    let mut api_key_only = Vec::new();
+    for agent in registered() {
+        let Some(refusal) = agent.handling.subscription_refusal() else { continue };
+        api_key_only.push(agent.agent);
+        assert!(agent.note.is_some(), "{}: no note says it takes API keys only", agent.agent);
+        assert!(catalog::entry(agent.agent).subscription_plans().is_empty());
+        for &provider in agent.providers {
+            assert!(
+                catalog::find_method(agent.agent, provider, AuthMethod::ApiKey).is_some(),
+                "{}: no API key method for {provider}",
+                agent.agent
+            );
+            let t = claude_token();
+            let msg = refused(
+                parse_subscription(
+                    SubscriptionInput { provider: Some(provider), token: Some(&t), ..input(agent.agent) },
+                    now(),
+                ),
+                &t,
+            );
+            assert_eq!(msg, refusal);
+        }
+    }
+    assert_eq!(api_key_only, [Agent::Gemini, Agent::Aider, Agent::Crush]);
 }

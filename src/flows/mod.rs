@@ -98,7 +98,7 @@ impl FlowEngine {
         Duration::from_std(self.config().http_timeout * 2).unwrap_or(Duration::minutes(1)) + Duration::seconds(10)
     }
 
-    fn config(&self) -> &crate::config::OauthConfig {
+    fn config(&self) -> &crate::providers::OauthConfig {
         self.store().providers().config()
     }
 

@@ -82,7 +82,8 @@ impl FlowEngine {
 
     async fn poll_once(&self, row: &FlowRecord) -> ApiResult<()> {
         let secret = self.open(row)?;
-        let outcome = self.store().providers().poll(&secret).await;
+        let provider = row.provider.parse().map_err(ApiError::internal)?;
+        let outcome = self.store().providers().poll(provider, &secret).await;
         let now = Utc::now();
         let store = self.store();
         let me = self.inner.instance.as_str();

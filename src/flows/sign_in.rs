@@ -155,7 +155,9 @@ impl FlowEngine {
         if method_for(agent, provider) != Some(KIND_AUTHORIZATION) {
             return Err(wrong_method(agent, provider, "authorization-code"));
         }
-        let (url, secret) = self.store().providers().authorization_request();
+        let (url, secret) = self.store().providers().authorization_request(provider).ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("{provider} is listed with a code sign-in it does not offer"))
+        })?;
         let id = new_id();
         let now = Utc::now();
         let expires_at = now + Duration::from_std(self.config().authorization_timeout).unwrap_or(Duration::minutes(10));
@@ -281,9 +283,11 @@ impl FlowEngine {
         let rows = self.pending_rows(owner, KIND_AUTHORIZATION).await?;
         let mut pending = Vec::with_capacity(rows.len());
         for row in rows {
-            let authorize_url = self.store().providers().authorization_url(&self.open(&row)?).ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!("authorization flow {} holds a device secret", row.id))
-            })?;
+            let provider = row.provider.parse().map_err(ApiError::internal)?;
+            let authorize_url =
+                self.store().providers().authorization_url(provider, &self.open(&row)?).ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("authorization flow {} holds a device secret", row.id))
+                })?;
             pending.push(AuthorizationFlow {
                 id: row.id.clone(),
                 agent: row.agent.parse().map_err(ApiError::internal)?,
@@ -355,7 +359,8 @@ impl FlowEngine {
         if !self.store().take_flow_for_completion(&row.id, &tag).await? {
             return Err(ApiError::bad_input("this sign-in is already being completed"));
         }
-        let tokens = match self.store().providers().exchange_code(code, state, &verifier).await {
+        let provider = row.provider.parse().map_err(ApiError::internal)?;
+        let tokens = match self.store().providers().exchange_code(provider, code, state, &verifier).await {
             Ok(tokens) => tokens,
             Err(e) if e.transient => {
                 self.store().release_flow_completion(&row.id, &tag).await?;

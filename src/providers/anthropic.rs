@@ -10,9 +10,10 @@ use serde_json::json;
 
 use super::check::{conclude, Outcome, Probe};
 use super::revoke::Revocation;
-use super::signin::{tokens_from, unreachable_error};
+use super::signin::{tokens_from, unreachable_error, SignIn};
 use super::{
-    http, wrong_prefix, Account, FlowSecret, ProviderError, ProviderSpec, ProvidersConfig, RefreshTokens, Tokens,
+    http, wrong_prefix, Account, FlowSecret, OauthConfig, ProviderApis, ProviderError, ProviderSpec, ProvidersConfig,
+    RefreshTokens, Tokens,
 };
 use crate::credential_input::{
     check_token_body, clean, InputError, InputResult, Secret, SubscriptionFields, SubscriptionSecret, MAX_INPUT_BYTES,
@@ -49,6 +50,8 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     hint_prefixes: &["sk-ant-"],
     subscription_plans: &["Claude Max ($200/mo)", "Claude Pro ($20/mo)"],
     refresh: RefreshTokens::Reusable,
+    sign_in: Some(&AnthropicSignIn),
+    login_account: Some(login_account_of),
     check_with_provider: check,
     // No documented revoke endpoint.
     revocation: Revocation {
@@ -168,8 +171,46 @@ impl Default for AnthropicOauth {
     }
 }
 
+/// Claude's authorization-code sign-in (the code is pasted back) and refresh.
+pub struct AnthropicSignIn;
+
+impl SignIn for AnthropicSignIn {
+    fn authorization_request(&self, config: &OauthConfig) -> Option<(String, FlowSecret)> {
+        Some(authorization_request(&config.anthropic))
+    }
+
+    fn authorization_url(&self, config: &OauthConfig, secret: &FlowSecret) -> Option<String> {
+        match secret {
+            FlowSecret::Authorization { verifier, state } => {
+                Some(authorization_url(&config.anthropic, verifier.expose(), state.expose()))
+            }
+            _ => None,
+        }
+    }
+
+    fn exchange_code<'a>(
+        &'a self,
+        http: &'a reqwest::Client,
+        config: &'a OauthConfig,
+        code: &'a str,
+        state: &'a str,
+        verifier: &'a Secret,
+    ) -> BoxFuture<'a, Result<Tokens, ProviderError>> {
+        Box::pin(exchange_code(http, &config.anthropic, code, state, verifier))
+    }
+
+    fn refresh_request(
+        &self,
+        http: &reqwest::Client,
+        config: &OauthConfig,
+        refresh_token: &Secret,
+    ) -> Option<reqwest::RequestBuilder> {
+        Some(refresh_request(http, &config.anthropic, refresh_token))
+    }
+}
+
 /// A fresh PKCE pair and state, and the URL the person opens.
-pub(super) fn authorization_request(cfg: &AnthropicOauth) -> (String, FlowSecret) {
+fn authorization_request(cfg: &AnthropicOauth) -> (String, FlowSecret) {
     let verifier = PkceCodeVerifier::new(PkceCodeChallenge::new_random_sha256().1.secret().clone());
     let state = CsrfToken::new_random();
     let url = authorization_url(cfg, verifier.secret(), state.secret());
@@ -183,7 +224,7 @@ pub(super) fn authorization_request(cfg: &AnthropicOauth) -> (String, FlowSecret
 /// The URL the person opens, rebuilt from a flow's verifier and state: the
 /// same every time, so a pending sign-in can be resumed after a reload
 /// without keeping the URL (it carries the state) anywhere but encrypted.
-pub(super) fn authorization_url(cfg: &AnthropicOauth, verifier: &str, state: &str) -> String {
+fn authorization_url(cfg: &AnthropicOauth, verifier: &str, state: &str) -> String {
     let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(verifier.to_owned()));
     let mut url = url::Url::parse(&cfg.authorize_url)
         .unwrap_or_else(|_| url::Url::parse("https://invalid.invalid/").expect("static URL"));
@@ -200,7 +241,7 @@ pub(super) fn authorization_url(cfg: &AnthropicOauth, verifier: &str, state: &st
 }
 
 /// Exchanges a pasted authorization code.
-pub(super) async fn exchange_code(
+async fn exchange_code(
     client: &reqwest::Client,
     cfg: &AnthropicOauth,
     code: &str,
@@ -229,11 +270,7 @@ pub(super) async fn exchange_code(
     tokens_from(&body, Utc::now()).ok_or_else(|| super::signin::not_understood("Anthropic"))
 }
 
-pub(super) fn refresh_request(
-    client: &reqwest::Client,
-    cfg: &AnthropicOauth,
-    refresh_token: &Secret,
-) -> reqwest::RequestBuilder {
+fn refresh_request(client: &reqwest::Client, cfg: &AnthropicOauth, refresh_token: &Secret) -> reqwest::RequestBuilder {
     client.post(&cfg.token_url).json(&json!({
         "grant_type": "refresh_token",
         "refresh_token": refresh_token.expose(),
@@ -245,6 +282,19 @@ pub(super) fn refresh_request(
 
 /// Where Anthropic's API is (`SESAME_PROVIDERS__ANTHROPIC__API_URL`).
 pub const API_URL: &str = "https://api.anthropic.com";
+
+/// `[providers.anthropic]`: where Anthropic's API is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    pub api_url: String,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings { api_url: API_URL.into() }
+    }
+}
 
 /// The Messages API version `/v1/models` is asked with.
 const API_VERSION: &str = "2023-06-01";
@@ -308,6 +358,11 @@ fn profile_request(http: &reqwest::Client, base: &str, access_token: &str) -> re
 /// Whose Claude login an access token is: `account.uuid` of `GET
 /// /api/oauth/profile`. A login without the `user:profile` scope (a
 /// setup-token) is refused there (403), so it cannot say.
+/// The registry's reading: the Claude account Anthropic's profile names.
+fn login_account_of<'a>(apis: ProviderApis<'a>, secret: &'a SubscriptionSecret) -> BoxFuture<'a, Account> {
+    Box::pin(profile_account(apis.http, &apis.config.anthropic.api_url, secret.access_token.expose()))
+}
+
 pub async fn profile_account(http: &reqwest::Client, base: &str, access_token: &str) -> Account {
     match http::send(profile_request(http, base, access_token)).await {
         Ok((200, body)) => match body["account"]["uuid"].as_str().map(str::trim) {

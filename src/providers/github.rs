@@ -7,9 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::check::{conclude, Outcome, Probe};
 use super::revoke::{confirmed, Revocation, RevokeAt};
-use super::signin::{error_code, not_understood, printable_code, tokens_from, unreachable_error};
+use super::signin::{
+    error_code, foreign_secret, not_understood, printable_code, tokens_from, unreachable_error, SignIn,
+};
 use super::{
-    http, wrong_prefix, DeviceStart, FlowSecret, Poll, ProviderError, ProviderSpec, ProvidersConfig, RefreshTokens,
+    http, wrong_prefix, DeviceStart, FlowSecret, OauthConfig, Poll, ProviderError, ProviderSpec, ProvidersConfig,
+    RefreshTokens,
 };
 use crate::credential_input::{
     check_token_body, clean, InputError, InputResult, Secret, SubscriptionFields, SubscriptionSecret, MAX_INPUT_BYTES,
@@ -43,6 +46,8 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     hint_prefixes: &["github_pat_", "gho_", "ghu_"],
     subscription_plans: &["Copilot Individual ($10/mo)", "Copilot Business ($19/mo)", "Copilot Enterprise"],
     refresh: RefreshTokens::None,
+    sign_in: Some(&GithubSignIn),
+    login_account: None,
     check_with_provider: check,
     revocation: Revocation {
         api_key_page: "https://github.com/settings/personal-access-tokens",
@@ -121,7 +126,34 @@ impl Default for GithubOauth {
     }
 }
 
-pub(super) async fn start_device(client: &reqwest::Client, cfg: &GithubOauth) -> Result<DeviceStart, ProviderError> {
+/// GitHub's device sign-in (Copilot); its tokens are not refreshed.
+pub struct GithubSignIn;
+
+impl SignIn for GithubSignIn {
+    fn start_device<'a>(
+        &'a self,
+        http: &'a reqwest::Client,
+        config: &'a OauthConfig,
+    ) -> Option<BoxFuture<'a, Result<DeviceStart, ProviderError>>> {
+        Some(Box::pin(start_device(http, &config.github)))
+    }
+
+    fn poll<'a>(
+        &'a self,
+        http: &'a reqwest::Client,
+        config: &'a OauthConfig,
+        secret: &'a FlowSecret,
+    ) -> BoxFuture<'a, Poll> {
+        Box::pin(async move {
+            match secret {
+                FlowSecret::GithubDevice { device_code } => poll(http, &config.github, device_code).await,
+                _ => foreign_secret("GitHub"),
+            }
+        })
+    }
+}
+
+async fn start_device(client: &reqwest::Client, cfg: &GithubOauth) -> Result<DeviceStart, ProviderError> {
     let request = client
         .post(&cfg.device_authorization_url)
         .form(&[("client_id", cfg.client_id.as_str()), ("scope", cfg.scope.as_str())]);
@@ -149,7 +181,7 @@ pub(super) async fn start_device(client: &reqwest::Client, cfg: &GithubOauth) ->
     })
 }
 
-pub(super) async fn poll(client: &reqwest::Client, cfg: &GithubOauth, device_code: &Secret) -> Poll {
+async fn poll(client: &reqwest::Client, cfg: &GithubOauth, device_code: &Secret) -> Poll {
     let request = client.post(&cfg.token_url).form(&[
         ("client_id", cfg.client_id.as_str()),
         ("device_code", device_code.expose()),
@@ -183,6 +215,19 @@ pub(super) async fn poll(client: &reqwest::Client, cfg: &GithubOauth, device_cod
 
 /// Where GitHub's API is (`SESAME_PROVIDERS__GITHUB__API_URL`).
 pub const API_URL: &str = "https://api.github.com";
+
+/// `[providers.github]`: where GitHub's API is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    pub api_url: String,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings { api_url: API_URL.into() }
+    }
+}
 
 const TOKEN_REFUSED: &str = "GitHub refused this token (Bad credentials: it expired or was revoked): check you \
      copied the entire token, or create a new fine-grained token with the Copilot permission (or sign in with \

@@ -2,6 +2,7 @@
 //! sign-in the Gemini CLI can use).
 
 use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 use super::check::{conclude, Outcome, Probe};
 use super::revoke::Revocation;
@@ -23,6 +24,8 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     hint_prefixes: &["AIza"],
     subscription_plans: &[],
     refresh: RefreshTokens::None,
+    sign_in: None,
+    login_account: None,
     check_with_provider: check,
     // No sign-in: only pasted API keys, revoked in AI Studio.
     revocation: Revocation {
@@ -60,6 +63,19 @@ fn check_api_key(key: &str) -> InputResult<()> {
 
 /// Where the Gemini API is (`SESAME_PROVIDERS__GOOGLE__API_URL`).
 pub const API_URL: &str = "https://generativelanguage.googleapis.com";
+
+/// `[providers.google]`: where the Gemini API is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    pub api_url: String,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings { api_url: API_URL.into() }
+    }
+}
 
 const KEY_REFUSED: &str = "Google refused this Gemini API key (API_KEY_INVALID): check you copied the entire \
      key, or create a new key in the provider's console (Google AI Studio → Get API key) and save it again.";

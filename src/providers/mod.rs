@@ -5,7 +5,34 @@
 //!
 //! Shared once: JWT reading ([`jwt`]), the HTTP client policy ([`http`]),
 //! the sign-in types and routing (`signin.rs`), what a check is given and
-//! concludes ([`check`]).
+//! concludes ([`check`]), the settings aggregates ([`settings`]).
+//!
+//! Adding a provider:
+//! 1. add its value to `Provider` in `crate::domain` (the name the API
+//!    shows; in lower case, its settings sections' name);
+//! 2. write `src/providers/<name>.rs` (copy the nearest existing provider)
+//!    with its [`ProviderSpec`] as `SPEC`: name, the variable its API key is
+//!    read from, key formats with their refusals and hint prefixes, its
+//!    subscription plans, `check_with_provider` (its cheapest free call),
+//!    `revocation` (where a person revokes by hand, and its revoke call if it
+//!    offers one), and, if people sign in with it, a unit struct
+//!    implementing [`SignIn`] (device code or authorization code, and
+//!    refresh) and `login_account` if its logins name an account; in the
+//!    same file its `ApiSettings` (`[providers.<name>]`, the API URL default)
+//!    and, with a sign-in, its OAuth settings (`[oauth.<name>]`, endpoints
+//!    and client id defaults);
+//! 3. add one line for it to `REGISTERED` below, and one field to
+//!    `ProvidersConfig` (and, with a sign-in, to `OauthConfig`) in
+//!    `settings.rs`, named after it;
+//! 4. only if its device sign-in must remember something no existing
+//!    variant holds between polls: a [`FlowSecret`] variant in `signin.rs`
+//!    (stored encrypted; never rename one);
+//! 5. give `samples.rs` a sample key for the unit tests, and list it in the
+//!    `providers` of each agent that runs against it (`crate::agents`).
+//!
+//! The registry and settings tests then fail until each piece is there; its
+//! API URL variable is [`api_url_env`] (every address: [`url_envs`]), which
+//! the test harness points at a closed port.
 
 pub mod anthropic;
 pub mod check;
@@ -17,12 +44,12 @@ pub mod openai;
 pub mod revoke;
 #[cfg(test)]
 pub(crate) mod samples;
+pub mod settings;
 mod signin;
 
 pub use check::{Outcome, Probe};
-pub use signin::{DeviceStart, FlowSecret, Poll, ProviderError, Providers, Refresh, Tokens};
-
-use serde::{Deserialize, Serialize};
+pub use settings::{api_url_env, url_envs, OauthConfig, ProvidersConfig};
+pub use signin::{DeviceStart, FlowSecret, Poll, ProviderError, Providers, Refresh, SignIn, Tokens};
 
 use crate::credential_input::{clean, InputError, InputResult, Secret, SubscriptionSecret, MAX_INPUT_BYTES};
 use crate::domain::Provider;
@@ -51,6 +78,11 @@ pub struct ProviderSpec {
     /// (the agents catalog lists them for each agent that takes them).
     pub subscription_plans: &'static [&'static str],
     pub refresh: RefreshTokens,
+    /// Its sign-in and refresh (`signin.rs`); `None` for API keys only.
+    pub sign_in: Option<&'static dyn SignIn>,
+    /// Whose login a subscription's tokens are (see [`login_account`]);
+    /// `None` where its logins name no account.
+    pub login_account: Option<AccountFn>,
     /// Asks the provider whether a credential works: the cheapest call
     /// that proves it and costs nothing (`crate::checks`).
     pub check_with_provider: CheckFn,
@@ -64,36 +96,9 @@ pub struct ProviderSpec {
 pub type CheckFn =
     for<'a> fn(&'a reqwest::Client, &'a ProvidersConfig, Probe<'a>) -> futures_util::future::BoxFuture<'a, Outcome>;
 
-/// `[providers]`: where each provider's API is
-/// (`SESAME_PROVIDERS__<PROVIDER>__API_URL`, …; the defaults are in each
-/// provider's file); tests point them at a fake.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProvidersConfig {
-    pub anthropic: ApiUrl,
-    pub openai: openai::ApiSettings,
-    pub google: ApiUrl,
-    pub github: ApiUrl,
-}
-
-impl Default for ProvidersConfig {
-    fn default() -> Self {
-        let at = |url: &str| ApiUrl { api_url: url.to_owned() };
-        ProvidersConfig {
-            anthropic: at(anthropic::API_URL),
-            openai: openai::ApiSettings::default(),
-            google: at(google::API_URL),
-            github: at(github::API_URL),
-        }
-    }
-}
-
-/// A provider's API base URL.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiUrl {
-    pub api_url: String,
-}
+/// A provider's reading of whose login a subscription's tokens are.
+pub type AccountFn =
+    for<'a> fn(ProviderApis<'a>, &'a SubscriptionSecret) -> futures_util::future::BoxFuture<'a, Account>;
 
 /// Whether and how a provider's logins are refreshed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,15 +155,10 @@ pub struct ProviderApis<'a> {
 /// (`openai::login_account`, the derivation saves use), Claude's account
 /// uuid from Anthropic's profile of the access token.
 pub async fn login_account(apis: ProviderApis<'_>, provider: Provider, secret: &SubscriptionSecret) -> Account {
-    match provider {
-        Provider::Openai => match openai::login_account(&secret.access_token, secret.id_token.as_ref()) {
-            Some(id) => Account::Known(id),
-            None => Account::Unknown("its tokens carry no ChatGPT account id".into()),
-        },
-        Provider::Anthropic => {
-            anthropic::profile_account(apis.http, &apis.config.anthropic.api_url, secret.access_token.expose()).await
-        }
-        _ => Account::Unknown(format!("{} logins name no account", spec(provider).name)),
+    let spec = spec(provider);
+    match spec.login_account {
+        Some(account_of) => account_of(apis, secret).await,
+        None => Account::Unknown(format!("{} logins name no account", spec.name)),
     }
 }
 

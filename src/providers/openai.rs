@@ -10,9 +10,10 @@ use serde_json::json;
 
 use super::check::{conclude, Outcome, Probe};
 use super::revoke::{confirmed, Revocation, RevokeAt};
-use super::signin::{error_code, not_understood, tokens_from, unreachable_error};
+use super::signin::{error_code, foreign_secret, not_understood, tokens_from, unreachable_error, SignIn};
 use super::{
-    http, jwt, wrong_prefix, DeviceStart, FlowSecret, Poll, ProviderError, ProviderSpec, ProvidersConfig, RefreshTokens,
+    http, jwt, wrong_prefix, Account, DeviceStart, FlowSecret, OauthConfig, Poll, ProviderApis, ProviderError,
+    ProviderSpec, ProvidersConfig, RefreshTokens,
 };
 use crate::credential_input::{
     check_opaque_token, check_token_body, clean, too_short, InputError, InputResult, Secret, SubscriptionSecret,
@@ -36,6 +37,8 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     // A refresh token works once: the newest must be kept, and two holders
     // must never both spend it.
     refresh: RefreshTokens::SingleUse,
+    sign_in: Some(&OpenaiSignIn),
+    login_account: Some(login_account_of),
     check_with_provider: check,
     revocation: Revocation {
         api_key_page: "https://platform.openai.com/api-keys",
@@ -69,6 +72,15 @@ pub fn account_id(token: &str) -> Option<String> {
 /// returned files share.
 pub fn login_account(access_token: &Secret, id_token: Option<&Secret>) -> Option<String> {
     account_id(access_token.expose()).or_else(|| id_token.and_then(|t| account_id(t.expose())))
+}
+
+/// The registry's reading: the ChatGPT account id from the tokens alone.
+fn login_account_of<'a>(_apis: ProviderApis<'a>, secret: &'a SubscriptionSecret) -> BoxFuture<'a, Account> {
+    let account = match login_account(&secret.access_token, secret.id_token.as_ref()) {
+        Some(id) => Account::Known(id),
+        None => Account::Unknown("its tokens carry no ChatGPT account id".into()),
+    };
+    Box::pin(std::future::ready(account))
 }
 
 /// A ChatGPT access token as typed into `field`.
@@ -130,7 +142,45 @@ impl OpenaiOauth {
     }
 }
 
-pub(super) async fn start_device(client: &reqwest::Client, cfg: &OpenaiOauth) -> Result<DeviceStart, ProviderError> {
+/// OpenAI's device login (ChatGPT: Codex, OpenCode) and its single-use refresh.
+pub struct OpenaiSignIn;
+
+impl SignIn for OpenaiSignIn {
+    fn start_device<'a>(
+        &'a self,
+        http: &'a reqwest::Client,
+        config: &'a OauthConfig,
+    ) -> Option<BoxFuture<'a, Result<DeviceStart, ProviderError>>> {
+        Some(Box::pin(start_device(http, &config.openai)))
+    }
+
+    fn poll<'a>(
+        &'a self,
+        http: &'a reqwest::Client,
+        config: &'a OauthConfig,
+        secret: &'a FlowSecret,
+    ) -> BoxFuture<'a, Poll> {
+        Box::pin(async move {
+            match secret {
+                FlowSecret::OpenaiDevice { device_auth_id, user_code } => {
+                    poll(http, &config.openai, device_auth_id, user_code).await
+                }
+                _ => foreign_secret("OpenAI"),
+            }
+        })
+    }
+
+    fn refresh_request(
+        &self,
+        http: &reqwest::Client,
+        config: &OauthConfig,
+        refresh_token: &Secret,
+    ) -> Option<reqwest::RequestBuilder> {
+        Some(refresh_request(http, &config.openai, refresh_token))
+    }
+}
+
+async fn start_device(client: &reqwest::Client, cfg: &OpenaiOauth) -> Result<DeviceStart, ProviderError> {
     let url = format!("{}/api/accounts/deviceauth/usercode", cfg.issuer());
     let request = client.post(url).json(&json!({ "client_id": cfg.client_id }));
     let (status, body) = http::send(request).await.map_err(|m| unreachable_error("OpenAI", &m))?;
@@ -164,12 +214,7 @@ pub(super) async fn start_device(client: &reqwest::Client, cfg: &OpenaiOauth) ->
     })
 }
 
-pub(super) async fn poll(
-    client: &reqwest::Client,
-    cfg: &OpenaiOauth,
-    device_auth_id: &Secret,
-    user_code: &str,
-) -> Poll {
+async fn poll(client: &reqwest::Client, cfg: &OpenaiOauth, device_auth_id: &Secret, user_code: &str) -> Poll {
     let url = format!("{}/api/accounts/deviceauth/token", cfg.issuer());
     let request = client.post(url).json(&json!({ "device_auth_id": device_auth_id.expose(), "user_code": user_code }));
     let (status, body) = match http::send(request).await {
@@ -213,11 +258,7 @@ pub(super) async fn poll(
     }
 }
 
-pub(super) fn refresh_request(
-    client: &reqwest::Client,
-    cfg: &OpenaiOauth,
-    refresh_token: &Secret,
-) -> reqwest::RequestBuilder {
+fn refresh_request(client: &reqwest::Client, cfg: &OpenaiOauth, refresh_token: &Secret) -> reqwest::RequestBuilder {
     client.post(format!("{}/oauth/token", cfg.issuer())).json(&json!({
         "client_id": cfg.client_id,
         "grant_type": "refresh_token",

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::{spec, ProvidersConfig};
-use crate::config::OauthConfig;
+use super::{spec, OauthConfig, ProvidersConfig};
 use crate::credential_input::SubscriptionSecret;
 use crate::domain::{CredentialKind, Provider, RevocationResult};
 

@@ -1,15 +1,17 @@
 //! Signing in with a provider, one HTTP exchange per call, so the flow
 //! engine controls timing, persistence and cancellation. The protocol of
-//! each provider lives in its own file; this holds what they share: the
-//! flow's stored secret, the results of a poll and a refresh, token
-//! responses, and [`Providers`], which routes each call to the provider.
+//! each provider lives in its own file, as a [`SignIn`] its registry entry
+//! points at; this holds what they share: the flow's stored secret, the
+//! results of a poll and a refresh, token responses, and [`Providers`],
+//! which routes each call through the registry.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{anthropic, github, http, openai};
-use crate::config::OauthConfig;
+use futures_util::future::BoxFuture;
+
+use super::{http, openai, spec, OauthConfig};
 use crate::credential_input::{Secret, SubscriptionSecret};
 use crate::domain::Provider;
 
@@ -84,6 +86,65 @@ pub struct ProviderError {
     pub transient: bool,
 }
 
+/// A provider's sign-in and refresh, one HTTP exchange per call. Its
+/// registry entry points at it (`ProviderSpec::sign_in`); what it does not
+/// offer keeps the default, which says so.
+pub trait SignIn: Sync {
+    /// Starts a device sign-in; `None` when the provider offers none.
+    fn start_device<'a>(
+        &'a self,
+        _http: &'a reqwest::Client,
+        _config: &'a OauthConfig,
+    ) -> Option<BoxFuture<'a, Result<DeviceStart, ProviderError>>> {
+        None
+    }
+
+    /// Polls a device sign-in it started (`secret` is what its start stored).
+    fn poll<'a>(
+        &'a self,
+        _http: &'a reqwest::Client,
+        _config: &'a OauthConfig,
+        _secret: &'a FlowSecret,
+    ) -> BoxFuture<'a, Poll> {
+        Box::pin(async { Poll::Failed("this sign-in is completed by pasting a code".into()) })
+    }
+
+    /// A fresh authorization-code sign-in: the URL the person opens and
+    /// what to remember; `None` when the provider offers none.
+    fn authorization_request(&self, _config: &OauthConfig) -> Option<(String, FlowSecret)> {
+        None
+    }
+
+    /// The URL of a pending authorization-code sign-in, rebuilt from its
+    /// secret; `None` for another kind of secret.
+    fn authorization_url(&self, _config: &OauthConfig, _secret: &FlowSecret) -> Option<String> {
+        None
+    }
+
+    /// Exchanges a pasted authorization code.
+    fn exchange_code<'a>(
+        &'a self,
+        _http: &'a reqwest::Client,
+        _config: &'a OauthConfig,
+        _code: &'a str,
+        _state: &'a str,
+        _verifier: &'a Secret,
+    ) -> BoxFuture<'a, Result<Tokens, ProviderError>> {
+        Box::pin(async { Err(ProviderError { message: "this sign-in takes no pasted code".into(), transient: false }) })
+    }
+
+    /// The request that spends a refresh token once; `None` when the
+    /// provider's logins are not refreshed.
+    fn refresh_request(
+        &self,
+        _http: &reqwest::Client,
+        _config: &OauthConfig,
+        _refresh_token: &Secret,
+    ) -> Option<reqwest::RequestBuilder> {
+        None
+    }
+}
+
 /// The providers' sign-in endpoints, reached with one HTTP client.
 pub struct Providers {
     http: reqwest::Client,
@@ -100,13 +161,10 @@ impl Providers {
     }
 
     pub async fn start_device(&self, provider: Provider) -> Result<DeviceStart, ProviderError> {
-        let started = match provider {
-            Provider::Github => github::start_device(&self.http, &self.config.github).await,
-            Provider::Openai => openai::start_device(&self.http, &self.config.openai).await,
-            other => Err(ProviderError {
-                message: format!("{} has no device sign-in", crate::providers::spec(other).name),
-                transient: false,
-            }),
+        let spec = spec(provider);
+        let started = match spec.sign_in.and_then(|s| s.start_device(&self.http, &self.config)) {
+            Some(start) => start.await,
+            None => Err(ProviderError { message: format!("{} has no device sign-in", spec.name), transient: false }),
         }?;
         let links =
             std::iter::once(started.verification_uri.as_str()).chain(started.verification_uri_complete.as_deref());
@@ -127,50 +185,50 @@ impl Providers {
         Ok(started)
     }
 
-    pub async fn poll(&self, secret: &FlowSecret) -> Poll {
-        match secret {
-            FlowSecret::GithubDevice { device_code } => {
-                github::poll(&self.http, &self.config.github, device_code).await
-            }
-            FlowSecret::OpenaiDevice { device_auth_id, user_code } => {
-                openai::poll(&self.http, &self.config.openai, device_auth_id, user_code).await
-            }
-            FlowSecret::Authorization { .. } => Poll::Failed("this sign-in is completed by pasting a code".into()),
+    /// Polls a device sign-in `provider` started.
+    pub async fn poll(&self, provider: Provider, secret: &FlowSecret) -> Poll {
+        match spec(provider).sign_in {
+            Some(sign_in) => sign_in.poll(&self.http, &self.config, secret).await,
+            None => Poll::Failed(format!("{} has no sign-in", spec(provider).name)),
         }
     }
 
-    /// A fresh PKCE pair and state, and the URL the person opens (Anthropic).
-    pub fn authorization_request(&self) -> (String, FlowSecret) {
-        anthropic::authorization_request(&self.config.anthropic)
+    /// A fresh PKCE pair and state, and the URL the person opens; `None`
+    /// when `provider` offers no authorization-code sign-in.
+    pub fn authorization_request(&self, provider: Provider) -> Option<(String, FlowSecret)> {
+        spec(provider).sign_in?.authorization_request(&self.config)
     }
 
     /// The URL of a pending authorization-code sign-in, rebuilt from its
     /// secret; `None` for a device flow's secret.
-    pub fn authorization_url(&self, secret: &FlowSecret) -> Option<String> {
-        match secret {
-            FlowSecret::Authorization { verifier, state } => {
-                Some(anthropic::authorization_url(&self.config.anthropic, verifier.expose(), state.expose()))
-            }
-            _ => None,
-        }
+    pub fn authorization_url(&self, provider: Provider, secret: &FlowSecret) -> Option<String> {
+        spec(provider).sign_in?.authorization_url(&self.config, secret)
     }
 
-    /// Exchanges a pasted authorization code (Anthropic).
-    pub async fn exchange_code(&self, code: &str, state: &str, verifier: &Secret) -> Result<Tokens, ProviderError> {
-        anthropic::exchange_code(&self.http, &self.config.anthropic, code, state, verifier).await
+    /// Exchanges a pasted authorization code.
+    pub async fn exchange_code(
+        &self,
+        provider: Provider,
+        code: &str,
+        state: &str,
+        verifier: &Secret,
+    ) -> Result<Tokens, ProviderError> {
+        match spec(provider).sign_in {
+            Some(sign_in) => sign_in.exchange_code(&self.http, &self.config, code, state, verifier).await,
+            None => {
+                Err(ProviderError { message: format!("{} has no sign-in", spec(provider).name), transient: false })
+            }
+        }
     }
 
     /// Uses a refresh token once. Single-use tokens (OpenAI) must never be
     /// sent twice: callers guard this with a compare-and-swap.
     pub async fn refresh(&self, provider: Provider, refresh_token: &Secret) -> Refresh {
-        let (name, request) = match provider {
-            Provider::Openai => ("OpenAI", openai::refresh_request(&self.http, &self.config.openai, refresh_token)),
-            Provider::Anthropic => {
-                ("Anthropic", anthropic::refresh_request(&self.http, &self.config.anthropic, refresh_token))
-            }
-            other => {
-                return Refresh::Permanent(format!("{} tokens cannot be refreshed", crate::providers::spec(other).name))
-            }
+        let spec = spec(provider);
+        let name = spec.name;
+        let Some(request) = spec.sign_in.and_then(|s| s.refresh_request(&self.http, &self.config, refresh_token))
+        else {
+            return Refresh::Permanent(format!("{name} tokens cannot be refreshed"));
         };
         let (status, body) = match http::send(request).await {
             Ok(r) => r,
@@ -254,6 +312,11 @@ pub(super) fn tokens_from(body: &Value, now: DateTime<Utc>) -> Option<Tokens> {
 
 pub(super) fn unreachable_error(name: &str, why: &str) -> ProviderError {
     ProviderError { message: format!("{name} could not be reached ({why}); try again in a moment"), transient: true }
+}
+
+/// A poll given a secret another kind of sign-in stored.
+pub(super) fn foreign_secret(name: &str) -> Poll {
+    Poll::Failed(format!("this sign-in was not started with {name}'s device sign-in"))
 }
 
 pub(super) fn not_understood(name: &str) -> ProviderError {

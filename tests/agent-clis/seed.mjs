@@ -2,7 +2,7 @@
 // Seeds a fresh sesame-vault for .ci/agent-clis: creates a user and stores,
 // as that user, realistic (fake) logins for each agent CLI under test.
 //
-//   node seed.mjs <server-url> <admin-token>   → prints "<user-id> <min-user-id>"
+//   node seed.mjs <server-url> <admin-token>   → prints "<user-id> <min-user-id> <keys-user-id>"
 //
 // The tokens are made up but shaped like the real ones (ChatGPT id/access
 // tokens are unsigned JWTs with the real claim layout and a future exp), so
@@ -13,6 +13,8 @@
 // min-user: the least each login can be stored from: CODEX from an access token
 //           and refresh token only (no id_token), CLAUDE_CODE from an access
 //           token, refresh token and expiry (what the sign-in flow stores).
+// keys-user: an API key for each of Anthropic, OpenAI and Google, and nothing
+//           else (Aider and Crush take API keys only).
 
 const [url, adminToken] = process.argv.slice(2);
 if (!url || !adminToken) {
@@ -121,4 +123,19 @@ await gql(min.token, save, {
     expiresAt: new Date((now + 8 * 3600) * 1000).toISOString(),
   },
 });
-console.log(`${createUser.user.id} ${min.user.id}`);
+const keys = (
+  await gql(adminToken, `mutation($e: String!) { createUser(email: $e) { user { id } token } }`, {
+    e: "cli-keys@example.com",
+  })
+).createUser;
+for (const [provider, key] of [
+  ["ANTHROPIC", `sk-ant-api03-${rand(93)}-${rand(6)}AA`],
+  ["OPENAI", `sk-proj-${rand(156)}`],
+  ["GOOGLE", `AIza${rand(35)}`],
+]) {
+  await gql(keys.token, `mutation($p: Provider!, $k: String!) { setApiKey(provider: $p, key: $k) { id } }`, {
+    p: provider,
+    k: key,
+  });
+}
+console.log(`${createUser.user.id} ${min.user.id} ${keys.user.id}`);

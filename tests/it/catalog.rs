@@ -94,6 +94,27 @@ async fn agents_carry_plans_notes_and_method_forms() {
     let note = gemini["note"].as_str().unwrap();
     assert!(note.starts_with("API key only") && note.contains("Google One AI Premium"), "{note}");
 
+    // API keys only, from three providers.
+    for name in ["AIDER", "CRUSH"] {
+        let a = agent(&data, name);
+        assert!(plans(a).is_empty(), "{a}");
+        assert!(a["note"].as_str().unwrap().starts_with("API keys only"), "{a}");
+        let methods: Vec<(&str, &str, &str)> = a["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["provider"].as_str().unwrap(), m["method"].as_str().unwrap(), m["envVar"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            methods,
+            [
+                ("ANTHROPIC", "API_KEY", "ANTHROPIC_API_KEY"),
+                ("OPENAI", "API_KEY", "OPENAI_API_KEY"),
+                ("GOOGLE", "API_KEY", "GEMINI_API_KEY")
+            ]
+        );
+    }
+
     // Every method of every agent has a label; only paste methods have a paste field.
     for a in data["agents"].as_array().unwrap() {
         for m in a["methods"].as_array().unwrap() {

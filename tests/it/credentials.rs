@@ -212,7 +212,7 @@ async fn catalog_and_system_keys() {
     assert!(configured("ANTHROPIC") && configured("GOOGLE"));
     assert!(!configured("OPENAI") && !configured("GITHUB"));
     let agents = res["data"]["agents"].as_array().unwrap();
-    assert_eq!(agents.len(), 5);
+    assert_eq!(agents.len(), 7);
     let claude = agents.iter().find(|a| a["agent"] == "CLAUDE_CODE").unwrap();
     assert!(claude["methods"].to_string().contains("sk-ant-oat01-"));
     assert!(claude["methods"].to_string().contains("claude setup-token"));

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, each test against a real server process.
 
 mod admin;
+mod api_key_agents;
 mod catalog;
 mod checks;
 mod cli;

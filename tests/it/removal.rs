@@ -133,7 +133,8 @@ async fn each_agents_remove_leaves_only_what_it_says_remains() {
         ("CLAUDE_CODE", &["ANTHROPIC"], vec![("ANTHROPIC", sub, "CLAUDE_CODE")], &[("USER_API_KEY", "ANTHROPIC")]),
         ("CODEX", &["OPENAI"], vec![("OPENAI", sub, "CODEX")], &[("USER_API_KEY", "OPENAI"), ("SYSTEM_KEY", "OPENAI")]),
         ("COPILOT", &["GITHUB"], vec![("GITHUB", sub, "COPILOT"), ("GITHUB", api, "")], &[]),
-        ("GEMINI", &["GOOGLE"], vec![("GOOGLE", api, "")], &[]),
+        // Aider and Crush read GEMINI_API_KEY too: the Google key is shared.
+        ("GEMINI", &["GOOGLE"], vec![], &[("USER_API_KEY", "GOOGLE")]),
         (
             "OPENCODE",
             &["ANTHROPIC", "OPENAI"],
