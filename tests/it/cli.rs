@@ -22,9 +22,7 @@ async fn fresh_start_generates_a_private_key_and_warns() {
     // A restart reuses the key and does not make another admin.
     let admin = server.admin_token.clone();
     let (_, token) = server.create_user("kim@example.com").await;
-    server
-        .ok(&token, "mutation($k: String!) { setApiKey(provider: OPENAI, key: $k) { id } }", json!({ "k": OPENAI_KEY }))
-        .await;
+    server.api().set_api_key(&token, Provider::Openai, OPENAI_KEY).await.unwrap();
     let (dir, env) = server.stop();
     let server = Server::spawn(dir, env, false).await;
     assert!(server.admin_token.is_empty());
@@ -106,13 +104,7 @@ async fn key_rotation_re_encrypts_and_frees_the_old_key() {
     let new = "22".repeat(32);
     let server = Server::start_with(&[("ENCRYPTION_KEY", &old)]).await;
     let (_, token) = server.create_user("rot@example.com").await;
-    server
-        .ok(
-            &token,
-            "mutation($k: String!) { setApiKey(provider: ANTHROPIC, key: $k) { id } }",
-            json!({ "k": ANTHROPIC_KEY }),
-        )
-        .await;
+    server.api().set_api_key(&token, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
     // A pending sign-in flow holds an encrypted PKCE verifier and state too.
     let flow = server
         .ok(&token, "mutation { startAuthorizationFlow(agent: CLAUDE_CODE, provider: ANTHROPIC) { id } }", json!({}))

@@ -107,10 +107,7 @@ async fn denied_expired_failed_and_malformed_end_the_flow() {
         assert_eq!(done["status"], expect, "{done}");
         assert!(done["message"].as_str().unwrap().contains(words), "{done}");
         assert!(done["credential"].is_null());
-        assert!(server.ok(&token, "{ myCredentials { id } }", json!({})).await["myCredentials"]
-            .as_array()
-            .unwrap()
-            .is_empty());
+        assert!(server.api().my_credential_ids(&token).await.unwrap().is_empty());
     }
 }
 
@@ -222,10 +219,7 @@ async fn anthropic_code_flow_checks_state() {
         assert_eq!(code, "BAD_USER_INPUT", "{bad}: {message}");
         assert!(!message.contains(&state), "state echoed");
     }
-    assert!(server.ok(&token, "{ myCredentials { id } }", json!({})).await["myCredentials"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(server.api().my_credential_ids(&token).await.unwrap().is_empty());
 
     // The pending sign-in can be resumed (after a reload): listed for its
     // owner only, with the very URL it started with.

@@ -147,20 +147,8 @@ async fn introspection_can_be_turned_off() {
 async fn secrets_never_reach_the_log_or_the_database_in_plaintext() {
     let server = Server::start().await;
     let (_, token) = server.create_user("eve@example.com").await;
-    server
-        .ok(
-            &token,
-            "mutation($k: String!) { setApiKey(provider: ANTHROPIC, key: $k) { id } }",
-            json!({ "k": ANTHROPIC_KEY }),
-        )
-        .await;
-    server
-        .ok(
-            &token,
-            "mutation($t: String!) { saveSubscriptionCredential(input: {agent: CLAUDE_CODE, token: $t}) { id } }",
-            json!({ "t": CLAUDE_OAT }),
-        )
-        .await;
+    server.api().set_api_key(&token, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
+    server.api().save_subscription(&token, json!({ "agent": "CLAUDE_CODE", "token": CLAUDE_OAT })).await.unwrap();
     // Failing inputs too.
     server
         .err(
@@ -225,9 +213,7 @@ async fn revoked_token_closes_its_open_websocket() {
 
     // Another session, re-checked all along, is untouched.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    server
-        .ok(&other, "mutation($k: String!) { setApiKey(provider: OPENAI, key: $k) { id } }", json!({ "k": OPENAI_KEY }))
-        .await;
+    server.api().set_api_key(&other, Provider::Openai, OPENAI_KEY).await.unwrap();
     let event = crate::ws::recv(&mut other_ws).await.expect("event");
     assert_eq!(event["payload"]["data"]["credentialEvents"]["kind"], "CREATED", "{event}");
 }
