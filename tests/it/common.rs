@@ -146,7 +146,7 @@ pub const GEMINI_KEY: &str = "AIzaSyTESTkeyCCCCCCCCCCCCCCCCCCCCCCC123"; // AIza 
 pub const COPILOT_TOKEN: &str = "github_pat_11TESTkeyDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD7e8f";
 pub const CLAUDE_OAT: &str = "sk-ant-oat01-TESTsubEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE4d5e";
 
-// Appended for the hardening tests (issue 12): the binary under a chosen umask.
+// For the data directory tests (issue 12): the binary under a chosen umask.
 
 /// `base_command`, but through `sh`, which sets `umask` and then execs the
 /// binary (same pid): the child creates files under that umask whatever

@@ -1,4 +1,4 @@
-//! The HTTP surface is safe to expose: methods, content types, limits,
+//! The HTTP surface is safe to expose: methods, content types, headers, limits,
 //! authentication, error codes, and no secret in logs or on disk.
 
 use serde_json::{json, Value};
@@ -216,4 +216,33 @@ async fn revoked_token_closes_its_open_websocket() {
     server.api().set_api_key(&other, Provider::Openai, OPENAI_KEY).await.unwrap();
     let event = crate::ws::recv(&mut other_ws).await.expect("event");
     assert_eq!(event["payload"]["data"]["credentialEvents"]["kind"], "CREATED", "{event}");
+}
+
+/// Every /graphql answer (data, errors, a refused method) is `no-store`
+/// and `nosniff`; the playground lets WebSockets reach its own host only.
+#[tokio::test]
+async fn graphql_answers_are_not_stored_and_websockets_stay_on_the_host() {
+    let server = Server::start().await;
+    let http = server.http();
+    let url = format!("{}/graphql", server.url);
+    let answers = [
+        http.post(&url).json(&json!({ "query": "{ me { id } }" })).bearer_auth(&server.admin_token).send().await,
+        http.post(&url).json(&json!({ "query": "{" })).send().await,
+        http.post(&url).body("x").send().await,
+        http.get(format!("{url}?query=%7B__typename%7D")).send().await,
+        http.put(&url).send().await,
+        http.get(format!("{url}/ws")).send().await,
+    ];
+    for answer in answers {
+        let answer = answer.unwrap();
+        let headers = answer.headers();
+        assert_eq!(headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"), "{answer:?}");
+        assert_eq!(headers.get("x-content-type-options").and_then(|v| v.to_str().ok()), Some("nosniff"), "{answer:?}");
+    }
+
+    let page = http.get(format!("{}/", server.url)).send().await.unwrap();
+    let csp = page.headers().get("content-security-policy").unwrap().to_str().unwrap().to_owned();
+    let host = server.url.trim_start_matches("http://");
+    assert!(csp.contains(&format!("connect-src 'self' ws://{host} wss://{host};")), "{csp}");
+    assert!(!csp.contains(" ws: ") && !csp.contains("wss:;"), "no scheme-wide WebSocket source: {csp}");
 }
