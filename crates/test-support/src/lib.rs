@@ -1,5 +1,5 @@
 //! Dev-only support shared by the integration tests (`tests/it`) and the
-//! load tool (`benches/load.rs`): start the real `sesame-vault` binary on
+//! load tool (`benches/load/`): start the real `sesame-vault` binary on
 //! port 0 with its own data directory and a clean environment, read the
 //! URL and bootstrap admin token it prints, log to a file, kill it on drop;
 //! and a small GraphQL-over-HTTP client with typed calls for the operations
