@@ -6,14 +6,8 @@ use crate::common::*;
 
 async fn user_with_key(server: &Server, email: &str) -> (String, String, String) {
     let (user_id, token) = server.create_user(email).await;
-    let data = server
-        .ok(
-            &token,
-            "mutation($k: String!) { setApiKey(provider: ANTHROPIC, key: $k) { id } }",
-            json!({ "k": ANTHROPIC_KEY }),
-        )
-        .await;
-    (user_id, token, data["setApiKey"]["id"].as_str().unwrap().to_owned())
+    let id = server.api().set_api_key(&token, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
+    (user_id, token, id)
 }
 
 fn assert_forbidden_hint(res: &serde_json::Value) {
@@ -67,13 +61,7 @@ async fn admin_lists_and_deletes_without_reading() {
     let admin = server.admin_token.clone();
     let (u1, t1, c1) = user_with_key(&server, "u1@example.com").await;
     let (u2, t2, _) = user_with_key(&server, "u2@example.com").await;
-    server
-        .ok(
-            &t2,
-            "mutation($t: String!) { saveSubscriptionCredential(input: {agent: CLAUDE_CODE, token: $t}) { id } }",
-            json!({ "t": CLAUDE_OAT }),
-        )
-        .await;
+    server.api().save_subscription(&t2, json!({ "agent": "CLAUDE_CODE", "token": CLAUDE_OAT })).await.unwrap();
 
     // Users, paginated (admin + 2 users).
     let page1 = server.ok(&admin, "{ users(first: 2) { nodes { id email role } nextCursor } }", json!({})).await;
@@ -117,10 +105,7 @@ async fn admin_lists_and_deletes_without_reading() {
     // Admin deletes one credential, then all of a user's.
     let deleted = server.ok(&admin, "mutation($id: ID!) { deleteCredential(id: $id) }", json!({ "id": c1 })).await;
     assert_eq!(deleted["deleteCredential"], true);
-    assert!(server.ok(&t1, "{ myCredentials { id } }", json!({})).await["myCredentials"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(server.api().my_credential_ids(&t1).await.unwrap().is_empty());
     let (code, _) = server.err(&admin, "mutation($id: ID!) { deleteCredential(id: $id) }", json!({ "id": c1 })).await;
     assert_eq!(code, "NOT_FOUND");
     let n = server.ok(&admin, "mutation($u: ID!) { deleteUserCredentials(userId: $u) }", json!({ "u": u2 })).await;

@@ -298,10 +298,7 @@ async fn subscribe(server: &Server, token: &str, after: Option<i64>) -> ws::Sock
 /// A person with one credential on `server`: (user id, token, credential id, its CREATED event's id).
 async fn someone(server: &Server, email: &str, pg: &sea_orm::DatabaseConnection) -> (String, String, String, i64) {
     let (user, token) = server.create_user(email).await;
-    let made = server
-        .ok(&token, "mutation($k: String!) { setApiKey(provider: OPENAI, key: $k) { id } }", json!({ "k": OPENAI_KEY }))
-        .await;
-    let credential = made["setApiKey"]["id"].as_str().unwrap().to_owned();
+    let credential = server.api().set_api_key(&token, Provider::Openai, OPENAI_KEY).await.unwrap();
     let created = credential_event::Entity::find()
         .filter(credential_event::Column::CredentialId.eq(credential.as_str()))
         .one(pg)

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 pub use sesame_test_support::jwt;
-use sesame_test_support::ServerProcess;
+use sesame_test_support::{Client, ServerProcess};
+pub use sesame_vault::domain::Provider;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sesame-vault");
 
@@ -17,7 +18,7 @@ pub struct Server {
     pub admin_token: String,
     pub dir: tempfile::TempDir,
     env: Vec<(String, String)>,
-    http: reqwest::Client,
+    api: Client,
 }
 
 /// The environment a server or CLI run gets: nothing inherited but PATH, so
@@ -60,7 +61,8 @@ impl Server {
             assert!(process.admin_token.is_some(), "a fresh server prints the bootstrap admin token");
         }
         let (url, admin_token) = (process.url.clone(), process.admin_token.clone().unwrap_or_default());
-        Server { process, url, admin_token, dir, env, http: reqwest::Client::new() }
+        let api = Client::new(reqwest::Client::new(), url.clone());
+        Server { process, url, admin_token, dir, env, api }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -79,7 +81,12 @@ impl Server {
     }
 
     pub fn http(&self) -> &reqwest::Client {
-        &self.http
+        self.api.http()
+    }
+
+    /// The typed GraphQL calls (`sesame_test_support::Client`).
+    pub fn api(&self) -> &Client {
+        &self.api
     }
 
     /// POSTs one GraphQL operation; returns the whole JSON response.
@@ -88,7 +95,7 @@ impl Server {
     }
 
     pub async fn post_json(&self, token: &str, body: &Value) -> (u16, Value) {
-        sesame_test_support::post_graphql(&self.http, &self.url, token, body).await.expect("request with a JSON body")
+        self.api.post(token, body).await.expect("request with a JSON body")
     }
 
     /// Runs a query that must succeed and returns its `data`.
@@ -110,7 +117,7 @@ impl Server {
     }
 
     pub async fn create_user(&self, email: &str) -> (String, String) {
-        sesame_test_support::create_user(&self.http, &self.url, &self.admin_token, email).await.expect("createUser")
+        self.api.create_user(&self.admin_token, email).await.expect("createUser")
     }
 
     /// Runs the CLI against this server's data directory and environment.
@@ -139,7 +146,7 @@ pub const GEMINI_KEY: &str = "AIzaSyTESTkeyCCCCCCCCCCCCCCCCCCCCCCC123"; // AIza 
 pub const COPILOT_TOKEN: &str = "github_pat_11TESTkeyDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD7e8f";
 pub const CLAUDE_OAT: &str = "sk-ant-oat01-TESTsubEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE4d5e";
 
-// Appended for the hardening tests (issue 12): the binary under a chosen umask.
+// For the data directory tests (issue 12): the binary under a chosen umask.
 
 /// `base_command`, but through `sh`, which sets `umask` and then execs the
 /// binary (same pid): the child creates files under that umask whatever

@@ -13,6 +13,8 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::Data;
 use poem::{handler, EndpointExt, Request, Response, Route, Server};
 use serde_json::{json, Value};
+use sesame_test_support::api_url_var;
+use sesame_vault::domain::Provider;
 
 /// How the fake answers for one credential.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,11 +76,11 @@ impl FakeChecks {
     /// The settings that point a server's checks at this fake.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("SESAME_PROVIDERS__ANTHROPIC__API_URL".into(), format!("{}/anthropic", self.url)),
-            ("SESAME_PROVIDERS__OPENAI__API_URL".into(), format!("{}/openai", self.url)),
+            (api_url_var(Provider::Anthropic), format!("{}/anthropic", self.url)),
+            (api_url_var(Provider::Openai), format!("{}/openai", self.url)),
             ("SESAME_PROVIDERS__OPENAI__CHATGPT_URL".into(), format!("{}/chatgpt/backend-api", self.url)),
-            ("SESAME_PROVIDERS__GOOGLE__API_URL".into(), format!("{}/google", self.url)),
-            ("SESAME_PROVIDERS__GITHUB__API_URL".into(), format!("{}/github", self.url)),
+            (api_url_var(Provider::Google), format!("{}/google", self.url)),
+            (api_url_var(Provider::Github), format!("{}/github", self.url)),
         ]
     }
 

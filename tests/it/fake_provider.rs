@@ -13,7 +13,7 @@ use poem::web::{Data, Json};
 use poem::{handler, post, EndpointExt, IntoResponse, Request, Response, Route, Server};
 use serde_json::{json, Value};
 
-use crate::common::jwt;
+use crate::common::{jwt, Provider};
 
 /// What the next poll of a device flow gets.
 #[derive(Clone, Debug)]
@@ -104,7 +104,7 @@ impl FakeProvider {
 
     /// Points GitHub's API (where revocations go) at this provider too.
     pub fn revoke_env(&self) -> Vec<(String, String)> {
-        vec![("SESAME_PROVIDERS__GITHUB__API_URL".into(), format!("{}/github/api", self.url))]
+        vec![(sesame_test_support::api_url_var(Provider::Github), format!("{}/github/api", self.url))]
     }
 
     pub fn revocations(&self) -> Vec<(String, String, String)> {

@@ -81,7 +81,7 @@ async fn ready(server: &Server) -> (u16, Value) {
     (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
 }
 
-/// These tests flood writes on purpose; the per-person write rate (tests/it/floods.rs) would refuse them.
+/// These tests flood writes on purpose; the per-person write rate (tests/it/write_rate.rs) would refuse them.
 const NO_WRITE_RATE: (&str, &str) = ("SESAME_WRITES__PER_MINUTE", "0");
 
 #[tokio::test]

@@ -107,10 +107,7 @@ async fn denied_expired_failed_and_malformed_end_the_flow() {
         assert_eq!(done["status"], expect, "{done}");
         assert!(done["message"].as_str().unwrap().contains(words), "{done}");
         assert!(done["credential"].is_null());
-        assert!(server.ok(&token, "{ myCredentials { id } }", json!({})).await["myCredentials"]
-            .as_array()
-            .unwrap()
-            .is_empty());
+        assert!(server.api().my_credential_ids(&token).await.unwrap().is_empty());
     }
 }
 
@@ -222,10 +219,7 @@ async fn anthropic_code_flow_checks_state() {
         assert_eq!(code, "BAD_USER_INPUT", "{bad}: {message}");
         assert!(!message.contains(&state), "state echoed");
     }
-    assert!(server.ok(&token, "{ myCredentials { id } }", json!({})).await["myCredentials"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(server.api().my_credential_ids(&token).await.unwrap().is_empty());
 
     // The pending sign-in can be resumed (after a reload): listed for its
     // owner only, with the very URL it started with.
@@ -356,4 +350,52 @@ async fn websocket_authentication_and_ownership() {
         }
     };
     assert_eq!(first["payload"]["data"]["deviceFlowStatus"]["status"], "PENDING");
+}
+
+fn code_of(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["code"].as_str()
+}
+
+/// 20 parallel startDeviceFlow calls of one person: 5 flows may be pending,
+/// and the provider is asked at most 5 times (before: 11 to 20).
+#[tokio::test]
+async fn racing_device_flow_starts_ask_the_provider_at_most_the_limit() {
+    let fake = FakeProvider::start(&[], Reply::Pending).await;
+    fake.state.lock().unwrap().device_delay_ms = 300;
+    let server = server_for(&fake, &[]).await;
+    let (_, token) = server.create_user("racer@example.com").await;
+    let vars = json!({ "a": "COPILOT", "p": "GITHUB" });
+    let answers = futures_util::future::join_all((0..20).map(|_| server.gql(&token, START_DEVICE, vars.clone()))).await;
+    let started = answers.iter().filter(|a| a["errors"].is_null()).count();
+    for refused in answers.iter().filter(|a| !a["errors"].is_null()) {
+        assert_eq!(code_of(refused), Some("LIMIT_EXCEEDED"), "{refused}");
+    }
+    let asked = fake.state.lock().unwrap().device_starts;
+    assert_eq!(started, 5, "five flows may be pending");
+    assert!(asked <= 5, "the provider was asked {asked} times for {started} flows");
+    // A refused provider call gives its slot back.
+    let pending = server.ok(&token, "{ myPendingDeviceFlows { id } }", json!({})).await;
+    assert_eq!(pending["myPendingDeviceFlows"].as_array().unwrap().len(), 5);
+}
+
+/// A verification link that is not https:// (nor http:// to this machine)
+/// is never shown: the start fails with a clear message, nothing pending.
+#[tokio::test]
+async fn a_plain_http_verification_link_fails_the_start() {
+    let fake = FakeProvider::start(&[], Reply::Pending).await;
+    fake.state.lock().unwrap().verification_uri = Some("http://github.example/login/device".into());
+    let server = server_for(&fake, &[]).await;
+    let (_, token) = server.create_user("link@example.com").await;
+    let answer = server.gql(&token, START_DEVICE, json!({ "a": "COPILOT", "p": "GITHUB" })).await;
+    assert_eq!(code_of(&answer), Some("BAD_USER_INPUT"), "{answer}");
+    let message = answer["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("https://"), "{message}");
+    assert!(!message.contains("github.example"), "the link is not echoed: {message}");
+    let pending = server.ok(&token, "{ myPendingDeviceFlows { id } }", json!({})).await;
+    assert_eq!(pending["myPendingDeviceFlows"], json!([]));
+    // The fake's own loopback links (http://127.0.0.1:…) are accepted.
+    let url = format!("{}/login/device", fake.url);
+    fake.state.lock().unwrap().verification_uri = Some(url.clone());
+    let flow = server.ok(&token, START_DEVICE, json!({ "a": "COPILOT", "p": "GITHUB" })).await;
+    assert_eq!(flow["startDeviceFlow"]["verificationUri"], url.as_str());
 }

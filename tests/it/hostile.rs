@@ -477,13 +477,7 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
 async fn hostile_suite_over_http_and_websocket() {
     let server = Server::start().await;
     let (_, token) = server.create_user("suite@example.com").await;
-    server
-        .ok(
-            &token,
-            "mutation($k: String!) { setApiKey(provider: ANTHROPIC, key: $k) { id } }",
-            json!({ "k": ANTHROPIC_KEY }),
-        )
-        .await;
+    server.api().set_api_key(&token, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
     let before = snapshot(&server).await;
     let bodies = hostile_bodies();
     assert!(bodies.len() >= 100, "{} bodies", bodies.len());

@@ -17,7 +17,7 @@ use poem::{get, handler, EndpointExt, IntoResponse, Response, Route, Server as P
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{cli_in, Server, ANTHROPIC_KEY};
+use crate::common::{cli_in, Provider, Server, ANTHROPIC_KEY};
 use crate::ws::{connect, recv, send, Socket};
 
 const ISSUER: &str = "https://idp.test";
@@ -391,7 +391,6 @@ const MY_TOKENS: &str = "{ myTokens { id name kind createdAt lastUsedAt expiresA
 const CREATE_TOKEN: &str =
     "mutation($n: String!, $e: DateTime) { createToken(name: $n, expiresAt: $e) { token accessToken { id name expiresAt } } }";
 const REVOKE: &str = "mutation($id: ID!) { revokeToken(id: $id) }";
-const SET_KEY: &str = "mutation($k: String!) { setApiKey(provider: ANTHROPIC, key: $k) { id } }";
 const ISSUE: &str =
     "mutation($u: ID!) { issueTaskCredentials(userId: $u, agent: CLAUDE_CODE, taskId: \"t-9\") { source } }";
 
@@ -428,7 +427,7 @@ async fn identity_people_manage_their_tokens_and_admins_manage_people() {
     assert_eq!(code, "FORBIDDEN");
 
     // Disable: tokens refused, live socket closed, tasks get nothing; nothing deleted.
-    server.ok(&alice, SET_KEY, json!({ "k": ANTHROPIC_KEY })).await;
+    server.api().set_api_key(&alice, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
     let mut socket = crate::ws::open(&server.url, &alice).await;
     let disabled = server
         .ok(&admin, "mutation($id: ID!) { disableUser(id: $id) { disabledAt } }", json!({ "id": alice_id }))
@@ -654,7 +653,7 @@ async fn identity_an_admin_cannot_mint_list_or_revoke_runner_tokens_and_issuance
     let server = vault(&idp, &[]).await;
     let admin = server.admin_token.clone();
     let (alice_id, alice) = server.create_user("alice@example.com").await;
-    server.ok(&alice, SET_KEY, json!({ "k": ANTHROPIC_KEY })).await;
+    server.api().set_api_key(&alice, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
 
     // An admin, by `sv_` token or by the IdP's admin role, cannot become the runner.
     let admin_jwt = sign(&key, &claims("boss", json!({ "roles": ["vault-admin"] })));

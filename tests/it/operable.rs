@@ -197,9 +197,7 @@ async fn operable_metrics_on_their_own_port_move_with_requests() {
     assert_eq!(sample(&before, "sesame_graphql_requests_total", &["operation=\"Mine\""]), 0.0);
 
     let (_, token) = server.create_user("metrics@example.com").await;
-    server
-        .ok(&token, "mutation($k: String!) { setApiKey(provider: OPENAI, key: $k) { id } }", json!({ "k": OPENAI_KEY }))
-        .await;
+    server.api().set_api_key(&token, Provider::Openai, OPENAI_KEY).await.unwrap();
     for _ in 0..3 {
         server.ok(&token, "query Mine { myCredentials { id } }", json!({})).await;
     }

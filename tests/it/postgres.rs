@@ -90,13 +90,7 @@ async fn core_api_on_postgres() {
     let a = server.ok(&token, set, json!({ "k": ANTHROPIC_KEY })).await;
     let b = server.ok(&token, set, json!({ "k": ANTHROPIC_KEY })).await;
     assert_eq!(a["setApiKey"]["id"], b["setApiKey"]["id"]);
-    server
-        .ok(
-            &token,
-            "mutation($t: String!) { saveSubscriptionCredential(input: {agent: CLAUDE_CODE, token: $t}) { id } }",
-            json!({ "t": CLAUDE_OAT }),
-        )
-        .await;
+    server.api().save_subscription(&token, json!({ "agent": "CLAUDE_CODE", "token": CLAUDE_OAT })).await.unwrap();
     let admin = server.admin_token.clone();
     let res = server.gql(&admin, "{ credentials { nodes { id hint } } }", json!({})).await;
     assert_eq!(res["errors"][0]["extensions"]["code"], "FORBIDDEN");

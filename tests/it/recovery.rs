@@ -50,17 +50,17 @@ async fn credential_events_resume_after_the_last_id_received() {
     let mut socket = ws::open(&server.url, &alice).await;
     ws::send(&mut socket, json!({ "id": "live", "type": "subscribe", "payload": subscribe(None) })).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    server.ok(&alice, SET_KEY, json!({ "p": "OPENAI", "k": OPENAI_KEY })).await;
+    server.api().set_api_key(&alice, Provider::Openai, OPENAI_KEY).await.unwrap();
     let first = read_events(&mut socket, "live", 1, Duration::from_millis(200)).await;
     assert_eq!(first.len(), 1);
     let last_seen = first[0]["id"].as_str().expect("every event carries its id").to_owned();
     drop(socket);
 
     // Away: three changes of Alice's and one of Bob's.
-    server.ok(&alice, SET_KEY, json!({ "p": "ANTHROPIC", "k": ANTHROPIC_KEY })).await;
-    server.ok(&alice, SET_KEY, json!({ "p": "GOOGLE", "k": GEMINI_KEY })).await;
-    server.ok(&bob, SET_KEY, json!({ "p": "GOOGLE", "k": GEMINI_KEY })).await;
-    let made = server.ok(&alice, SET_KEY, json!({ "p": "OPENAI", "k": OPENAI_KEY.replace("TEST", "NEWK") })).await;
+    server.api().set_api_key(&alice, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
+    server.api().set_api_key(&alice, Provider::Google, GEMINI_KEY).await.unwrap();
+    server.api().set_api_key(&bob, Provider::Google, GEMINI_KEY).await.unwrap();
+    let made = server.api().set_api_key(&alice, Provider::Openai, &OPENAI_KEY.replace("TEST", "NEWK")).await.unwrap();
 
     // Back with `after`: exactly the three missed, in order, then live.
     let mut socket = ws::open(&server.url, &alice).await;
@@ -68,15 +68,13 @@ async fn credential_events_resume_after_the_last_id_received() {
     let missed = read_events(&mut socket, "resume", 3, Duration::from_millis(500)).await;
     let kinds: Vec<&str> = missed.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["CREATED", "CREATED", "UPDATED"], "{missed:?}");
-    assert_eq!(missed[2]["credentialId"], made["setApiKey"]["id"]);
+    assert_eq!(missed[2]["credentialId"], made.as_str());
     // Ids are opaque (they do not count Bob's events in between) and distinct.
     let ids: Vec<&str> = missed.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert!(ids.iter().all(|id| *id != last_seen && id.parse::<i64>().is_err()), "{ids:?}");
     assert!(ids[0] != ids[1] && ids[1] != ids[2], "{ids:?}");
     server.ok(&alice, "mutation { removeAgentCredentials(agent: CODEX) }", json!({})).await;
-    server
-        .ok(&alice, "mutation($id: ID!) { removeCredential(id: $id) }", json!({ "id": made["setApiKey"]["id"] }))
-        .await;
+    server.api().remove_credential(&alice, made.as_str()).await.unwrap();
     let live = read_events(&mut socket, "resume", 1, Duration::from_millis(500)).await;
     assert_eq!(live.len(), 1, "the live part continues after the replay, once: {live:?}");
     assert_eq!(live[0]["kind"], "REMOVED");
@@ -86,7 +84,7 @@ async fn credential_events_resume_after_the_last_id_received() {
         let mut s = ws::open(&server.url, &bob).await;
         ws::send(&mut s, json!({ "id": "b", "type": "subscribe", "payload": subscribe(None) })).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        server.ok(&bob, SET_KEY, json!({ "p": "GOOGLE", "k": GEMINI_KEY.replace("TEST", "BOBS") })).await;
+        server.api().set_api_key(&bob, Provider::Google, &GEMINI_KEY.replace("TEST", "BOBS")).await.unwrap();
         read_events(&mut s, "b", 1, Duration::from_millis(300)).await[0]["id"].as_str().unwrap().to_owned()
     };
     for bad in ["yesterday", "-1", bobs_event.as_str(), "999999"] {
@@ -116,7 +114,7 @@ async fn a_backup_taken_during_writes_restores_every_acknowledged_credential() {
     // Keys saved and acknowledged before the backup starts.
     for (i, token) in people.iter().enumerate() {
         let key = ANTHROPIC_KEY.replace("TEST", &format!("BK{i:02}"));
-        server.ok(token, SET_KEY, json!({ "p": "ANTHROPIC", "k": key })).await;
+        server.api().set_api_key(token, Provider::Anthropic, &key).await.unwrap();
     }
     // Writes go on while the backup runs.
     let writer = {
@@ -160,7 +158,7 @@ async fn a_backup_taken_during_writes_restores_every_acknowledged_credential() {
         let _ = i;
     }
     // The restored copy takes writes.
-    copy.ok(&people[1], SET_KEY, json!({ "p": "GOOGLE", "k": GEMINI_KEY })).await;
+    copy.api().set_api_key(&people[1], Provider::Google, GEMINI_KEY).await.unwrap();
 }
 
 #[tokio::test]
@@ -172,7 +170,7 @@ async fn a_postgres_listener_that_reconnects_catches_up() {
     let mut socket = ws::open(&server.url, &token).await;
     ws::send(&mut socket, json!({ "id": "e", "type": "subscribe", "payload": subscribe(None) })).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    server.ok(&token, SET_KEY, json!({ "p": "OPENAI", "k": OPENAI_KEY })).await;
+    server.api().set_api_key(&token, Provider::Openai, OPENAI_KEY).await.unwrap();
     assert_eq!(read_events(&mut socket, "e", 1, Duration::from_millis(200)).await.len(), 1);
 
     // Cut the server's LISTEN connection, then make changes at once.
@@ -185,8 +183,10 @@ async fn a_postgres_listener_that_reconnects_catches_up() {
         .await
         .unwrap();
     assert!(killed.rows_affected() >= 1, "found the listener's connection");
-    for (provider, key) in [("ANTHROPIC", ANTHROPIC_KEY), ("GOOGLE", GEMINI_KEY), ("GITHUB", COPILOT_TOKEN)] {
-        server.ok(&token, SET_KEY, json!({ "p": provider, "k": key })).await;
+    for (provider, key) in
+        [(Provider::Anthropic, ANTHROPIC_KEY), (Provider::Google, GEMINI_KEY), (Provider::Github, COPILOT_TOKEN)]
+    {
+        server.api().set_api_key(&token, provider, key).await.unwrap();
     }
     let events = read_events(&mut socket, "e", 3, Duration::from_secs(2)).await;
     let ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();

@@ -12,8 +12,6 @@ use crate::fake_provider::{FakeProvider, Reply};
 
 const DISCONNECT: &str = "mutation($a: Agent!, $s: Boolean) { disconnectAgent(agent: $a, includeSharedApiKeys: $s) { agent removed { id provider kind agent revocation { result message } } remaining { source provider credentialId envVar } } }";
 const ISSUE: &str = "mutation($u: ID!, $a: Agent!, $p: Provider, $t: String!) { issueTaskCredentials(userId: $u, agent: $a, provider: $p, taskId: $t) { source credentialId provider } }";
-const SET_KEY: &str = "mutation($p: Provider!, $k: String!) { setApiKey(provider: $p, key: $k) { id } }";
-const SAVE: &str = "mutation($i: SubscriptionCredentialInput!) { saveSubscriptionCredential(input: $i) { id } }";
 const MINE: &str = "{ myCredentials { id agent provider kind } }";
 const SYSTEM_OPENAI: &str = "sk-system-TESTkeyHHHHHHHHHHHHHHHHHHHH";
 
@@ -36,10 +34,13 @@ fn codex_auth() -> String {
 /// Every API key, and a subscription for every agent that takes one (the
 /// Copilot token both as API key and as subscription).
 async fn save_everything(server: &Server, token: &str) {
-    for (provider, key) in
-        [("ANTHROPIC", ANTHROPIC_KEY), ("OPENAI", OPENAI_KEY), ("GOOGLE", GEMINI_KEY), ("GITHUB", COPILOT_TOKEN)]
-    {
-        server.ok(token, SET_KEY, json!({ "p": provider, "k": key })).await;
+    for (provider, key) in [
+        (Provider::Anthropic, ANTHROPIC_KEY),
+        (Provider::Openai, OPENAI_KEY),
+        (Provider::Google, GEMINI_KEY),
+        (Provider::Github, COPILOT_TOKEN),
+    ] {
+        server.api().set_api_key(token, provider, key).await.unwrap();
     }
     let access = jwt(json!({ "exp": chrono::Utc::now().timestamp() + 86_400, "n": "opencode" }));
     for input in [
@@ -49,7 +50,7 @@ async fn save_everything(server: &Server, token: &str) {
         json!({ "agent": "OPENCODE", "provider": "ANTHROPIC", "token": CLAUDE_OAT }),
         json!({ "agent": "OPENCODE", "provider": "OPENAI", "accessToken": access, "refreshToken": "rt_TESTremoval222222222222" }),
     ] {
-        server.ok(token, SAVE, json!({ "i": input })).await;
+        server.api().save_subscription(token, input).await.unwrap();
     }
 }
 
@@ -198,14 +199,14 @@ async fn remove_agent_credentials_counts_and_remove_api_key_says_whether_there_w
     let (_, token) = server.create_user("count@example.com").await;
 
     // A Copilot token saved both as API key and as subscription is gone from both.
-    server.ok(&token, SET_KEY, json!({ "p": "GITHUB", "k": COPILOT_TOKEN })).await;
-    server.ok(&token, SAVE, json!({ "i": { "agent": "COPILOT", "token": COPILOT_TOKEN } })).await;
+    server.api().set_api_key(&token, Provider::Github, COPILOT_TOKEN).await.unwrap();
+    server.api().save_subscription(&token, json!({ "agent": "COPILOT", "token": COPILOT_TOKEN })).await.unwrap();
     let n = server.ok(&token, "mutation { removeAgentCredentials(agent: COPILOT) }", json!({})).await;
     assert_eq!(n["removeAgentCredentials"], 2);
     assert!(mine(&server, &token).await.is_empty());
 
-    server.ok(&token, SET_KEY, json!({ "p": "ANTHROPIC", "k": ANTHROPIC_KEY })).await;
-    server.ok(&token, SAVE, json!({ "i": { "agent": "CLAUDE_CODE", "token": CLAUDE_OAT } })).await;
+    server.api().set_api_key(&token, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
+    server.api().save_subscription(&token, json!({ "agent": "CLAUDE_CODE", "token": CLAUDE_OAT })).await.unwrap();
     let n = server.ok(&token, "mutation { removeAgentCredentials(agent: CLAUDE_CODE) }", json!({})).await;
     assert_eq!(n["removeAgentCredentials"], 1, "the shared Anthropic key stays");
     let n = server
@@ -216,7 +217,7 @@ async fn remove_agent_credentials_counts_and_remove_api_key_says_whether_there_w
     assert_eq!(n["removeAgentCredentials"], 0);
 
     const REMOVE_KEY: &str = "mutation($p: Provider!) { removeApiKey(provider: $p) }";
-    server.ok(&token, SET_KEY, json!({ "p": "OPENAI", "k": OPENAI_KEY })).await;
+    server.api().set_api_key(&token, Provider::Openai, OPENAI_KEY).await.unwrap();
     let (_, other) = server.create_user("other@example.com").await;
     let theirs = server.ok(&other, REMOVE_KEY, json!({ "p": "OPENAI" })).await;
     assert_eq!(theirs["removeApiKey"], false, "another person's key is not theirs to remove");
@@ -255,7 +256,7 @@ async fn signed_in_tokens_are_revoked_at_the_provider_and_pasted_ones_are_not() 
 
     // GitHub device sign-in, plus a pasted key: only the signed-in token is revoked.
     sign_in(&server, &token, "COPILOT", "GITHUB").await;
-    server.ok(&token, SET_KEY, json!({ "p": "GITHUB", "k": COPILOT_TOKEN })).await;
+    server.api().set_api_key(&token, Provider::Github, COPILOT_TOKEN).await.unwrap();
     let removal = disconnect(&server, &token, "COPILOT", false).await;
     assert_eq!(removal["removed"].as_array().unwrap().len(), 2, "{removal}");
     let signed_in = revocation_of(&removal, "SUBSCRIPTION");
@@ -274,7 +275,7 @@ async fn signed_in_tokens_are_revoked_at_the_provider_and_pasted_ones_are_not() 
     assert_eq!(last, ("openai".to_owned(), "rt_fake_0".to_owned(), "refresh_token".to_owned()));
 
     // A pasted Codex login is not sent anywhere.
-    server.ok(&token, SAVE, json!({ "i": { "agent": "CODEX", "authJson": codex_auth() } })).await;
+    server.api().save_subscription(&token, json!({ "agent": "CODEX", "authJson": codex_auth() })).await.unwrap();
     let removal = disconnect(&server, &token, "CODEX", false).await;
     let pasted = revocation_of(&removal, "SUBSCRIPTION");
     assert_eq!(pasted["result"], "NOT_OFFERED");
@@ -283,7 +284,7 @@ async fn signed_in_tokens_are_revoked_at_the_provider_and_pasted_ones_are_not() 
 
     // removeCredential revokes a signed-in token too.
     let id = sign_in(&server, &token, "COPILOT", "GITHUB").await;
-    server.ok(&token, "mutation($id: ID!) { removeCredential(id: $id) }", json!({ "id": id })).await;
+    server.api().remove_credential(&token, &id).await.unwrap();
     assert_eq!(fake.revocations().len(), 3);
 
     // The provider failing: removed all the same, FAILED, and where to revoke it by hand.
@@ -382,7 +383,7 @@ async fn removed_while_refreshing(mut env: Vec<(String, String)>) {
     wait_for("the refresher's log line", || server.log().matches(DURING_REFRESH).count() == 1).await;
 
     // A pasted login removed during its refresh: nothing is sent anywhere.
-    server.ok(&token, SAVE, json!({ "i": { "agent": "CODEX", "authJson": codex_auth() } })).await;
+    server.api().save_subscription(&token, json!({ "agent": "CODEX", "authJson": codex_auth() })).await.unwrap();
     wait_for("the second refresh", || refresh_calls().len() == 2).await;
     assert_eq!(refresh_calls()[1], "rt_TESTremoval111111111111");
     let removal = disconnect(&server, &token, "CODEX", false).await;

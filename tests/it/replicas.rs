@@ -33,11 +33,8 @@ async fn events_and_flows_cross_instances_once() {
     let mut events = ws::open(&b.url, &token).await;
     ws::send(&mut events, json!({ "id": "e", "type": "subscribe", "payload": { "query": "subscription { credentialEvents { kind credentialId } }" } })).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let made = a
-        .ok(&token, "mutation($k: String!) { setApiKey(provider: OPENAI, key: $k) { id } }", json!({ "k": OPENAI_KEY }))
-        .await;
-    let id = made["setApiKey"]["id"].as_str().unwrap().to_owned();
-    b.ok(&token, "mutation($id: ID!) { removeCredential(id: $id) }", json!({ "id": id })).await;
+    let id = a.api().set_api_key(&token, Provider::Openai, OPENAI_KEY).await.unwrap();
+    b.api().remove_credential(&token, &id).await.unwrap();
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {

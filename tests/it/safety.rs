@@ -1,4 +1,4 @@
-//! The HTTP surface is safe to expose: methods, content types, limits,
+//! The HTTP surface is safe to expose: methods, content types, headers, limits,
 //! authentication, error codes, and no secret in logs or on disk.
 
 use serde_json::{json, Value};
@@ -147,20 +147,8 @@ async fn introspection_can_be_turned_off() {
 async fn secrets_never_reach_the_log_or_the_database_in_plaintext() {
     let server = Server::start().await;
     let (_, token) = server.create_user("eve@example.com").await;
-    server
-        .ok(
-            &token,
-            "mutation($k: String!) { setApiKey(provider: ANTHROPIC, key: $k) { id } }",
-            json!({ "k": ANTHROPIC_KEY }),
-        )
-        .await;
-    server
-        .ok(
-            &token,
-            "mutation($t: String!) { saveSubscriptionCredential(input: {agent: CLAUDE_CODE, token: $t}) { id } }",
-            json!({ "t": CLAUDE_OAT }),
-        )
-        .await;
+    server.api().set_api_key(&token, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
+    server.api().save_subscription(&token, json!({ "agent": "CLAUDE_CODE", "token": CLAUDE_OAT })).await.unwrap();
     // Failing inputs too.
     server
         .err(
@@ -225,9 +213,36 @@ async fn revoked_token_closes_its_open_websocket() {
 
     // Another session, re-checked all along, is untouched.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    server
-        .ok(&other, "mutation($k: String!) { setApiKey(provider: OPENAI, key: $k) { id } }", json!({ "k": OPENAI_KEY }))
-        .await;
+    server.api().set_api_key(&other, Provider::Openai, OPENAI_KEY).await.unwrap();
     let event = crate::ws::recv(&mut other_ws).await.expect("event");
     assert_eq!(event["payload"]["data"]["credentialEvents"]["kind"], "CREATED", "{event}");
+}
+
+/// Every /graphql answer (data, errors, a refused method) is `no-store`
+/// and `nosniff`; the playground lets WebSockets reach its own host only.
+#[tokio::test]
+async fn graphql_answers_are_not_stored_and_websockets_stay_on_the_host() {
+    let server = Server::start().await;
+    let http = server.http();
+    let url = format!("{}/graphql", server.url);
+    let answers = [
+        http.post(&url).json(&json!({ "query": "{ me { id } }" })).bearer_auth(&server.admin_token).send().await,
+        http.post(&url).json(&json!({ "query": "{" })).send().await,
+        http.post(&url).body("x").send().await,
+        http.get(format!("{url}?query=%7B__typename%7D")).send().await,
+        http.put(&url).send().await,
+        http.get(format!("{url}/ws")).send().await,
+    ];
+    for answer in answers {
+        let answer = answer.unwrap();
+        let headers = answer.headers();
+        assert_eq!(headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"), "{answer:?}");
+        assert_eq!(headers.get("x-content-type-options").and_then(|v| v.to_str().ok()), Some("nosniff"), "{answer:?}");
+    }
+
+    let page = http.get(format!("{}/", server.url)).send().await.unwrap();
+    let csp = page.headers().get("content-security-policy").unwrap().to_str().unwrap().to_owned();
+    let host = server.url.trim_start_matches("http://");
+    assert!(csp.contains(&format!("connect-src 'self' ws://{host} wss://{host};")), "{csp}");
+    assert!(!csp.contains(" ws: ") && !csp.contains("wss:;"), "no scheme-wide WebSocket source: {csp}");
 }

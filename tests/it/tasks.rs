@@ -29,8 +29,8 @@ fn file_of(issued: &Value, path: &str) -> Value {
 }
 
 async fn issue(server: &Server, runner: &str, user: &str, agent: &str, provider: Option<&str>, task: &str) -> Value {
-    server.ok(runner, ISSUE, json!({ "u": user, "a": agent, "p": provider, "t": task })).await["issueTaskCredentials"]
-        .clone()
+    let agent = agent.parse().unwrap();
+    server.api().issue_task(runner, user, agent, provider.map(|p| p.parse().unwrap()), task).await.unwrap()
 }
 
 async fn sqlite(server: &Server) -> sea_orm::DatabaseConnection {
@@ -64,16 +64,8 @@ async fn priority_subscription_then_api_key_then_system_key() {
     let runner = server.runner_token();
     let (user, token) = server.create_user("prio@example.com").await;
     let exp = chrono::Utc::now().timestamp() + 86_400;
-    server
-        .ok(
-            &token,
-            "mutation($j: String!) { saveSubscriptionCredential(input: {agent: CODEX, authJson: $j}) { id } }",
-            json!({ "j": codex_auth(exp, "rt_TESTone1111111111111111", "2026-11-01T00:00:00Z") }),
-        )
-        .await;
-    server
-        .ok(&token, "mutation($k: String!) { setApiKey(provider: OPENAI, key: $k) { id } }", json!({ "k": OPENAI_KEY }))
-        .await;
+    server.api().save_subscription(&token, json!({ "agent": "CODEX", "authJson": codex_auth(exp, "rt_TESTone1111111111111111", "2026-11-01T00:00:00Z") })).await.unwrap();
+    server.api().set_api_key(&token, Provider::Openai, OPENAI_KEY).await.unwrap();
 
     let sub = issue(&server, &runner, &user, "CODEX", None, "task-1").await;
     assert_eq!(sub["source"], "SUBSCRIPTION");
@@ -117,13 +109,7 @@ async fn priority_subscription_then_api_key_then_system_key() {
     let server2 = Server::start().await;
     let runner2 = server2.runner_token();
     let (user2, token2) = server2.create_user("reauth@example.com").await;
-    server2
-        .ok(
-            &token2,
-            "mutation($t: String!) { saveSubscriptionCredential(input: {agent: CLAUDE_CODE, token: $t}) { id } }",
-            json!({ "t": CLAUDE_OAT }),
-        )
-        .await;
+    server2.api().save_subscription(&token2, json!({ "agent": "CLAUDE_CODE", "token": CLAUDE_OAT })).await.unwrap();
     exec(&server2, "UPDATE credentials SET status = 'NEEDS_REAUTH'").await;
     let (code, message) = server2.err(&runner2, ISSUE, json!({ "u": user2, "a": "CLAUDE_CODE", "t": "t" })).await;
     assert_eq!(code, "NO_CREDENTIALS");
@@ -156,12 +142,10 @@ async fn every_agent_gets_exactly_what_its_cli_reads() {
     let server = Server::start().await;
     let runner = server.runner_token();
     let (user, token) = server.create_user("agents@example.com").await;
-    let save = "mutation($i: SubscriptionCredentialInput!) { saveSubscriptionCredential(input: $i) { id } }";
-    let set = "mutation($p: Provider!, $k: String!) { setApiKey(provider: $p, key: $k) { id } }";
 
     // Claude Code, subscription: token env, credentials file, onboarding flag; never the API key.
-    server.ok(&token, set, json!({ "p": "ANTHROPIC", "k": ANTHROPIC_KEY })).await;
-    server.ok(&token, save, json!({ "i": { "agent": "CLAUDE_CODE", "token": CLAUDE_OAT } })).await;
+    server.api().set_api_key(&token, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
+    server.api().save_subscription(&token, json!({ "agent": "CLAUDE_CODE", "token": CLAUDE_OAT })).await.unwrap();
     let claude = issue(&server, &runner, &user, "CLAUDE_CODE", None, "c1").await;
     assert_eq!(claude["source"], "SUBSCRIPTION");
     assert_eq!(env_of(&claude), vec![("CLAUDE_CODE_OAUTH_TOKEN".to_owned(), CLAUDE_OAT.to_owned())]);
@@ -183,13 +167,8 @@ async fn every_agent_gets_exactly_what_its_cli_reads() {
     // Codex, subscription from an access token only: still a loadable auth.json.
     let exp = chrono::Utc::now().timestamp() + 7200;
     let access = jwt(json!({ "exp": exp, "https://api.openai.com/auth": { "chatgpt_account_id": "acct-9" } }));
-    server
-        .ok(
-            &token,
-            save,
-            json!({ "i": { "agent": "CODEX", "accessToken": access, "refreshToken": "rt_TESTcodex22222222222222" } }),
-        )
-        .await;
+    let codex_login = json!({ "agent": "CODEX", "accessToken": access, "refreshToken": "rt_TESTcodex22222222222222" });
+    server.api().save_subscription(&token, codex_login).await.unwrap();
     let codex = issue(&server, &runner, &user, "CODEX", None, "x1").await;
     let auth = file_of(&codex, ".codex/auth.json");
     assert_eq!(auth["auth_mode"], "chatgpt");
@@ -209,7 +188,7 @@ async fn every_agent_gets_exactly_what_its_cli_reads() {
 
     // OpenCode: auth.json keyed by provider. An OAuth login is not also put
     // in OPENCODE_AUTH_CONTENT: OpenCode would then ignore the tokens it refreshes.
-    server.ok(&token, save, json!({ "i": { "agent": "OPENCODE", "provider": "OPENAI", "accessToken": access, "refreshToken": "rt_TESTopencode33333333333" } })).await;
+    server.api().save_subscription(&token, json!({ "agent": "OPENCODE", "provider": "OPENAI", "accessToken": access, "refreshToken": "rt_TESTopencode33333333333" })).await.unwrap();
     let oc = issue(&server, &runner, &user, "OPENCODE", Some("OPENAI"), "o1").await;
     let auth = file_of(&oc, ".local/share/opencode/auth.json");
     assert_eq!(auth["openai"]["type"], "oauth");
@@ -226,8 +205,8 @@ async fn every_agent_gets_exactly_what_its_cli_reads() {
     assert_eq!(serde_json::from_str::<Value>(&env[0].1).unwrap(), auth);
 
     // Copilot and Gemini: one environment variable each.
-    server.ok(&token, set, json!({ "p": "GITHUB", "k": COPILOT_TOKEN })).await;
-    server.ok(&token, set, json!({ "p": "GOOGLE", "k": GEMINI_KEY })).await;
+    server.api().set_api_key(&token, Provider::Github, COPILOT_TOKEN).await.unwrap();
+    server.api().set_api_key(&token, Provider::Google, GEMINI_KEY).await.unwrap();
     let copilot = issue(&server, &runner, &user, "COPILOT", None, "g1").await;
     assert_eq!(env_of(&copilot), vec![("COPILOT_GITHUB_TOKEN".to_owned(), COPILOT_TOKEN.to_owned())]);
     let gemini = issue(&server, &runner, &user, "GEMINI", None, "g2").await;
@@ -245,9 +224,7 @@ async fn nothing_is_returned_when_the_audit_cannot_be_written() {
     let server = Server::start().await;
     let runner = server.runner_token();
     let (user, token) = server.create_user("audit@example.com").await;
-    server
-        .ok(&token, "mutation($k: String!) { setApiKey(provider: GOOGLE, key: $k) { id } }", json!({ "k": GEMINI_KEY }))
-        .await;
+    server.api().set_api_key(&token, Provider::Google, GEMINI_KEY).await.unwrap();
     exec(&server, "CREATE TRIGGER no_issue_audit BEFORE INSERT ON audit_log WHEN NEW.action = 'TASK_CREDENTIALS_ISSUED' BEGIN SELECT RAISE(ABORT, 'audit store unavailable'); END").await;
     let res = server.gql(&runner, ISSUE, json!({ "u": user, "a": "GEMINI", "t": "t1" })).await;
     assert_eq!(res["errors"][0]["extensions"]["code"], "INTERNAL", "{res}");
@@ -266,16 +243,8 @@ async fn refreshed_files_come_back_and_stale_or_foreign_ones_do_not() {
     let runner = server.runner_token();
     let (user, token) = server.create_user("ret@example.com").await;
     let exp = chrono::Utc::now().timestamp() + 3600;
-    server
-        .ok(
-            &token,
-            "mutation($j: String!) { saveSubscriptionCredential(input: {agent: CODEX, authJson: $j}) { id } }",
-            json!({ "j": codex_auth(exp, "rt_TESTold1111111111111111", "2026-11-20T00:00:00Z") }),
-        )
-        .await;
-    server
-        .ok(&token, "mutation($k: String!) { setApiKey(provider: GOOGLE, key: $k) { id } }", json!({ "k": GEMINI_KEY }))
-        .await;
+    server.api().save_subscription(&token, json!({ "agent": "CODEX", "authJson": codex_auth(exp, "rt_TESTold1111111111111111", "2026-11-20T00:00:00Z") })).await.unwrap();
+    server.api().set_api_key(&token, Provider::Google, GEMINI_KEY).await.unwrap();
     issue(&server, &runner, &user, "CODEX", None, "run-1").await;
 
     // Unknown task, foreign path, broken file: refused, nothing changes.
@@ -335,13 +304,7 @@ async fn refreshed_files_come_back_and_stale_or_foreign_ones_do_not() {
 
     // A credential replaced by its owner during a run makes the task's file stale.
     issue(&server, &runner, &user, "CODEX", None, "run-3").await;
-    server
-        .ok(
-            &token,
-            "mutation($j: String!) { saveSubscriptionCredential(input: {agent: CODEX, authJson: $j}) { id } }",
-            json!({ "j": codex_auth(exp + 100, "rt_TESTowner444444444444", "2026-11-27T13:00:00Z") }),
-        )
-        .await;
+    server.api().save_subscription(&token, json!({ "agent": "CODEX", "authJson": codex_auth(exp + 100, "rt_TESTowner444444444444", "2026-11-27T13:00:00Z") })).await.unwrap();
     let later = codex_auth(exp + 200_000, "rt_TESTtask55555555555555", "2026-11-27T14:00:00Z");
     let (code, _) = server
         .err(&runner, RETURN, json!({ "t": "run-3", "f": [{ "path": ".codex/auth.json", "content": later }] }))
@@ -357,13 +320,7 @@ async fn leases_run_out() {
     let runner = server.runner_token();
     let (user, token) = server.create_user("lease@example.com").await;
     let exp = chrono::Utc::now().timestamp() + 3600;
-    server
-        .ok(
-            &token,
-            "mutation($j: String!) { saveSubscriptionCredential(input: {agent: CODEX, authJson: $j}) { id } }",
-            json!({ "j": codex_auth(exp, "rt_TESTlease111111111111", "2026-11-20T00:00:00Z") }),
-        )
-        .await;
+    server.api().save_subscription(&token, json!({ "agent": "CODEX", "authJson": codex_auth(exp, "rt_TESTlease111111111111", "2026-11-20T00:00:00Z") })).await.unwrap();
     issue(&server, &runner, &user, "CODEX", None, "short").await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let (code, msg) = server.err(&runner, RETURN, json!({ "t": "short", "f": [] })).await;
@@ -377,20 +334,8 @@ async fn task_env_and_task_return_commands() {
     let runner = server.runner_token();
     let (user, token) = server.create_user("shell@example.com").await;
     let exp = chrono::Utc::now().timestamp() + 3600;
-    server
-        .ok(
-            &token,
-            "mutation($j: String!) { saveSubscriptionCredential(input: {agent: CODEX, authJson: $j}) { id } }",
-            json!({ "j": codex_auth(exp, "rt_TESTshell11111111111111", "2026-11-20T00:00:00Z") }),
-        )
-        .await;
-    server
-        .ok(
-            &token,
-            "mutation($t: String!) { saveSubscriptionCredential(input: {agent: CLAUDE_CODE, token: $t}) { id } }",
-            json!({ "t": CLAUDE_OAT }),
-        )
-        .await;
+    server.api().save_subscription(&token, json!({ "agent": "CODEX", "authJson": codex_auth(exp, "rt_TESTshell11111111111111", "2026-11-20T00:00:00Z") })).await.unwrap();
+    server.api().save_subscription(&token, json!({ "agent": "CLAUDE_CODE", "token": CLAUDE_OAT })).await.unwrap();
     let home = tempfile::tempdir().unwrap();
     let home_s = home.path().to_str().unwrap();
     let env = [("SESAME_VAULT_URL", server.url.as_str()), ("SESAME_VAULT_TOKEN", runner.as_str())];
@@ -443,20 +388,8 @@ async fn tasks_starting_together_are_each_audited_and_leased_once() {
     let (user, token) = server.create_user("burst@example.com").await;
     let (empty_user, _) = server.create_user("nothing@example.com").await;
     let exp = chrono::Utc::now().timestamp() + 86_400;
-    server
-        .ok(
-            &token,
-            "mutation($j: String!) { saveSubscriptionCredential(input: {agent: CODEX, authJson: $j}) { id } }",
-            json!({ "j": codex_auth(exp, "rt_TESTburst111111111111", "2026-11-01T00:00:00Z") }),
-        )
-        .await;
-    server
-        .ok(
-            &token,
-            "mutation($k: String!) { setApiKey(provider: ANTHROPIC, key: $k) { id } }",
-            json!({ "k": ANTHROPIC_KEY }),
-        )
-        .await;
+    server.api().save_subscription(&token, json!({ "agent": "CODEX", "authJson": codex_auth(exp, "rt_TESTburst111111111111", "2026-11-01T00:00:00Z") })).await.unwrap();
+    server.api().set_api_key(&token, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
 
     let unknown_user = "0190c1d2-0000-7000-8000-000000000000";
     let requests: Vec<(String, &str, String)> = (0..60)

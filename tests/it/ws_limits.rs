@@ -10,11 +10,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{Server, ANTHROPIC_KEY};
+use crate::common::{Provider, Server, ANTHROPIC_KEY};
 use crate::ws::{self, Socket};
 
 const EVENTS: &str = "subscription { credentialEvents { kind credentialId } }";
-const SET_KEY: &str = "mutation($k: String!) { setApiKey(provider: ANTHROPIC, key: $k) { id } }";
 
 #[derive(Clone, Copy, Debug)]
 enum Proto {
@@ -185,7 +184,7 @@ async fn per_socket_subscription_limit() {
         assert_eq!(refused_ids(&refused), ["s9"], "{proto:?}: {refused:?}");
 
         // The accepted subscriptions are live; the refused ones are not.
-        server.ok(&token, SET_KEY, json!({ "k": ANTHROPIC_KEY })).await;
+        server.api().set_api_key(&token, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
         let seen = results_for(&mut socket, &["s3", "s4", "s5", "s7", "s8"]).await;
         assert!(!seen.iter().any(|id| ["s1", "s2", "s6", "s9"].contains(&id.as_str())), "{proto:?}: {seen:?}");
         close_and_wait(socket).await;
@@ -316,7 +315,7 @@ async fn one_root_field_per_subscription() {
             assert!(error["message"].as_str().unwrap_or_default().contains("one root field"), "{proto:?}: {error}");
         }
         // One stream stays: an event arrives once.
-        server.ok(&token, SET_KEY, json!({ "k": ANTHROPIC_KEY })).await;
+        server.api().set_api_key(&token, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
         let seen = results_for(&mut socket, &["many"]).await;
         assert_eq!(seen, ["many"], "{proto:?}");
         let later = until_pong(&mut socket).await;
@@ -452,7 +451,7 @@ async fn anonymous_waiters_do_not_lock_out_a_signed_in_subscriber() {
     subscribe(&mut subscriber, Proto::Transport, "events", EVENTS).await;
     // The subscription is live once a ping after it is answered.
     until_pong(&mut subscriber).await;
-    server.ok(&token, SET_KEY, json!({ "k": ANTHROPIC_KEY })).await;
+    server.api().set_api_key(&token, Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
     let event = ws::recv(&mut subscriber).await.expect("an event");
     assert_eq!(event["type"], "next", "{event}");
     // The oldest anonymous waiters were the ones closed, with 1013.

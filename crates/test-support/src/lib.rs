@@ -1,10 +1,14 @@
 //! Dev-only support shared by the integration tests (`tests/it`) and the
-//! load tool (`benches/load.rs`): start the real `sesame-vault` binary on
+//! load tool (`benches/load/`): start the real `sesame-vault` binary on
 //! port 0 with its own data directory and a clean environment, read the
 //! URL and bootstrap admin token it prints, log to a file, kill it on drop;
-//! and a small GraphQL-over-HTTP client. The caller passes the binary's
-//! path (tests: `env!("CARGO_BIN_EXE_sesame-vault")`; the load tool: the
-//! release binary or `--server-bin`).
+//! and a small GraphQL-over-HTTP client with typed calls for the operations
+//! the tests and the load tool repeat ([`Client`], in `client.rs`). The
+//! caller passes the binary's path (tests:
+//! `env!("CARGO_BIN_EXE_sesame-vault")`; the load tool: the release binary or
+//! `--server-bin`).
+
+mod client;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -13,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
+use sesame_vault::domain::Provider;
+
+pub use client::Client;
 
 /// The file in the data directory that receives the server's log.
 pub const LOG_FILE: &str = "server.log";
@@ -39,16 +46,25 @@ pub fn with_clean_env(mut cmd: Command, data_dir: &Path, rust_log: &str, env: &[
         .env("SESAME_CHECKS__ON_SAVE", "false")
         .env("SESAME_CHECKS__COOLDOWN", "0s")
         .env("SESAME_SCHEDULER__CHECKS", "");
-    for provider in ["ANTHROPIC", "OPENAI", "GOOGLE", "GITHUB"] {
-        cmd.env(format!("SESAME_PROVIDERS__{provider}__API_URL"), NO_PROVIDER);
+    // Every address of every registered provider: a new provider's tests
+    // never reach its real API.
+    for &provider in Provider::ALL {
+        for var in sesame_vault::providers::url_envs(provider) {
+            cmd.env(var, NO_PROVIDER);
+        }
     }
-    cmd.env("SESAME_PROVIDERS__OPENAI__CHATGPT_URL", NO_PROVIDER);
     // Tests serve their fake IdPs over plain http, which the vault refuses by default.
     cmd.env("SESAME_AUTH__JWT__ALLOW_HTTP", "true");
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd
+}
+
+/// The setting that points the server at `provider`'s API (fakes in tests,
+/// a closed port otherwise).
+pub fn api_url_var(provider: Provider) -> String {
+    sesame_vault::providers::api_url_env(provider)
 }
 
 /// `bin` in the clean environment (see [`with_clean_env`]).

@@ -1,0 +1,194 @@
+//! The run, step by step: fit the subscribers to the open-file limit, say
+//! what runs where, the scenarios against a server, the in-process scan,
+//! then the report.
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::http_load::{body_of, run_load, LoadResult, LoadSpec};
+use crate::process::{commit_summary, machine_summary, raise_nofile};
+use crate::report::{self, Results};
+use crate::scan::{median, scan_bench, ScanResult};
+use crate::server::{setup, Fixture, Server};
+use crate::ws::{ws_fanout, WsResult};
+use crate::{Scenario, Settings};
+
+/// File descriptors each process keeps for things other than subscriber
+/// sockets (database files, listener, epoll, HTTP connections, stdio).
+const FD_RESERVE: u64 = 100;
+
+/// The HTTP scenarios, in the order they run.
+const HTTP_SCENARIOS: [Scenario; 4] =
+    [Scenario::Anonymous, Scenario::Baseline, Scenario::MyCredentials, Scenario::Issue];
+
+pub(crate) async fn run(settings: &Settings) -> Result<bool> {
+    let requested_subscribers = settings.subscribers;
+    let (settings, nofile) = fit_to_open_file_limit(settings)?;
+    let settings = &settings;
+    // Read once, at the start: the commit may move while the run goes on.
+    let commit = commit_summary();
+    print_header(settings, &commit, nofile, requested_subscribers);
+
+    let needs_server = settings.scenarios.iter().any(|s| *s != Scenario::Scan);
+    let (loads, ws) = if needs_server { server_scenarios(settings).await? } else { (Vec::new(), None) };
+    let scan = if settings.wants(Scenario::Scan) { Some(scan_scenario(settings).await?) } else { None };
+
+    let results = Results { loads, ws, scan };
+    let ok = report::print_results(&results, &commit);
+    report::warn_if_busy(&results);
+    println!();
+    if settings.tiny {
+        println!("targets: not evaluated in --tiny mode");
+        return Ok(ok);
+    }
+    report::print_targets(&results, requested_subscribers);
+    Ok(ok)
+}
+
+/// Raises the open-file limit and, where it stays too low for every
+/// subscriber, runs as many as it allows. The settings to run with and the
+/// limit.
+fn fit_to_open_file_limit(settings: &Settings) -> Result<(Settings, u64)> {
+    let nofile = raise_nofile(if settings.wants(Scenario::Ws) { settings.subscribers } else { 0 })?;
+    let mut settings = settings.clone();
+    if settings.wants(Scenario::Ws) && settings.subscribers as u64 + FD_RESERVE > nofile {
+        // Both ends of every subscriber are in a process of their own (the
+        // server, this tool), each bound by the same limit.
+        if nofile < 2 * FD_RESERVE {
+            bail!(
+                "the open-file limit is {nofile}, too low for any WebSocket subscribers: raise `ulimit -n` or \
+                 leave out the ws scenario"
+            );
+        }
+        settings.subscribers = (nofile - FD_RESERVE) as usize;
+    }
+    Ok((settings, nofile))
+}
+
+fn print_header(settings: &Settings, commit: &str, nofile: u64, requested_subscribers: usize) {
+    println!("== sesame-vault load benchmark ==");
+    println!("commit:   {commit} (the checkout when the run started; cargo built the server from it)");
+    println!("machine:  {}", machine_summary());
+    println!("server:   {}", settings.server_bin.display());
+    println!(
+        "settings: {} connections, {:?} measured (+{:?} warm-up) per HTTP scenario, {} subscribers, {} scan rows, \
+         {} client threads, open-file limit {nofile}{}",
+        settings.connections,
+        settings.duration,
+        settings.warmup,
+        settings.subscribers,
+        settings.scan_rows,
+        settings.client_threads,
+        if settings.tiny { " (tiny: timings not evaluated)" } else { "" }
+    );
+    if settings.subscribers != requested_subscribers {
+        println!(
+            "NOTE:     the open-file limit cannot be raised above {nofile} here (the hard limit; raising it needs \
+             privileges this machine does not grant), and the server and this tool each hold one socket per \
+             subscriber: running {} subscribers instead of {requested_subscribers}",
+            settings.subscribers
+        );
+    }
+}
+
+/// Starts the server, creates the fixture, runs the HTTP scenarios asked
+/// for and then the WebSocket fan-out; the server stops at the end.
+async fn server_scenarios(settings: &Settings) -> Result<(Vec<LoadResult>, Option<WsResult>)> {
+    let mut server = Server::start(&settings.server_bin)?;
+    println!("server pid {} at {} (data in {})", server.pid, server.url, server.dir.path().display());
+    let client = server.client()?;
+    let fixture = setup(&server, &client).await.context("creating the benchmark's users and credentials")?;
+    println!(
+        "setup: a user with {} credentials (every slot the API allows), a task user with an API key, a runner token",
+        fixture.creds_count
+    );
+    println!("HTTP scenarios ({} connections, closed loop):", settings.connections);
+    let mut loads = Vec::new();
+    for scenario in HTTP_SCENARIOS.into_iter().filter(|s| settings.wants(*s)) {
+        loads.push(run_load(&server, settings, http_spec(scenario, &server, &fixture)).await?);
+        server.alive()?;
+    }
+    let mut ws = None;
+    if settings.wants(Scenario::Ws) {
+        println!("WebSocket fan-out ({} admin subscribers to credentialEvents):", settings.subscribers);
+        let result = ws_fanout(&mut server, settings, &client, &fixture).await?;
+        println!(
+            "    {} of {} subscribed in {:.1} s{}; server RSS {} KiB before, {} KiB subscribed, {} KiB after \
+             first delivery ({} threads)",
+            result.connected,
+            result.subscribers,
+            result.connect_secs,
+            if result.spread_ips > 1 { format!(" from {} source addresses", result.spread_ips) } else { String::new() },
+            result.rss_before_kib,
+            result.rss_subscribed_kib,
+            result.rss_delivered_kib,
+            result.server_threads
+        );
+        ws = Some(result);
+    }
+    server.alive()?;
+    Ok((loads, ws))
+}
+
+/// What one HTTP scenario sends, as whom, and what a good answer holds.
+fn http_spec(scenario: Scenario, server: &Server, fixture: &Fixture) -> LoadSpec {
+    match scenario {
+        Scenario::Anonymous => LoadSpec {
+            name: "anonymous { __typename } (no DB)".into(),
+            token: String::new(),
+            body: Box::new(|_, _| body_of(json!({ "query": "{ __typename }" }))),
+            expect: "__typename".into(),
+        },
+        Scenario::Baseline => LoadSpec {
+            name: "baseline { __typename }".into(),
+            token: server.admin_token.clone(),
+            body: Box::new(|_, _| body_of(json!({ "query": "{ __typename }" }))),
+            expect: "__typename".into(),
+        },
+        Scenario::MyCredentials => {
+            let query = "{ myCredentials { id kind provider agent status statusMessage hint hasRefreshToken \
+                         expiresAt lastUsedAt createdAt updatedAt } }";
+            let body = body_of(json!({ "query": query }));
+            LoadSpec {
+                name: format!("myCredentials ({} credentials)", fixture.creds_count),
+                token: fixture.creds_token.clone(),
+                body: Box::new(move |_, _| body.clone()),
+                expect: "\"hint\"".into(),
+            }
+        }
+        Scenario::Issue => {
+            let user = fixture.issue_user_id.clone();
+            let query = "mutation($u: ID!, $t: String!) { issueTaskCredentials(userId: $u, agent: CLAUDE_CODE, \
+                         taskId: $t) { source credentialId provider expiresAt env { name value } \
+                         files { path mode content } } }";
+            let run_id = std::process::id();
+            LoadSpec {
+                name: "issueTaskCredentials".into(),
+                token: fixture.runner_token.clone(),
+                body: Box::new(move |worker, seq| {
+                    body_of(json!({ "query": query, "variables": {
+                        "u": user, "t": format!("bench-{run_id}-{worker}-{seq}")
+                    } }))
+                }),
+                expect: "USER_API_KEY".into(),
+            }
+        }
+        Scenario::Ws | Scenario::Scan => unreachable!("not an HTTP scenario: {scenario:?}"),
+    }
+}
+
+async fn scan_scenario(settings: &Settings) -> Result<ScanResult> {
+    println!("Expiry scan over {} stored credentials (in-process, SQLite file):", settings.scan_rows);
+    let result = scan_bench(settings).await?;
+    println!(
+        "    inserted {} rows in {:.1} s ({:.0} MiB file); nothing due: median {:.2} ms of {}; {} due: {:.1} ms",
+        result.rows,
+        result.insert_secs,
+        result.db_mib,
+        median(&result.idle_runs_ms),
+        result.idle_runs_ms.len(),
+        result.due,
+        result.due_ms
+    );
+    Ok(result)
+}
