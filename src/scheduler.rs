@@ -140,9 +140,10 @@ pub async fn start(
             .add(Job::new_async(schedule.as_str(), move |_, _| {
                 let store = store.clone();
                 Box::pin(async move {
+                    let operator = store.operator_unchecked();
                     run_job(
                         "expiry_scan",
-                        exclusive(&store, LOCK_EXPIRY, || store.scan_expiry(store.clock().now(), within)),
+                        exclusive(&store, LOCK_EXPIRY, || operator.scan_expiry(store.clock().now(), within)),
                     )
                     .await;
                 })
@@ -156,9 +157,10 @@ pub async fn start(
             .add(Job::new_async(schedule.as_str(), move |_, _| {
                 let store = store.clone();
                 Box::pin(async move {
+                    let operator = store.operator_unchecked();
                     run_job(
                         "refresh",
-                        exclusive(&store, LOCK_REFRESH, || store.refresh_due(store.clock().now(), before)),
+                        exclusive(&store, LOCK_REFRESH, || operator.refresh_due(store.clock().now(), before)),
                     )
                     .await;
                 })
@@ -176,7 +178,7 @@ pub async fn start(
                     let now = store.clock().now();
                     let work = || async {
                         let flows_deleted = flows.delete_finished_before(now - flow_retention).await?;
-                        let rest = store.housekeeping(now, now - event_retention).await?;
+                        let rest = store.operator_unchecked().housekeeping(now, now - event_retention).await?;
                         Ok((flows_deleted, rest))
                     };
                     run_job("housekeeping", exclusive(&store, LOCK_HOUSEKEEPING, work)).await;

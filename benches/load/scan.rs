@@ -102,7 +102,8 @@ pub(crate) async fn scan_bench(settings: &Settings) -> Result<ScanResult> {
     let mut idle_runs_ms = Vec::new();
     for _ in 0..settings.scan_runs {
         let t = Instant::now();
-        let report = store.scan_expiry(base, within).await.map_err(|e| anyhow!("scan_expiry: {e:?}"))?;
+        let report =
+            store.operator_unchecked().scan_expiry(base, within).await.map_err(|e| anyhow!("scan_expiry: {e:?}"))?;
         idle_runs_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         if report.expired + report.expiring != 0 {
             bail!("a scan with nothing due transitioned {report:?}");
@@ -162,7 +163,8 @@ pub(crate) async fn scan_bench(settings: &Settings) -> Result<ScanResult> {
     };
 
     let t = Instant::now();
-    let report = store.scan_expiry(now2, within).await.map_err(|e| anyhow!("scan_expiry: {e:?}"))?;
+    let report =
+        store.operator_unchecked().scan_expiry(now2, within).await.map_err(|e| anyhow!("scan_expiry: {e:?}"))?;
     let due_ms = t.elapsed().as_secs_f64() * 1000.0;
     if (report.expired + report.expiring) as u64 != due {
         bail!("expected {due} transitions, the scan made {report:?}");
@@ -170,7 +172,8 @@ pub(crate) async fn scan_bench(settings: &Settings) -> Result<ScanResult> {
     let mut idle_after_ms = Vec::new();
     for _ in 0..settings.scan_runs {
         let t = Instant::now();
-        let report = store.scan_expiry(now2, within).await.map_err(|e| anyhow!("scan_expiry: {e:?}"))?;
+        let report =
+            store.operator_unchecked().scan_expiry(now2, within).await.map_err(|e| anyhow!("scan_expiry: {e:?}"))?;
         idle_after_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         if report.expired + report.expiring != 0 {
             bail!("a rerun transitioned {report:?} again");

@@ -215,9 +215,7 @@ impl Providers {
     ) -> Result<Tokens, ProviderError> {
         match spec(provider).sign_in {
             Some(sign_in) => sign_in.exchange_code(&self.http, &self.config, code, state, verifier).await,
-            None => {
-                Err(ProviderError { message: format!("{} has no sign-in", spec(provider).name), transient: false })
-            }
+            None => Err(ProviderError { message: format!("{} has no sign-in", spec(provider).name), transient: false }),
         }
     }
 

@@ -162,7 +162,7 @@ impl Store {
     /// refreshable: those are refreshed instead) and EXPIRED (past expiry),
     /// one event each; and back (UPDATED) when a clock that ran ahead moved
     /// them early. Cuts back leases a clock ahead made too long.
-    pub async fn scan_expiry(&self, now: DateTime<Utc>, within: Duration) -> ApiResult<ScanReport> {
+    pub(in crate::store) async fn scan_expiry(&self, now: DateTime<Utc>, within: Duration) -> ApiResult<ScanReport> {
         let txn = self.db().begin().await?;
         let expired = credential::Entity::update_many()
             .col_expr(credential::Column::Status, Expr::value(CredentialStatus::Expired.as_str()))
@@ -239,7 +239,7 @@ impl Store {
 
     /// Refreshes OAuth credentials that expire within `before` (or have
     /// expired), skipping those leased to a running task.
-    pub async fn refresh_due(&self, now: DateTime<Utc>, before: Duration) -> ApiResult<RefreshReport> {
+    pub(in crate::store) async fn refresh_due(&self, now: DateTime<Utc>, before: Duration) -> ApiResult<RefreshReport> {
         let candidates = credential::Entity::find()
             .filter(credential::Column::Status.is_in([
                 CredentialStatus::Active.as_str(),
@@ -492,7 +492,11 @@ impl Store {
 
 impl Store {
     /// Deletes old outbox events and ended task leases. Returns how many rows went.
-    pub async fn housekeeping(&self, now: DateTime<Utc>, events_before: DateTime<Utc>) -> ApiResult<u64> {
+    pub(in crate::store) async fn housekeeping(
+        &self,
+        now: DateTime<Utc>,
+        events_before: DateTime<Utc>,
+    ) -> ApiResult<u64> {
         use crate::entities::credential_event;
         let events = credential_event::Entity::delete_many()
             .filter(credential_event::Column::At.lt(events_before))

@@ -1,10 +1,14 @@
 //! The operator's handle: what the commands on the vault's host (`user`,
-//! `token`, `rotate-key`) and the process's own start-up do.
+//! `token`, `rotate-key`), the process's own start-up and the scheduler's
+//! jobs do.
 
+use std::future::Future;
+
+use chrono::{DateTime, Duration, Utc};
 use zeroize::Zeroizing;
 
 use super::audit::Actor;
-use super::{AccessToken, DeletedPerson, Person, Store};
+use super::{AccessToken, DeletedPerson, Person, RefreshReport, ScanReport, Store};
 use crate::domain::Role;
 use crate::error::ApiResult;
 
@@ -12,7 +16,8 @@ use crate::error::ApiResult;
 /// secret re-encrypted. It passes none of the per-person rules the role
 /// handles (`OwnerHandle`, `AdminHandle`, `RunnerHandle`) enforce, and its
 /// changes are audited as the system's. Only the process's own operator
-/// commands (`main.rs`, `people_cli.rs`) and start-up hold one; never build
+/// commands (`main.rs`, `people_cli.rs`), start-up and the scheduler's jobs
+/// hold one; never build
 /// one from a request or a principal.
 pub struct OperatorHandle {
     store: Store,
@@ -87,5 +92,32 @@ impl OperatorHandle {
     /// many records were rewritten.
     pub async fn rotate_keys(&self) -> ApiResult<usize> {
         self.store.rotate_keys().await
+    }
+
+    // The jobs' futures own their handle, so a caller may drop the handle
+    // (`store.operator_unchecked().scan_expiry(…)`) before awaiting them.
+
+    /// The expiry scan job: EXPIRING / EXPIRED (and back after a clock that
+    /// ran ahead), for every person's credentials.
+    pub fn scan_expiry(&self, now: DateTime<Utc>, within: Duration) -> impl Future<Output = ApiResult<ScanReport>> {
+        let store = self.store.clone();
+        async move { store.scan_expiry(now, within).await }
+    }
+
+    /// The refresh job: every person's refreshable credentials due within
+    /// `before`, except those leased to a running task.
+    pub fn refresh_due(&self, now: DateTime<Utc>, before: Duration) -> impl Future<Output = ApiResult<RefreshReport>> {
+        let store = self.store.clone();
+        async move { store.refresh_due(now, before).await }
+    }
+
+    /// The housekeeping job: old outbox events and ended task leases.
+    pub fn housekeeping(
+        &self,
+        now: DateTime<Utc>,
+        events_before: DateTime<Utc>,
+    ) -> impl Future<Output = ApiResult<u64>> {
+        let store = self.store.clone();
+        async move { store.housekeeping(now, events_before).await }
     }
 }

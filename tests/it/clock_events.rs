@@ -87,7 +87,7 @@ async fn a_clock_stepped_forward_during_a_refresh_never_sends_its_token_twice() 
     // The job's first run: the provider holds the answer.
     let first = tokio::spawn({
         let store = app.store.clone();
-        async move { store.refresh_due(store.clock().now(), TEN_MIN).await }
+        async move { store.operator_unchecked().refresh_due(store.clock().now(), TEN_MIN).await }
     });
     wait_for("the first refresh to reach the provider", || refresh_calls(&fake).len() == 1).await;
 
@@ -95,7 +95,11 @@ async fn a_clock_stepped_forward_during_a_refresh_never_sends_its_token_twice() 
     clock.shift_for_tests(Duration::hours(24));
     assert!(row(dir.path(), &sub.id).await.refresh_claimed_until.unwrap() < clock.now());
     // The job runs again, and a task asks for the login meanwhile.
-    let second = tokio::time::timeout(StdDuration::from_secs(10), app.store.refresh_due(clock.now(), TEN_MIN)).await;
+    let second = tokio::time::timeout(
+        StdDuration::from_secs(10),
+        app.store.operator_unchecked().refresh_due(clock.now(), TEN_MIN),
+    )
+    .await;
     let runner = app
         .store
         .runner(&Principal::Runner { token_id: "runner-1".into(), name: "r".into(), created_by: "test".into() })
@@ -196,7 +200,7 @@ async fn a_clock_that_ran_ahead_leaves_no_expired_keys_or_long_leases() {
 
     // Eleven days ahead: the key expires (and is refused), a task is issued.
     clock.shift_for_tests(Duration::days(11));
-    app.store.scan_expiry(clock.now(), WEEK).await.unwrap();
+    app.store.operator_unchecked().scan_expiry(clock.now(), WEEK).await.unwrap();
     assert_eq!(row(dir.path(), &key.id).await.status, "EXPIRED");
     let refused = runner.issue(&user, Agent::Codex, Some(Provider::Openai), &TaskId::parse("a1").unwrap()).await;
     assert!(refused.is_err(), "an expired key is not issued");
@@ -206,7 +210,7 @@ async fn a_clock_that_ran_ahead_leaves_no_expired_keys_or_long_leases() {
     // Back to the right time; the scan runs.
     clock.shift_for_tests(Duration::days(-11));
     let now = clock.now();
-    app.store.scan_expiry(now, WEEK).await.unwrap();
+    app.store.operator_unchecked().scan_expiry(now, WEEK).await.unwrap();
     let revived = row(dir.path(), &key.id).await;
     assert_eq!(revived.status, "ACTIVE", "{revived:?}");
     let updated = credential_event::Entity::find()

@@ -91,10 +91,17 @@ async fn expiry_transitions_happen_once_with_one_event_each() {
     let sub = codex(&app, &who, (t0 + Duration::days(5)).timestamp(), "rt_TESTexp1111111111111").await;
     let mut events = app.store.events().subscribe();
 
-    assert_eq!(app.store.scan_expiry(t0, WEEK).await.unwrap(), ScanReport::default());
+    assert_eq!(app.store.operator_unchecked().scan_expiry(t0, WEEK).await.unwrap(), ScanReport::default());
     let in_4_days = t0 + Duration::days(4);
-    assert_eq!(app.store.scan_expiry(in_4_days, WEEK).await.unwrap(), ScanReport { expiring: 1, expired: 0 });
-    assert_eq!(app.store.scan_expiry(in_4_days, WEEK).await.unwrap(), ScanReport::default(), "a rerun repeats nothing");
+    assert_eq!(
+        app.store.operator_unchecked().scan_expiry(in_4_days, WEEK).await.unwrap(),
+        ScanReport { expiring: 1, expired: 0 }
+    );
+    assert_eq!(
+        app.store.operator_unchecked().scan_expiry(in_4_days, WEEK).await.unwrap(),
+        ScanReport::default(),
+        "a rerun repeats nothing"
+    );
     let event = events.recv().await.unwrap();
     assert_eq!((event.kind, event.credential_id.as_str()), (CredentialEventKind::Expiring, key.id.as_str()));
     assert!(event.message.unwrap().contains("expires soon"));
@@ -104,13 +111,16 @@ async fn expiry_transitions_happen_once_with_one_event_each() {
     // A restart repeats nothing either.
     drop(app);
     let app = open(dir.path(), &fake).await;
-    assert_eq!(app.store.scan_expiry(in_4_days, WEEK).await.unwrap(), ScanReport::default());
+    assert_eq!(app.store.operator_unchecked().scan_expiry(in_4_days, WEEK).await.unwrap(), ScanReport::default());
     assert_eq!(events_of(dir.path(), &key.id, CredentialEventKind::Expiring).await, 1);
 
     // Past expiry: EXPIRED, once, for both.
     let in_11_days = t0 + Duration::days(11);
-    assert_eq!(app.store.scan_expiry(in_11_days, WEEK).await.unwrap(), ScanReport { expiring: 0, expired: 2 });
-    assert_eq!(app.store.scan_expiry(in_11_days, WEEK).await.unwrap(), ScanReport::default());
+    assert_eq!(
+        app.store.operator_unchecked().scan_expiry(in_11_days, WEEK).await.unwrap(),
+        ScanReport { expiring: 0, expired: 2 }
+    );
+    assert_eq!(app.store.operator_unchecked().scan_expiry(in_11_days, WEEK).await.unwrap(), ScanReport::default());
     assert_eq!(events_of(dir.path(), &key.id, CredentialEventKind::Expired).await, 1);
     assert_eq!(events_of(dir.path(), &sub.id, CredentialEventKind::Expired).await, 1);
 
@@ -123,7 +133,10 @@ async fn expiry_transitions_happen_once_with_one_event_each() {
         .await
         .unwrap();
     let other = open(dir.path(), &fake).await;
-    let (a, b) = tokio::join!(app.store.scan_expiry(t0, WEEK), other.store.scan_expiry(t0, WEEK));
+    let (a, b) = tokio::join!(
+        app.store.operator_unchecked().scan_expiry(t0, WEEK),
+        other.store.operator_unchecked().scan_expiry(t0, WEEK)
+    );
     assert_eq!(a.unwrap().expiring + b.unwrap().expiring, 1);
     assert_eq!(events_of(dir.path(), &fresh.id, CredentialEventKind::Expiring).await, 1);
 }
@@ -139,8 +152,11 @@ async fn refresh_success_permanent_and_transient_failure() {
     let mut events = app.store.events().subscribe();
 
     // Not yet due with a 1-minute window; due with 10 minutes.
-    assert_eq!(app.store.refresh_due(now, Duration::minutes(1)).await.unwrap(), RefreshReport::default());
-    assert_eq!(app.store.refresh_due(now, TEN_MIN).await.unwrap().refreshed, 1);
+    assert_eq!(
+        app.store.operator_unchecked().refresh_due(now, Duration::minutes(1)).await.unwrap(),
+        RefreshReport::default()
+    );
+    assert_eq!(app.store.operator_unchecked().refresh_due(now, TEN_MIN).await.unwrap().refreshed, 1);
     let event = events.recv().await.unwrap();
     assert_eq!(event.kind, CredentialEventKind::Refreshed);
     assert_eq!(fake.state.lock().unwrap().refresh_calls, vec!["rt_TESTref11111111111111".to_owned()]);
@@ -148,27 +164,30 @@ async fn refresh_success_permanent_and_transient_failure() {
     assert_eq!(after.status, "ACTIVE");
     assert!(after.expires_at.unwrap() > now + Duration::minutes(50));
     // Fresh tokens: nothing to do on the next run.
-    assert_eq!(app.store.refresh_due(now, TEN_MIN).await.unwrap(), RefreshReport::default());
+    assert_eq!(app.store.operator_unchecked().refresh_due(now, TEN_MIN).await.unwrap(), RefreshReport::default());
     assert_eq!(fake.state.lock().unwrap().refresh_calls.len(), 1);
 
     // Transient failure: unchanged, retried next run.
     let later = now + Duration::minutes(55);
     fake.state.lock().unwrap().refresh_error = Some((503, "unavailable".into()));
-    assert_eq!(app.store.refresh_due(later, TEN_MIN).await.unwrap().transient, 1);
+    assert_eq!(app.store.operator_unchecked().refresh_due(later, TEN_MIN).await.unwrap().transient, 1);
     assert_eq!(row(dir.path(), &sub.id).await.status, "ACTIVE");
     fake.state.lock().unwrap().refresh_error = None;
-    assert_eq!(app.store.refresh_due(later, TEN_MIN).await.unwrap().refreshed, 1);
+    assert_eq!(app.store.operator_unchecked().refresh_due(later, TEN_MIN).await.unwrap().refreshed, 1);
 
     // Permanent refusal: NEEDS_REAUTH with a message, one event, no retries.
     let much_later = now + Duration::hours(3);
     fake.state.lock().unwrap().refresh_error = Some((400, "refresh_token_invalidated".into()));
-    assert_eq!(app.store.refresh_due(much_later, TEN_MIN).await.unwrap().needs_reauth, 1);
+    assert_eq!(app.store.operator_unchecked().refresh_due(much_later, TEN_MIN).await.unwrap().needs_reauth, 1);
     let dead = row(dir.path(), &sub.id).await;
     assert_eq!(dead.status, CredentialStatus::NeedsReauth.as_str());
     assert!(dead.status_message.unwrap().contains("sign in again"));
     assert_eq!(events_of(dir.path(), &sub.id, CredentialEventKind::NeedsReauth).await, 1);
     let calls = fake.state.lock().unwrap().refresh_calls.len();
-    assert_eq!(app.store.refresh_due(much_later, TEN_MIN).await.unwrap(), RefreshReport::default());
+    assert_eq!(
+        app.store.operator_unchecked().refresh_due(much_later, TEN_MIN).await.unwrap(),
+        RefreshReport::default()
+    );
     assert_eq!(fake.state.lock().unwrap().refresh_calls.len(), calls);
 }
 
@@ -196,10 +215,10 @@ async fn a_refresh_token_is_never_sent_twice() {
     let _ = who;
     // Runs race on both replicas at once.
     let (r1, r2, r3, r4) = tokio::join!(
-        a.store.refresh_due(now, TEN_MIN),
-        b.store.refresh_due(now, TEN_MIN),
-        a.store.refresh_due(now, TEN_MIN),
-        b.store.refresh_due(now, TEN_MIN),
+        a.store.operator_unchecked().refresh_due(now, TEN_MIN),
+        b.store.operator_unchecked().refresh_due(now, TEN_MIN),
+        a.store.operator_unchecked().refresh_due(now, TEN_MIN),
+        b.store.operator_unchecked().refresh_due(now, TEN_MIN),
     );
     let reports: Vec<RefreshReport> = [r1, r2, r3, r4].into_iter().map(Result::unwrap).collect();
     let refreshed: usize = reports.iter().map(|r| r.refreshed).sum();
@@ -231,7 +250,7 @@ async fn refresh_and_task_issuance_never_both_use_a_token() {
         let task = TaskId::parse(&format!("task-{round}")).unwrap();
         let (issued, refreshed) = tokio::join!(
             runner.issue(who.user_id().unwrap(), Agent::Codex, None, &task),
-            replica.store.refresh_due(now, TEN_MIN)
+            replica.store.operator_unchecked().refresh_due(now, TEN_MIN)
         );
         let issued = issued.unwrap();
         let refreshed = refreshed.unwrap();
@@ -262,7 +281,11 @@ async fn leased_credentials_wait_and_expired_ones_refresh_on_issue() {
     let sub = codex(&app, &who, (now + Duration::minutes(5)).timestamp(), "rt_TESTleased000000000000").await;
     let task = TaskId::parse("leased-task").unwrap();
     runner.issue(who.user_id().unwrap(), Agent::Codex, None, &task).await.unwrap();
-    assert_eq!(app.store.refresh_due(now, TEN_MIN).await.unwrap().skipped, 1, "out with a task: left alone");
+    assert_eq!(
+        app.store.operator_unchecked().refresh_due(now, TEN_MIN).await.unwrap().skipped,
+        1,
+        "out with a task: left alone"
+    );
     assert!(fake.state.lock().unwrap().refresh_calls.is_empty());
     // A second task at the same time gets the access token only: two agents
     // must never both hold a single-use refresh token.
@@ -292,8 +315,8 @@ async fn leased_credentials_wait_and_expired_ones_refresh_on_issue() {
     runner.return_files(&TaskId::parse("second").unwrap(), vec![], apis).await.unwrap();
     assert!(row(dir.path(), &sub.id).await.leased_until.is_none());
     // Not due any more (the task's tokens last two hours); with a wider window it is.
-    assert_eq!(app.store.refresh_due(now, TEN_MIN).await.unwrap(), RefreshReport::default());
-    assert_eq!(app.store.refresh_due(now, Duration::hours(3)).await.unwrap().refreshed, 1);
+    assert_eq!(app.store.operator_unchecked().refresh_due(now, TEN_MIN).await.unwrap(), RefreshReport::default());
+    assert_eq!(app.store.operator_unchecked().refresh_due(now, Duration::hours(3)).await.unwrap().refreshed, 1);
     assert_eq!(fake.state.lock().unwrap().refresh_calls, vec!["rt_TESTbytask000000000000".to_owned()]);
 
     // An expired subscription is refreshed before it is issued.

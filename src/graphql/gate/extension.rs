@@ -18,8 +18,8 @@ use super::{
     SchemaNames,
 };
 use crate::auth::Principal;
-use crate::graphql::GraphqlConfig;
 use crate::graphql::documents::DocumentCache;
+use crate::graphql::GraphqlConfig;
 
 /// Installs the gate on a schema (see the module doc).
 pub struct DocumentGate {

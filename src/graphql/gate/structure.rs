@@ -175,9 +175,9 @@ impl Expanded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graphql::GraphqlConfig;
     use crate::graphql::gate::parse;
     use crate::graphql::gate::test_limits as limits;
+    use crate::graphql::GraphqlConfig;
 
     #[test]
     fn introspection_lists_nest_three_deep_at_most() {
