@@ -26,8 +26,7 @@ use crate::identity::JwtConfig;
 // The document gate
 
 pub use crate::graphql::gate::{
-    check_required_variables, check_structure, parse, prescan, prescan_counted, DocumentLimits, Refusal,
-    MAX_NESTING,
+    check_required_variables, check_structure, parse, prescan, prescan_counted, DocumentLimits, Refusal, MAX_NESTING,
 };
 
 /// The limits of a signed-in or an anonymous caller under the default settings.
@@ -60,7 +59,12 @@ impl Schema {
     /// Runs one anonymous request (no principal: nothing is written) through
     /// the whole schema, the gate first. The response's errors are what a
     /// client would read.
-    pub fn execute(&self, query: &str, variables: Option<Value>, operation_name: Option<&str>) -> async_graphql::Response {
+    pub fn execute(
+        &self,
+        query: &str,
+        variables: Option<Value>,
+        operation_name: Option<&str>,
+    ) -> async_graphql::Response {
         let mut request = async_graphql::Request::new(query);
         if let Some(variables) = variables {
             request = request.variables(async_graphql::Variables::from_json(variables));
@@ -157,9 +161,8 @@ pub fn ws_read(limits: &Arc<SubscriptionLimits>, protocol: &str, frames: Vec<Fra
             // The stream is always ready: pending means a refusal waits (as
             // `drive` would, send it and read on).
             Poll::Pending => {
-                let lock = |s: &Mutex<crate::ws::Shared>| {
-                    s.lock().unwrap_or_else(PoisonError::into_inner).outbox.take()
-                };
+                let lock =
+                    |s: &Mutex<crate::ws::Shared>| s.lock().unwrap_or_else(PoisonError::into_inner).outbox.take();
                 match lock(&shared) {
                     Some(text) => read.refused.push(text),
                     None => break,

@@ -104,9 +104,16 @@ struct Signed {
 enum Input {
     Raw(String),
     /// A header and payload the fuzzer writes, with any signature.
-    Parts { header: Json, claims: Json, signature: Vec<u8> },
+    Parts {
+        header: Json,
+        claims: Json,
+        signature: Vec<u8>,
+    },
     Signed(Signed),
-    KeySet { document: String, token: Signed },
+    KeySet {
+        document: String,
+        token: Signed,
+    },
 }
 
 fn now() -> i64 {
