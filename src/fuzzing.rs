@@ -49,9 +49,11 @@ pub struct Schema {
 impl Schema {
     pub fn open() -> Schema {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-        let mut config = Config::default();
-        config.database_url = Some(SecretValue::new("sqlite::memory:"));
-        config.encryption_key = Some(SecretValue::new(crate::crypto::Key::generate()));
+        let config = Config {
+            database_url: Some(SecretValue::new("sqlite::memory:")),
+            encryption_key: Some(SecretValue::new(crate::crypto::Key::generate())),
+            ..Config::default()
+        };
         let app = runtime.block_on(crate::app::App::open(config)).expect("the in-memory app opens");
         Schema { runtime, schema: app.schema }
     }
