@@ -5,15 +5,14 @@
 /// unit tests' `providers::samples::MARK`): no message may ever show it.
 pub const MARK: &str = "Zq7XsEcReTmArK9";
 
-/// Panics (a finding) when `message` shows the marker or a whole secret.
+/// Panics (a finding) when `message` shows the marker, or a whole secret
+/// that carries it. Only the marker is searched for in fuzzed text: the
+/// fuzzer learns the messages' own words (it once pasted "…is empty; paste
+/// the valu…" as a token), so a secret without the marker proves nothing.
 pub fn assert_no_secret(message: &str, secrets: &[&str]) {
     assert!(!message.contains(MARK), "a message shows a secret's marker: {message}");
-    for secret in secrets {
-        let secret = secret.trim();
-        // Short values can be ordinary words of a message.
-        if secret.len() >= 24 {
-            assert!(!message.contains(secret), "a message shows a secret: {message}");
-        }
+    for secret in secrets.iter().map(|s| s.trim()).filter(|s| s.contains(MARK)) {
+        assert!(!message.contains(secret), "a message shows a secret: {message}");
     }
 }
 
