@@ -198,7 +198,7 @@ struct GetRequest {
     variables: Option<String>,
 }
 
-fn parse_get(query_string: &str) -> Result<async_graphql::Request, String> {
+pub(crate) fn parse_get(query_string: &str) -> Result<async_graphql::Request, String> {
     let get: GetRequest =
         serde_urlencoded::from_str(query_string).map_err(|_| "the query string is malformed".to_owned())?;
     if get.query.trim().is_empty() {
@@ -221,7 +221,7 @@ fn parse_get(query_string: &str) -> Result<async_graphql::Request, String> {
 /// is named: GET must never change state.
 /// The text is pre-scanned first (the gate's bounds): it is parsed here,
 /// before the schema's own gate runs.
-fn writes_over_get(request: &async_graphql::Request, limits: &GraphqlConfig) -> Option<OperationType> {
+pub(crate) fn writes_over_get(request: &async_graphql::Request, limits: &GraphqlConfig) -> Option<OperationType> {
     gate::prescan(&request.query, &gate::DocumentLimits::signed_in(limits)).ok()?;
     let doc = async_graphql::parser::parse_query(&request.query).ok()?;
     doc.operations.iter().map(|(_, op)| op.node.ty).find(|ty| *ty != OperationType::Query)

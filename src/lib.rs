@@ -18,6 +18,8 @@ pub mod entities;
 pub mod error;
 pub mod events;
 pub mod flows;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graphql;
 pub mod http;
 pub mod identity;

@@ -109,9 +109,9 @@ pub(crate) fn endpoint(
 
 /// How the server ends a session.
 #[derive(Debug)]
-struct Close {
-    code: u16,
-    reason: String,
+pub(crate) struct Close {
+    pub(crate) code: u16,
+    pub(crate) reason: String,
 }
 
 impl Close {
@@ -282,7 +282,7 @@ where
 }
 
 /// The first text message, skipping pings; `None` when the socket closes.
-async fn first_text<S>(stream: &mut S, max_message: usize) -> Result<Option<String>, Close>
+pub(crate) async fn first_text<S>(stream: &mut S, max_message: usize) -> Result<Option<String>, Close>
 where
     S: Stream<Item = io::Result<Message>> + Unpin,
 {
@@ -362,7 +362,7 @@ where
 
 /// The id of a server `complete` message (`{"type":"complete","id":…}`,
 /// the driver's serialisation, tag first), without parsing anything else.
-fn completed_id(text: &str) -> Option<String> {
+pub(crate) fn completed_id(text: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Complete {
         id: String,
@@ -375,13 +375,13 @@ fn completed_id(text: &str) -> Option<String> {
 
 /// What [`Incoming`] and [`drive`] share within one session's task.
 #[derive(Default)]
-struct Shared {
+pub(crate) struct Shared {
     /// Live operations by id, each holding its permit.
-    live: HashMap<String, SubscriptionPermit>,
+    pub(crate) live: HashMap<String, SubscriptionPermit>,
     /// A refusal to send; while one waits, no further message is read.
-    outbox: Option<String>,
+    pub(crate) outbox: Option<String>,
     /// Why the session ends, when it is the server's decision.
-    close: Option<Close>,
+    pub(crate) close: Option<Close>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -392,14 +392,14 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 /// driver sees them: the (already authenticated) `connection_init` first,
 /// then each message, or the end of the stream on a violation (with its
 /// close in [`Shared::close`]).
-struct Incoming<'a, S> {
-    stream: &'a mut S,
-    shared: &'a Mutex<Shared>,
-    slot: &'a SocketSlot,
-    protocol: Protocols,
-    max_message: usize,
-    init_pending: bool,
-    done: bool,
+pub(crate) struct Incoming<'a, S> {
+    pub(crate) stream: &'a mut S,
+    pub(crate) shared: &'a Mutex<Shared>,
+    pub(crate) slot: &'a SocketSlot,
+    pub(crate) protocol: Protocols,
+    pub(crate) max_message: usize,
+    pub(crate) init_pending: bool,
+    pub(crate) done: bool,
 }
 
 /// The longest operation id accepted (clients use short counters or UUIDs).

@@ -195,8 +195,17 @@ pub(super) fn parse_chatgpt_login(save: &Save<'_>) -> InputResult<Saved> {
     };
 
     // ChatGPT tokens carry the account id; fill it in when auth.json did not.
+    // One that disagrees with them is refused, as a returned file's is
+    // (`returned_account`): saved, it would refuse every file a task returns.
+    let derived = openai::login_account(&secret.access_token, secret.id_token.as_ref());
+    if derived.is_some() && secret.account_id.is_some() && derived != secret.account_id {
+        return Err(InputError::new(
+            "authJson's tokens.account_id names a different account than its tokens belong to; copy \
+             ~/.codex/auth.json again.",
+        ));
+    }
     if secret.account_id.is_none() {
-        secret.account_id = openai::login_account(&secret.access_token, secret.id_token.as_ref());
+        secret.account_id = derived;
     }
 
     let expires_at = match expires_at {

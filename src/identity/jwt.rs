@@ -320,6 +320,18 @@ impl JwtVerifier {
 }
 
 impl JwtVerifier {
+    /// Serves `document` as the key set of `issuer`, as if just fetched
+    /// (and tried): the fuzz targets (`crate::fuzzing`) verify against a
+    /// fixed key set without an IdP.
+    pub(crate) fn use_key_set(&self, issuer: &str, document: &Value) {
+        let mut cache = self.cache();
+        cache.keys = Arc::new(parse_key_set(document));
+        cache.fetched_at = Some(Instant::now());
+        cache.last_attempt = Some(Instant::now());
+        cache.issuer = Some(issuer.to_owned());
+        cache.jwks_url.get_or_insert_with(|| "https://idp.invalid/jwks.json".to_owned());
+    }
+
     /// Refreshes a key set older than `cache_ttl` (at most once per
     /// `refetch_interval`), without holding up the caller.
     fn refresh_stale(self: &Arc<Self>) {

@@ -382,3 +382,23 @@ fn returned_account_comes_from_the_tokens() {
     let back = parse_returned(Agent::Codex, Provider::Openai, AUTH_PATH, &bare.to_string()).unwrap();
     assert_eq!(back.secret.account_id, None);
 }
+
+/// Found by the `credentials` fuzz target: an auth.json whose account_id
+/// names another account than its tokens was saved, and every file a task
+/// then returned for it was refused as another account's. The tokens' word
+/// wins on save as on return: a file that disagrees is refused.
+#[test]
+fn saved_account_comes_from_the_tokens() {
+    let access = codex_access(now() + Duration::days(10));
+    let mut v: Value = serde_json::from_str(&auth_json(&access, &codex_id_token(), &refresh_rt())).unwrap();
+    v["tokens"]["account_id"] = json!("someone-else");
+    let text = v.to_string();
+    let msg = refused(codex(&text), &text);
+    assert!(msg.contains("different account"), "{msg}");
+    // The same file with the tokens' account saves, and reads back once handed over.
+    v["tokens"]["account_id"] = json!(ACCOUNT);
+    let parsed = codex(&v.to_string()).unwrap();
+    let m = materialize(Agent::Codex, Provider::Openai, IssuedSecret::Subscription(&parsed.secret), None, now());
+    let back = parse_returned(Agent::Codex, Provider::Openai, AUTH_PATH, m.files[0].content.expose()).unwrap();
+    assert_eq!(back.secret.account_id.as_deref(), Some(ACCOUNT));
+}

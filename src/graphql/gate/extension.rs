@@ -72,6 +72,7 @@ impl GateState {
     /// Returns whether the operation it runs is a query.
     fn admit(&self, ctx: &ExtensionContext<'_>, request: &mut Request, signed_in: bool) -> Result<bool, Refusal> {
         let limits = if signed_in { &self.signed_in } else { &self.anonymous };
+        check_operation_name(request.operation_name.as_deref())?;
         let document = match signed_in.then(|| self.cache.get(&request.query)).flatten() {
             Some(document) => document,
             None => {
@@ -160,5 +161,42 @@ impl Extension for GateExtension {
                 Response::from_errors(vec![error.into_server_error(Pos::default())])
             }
         }
+    }
+}
+
+/// The operation to run is named by the request, not the document: a name
+/// that is not a GraphQL name can match no operation, and async-graphql's
+/// "Unknown operation named \"…\"" would quote it whole, past
+/// [`super::sanitize`] when it holds quotes itself (found by the
+/// `gate_request` fuzz target).
+fn check_operation_name(name: Option<&str>) -> Result<(), Refusal> {
+    let Some(name) = name else { return Ok(()) };
+    let mut chars = name.chars();
+    let is_name = chars.next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric());
+    if is_name {
+        Ok(())
+    } else {
+        Err(Refusal::new("operationName is not a GraphQL name ([_A-Za-z][_0-9A-Za-z]*)", None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_names_are_graphql_names() {
+        assert_eq!(check_operation_name(None), Ok(()));
+        assert_eq!(check_operation_name(Some("Q_1")), Ok(()));
+        assert_eq!(check_operation_name(Some("_q")), Ok(()));
+        for bad in ["", "1Q", "a b", "a\"sk-ant-secret\"b", "ü"] {
+            let refusal = check_operation_name(Some(bad)).unwrap_err();
+            assert!(!refusal.message.contains("secret"), "{refusal:?}");
+        }
+        // What the check keeps out: a quoted name holding quotes escapes the scrub.
+        let names = SchemaNames::default();
+        let leaked = names.scrub(r#"Unknown operation named "a"sk-ant-secret"b""#);
+        assert!(leaked.contains("secret"), "{leaked}");
     }
 }

@@ -35,7 +35,7 @@ use async_graphql::{ErrorExtensions, Pos, ServerError};
 
 pub use extension::DocumentGate;
 pub use parse::parse;
-pub use prescan::prescan;
+pub use prescan::{prescan, prescan_counted};
 pub use scrub::{sanitize, SchemaNames};
 pub use spec::{check_enum_literals, check_required_variables};
 pub use structure::{check_structure, MAX_INTROSPECTION_LISTS};

@@ -9,6 +9,21 @@ use super::{DocumentLimits, Refusal, MAX_NESTING};
 /// strings and comments as the GraphQL lexer does. No recursion, no
 /// allocation; runs before anything that recurses.
 pub fn prescan(text: &str, limits: &DocumentLimits) -> Result<(), Refusal> {
+    prescan_counted(text, limits).0
+}
+
+/// [`prescan`] and the steps it took: one per loop turn, each moving past
+/// at least one byte (a token's first byte may be looked at twice), so
+/// never more than two per byte. The fuzz targets assert that bound (a
+/// count, not a time).
+#[doc(hidden)]
+pub fn prescan_counted(text: &str, limits: &DocumentLimits) -> (Result<(), Refusal>, usize) {
+    let mut steps = 0;
+    let result = scan(text, limits, &mut steps);
+    (result, steps)
+}
+
+fn scan(text: &str, limits: &DocumentLimits, steps: &mut usize) -> Result<(), Refusal> {
     let bytes = text.as_bytes();
     let position = |at: usize| {
         let before = &bytes[..at.min(bytes.len())];
@@ -20,6 +35,7 @@ pub fn prescan(text: &str, limits: &DocumentLimits) -> Result<(), Refusal> {
     let mut tokens = 0usize;
     let mut i = 0;
     while i < bytes.len() {
+        *steps += 1;
         let start = i;
         match bytes[i] {
             b' ' | b'\t' | b'\n' | b'\r' | b',' => {
@@ -28,6 +44,7 @@ pub fn prescan(text: &str, limits: &DocumentLimits) -> Result<(), Refusal> {
             }
             b'#' => {
                 while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+                    *steps += 1;
                     i += 1;
                 }
                 continue;
@@ -38,6 +55,7 @@ pub fn prescan(text: &str, limits: &DocumentLimits) -> Result<(), Refusal> {
                 // what follows: so it is refused here, never skipped.
                 i += 3;
                 while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    *steps += 1;
                     i += if bytes[i..].starts_with(b"\\\"\"\"") { 4 } else { 1 };
                 }
                 if i >= bytes.len() {
@@ -50,6 +68,7 @@ pub fn prescan(text: &str, limits: &DocumentLimits) -> Result<(), Refusal> {
                 // is never more lenient than the grammar: unterminated is refused.
                 i += 1;
                 while i < bytes.len() && !matches!(bytes[i], b'"' | b'\n' | b'\r') {
+                    *steps += 1;
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
                 if i >= bytes.len() || bytes[i] != b'"' {
@@ -75,6 +94,7 @@ pub fn prescan(text: &str, limits: &DocumentLimits) -> Result<(), Refusal> {
                 while i < bytes.len()
                     && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'-' | b'+' | b'.'))
                 {
+                    *steps += 1;
                     i += 1;
                 }
             }
