@@ -59,7 +59,7 @@ impl SchemaNames {
         !bare.is_empty() && self.0.contains(bare)
     }
 
-    fn scrub(&self, message: &str) -> String {
+    pub(super) fn scrub(&self, message: &str) -> String {
         // "Expected input type "X", found <value>." / "…, found <value>": cut the value.
         let message = match message.find("found ") {
             Some(at) => format!("{}found a value of another type.", &message[..at]),
