@@ -69,13 +69,7 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(WebhookDeliveries::Table)
-                    .col(
-                        ColumnDef::new(WebhookDeliveries::Id)
-                            .big_integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
+                    .col(ColumnDef::new(WebhookDeliveries::Id).big_integer().not_null().auto_increment().primary_key())
                     .col(ColumnDef::new(WebhookDeliveries::EndpointId).string_len(64).not_null())
                     // Null for a test delivery.
                     .col(ColumnDef::new(WebhookDeliveries::EventId).big_integer().null())

@@ -134,6 +134,8 @@ impl AdminHandle {
         let mut kinds: Vec<&str> = new.events.iter().map(|k| k.as_str()).collect();
         kinds.sort_unstable();
         kinds.dedup();
+        // Before the transaction: SQLite has one writer connection.
+        let last_event_id = self.store.latest_event_id().await?;
         let txn = db.begin().await?;
         let row = webhook_endpoint::ActiveModel {
             id: Set(id.clone()),
@@ -143,7 +145,7 @@ impl AdminHandle {
             secret: Set(self.store.keys().encrypt(new.secret.as_bytes(), binding(&id))),
             enabled: Set(true),
             disabled_reason: Set(None),
-            last_event_id: Set(self.store.latest_event_id().await?),
+            last_event_id: Set(last_event_id),
             created_at: Set(self.store.clock().now()),
             failing_since: Set(None),
         }
@@ -156,25 +158,19 @@ impl AdminHandle {
     }
 
     pub async fn webhooks(&self) -> ApiResult<Vec<Webhook>> {
-        let rows = webhook_endpoint::Entity::find()
-            .order_by_asc(webhook_endpoint::Column::Id)
-            .all(self.store.db())
-            .await?;
+        let rows =
+            webhook_endpoint::Entity::find().order_by_asc(webhook_endpoint::Column::Id).all(self.store.db()).await?;
         rows.into_iter().map(webhook_from_row).collect()
     }
 
     /// Deletes an endpoint and its deliveries. False when there was none.
     pub async fn delete_webhook(&self, id: &str) -> ApiResult<bool> {
         let txn = self.store.db().begin().await?;
-        webhook_delivery::Entity::delete_many()
-            .filter(webhook_delivery::Column::EndpointId.eq(id))
-            .exec(&txn)
-            .await?;
+        webhook_delivery::Entity::delete_many().filter(webhook_delivery::Column::EndpointId.eq(id)).exec(&txn).await?;
         let deleted = webhook_endpoint::Entity::delete_by_id(id).exec(&txn).await?.rows_affected > 0;
         if deleted {
             let detail = Some(format!("webhook {id}"));
-            audit::record(&txn, self.actor(), Action::WebhookDeleted, Entry { detail, ..Default::default() })
-                .await?;
+            audit::record(&txn, self.actor(), Action::WebhookDeleted, Entry { detail, ..Default::default() }).await?;
         }
         txn.commit().await?;
         Ok(deleted)
@@ -237,10 +233,8 @@ impl Store {
     /// by compare-and-swap in the same transaction, so two instances never
     /// queue an event twice (the unique index is the second wall).
     pub async fn queue_webhook_deliveries(&self) -> ApiResult<usize> {
-        let endpoints = webhook_endpoint::Entity::find()
-            .filter(webhook_endpoint::Column::Enabled.eq(true))
-            .all(self.db())
-            .await?;
+        let endpoints =
+            webhook_endpoint::Entity::find().filter(webhook_endpoint::Column::Enabled.eq(true)).all(self.db()).await?;
         let mut queued = 0;
         for endpoint in endpoints {
             let rows = credential_event::Entity::find()
@@ -280,8 +274,7 @@ impl Store {
     /// The JSON body for `event`: its kind and the credential's metadata
     /// (never a secret, a hint or a token).
     async fn event_payload<C: sea_orm::ConnectionTrait>(&self, db: &C, event: &CredentialEvent) -> ApiResult<String> {
-        let owner_email =
-            user::Entity::find_by_id(event.owner_id.as_str()).one(db).await?.map(|u| u.email);
+        let owner_email = user::Entity::find_by_id(event.owner_id.as_str()).one(db).await?.map(|u| u.email);
         // A removed credential is gone: the event's own fields say what it was.
         let row = credential::Entity::find_by_id(event.credential_id.as_str()).one(db).await?;
         let credential = json!({
@@ -307,10 +300,8 @@ impl Store {
     /// enabled endpoint when it is due and nobody holds it: one instance
     /// at a time, each endpoint's events in order.
     pub async fn claim_webhook_deliveries(&self, owner: &str, claim_for: Duration) -> ApiResult<Vec<DueDelivery>> {
-        let endpoints = webhook_endpoint::Entity::find()
-            .filter(webhook_endpoint::Column::Enabled.eq(true))
-            .all(self.db())
-            .await?;
+        let endpoints =
+            webhook_endpoint::Entity::find().filter(webhook_endpoint::Column::Enabled.eq(true)).all(self.db()).await?;
         let now = self.clock().now();
         let mut claimed = Vec::new();
         for endpoint in endpoints {
@@ -386,7 +377,8 @@ impl Store {
             .filter(webhook_delivery::Column::ClaimOwner.eq(owner))
             .exec(&txn)
             .await?;
-        let endpoint = webhook_endpoint::Entity::update_many().filter(webhook_endpoint::Column::Id.eq(&delivery.endpoint_id));
+        let endpoint =
+            webhook_endpoint::Entity::update_many().filter(webhook_endpoint::Column::Id.eq(&delivery.endpoint_id));
         match result.end {
             AttemptEnd::Delivered => {
                 endpoint

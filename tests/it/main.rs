@@ -26,5 +26,6 @@ mod runner_edges;
 mod safety;
 mod schema;
 mod tasks;
+mod webhooks;
 mod ws;
 mod ws_limits;
