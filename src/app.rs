@@ -52,6 +52,7 @@ pub struct App {
     pub flows: FlowEngine,
     /// Checks credentials with their providers (`crate::checks`).
     pub checker: Checker,
+    pub webhooks: crate::webhooks::Webhooks,
     pub schema: VaultSchema,
 }
 
@@ -96,8 +97,9 @@ impl App {
             config.oauth.http_timeout,
             config.scheduler.expiring_within,
         )?;
-        let schema = build_schema(store.clone(), flows.clone(), checker.clone(), &config.graphql);
-        Ok(App { config, store, flows, checker, schema })
+        let webhooks = crate::webhooks::Webhooks::new(&config.webhooks)?;
+        let schema = build_schema(store.clone(), flows.clone(), checker.clone(), webhooks.clone(), &config.graphql);
+        Ok(App { config, store, flows, checker, webhooks, schema })
     }
 
     /// Serves on the listeners [`serve`] bound until Ctrl-C /
@@ -139,6 +141,7 @@ impl App {
             self.config.scheduler.clone(),
         )
         .await?;
+        self.webhooks.start(self.store.clone());
         let auth = crate::identity::Authenticator::new(self.store.clone(), &self.config.auth)?;
         auth.warm_up();
         // WebSockets waiting for `connection_init` get a fraction of the cap.

@@ -66,6 +66,9 @@ pub struct Config {
     /// `[writes]`: a person's writes per minute (`SESAME_WRITES__PER_MINUTE`, `__BURST`).
     #[serde(default)]
     pub writes: crate::limits::WritesConfig,
+    /// `[webhooks]`: signed webhooks (`SESAME_WEBHOOKS__ALLOW_PRIVATE`, `__RETRY_MIN`, …).
+    #[serde(default)]
+    pub webhooks: crate::webhooks::WebhooksConfig,
     /// System-wide agent keys, used when a user has none.
     #[serde(skip_serializing, default)]
     pub system_keys: SystemKeys,
@@ -109,6 +112,7 @@ impl Default for Config {
             providers: Default::default(),
             http: Default::default(),
             writes: Default::default(),
+            webhooks: Default::default(),
             system_keys: SystemKeys::default(),
         }
     }

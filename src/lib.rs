@@ -40,4 +40,5 @@ pub mod shutdown;
 pub mod store;
 pub mod system_keys;
 pub mod telemetry;
+pub mod webhooks;
 mod ws;

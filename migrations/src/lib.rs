@@ -14,6 +14,7 @@ mod m20261202_000008_checks;
 mod m20261202_000009_origin;
 mod m20261206_000010_identity_edges;
 mod m20261206_230000_claim_owner_event_order;
+mod m20261207_000011_webhooks;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_origin::Migration),
             Box::new(m20261206_000010_identity_edges::Migration),
             Box::new(m20261206_230000_claim_owner_event_order::Migration),
+            Box::new(m20261207_000011_webhooks::Migration),
         ]
     }
 }

@@ -10,3 +10,5 @@ pub mod oauth_flow;
 pub mod system_key_check;
 pub mod task_lease;
 pub mod user;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;

@@ -16,6 +16,7 @@ mod subscription;
 pub mod subscription_limits;
 mod tasks;
 pub mod types;
+mod webhooks;
 
 use async_graphql::{Context, SDLExportOptions, Schema};
 
@@ -34,11 +35,18 @@ pub type VaultSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema with its safety limits. The caller's `Principal`, if
 /// any, goes into each request's data.
-pub fn build_schema(store: Store, flows: FlowEngine, checker: Checker, config: &GraphqlConfig) -> VaultSchema {
+pub fn build_schema(
+    store: Store,
+    flows: FlowEngine,
+    checker: Checker,
+    webhooks: crate::webhooks::Webhooks,
+    config: &GraphqlConfig,
+) -> VaultSchema {
     let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(store)
         .data(flows)
         .data(checker)
+        .data(webhooks)
         .limit_depth(config.max_depth)
         .limit_complexity(config.max_complexity)
         .limit_recursive_depth(32)

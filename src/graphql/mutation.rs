@@ -322,4 +322,27 @@ impl MutationRoot {
     ) -> Result<Vec<Credential>> {
         Ok(super::tasks::return_files(ctx, &task_id, files).await?)
     }
+
+    /// Admin only: registers a webhook endpoint. The answer carries its signing secret, shown this once.
+    #[graphql(guard = "AdminGuard")]
+    async fn create_webhook(
+        &self,
+        ctx: &Context<'_>,
+        input: super::webhooks::WebhookInput,
+    ) -> Result<super::webhooks::CreatedWebhook> {
+        Ok(super::webhooks::create(ctx, input).await?)
+    }
+
+    /// Admin only: deletes a webhook endpoint and its queued deliveries. False when there was none.
+    #[graphql(guard = "AdminGuard")]
+    async fn delete_webhook(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        Ok(super::webhooks::delete(ctx, &id).await?)
+    }
+
+    /// Admin only: sends a TEST event to the endpoint (queued, then delivered like any event).
+    /// Returns the delivery's `webhook-id`.
+    #[graphql(guard = "AdminGuard")]
+    async fn send_test_webhook(&self, ctx: &Context<'_>, id: ID) -> Result<String> {
+        Ok(super::webhooks::send_test(ctx, &id).await?)
+    }
 }

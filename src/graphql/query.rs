@@ -163,4 +163,10 @@ impl QueryRoot {
             next_cursor: page.next_cursor,
         })
     }
+
+    /// Admin only: the webhook endpoints (never their secrets).
+    #[graphql(guard = "AdminGuard")]
+    async fn webhooks(&self, ctx: &Context<'_>) -> Result<Vec<super::webhooks::Webhook>> {
+        Ok(super::webhooks::list(ctx).await?)
+    }
 }

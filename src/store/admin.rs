@@ -54,7 +54,7 @@ impl AdminHandle {
         AdminHandle { store, principal }
     }
 
-    fn actor(&self) -> Actor<'_> {
+    pub(super) fn actor(&self) -> Actor<'_> {
         Actor::Principal(&self.principal)
     }
 

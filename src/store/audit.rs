@@ -28,6 +28,9 @@ pub enum Action {
     UserEnabled,
     UserDeleted,
     KeyRotated,
+    WebhookCreated,
+    WebhookDeleted,
+    WebhookTested,
 }
 
 impl Action {
@@ -49,6 +52,9 @@ impl Action {
             Action::UserEnabled => "USER_ENABLED",
             Action::UserDeleted => "USER_DELETED",
             Action::KeyRotated => "KEY_ROTATED",
+            Action::WebhookCreated => "WEBHOOK_CREATED",
+            Action::WebhookDeleted => "WEBHOOK_DELETED",
+            Action::WebhookTested => "WEBHOOK_TESTED",
         }
     }
 }

@@ -53,7 +53,7 @@ impl Store {
     }
 }
 
-fn event_from_row(row: credential_event::Model) -> ApiResult<CredentialEvent> {
+pub(super) fn event_from_row(row: credential_event::Model) -> ApiResult<CredentialEvent> {
     let parse = |what: &str, e: crate::domain::UnknownVariant| {
         ApiError::internal(anyhow::anyhow!("event {}: {what}: {e}", row.id))
     };

@@ -19,6 +19,7 @@ mod removal;
 mod rotation;
 mod runner;
 mod sink;
+mod webhooks;
 
 pub use event_log::EventScope;
 pub(crate) use flows::{seal_flow_text, FLOW_COMPLETING};
@@ -42,6 +43,7 @@ pub use people::{AccessToken, DeletedPerson, JwtPerson, Person, TokenKind, JWT_T
 pub use removal::{Remaining, Removal, Removed};
 pub use runner::{Issued, RunnerHandle, TaskId};
 pub use sink::{Channel, EventSink};
+pub use webhooks::{AttemptEnd, AttemptResult, DueDelivery, NewWebhook, Webhook};
 
 use batch::Batcher;
 

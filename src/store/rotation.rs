@@ -7,13 +7,13 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::{audit, credentials, Store, FLOW_FIELD, FLOW_USER_CODE_FIELD, FLOW_VERIFICATION_URI_FIELD};
-use crate::entities::{credential, oauth_flow};
+use super::{audit, credentials, webhooks, Store, FLOW_FIELD, FLOW_USER_CODE_FIELD, FLOW_VERIFICATION_URI_FIELD};
+use crate::entities::{credential, oauth_flow, webhook_endpoint};
 use crate::error::{ApiError, ApiResult};
 
 impl Store {
-    /// Re-encrypts every stored secret (credentials and pending sign-in
-    /// flows) under the current key. Returns how many records were rewritten.
+    /// Re-encrypts every stored secret (credentials, pending sign-in flows
+    /// and webhook endpoints' signing secrets) under the current key. Returns how many records were rewritten.
     ///
     /// On SQLite beside a running server: waits its turn for the write lock
     /// (the busy timeout), and if the server kept it, says to retry or stop
@@ -38,7 +38,9 @@ impl Store {
             // no busy timeout waits out) if the server wrote in between.
             txn.execute_unprepared("UPDATE credentials SET version = version WHERE 1 = 0").await?;
         }
-        let rewritten = self.reseal_credentials(&txn).await? + self.reseal_flows(&txn).await?;
+        let rewritten = self.reseal_credentials(&txn).await?
+            + self.reseal_flows(&txn).await?
+            + self.reseal_webhook_secrets(&txn).await?;
         audit::record(
             &txn,
             audit::Actor::System,
@@ -129,6 +131,26 @@ impl Store {
             if let Some(stored) = &row.sealed_verification_uri_complete {
                 active.sealed_verification_uri_complete = Set(Some(reseal(stored, FLOW_VERIFICATION_URI_FIELD)?));
             }
+            active.update(txn).await?;
+            rewritten += 1;
+        }
+        Ok(rewritten)
+    }
+
+    /// Re-encrypts the webhook endpoints' signing secrets; returns how many.
+    /// Without this, dropping the old key would leave every endpoint
+    /// unable to sign.
+    async fn reseal_webhook_secrets(&self, txn: &DatabaseTransaction) -> ApiResult<usize> {
+        let mut rewritten = 0;
+        for row in webhook_endpoint::Entity::find().all(txn).await? {
+            let keys = self.keys();
+            if keys.is_current(&row.secret) {
+                continue;
+            }
+            let binding = webhooks::binding(&row.id);
+            let secret = keys.encrypt(&keys.decrypt(&row.secret, binding)?, binding);
+            let mut active: webhook_endpoint::ActiveModel = row.into();
+            active.secret = Set(secret);
             active.update(txn).await?;
             rewritten += 1;
         }

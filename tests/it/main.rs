@@ -29,6 +29,7 @@ mod runner_edges;
 mod safety;
 mod schema;
 mod tasks;
+mod webhooks;
 mod write_rate;
 mod ws;
 mod ws_limits;
