@@ -20,7 +20,7 @@ const OTHER_PATHS: &[&str] = &[".claude.json", ".codex/config.toml", "../.codex/
 fuzz_target!(|data: &[u8]| {
     let [pair, which, rest @ ..] = data else { return };
     let pairs: Vec<(Agent, Provider)> =
-        Agent::ALL.iter().flat_map(|&a| a.providers().iter().map(move |&p| (a, p))).collect();
+        Agent::ALL.iter().flat_map(|&a| sesame_vault::agents::spec(a).providers.iter().map(move |&p| (a, p))).collect();
     let (agent, provider) = pairs[*pair as usize % pairs.len()];
     let paths = returnable_paths(agent, provider);
     let all: Vec<&str> = paths.iter().copied().chain(OTHER_PATHS.iter().copied()).collect();
