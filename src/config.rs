@@ -69,6 +69,9 @@ pub struct Config {
     /// `[webhooks]`: signed webhooks (`SESAME_WEBHOOKS__ALLOW_PRIVATE`, `__RETRY_MIN`, …).
     #[serde(default)]
     pub webhooks: crate::webhooks::WebhooksConfig,
+    /// `[proxy]`: the egress proxy for `delivery: PROXY` (`SESAME_PROXY__LISTEN`, …).
+    #[serde(default)]
+    pub proxy: crate::proxy::ProxyConfig,
     /// System-wide agent keys, used when a user has none.
     #[serde(skip_serializing, default)]
     pub system_keys: SystemKeys,
@@ -84,11 +87,17 @@ pub struct TasksConfig {
     /// behind its back. Durations like `90s`, `30m`, `2h`.
     #[serde(with = "humantime_serde")]
     pub lease: std::time::Duration,
+    /// How a task receives its credentials when the runner does not say:
+    /// `FILES` (the real values) or `PROXY` (placeholders; needs `[proxy]`).
+    pub default_delivery: crate::domain::Delivery,
 }
 
 impl Default for TasksConfig {
     fn default() -> Self {
-        TasksConfig { lease: std::time::Duration::from_secs(2 * 3600) }
+        TasksConfig {
+            lease: std::time::Duration::from_secs(2 * 3600),
+            default_delivery: crate::domain::Delivery::Files,
+        }
     }
 }
 
@@ -113,6 +122,7 @@ impl Default for Config {
             http: Default::default(),
             writes: Default::default(),
             webhooks: Default::default(),
+            proxy: Default::default(),
             system_keys: SystemKeys::default(),
         }
     }

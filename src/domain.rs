@@ -86,6 +86,13 @@ string_enum!(Provider {
     Github => "GITHUB",
 });
 
+string_enum!(
+    /// How a task receives its credentials: the real values in its env and
+    /// files (`FILES`), or task-scoped placeholders that only the vault's
+    /// egress proxy turns into the real ones (`PROXY`).
+    Delivery { Files => "FILES", Proxy => "PROXY" }
+);
+
 string_enum!(CredentialKind { ApiKey => "API_KEY", Subscription => "SUBSCRIPTION" });
 
 string_enum!(CredentialStatus {

@@ -15,6 +15,7 @@ mod m20261202_000009_origin;
 mod m20261206_000010_identity_edges;
 mod m20261206_230000_claim_owner_event_order;
 mod m20261207_000011_webhooks;
+mod m20261207_000012_proxy_grants;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000010_identity_edges::Migration),
             Box::new(m20261206_230000_claim_owner_event_order::Migration),
             Box::new(m20261207_000011_webhooks::Migration),
+            Box::new(m20261207_000012_proxy_grants::Migration),
         ]
     }
 }

@@ -7,6 +7,7 @@ pub mod credential;
 pub mod credential_event;
 pub mod jwt_tombstone;
 pub mod oauth_flow;
+pub mod proxy_grant;
 pub mod system_key_check;
 pub mod task_lease;
 pub mod user;

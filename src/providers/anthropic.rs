@@ -11,6 +11,7 @@ use serde_json::json;
 use super::check::{conclude, Outcome, Probe};
 use super::revoke::Revocation;
 use super::signin::{tokens_from, unreachable_error, SignIn};
+use super::Egress;
 use super::{
     http, wrong_prefix, Account, FlowSecret, OauthConfig, ProviderApis, ProviderError, ProviderSpec, ProvidersConfig,
     RefreshTokens, Tokens,
@@ -58,6 +59,11 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         api_key_page: "https://console.anthropic.com/settings/keys",
         login_page: "https://claude.ai/settings",
         revoke: None,
+    },
+    egress: Egress {
+        hosts: &["api.anthropic.com"],
+        token_endpoints: &[("platform.claude.com", "/v1/oauth/token"), ("console.anthropic.com", "/v1/oauth/token")],
+        placeholder_prefixes: &["sk-ant-api03-", "sk-ant-oat01-", "sk-ant-ort01-"],
     },
 };
 

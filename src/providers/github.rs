@@ -10,6 +10,7 @@ use super::revoke::{confirmed, Revocation, RevokeAt};
 use super::signin::{
     error_code, foreign_secret, not_understood, printable_code, tokens_from, unreachable_error, SignIn,
 };
+use super::Egress;
 use super::{
     http, wrong_prefix, DeviceStart, FlowSecret, OauthConfig, Poll, ProviderError, ProviderSpec, ProvidersConfig,
     RefreshTokens,
@@ -54,6 +55,19 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         login_page: "https://github.com/settings/personal-access-tokens (fine-grained tokens) or \
              https://github.com/settings/applications (sign-ins)",
         revoke: Some(revoke),
+    },
+    // Copilot asks api.github.com, then the Copilot API host GitHub
+    // announces for the account's plan.
+    egress: Egress {
+        hosts: &[
+            "api.github.com",
+            "api.githubcopilot.com",
+            "api.individual.githubcopilot.com",
+            "api.business.githubcopilot.com",
+            "api.enterprise.githubcopilot.com",
+        ],
+        token_endpoints: &[],
+        placeholder_prefixes: &["github_pat_", "gho_", "ghu_", "ghp_"],
     },
 };
 

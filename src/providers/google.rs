@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::check::{conclude, Outcome, Probe};
 use super::revoke::Revocation;
+use super::Egress;
 use super::{http, wrong_prefix, ProviderSpec, ProvidersConfig, RefreshTokens};
 use crate::credential_input::{is_token_byte, InputError, InputResult};
 use crate::domain::Provider;
@@ -32,6 +33,13 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         api_key_page: "https://aistudio.google.com/apikey",
         login_page: "https://aistudio.google.com/apikey",
         revoke: None,
+    },
+    // Gemini with an API key calls the Generative Language API; with a
+    // Google login, Code Assist and the user-info endpoint.
+    egress: Egress {
+        hosts: &["generativelanguage.googleapis.com", "cloudcode-pa.googleapis.com", "www.googleapis.com"],
+        token_endpoints: &[("oauth2.googleapis.com", "/token")],
+        placeholder_prefixes: &["AIza", "ya29."],
     },
 };
 

@@ -89,6 +89,42 @@ pub struct ProviderSpec {
     /// Revoking at the provider what its sign-in issued, and where a person
     /// revokes the rest by hand (`revoke.rs`).
     pub revocation: revoke::Revocation,
+    /// What the egress proxy may do with its credentials (`crate::proxy`).
+    pub egress: Egress,
+}
+
+/// A provider's facts for proxy delivery (`../shared/reference/agents.md`,
+/// "Egress injection").
+pub struct Egress {
+    /// Hosts its credentials may be sent to through the proxy (each agent's
+    /// requests for this provider go to these).
+    pub hosts: &'static [&'static str],
+    /// Its OAuth token endpoints as the CLIs call them (host, path): the
+    /// proxy answers a refresh there itself; the refresh token never leaves.
+    pub token_endpoints: &'static [(&'static str, &'static str)],
+    /// Public prefixes of its keys and tokens, kept on a placeholder for a
+    /// real value that starts with one (Copilot refuses a token that does
+    /// not start `github_pat_` or `gho_`). Longest first.
+    pub placeholder_prefixes: &'static [&'static str],
+}
+
+impl Egress {
+    /// The prefix a placeholder for `real` keeps (never more than the
+    /// listed public prefix).
+    pub fn prefix_of(&self, real: &str) -> &'static str {
+        self.placeholder_prefixes.iter().copied().find(|p| real.starts_with(p)).unwrap_or("")
+    }
+
+    /// Whether a request to `host` may carry this provider's credentials.
+    pub fn allows_host(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+            || self.token_endpoints.iter().any(|(h, _)| h.eq_ignore_ascii_case(host))
+    }
+
+    /// Whether `host` and `path` are one of its token endpoints.
+    pub fn is_token_endpoint(&self, host: &str, path: &str) -> bool {
+        self.token_endpoints.iter().any(|(h, p)| h.eq_ignore_ascii_case(host) && *p == path)
+    }
 }
 
 /// A provider's check: the HTTP client, where the providers are, and the

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::check::{conclude, Outcome, Probe};
 use super::revoke::{confirmed, Revocation, RevokeAt};
 use super::signin::{error_code, foreign_secret, not_understood, tokens_from, unreachable_error, SignIn};
+use super::Egress;
 use super::{
     http, jwt, wrong_prefix, Account, DeviceStart, FlowSecret, OauthConfig, Poll, ProviderApis, ProviderError,
     ProviderSpec, ProvidersConfig, RefreshTokens,
@@ -44,6 +45,13 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         api_key_page: "https://platform.openai.com/api-keys",
         login_page: "https://chatgpt.com/#settings/Security",
         revoke: Some(revoke),
+    },
+    // Codex with a ChatGPT login talks to chatgpt.com; with an API key it
+    // also sends the key to chatgpt.com's models list.
+    egress: Egress {
+        hosts: &["api.openai.com", "chatgpt.com"],
+        token_endpoints: &[("auth.openai.com", "/oauth/token")],
+        placeholder_prefixes: &["sk-proj-", "sk-svcacct-", "sk-"],
     },
 };
 

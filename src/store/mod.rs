@@ -15,6 +15,7 @@ mod lifecycle;
 mod operator;
 mod owner;
 mod people;
+mod proxy;
 mod removal;
 mod rotation;
 mod runner;
@@ -40,6 +41,7 @@ pub use lifecycle::{RefreshOutcome, RefreshReport, ScanReport, EXPIRING_MESSAGE}
 pub use operator::OperatorHandle;
 pub use owner::OwnerHandle;
 pub use people::{AccessToken, DeletedPerson, JwtPerson, Person, TokenKind, JWT_TOKEN_ID};
+pub use proxy::{GrantView, Loan, ProxyHandle, Refusal, TokenAnswer, Usage};
 pub use removal::{Remaining, Removal, Removed};
 pub use runner::{Issued, RunnerHandle, TaskId};
 pub use sink::{Channel, EventSink};
