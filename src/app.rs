@@ -116,6 +116,14 @@ impl App {
             },
         );
         let addr = serving.addr();
+        // How tasks receive their credentials; PROXY needs the egress proxy.
+        if self.config.tasks.default_delivery == crate::domain::Delivery::Proxy && self.config.proxy.listen.is_none() {
+            anyhow::bail!(
+                "SESAME_TASKS__DEFAULT_DELIVERY=PROXY needs the egress proxy: set SESAME_PROXY__LISTEN (e.g. 127.0.0.1:0)"
+            );
+        }
+        self.store
+            .set_delivery(crate::store::DeliverySettings { default: self.config.tasks.default_delivery, proxy: None });
         // A SQLite database has one instance by construction: leases left by
         // its previous run are its own, so pending flows resume at once.
         if !self.config.is_sqlite() {

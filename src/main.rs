@@ -58,6 +58,10 @@ enum Command {
         task: String,
         #[arg(long)]
         home: PathBuf,
+        /// `files` (the real credential) or `proxy` (placeholders that only the
+        /// vault's egress proxy turns into the credential); default: the vault's.
+        #[arg(long, value_parser = ["files", "proxy"])]
+        delivery: Option<String>,
     },
     /// After a run: send the agent's (possibly refreshed) login files back.
     TaskReturn {
@@ -182,10 +186,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = App::open(config).await?;
             print!("{}", sesame_vault::graphql::sdl(&app.schema));
         }
-        Command::TaskEnv { server, user, agent, provider, task, home } => {
+        Command::TaskEnv { server, user, agent, provider, task, home, delivery } => {
             let client = Client::new(&server.server, &server.token)?;
-            let request =
-                TaskEnv { user: &user, agent: &agent, provider: provider.as_deref(), task: &task, home: &home };
+            let request = TaskEnv {
+                user: &user,
+                agent: &agent,
+                provider: provider.as_deref(),
+                task: &task,
+                home: &home,
+                delivery: delivery.as_deref(),
+            };
             print!("{}", task_env(&client, request).await?);
         }
         Command::TaskReturn { server, task, home } => {

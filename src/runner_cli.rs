@@ -229,6 +229,8 @@ pub struct TaskEnv<'a> {
     pub provider: Option<&'a str>,
     pub task: &'a str,
     pub home: &'a Path,
+    /// `files` or `proxy`; None: the vault's default.
+    pub delivery: Option<&'a str>,
 }
 
 /// Fetches the task's credentials, writes its files under `home`, and
@@ -236,10 +238,12 @@ pub struct TaskEnv<'a> {
 pub async fn task_env(client: &Client, req: TaskEnv<'_>) -> anyhow::Result<String> {
     // Opened first: a missing home directory issues nothing.
     let home = Home::open(req.home)?;
+    // Variables naming a handed file (the proxy's CA) get its absolute path.
+    let home_dir = std::path::absolute(req.home)?;
     let data = client
         .call(
-            "mutation($u: ID!, $a: Agent!, $p: Provider, $t: String!) { issueTaskCredentials(userId: $u, agent: $a, provider: $p, taskId: $t) { source env { name value } files { path mode content } } }",
-            json!({ "u": req.user, "a": enum_value(req.agent), "p": req.provider.map(enum_value), "t": req.task }),
+            "mutation($u: ID!, $a: Agent!, $p: Provider, $t: String!, $d: Delivery) { issueTaskCredentials(userId: $u, agent: $a, provider: $p, taskId: $t, delivery: $d) { source env { name value homePath } files { path mode content } } }",
+            json!({ "u": req.user, "a": enum_value(req.agent), "p": req.provider.map(enum_value), "t": req.task, "d": req.delivery.map(enum_value) }),
         )
         .await?;
     let issued = &data["issueTaskCredentials"];
@@ -253,7 +257,15 @@ pub async fn task_env(client: &Client, req: TaskEnv<'_>) -> anyhow::Result<Strin
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             bail!("the server sent an invalid variable name");
         }
-        out.push_str(&format!("export {name}={}\n", shell_quote(var["value"].as_str().unwrap_or_default())));
+        let value = var["value"].as_str().unwrap_or_default();
+        let value = if var["homePath"].as_bool() == Some(true) {
+            // The same checks as the files: a plain relative path under home.
+            components(value)?;
+            home_dir.join(value).to_string_lossy().into_owned()
+        } else {
+            value.to_owned()
+        };
+        out.push_str(&format!("export {name}={}\n", shell_quote(&value)));
     }
     Ok(out)
 }

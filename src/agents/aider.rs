@@ -18,7 +18,7 @@
 
 use super::catalog::MethodInfo;
 use super::handover::one_env_var;
-use super::{AgentSpec, Handling, Issue, Materialized, Save, Saved};
+use super::{AgentSpec, Handling, Issue, Materialized, ProxyFacts, Save, Saved};
 use crate::credential_input::{InputError, InputResult};
 use crate::domain::{Agent, AuthMethod, Provider};
 use crate::providers::{anthropic, google, openai};
@@ -43,6 +43,15 @@ pub static SPEC: AgentSpec = AgentSpec {
 pub struct Aider;
 
 impl Handling for Aider {
+    /// Python (httpx and requests): the CA bundle variables replace its roots,
+    /// which is right here: every request it makes goes through the proxy.
+    fn proxy(&self) -> ProxyFacts {
+        ProxyFacts {
+            ca_vars: &["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"],
+            quiet: &[("AIDER_ANALYTICS", "false"), ("AIDER_CHECK_UPDATE", "false")],
+        }
+    }
+
     fn subscription_refusal(&self) -> Option<&'static str> {
         Some(SUBSCRIPTION_REFUSAL)
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::{MethodInfo, Paste};
 use super::handover::{env, file, from_json, one_env_var, optional_token, required_token, secret_json};
-use super::{AgentSpec, Handling, Issue, IssuedSecret, Materialized, Returned, Save, Saved};
+use super::{AgentSpec, Handling, Issue, IssuedSecret, Materialized, ProxyFacts, Returned, Save, Saved};
 use crate::credential_input::{InputError, InputResult, Secret, SubscriptionSecret};
 use crate::domain::{Agent, AuthMethod, Provider};
 use crate::providers::anthropic;
@@ -31,6 +31,12 @@ pub static SPEC: AgentSpec = AgentSpec {
 pub struct ClaudeCode;
 
 impl Handling for ClaudeCode {
+    /// Node; with non-essential traffic off it sends only settings,
+    /// policy limits and messages.
+    fn proxy(&self) -> ProxyFacts {
+        ProxyFacts { ca_vars: &["NODE_EXTRA_CA_CERTS"], quiet: &[("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")] }
+    }
+
     fn parse_subscription(&self, save: &Save<'_>) -> InputResult<Saved> {
         anthropic::parse_pasted(super::spec(save.agent).name, &save.fields, save.expires_at, save.now)
     }

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::catalog::{MethodInfo, Paste};
 use super::handover::{account_id, file, from_json, one_env_var, optional_token, required_token, secret_json};
-use super::{AgentSpec, Handling, Issue, IssuedSecret, Materialized, Returned, Save, Saved};
+use super::{AgentSpec, Handling, Issue, IssuedSecret, Materialized, ProxyFacts, Returned, Save, Saved};
 use crate::credential_input::{
     check_opaque_token, given, InputError, InputResult, Secret, SubscriptionSecret, MAX_AUTH_JSON_BYTES,
 };
@@ -32,6 +32,13 @@ pub static SPEC: AgentSpec = AgentSpec {
 pub struct Codex;
 
 impl Handling for Codex {
+    /// Rust: it ignores `NODE_EXTRA_CA_CERTS` and reads
+    /// `CODEX_CA_CERTIFICATE` (or `SSL_CERT_FILE`). Its analytics and
+    /// plugin traffic stop only with command-line flags (see the docs).
+    fn proxy(&self) -> ProxyFacts {
+        ProxyFacts { ca_vars: &["CODEX_CA_CERTIFICATE", "SSL_CERT_FILE"], quiet: &[] }
+    }
+
     fn parse_subscription(&self, save: &Save<'_>) -> InputResult<Saved> {
         parse_chatgpt_login(save)
     }

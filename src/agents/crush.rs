@@ -19,7 +19,7 @@
 
 use super::catalog::MethodInfo;
 use super::handover::one_env_var;
-use super::{AgentSpec, Handling, Issue, Materialized, Save, Saved};
+use super::{AgentSpec, Handling, Issue, Materialized, ProxyFacts, Save, Saved};
 use crate::credential_input::{InputError, InputResult};
 use crate::domain::{Agent, AuthMethod, Provider};
 use crate::providers::{anthropic, google, openai};
@@ -44,6 +44,11 @@ pub static SPEC: AgentSpec = AgentSpec {
 pub struct Crush;
 
 impl Handling for Crush {
+    /// Go: `SSL_CERT_FILE` replaces its roots.
+    fn proxy(&self) -> ProxyFacts {
+        ProxyFacts { ca_vars: &["SSL_CERT_FILE"], quiet: &[("CRUSH_DISABLE_METRICS", "1")] }
+    }
+
     fn subscription_refusal(&self) -> Option<&'static str> {
         Some(SUBSCRIPTION_REFUSAL)
     }

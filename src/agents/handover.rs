@@ -50,6 +50,9 @@ impl fmt::Debug for IssuedSecret<'_> {
 pub struct EnvOut {
     pub name: String,
     pub value: Secret,
+    /// The value is a path relative to the task's home (a file handed over
+    /// with it): the runner makes it absolute (`task-env` does).
+    pub home_path: bool,
 }
 
 /// A file for the task. `Debug` prints the content as `***`.
@@ -135,7 +138,13 @@ pub fn one_env_var(provider: Provider, secret: IssuedSecret<'_>) -> Materialized
 }
 
 pub fn env(name: &str, value: &str) -> EnvOut {
-    EnvOut { name: name.to_owned(), value: Secret::new(value.to_owned()) }
+    EnvOut { name: name.to_owned(), value: Secret::new(value.to_owned()), home_path: false }
+}
+
+/// A variable naming a file handed over with the task, by its path relative
+/// to the task's home.
+pub fn env_home_path(name: &str, path: &str) -> EnvOut {
+    EnvOut { name: name.to_owned(), value: Secret::new(path.to_owned()), home_path: true }
 }
 
 pub fn file(path: &str, content: Secret) -> FileOut {

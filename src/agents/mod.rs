@@ -42,6 +42,7 @@ use chrono::{DateTime, Utc};
 pub use handover::{EnvOut, FileOut, IssuedSecret, Materialized, Returned};
 
 use crate::credential_input::{InputError, InputResult, Redacted, SubscriptionFields, SubscriptionSecret};
+use crate::delivery::ProxyAccess;
 use crate::domain::{Agent, Provider};
 use catalog::MethodInfo;
 
@@ -121,10 +122,53 @@ pub trait Handling: Sync {
         Err(InputError::new(format!("nothing is taken back with {}", crate::providers::spec(provider).name)))
     }
 
+    /// Proxy delivery: how the CLI is made to trust the proxy's CA and to
+    /// keep quiet (`../shared/reference/agents.md`, "Egress injection").
+    fn proxy(&self) -> ProxyFacts {
+        ProxyFacts::NODE
+    }
+
     /// A subscription save for `provider` that parses, for the registry
     /// test; `None` where it takes no subscription from `provider`.
     #[cfg(test)]
     fn sample_subscription(&self, provider: Provider) -> Option<samples::SubscriptionSample>;
+}
+
+/// How an agent CLI goes through the egress proxy.
+pub struct ProxyFacts {
+    /// Variables that must name the proxy's CA certificate file.
+    pub ca_vars: &'static [&'static str],
+    /// Variables that stop traffic the CLI does not need to do its task.
+    pub quiet: &'static [(&'static str, &'static str)],
+}
+
+impl ProxyFacts {
+    /// A Node.js CLI: it adds `NODE_EXTRA_CA_CERTS` to its roots.
+    pub const NODE: ProxyFacts = ProxyFacts { ca_vars: &["NODE_EXTRA_CA_CERTS"], quiet: &[] };
+}
+
+/// Where the proxy's CA certificate (public part only) is written, relative
+/// to the task's home.
+pub const PROXY_CA_FILE: &str = ".sesame/proxy-ca.pem";
+
+/// Proxy delivery: the CA file, the proxy variables every CLI honours, the
+/// variables that make `agent` trust the CA, and its quiet switches.
+pub fn proxy_setup(agent: Agent, access: &ProxyAccess, out: &mut Materialized) {
+    let facts = spec(agent).handling.proxy();
+    out.files.push(FileOut {
+        path: PROXY_CA_FILE.to_owned(),
+        mode: 0o644,
+        content: crate::credential_input::Secret::new(access.ca_cert_pem.clone()),
+    });
+    for name in ["HTTPS_PROXY", "https_proxy"] {
+        out.env.push(handover::env(name, &access.url));
+    }
+    for name in facts.ca_vars {
+        out.env.push(handover::env_home_path(name, PROXY_CA_FILE));
+    }
+    for (name, value) in facts.quiet {
+        out.env.push(handover::env(name, value));
+    }
 }
 
 /// All registered agents.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::catalog::{MethodInfo, Paste};
 use super::handover::{epoch_millis, file, json_error, one_env_var, optional_token, required_token};
 use super::handover::{secret_json, EnvOut};
-use super::{codex, AgentSpec, Handling, Issue, IssuedSecret, Materialized, Returned, Save, Saved};
+use super::{codex, AgentSpec, Handling, Issue, IssuedSecret, Materialized, ProxyFacts, Returned, Save, Saved};
 use crate::credential_input::{InputError, InputResult, Secret, SubscriptionSecret};
 use crate::domain::{Agent, AuthMethod, Provider};
 use crate::providers::{anthropic, jwt, openai};
@@ -44,6 +44,11 @@ fn login_id(provider: Provider) -> Option<&'static str> {
 }
 
 impl Handling for Opencode {
+    /// Node; the models list from models.opencode.ai is not fetched.
+    fn proxy(&self) -> ProxyFacts {
+        ProxyFacts { ca_vars: &["NODE_EXTRA_CA_CERTS"], quiet: &[("OPENCODE_DISABLE_MODELS_FETCH", "1")] }
+    }
+
     /// With Anthropic, Claude's rules; with OpenAI, the ChatGPT login Codex takes.
     fn parse_subscription(&self, save: &Save<'_>) -> InputResult<Saved> {
         match save.provider {
@@ -219,7 +224,7 @@ fn logins(id: &str, secret: IssuedSecret<'_>, expires_at: Option<DateTime<Utc>>)
     // single-use refresh token. OAuth logins therefore go in the file
     // alone; an API key (nothing to refresh) goes in both.
     let env = match secret {
-        IssuedSecret::ApiKey(_) => vec![EnvOut { name: AUTH_ENV.to_owned(), value: content.clone() }],
+        IssuedSecret::ApiKey(_) => vec![EnvOut { name: AUTH_ENV.to_owned(), value: content.clone(), home_path: false }],
         IssuedSecret::Subscription(_) => Vec::new(),
     };
     Materialized { env, files: vec![file(AUTH_PATH, content)] }

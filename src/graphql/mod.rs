@@ -16,6 +16,7 @@ mod subscription;
 pub mod subscription_limits;
 mod tasks;
 pub mod types;
+mod usage;
 mod webhooks;
 
 use async_graphql::{Context, SDLExportOptions, Schema};

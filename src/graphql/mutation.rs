@@ -308,8 +308,12 @@ impl MutationRoot {
         agent: Agent,
         provider: Option<Provider>,
         task_id: String,
+        #[graphql(
+            desc = "FILES (the real credential) or PROXY (placeholders for the egress proxy); default: the vault's SESAME_TASKS__DEFAULT_DELIVERY, FILES unless set"
+        )]
+        delivery: Option<crate::domain::Delivery>,
     ) -> Result<TaskCredentials> {
-        Ok(super::tasks::issue(ctx, &user_id, agent, provider, &task_id).await?)
+        Ok(super::tasks::issue(ctx, &user_id, agent, provider, &task_id, delivery).await?)
     }
 
     /// RUNNER only: after a run, hand back credential files the agent may have refreshed.

@@ -51,6 +51,20 @@ impl QueryRoot {
             .collect())
     }
 
+    /// What a task spent through the egress proxy (delivery PROXY), one entry per
+    /// issuance: the runner and admins see any task, a person only their own.
+    #[graphql(guard = "SignedIn")]
+    async fn task_usage(&self, ctx: &Context<'_>, task_id: String) -> Result<Vec<super::usage::ProxyUsage>> {
+        Ok(super::usage::task_usage(ctx, &task_id).await?)
+    }
+
+    /// The signed-in person's tasks through the egress proxy over the last 30 days,
+    /// by agent, provider and source (subscription, API key, system key).
+    #[graphql(guard = "PersonGuard")]
+    async fn my_usage(&self, ctx: &Context<'_>) -> Result<Vec<super::usage::UsageSummary>> {
+        Ok(super::usage::my_usage(ctx).await?)
+    }
+
     #[graphql(guard = "PersonGuard")]
     async fn my_credentials(&self, ctx: &Context<'_>) -> Result<Vec<Credential>> {
         Ok(store(ctx).owner(principal(ctx)?)?.credentials().await?.into_iter().map(Credential).collect())

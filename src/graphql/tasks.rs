@@ -4,7 +4,7 @@ use async_graphql::{Context, ID};
 
 use super::types::{Credential, CredentialFile, CredentialFileInput, EnvVar, TaskCredentials};
 use super::{principal, store};
-use crate::domain::{Agent, Provider};
+use crate::domain::{Agent, Delivery, Provider};
 use crate::error::ApiResult;
 use crate::ids::parse_id;
 use crate::store::TaskId;
@@ -15,12 +15,14 @@ pub async fn issue(
     agent: Agent,
     provider: Option<Provider>,
     task_id: &str,
+    delivery: Option<Delivery>,
 ) -> ApiResult<TaskCredentials> {
     let runner = store(ctx).runner(principal(ctx)?)?;
     // The runner may name the person by email too (`task-env --user`).
     let user_id = if user_id.contains('@') { runner.person_id(user_id).await? } else { parse_id("userId", user_id)? };
     let task = TaskId::parse(task_id)?;
-    let issued = runner.issue(&user_id, agent, provider, &task).await?;
+    let issued = runner.issue(&user_id, agent, provider, &task, delivery).await?;
+    let delivery = issued.delivery;
     let materialized = issued.materialized;
     Ok(TaskCredentials {
         source: issued.source,
@@ -29,7 +31,7 @@ pub async fn issue(
         env: materialized
             .env
             .iter()
-            .map(|e| EnvVar { name: e.name.clone(), value: e.value.expose().to_owned() })
+            .map(|e| EnvVar { name: e.name.clone(), value: e.value.expose().to_owned(), home_path: e.home_path })
             .collect(),
         files: materialized
             .files
@@ -41,6 +43,7 @@ pub async fn issue(
             })
             .collect(),
         expires_at: issued.expires_at,
+        delivery,
     })
 }
 

@@ -362,6 +362,9 @@ impl From<crate::flows::AuthorizationFlow> for AuthorizationFlow {
 pub struct EnvVar {
     pub name: String,
     pub value: String,
+    /// The value is a path relative to the task's home (a file in `files`,
+    /// e.g. the proxy's CA certificate): make it absolute before exporting.
+    pub home_path: bool,
 }
 
 #[derive(SimpleObject, Clone)]
@@ -382,6 +385,9 @@ pub struct TaskCredentials {
     pub env: Vec<EnvVar>,
     pub files: Vec<CredentialFile>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// FILES: env and files hold the real credential. PROXY: they hold
+    /// task-scoped placeholders, the proxy settings and its CA certificate.
+    pub delivery: crate::domain::Delivery,
 }
 
 #[derive(InputObject)]

@@ -31,6 +31,8 @@ pub enum Action {
     WebhookCreated,
     WebhookDeleted,
     WebhookTested,
+    /// A task's first request through the egress proxy with its credential.
+    ProxyFirstUse,
 }
 
 impl Action {
@@ -55,6 +57,7 @@ impl Action {
             Action::WebhookCreated => "WEBHOOK_CREATED",
             Action::WebhookDeleted => "WEBHOOK_DELETED",
             Action::WebhookTested => "WEBHOOK_TESTED",
+            Action::ProxyFirstUse => "TASK_CREDENTIALS_FIRST_USED",
         }
     }
 }

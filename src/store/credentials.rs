@@ -215,6 +215,8 @@ impl Store {
         let now = Utc::now();
         let (txn, replaced, mut meta) = self.save_in_slot(owner_id, &new, now).await?;
         if replaced {
+            // A task's placeholders stood for the secret replaced.
+            self.end_grants_of_credential(&txn, &meta.id, "the credential was replaced").await?;
             // The new secret's origin: a pasted token over a signed-in one
             // is no longer the vault's to revoke.
             credential::Entity::update_many()

@@ -41,7 +41,7 @@ pub use lifecycle::{RefreshOutcome, RefreshReport, ScanReport, EXPIRING_MESSAGE}
 pub use operator::OperatorHandle;
 pub use owner::OwnerHandle;
 pub use people::{AccessToken, DeletedPerson, JwtPerson, Person, TokenKind, JWT_TOKEN_ID};
-pub use proxy::{GrantView, Loan, ProxyHandle, Refusal, TokenAnswer, Usage};
+pub use proxy::{DeliverySettings, GrantView, Loan, ProxyHandle, Refusal, TaskUsage, TokenAnswer, Usage};
 pub use removal::{Remaining, Removal, Removed};
 pub use runner::{Issued, RunnerHandle, TaskId};
 pub use sink::{Channel, EventSink};
@@ -83,6 +83,8 @@ struct Inner {
     clock: crate::clock::Clock,
     /// This instance's id and the refreshes it has in flight (`lifecycle`).
     refreshes: lifecycle::Refreshes,
+    /// Files or proxy placeholders, and where the proxy is (`proxy.rs`).
+    delivery: OnceLock<proxy::DeliverySettings>,
 }
 
 /// Most requests one batch takes (bounds the `IN (…)` lists and the
@@ -168,6 +170,7 @@ impl Store {
                 issue_batch: OnceLock::new(),
                 clock: crate::clock::Clock::system(),
                 refreshes: lifecycle::Refreshes::default(),
+                delivery: OnceLock::new(),
             }),
         }
     }

@@ -105,7 +105,7 @@ async fn a_clock_stepped_forward_during_a_refresh_never_sends_its_token_twice() 
         .runner(&Principal::Runner { token_id: "runner-1".into(), name: "r".into(), created_by: "test".into() })
         .unwrap();
     let issue = tokio::spawn(async move {
-        runner.issue(who.user_id().unwrap(), Agent::Codex, None, &TaskId::parse("during-jump").unwrap()).await
+        runner.issue(who.user_id().unwrap(), Agent::Codex, None, &TaskId::parse("during-jump").unwrap(), None).await
     });
     tokio::time::sleep(StdDuration::from_millis(500)).await;
     assert_eq!(refresh_calls(&fake), vec![token.to_owned()], "the refresh token was sent again");
@@ -152,7 +152,7 @@ async fn a_dropped_issuance_does_not_send_its_refresh_token_twice() {
     let user = who.user_id().unwrap().to_owned();
     let first = tokio::spawn({
         let (runner, user) = (runner(), user.clone());
-        async move { runner.issue(&user, Agent::Codex, None, &TaskId::parse("hangup-1").unwrap()).await }
+        async move { runner.issue(&user, Agent::Codex, None, &TaskId::parse("hangup-1").unwrap(), None).await }
     });
     wait_for("the refresh to reach the provider", || refresh_calls(&fake).len() == 1).await;
     first.abort();
@@ -162,7 +162,7 @@ async fn a_dropped_issuance_does_not_send_its_refresh_token_twice() {
     hold.notify_one();
     let issued = tokio::time::timeout(
         StdDuration::from_secs(20),
-        runner().issue(&user, Agent::Codex, None, &TaskId::parse("hangup-2").unwrap()),
+        runner().issue(&user, Agent::Codex, None, &TaskId::parse("hangup-2").unwrap(), None),
     )
     .await
     .expect("the second issuance finishes")
@@ -202,10 +202,10 @@ async fn a_clock_that_ran_ahead_leaves_no_expired_keys_or_long_leases() {
     clock.shift_for_tests(Duration::days(11));
     app.store.operator_unchecked().scan_expiry(clock.now(), WEEK).await.unwrap();
     assert_eq!(row(dir.path(), &key.id).await.status, "EXPIRED");
-    let refused = runner.issue(&user, Agent::Codex, Some(Provider::Openai), &TaskId::parse("a1").unwrap()).await;
+    let refused = runner.issue(&user, Agent::Codex, Some(Provider::Openai), &TaskId::parse("a1").unwrap(), None).await;
     assert!(refused.is_err(), "an expired key is not issued");
     let task = TaskId::parse("while-ahead").unwrap();
-    runner.issue(holder.user_id().unwrap(), Agent::Codex, None, &task).await.unwrap();
+    runner.issue(holder.user_id().unwrap(), Agent::Codex, None, &task, None).await.unwrap();
 
     // Back to the right time; the scan runs.
     clock.shift_for_tests(Duration::days(-11));
@@ -220,7 +220,7 @@ async fn a_clock_that_ran_ahead_leaves_no_expired_keys_or_long_leases() {
         .await
         .unwrap();
     assert_eq!(updated, 1);
-    let issued = runner.issue(&user, Agent::Codex, Some(Provider::Openai), &TaskId::parse("a2").unwrap()).await;
+    let issued = runner.issue(&user, Agent::Codex, Some(Provider::Openai), &TaskId::parse("a2").unwrap(), None).await;
     assert_eq!(issued.expect("the key is usable again").credential_id.as_deref(), Some(key.id.as_str()));
 
     let latest = now + Duration::hours(2) + Duration::minutes(1);

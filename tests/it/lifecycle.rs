@@ -249,7 +249,7 @@ async fn refresh_and_task_issuance_never_both_use_a_token() {
         codex(&app, &who, (now + Duration::minutes(3)).timestamp(), &format!("rt_TESTissue{round}000000000000")).await;
         let task = TaskId::parse(&format!("task-{round}")).unwrap();
         let (issued, refreshed) = tokio::join!(
-            runner.issue(who.user_id().unwrap(), Agent::Codex, None, &task),
+            runner.issue(who.user_id().unwrap(), Agent::Codex, None, &task, None),
             replica.store.operator_unchecked().refresh_due(now, TEN_MIN)
         );
         let issued = issued.unwrap();
@@ -280,7 +280,7 @@ async fn leased_credentials_wait_and_expired_ones_refresh_on_issue() {
     let now = Utc::now();
     let sub = codex(&app, &who, (now + Duration::minutes(5)).timestamp(), "rt_TESTleased000000000000").await;
     let task = TaskId::parse("leased-task").unwrap();
-    runner.issue(who.user_id().unwrap(), Agent::Codex, None, &task).await.unwrap();
+    runner.issue(who.user_id().unwrap(), Agent::Codex, None, &task, None).await.unwrap();
     assert_eq!(
         app.store.operator_unchecked().refresh_due(now, TEN_MIN).await.unwrap().skipped,
         1,
@@ -289,8 +289,10 @@ async fn leased_credentials_wait_and_expired_ones_refresh_on_issue() {
     assert!(fake.state.lock().unwrap().refresh_calls.is_empty());
     // A second task at the same time gets the access token only: two agents
     // must never both hold a single-use refresh token.
-    let second =
-        runner.issue(who.user_id().unwrap(), Agent::Codex, None, &TaskId::parse("second").unwrap()).await.unwrap();
+    let second = runner
+        .issue(who.user_id().unwrap(), Agent::Codex, None, &TaskId::parse("second").unwrap(), None)
+        .await
+        .unwrap();
     let auth: serde_json::Value =
         serde_json::from_str(second.materialized.file(".codex/auth.json").unwrap().content.expose()).unwrap();
     assert_eq!(auth["tokens"]["refresh_token"], "", "{auth}");
@@ -332,7 +334,7 @@ async fn leased_credentials_wait_and_expired_ones_refresh_on_issue() {
     .await
     .unwrap();
     let issued =
-        runner.issue(who2.user_id().unwrap(), Agent::Codex, None, &TaskId::parse("t2").unwrap()).await.unwrap();
+        runner.issue(who2.user_id().unwrap(), Agent::Codex, None, &TaskId::parse("t2").unwrap(), None).await.unwrap();
     assert!(issued.expires_at.unwrap() > now);
     assert!(fake.state.lock().unwrap().refresh_calls.contains(&"rt_TESTexpired0000000000".to_owned()));
     let _ = sub;

@@ -21,9 +21,9 @@ const SAVE_SUBSCRIPTION: &str =
     "mutation($i: SubscriptionCredentialInput!) { saveSubscriptionCredential(input: $i) { id } }";
 const MY_CREDENTIAL_IDS: &str = "{ myCredentials { id } }";
 const REMOVE_CREDENTIAL: &str = "mutation($id: ID!) { removeCredential(id: $id) }";
-const ISSUE_TASK: &str = "mutation($u: ID!, $a: Agent!, $p: Provider, $t: String!) { \
-    issueTaskCredentials(userId: $u, agent: $a, provider: $p, taskId: $t) { \
-    source credentialId provider expiresAt env { name value } files { path mode content } } }";
+const ISSUE_TASK: &str = "mutation($u: ID!, $a: Agent!, $p: Provider, $t: String!, $d: Delivery) { \
+    issueTaskCredentials(userId: $u, agent: $a, provider: $p, taskId: $t, delivery: $d) { \
+    source credentialId provider expiresAt delivery env { name value homePath } files { path mode content } } }";
 
 impl Client {
     /// Talks to `base` (`http://127.0.0.1:PORT`) through `http`.
@@ -91,6 +91,21 @@ impl Client {
         task: &str,
     ) -> Result<Value> {
         let variables = json!({ "u": user, "a": agent, "p": provider, "t": task });
+        let mut data = self.ok(runner, ISSUE_TASK, variables).await?;
+        Ok(data["issueTaskCredentials"].take())
+    }
+
+    /// `issueTaskCredentials` with `delivery: PROXY`: placeholders for the
+    /// vault's egress proxy.
+    pub async fn issue_task_proxied(
+        &self,
+        runner: &str,
+        user: &str,
+        agent: Agent,
+        provider: Option<Provider>,
+        task: &str,
+    ) -> Result<Value> {
+        let variables = json!({ "u": user, "a": agent, "p": provider, "t": task, "d": "PROXY" });
         let mut data = self.ok(runner, ISSUE_TASK, variables).await?;
         Ok(data["issueTaskCredentials"].take())
     }

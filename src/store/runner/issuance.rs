@@ -9,8 +9,9 @@ use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
 use super::{Issued, TaskId};
 use crate::agents::{self, IssuedSecret};
 use crate::auth::Principal;
-use crate::domain::{Agent, CheckResult, CredentialKind, CredentialSource, CredentialStatus, Provider};
-use crate::entities::{credential, task_lease, user};
+use crate::delivery::GrantId;
+use crate::domain::{Agent, CheckResult, CredentialKind, CredentialSource, CredentialStatus, Delivery, Provider};
+use crate::entities::{credential, proxy_grant, task_lease, user};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::new_id;
 use crate::secret::SecretValue;
@@ -73,6 +74,7 @@ pub(crate) struct IssueRequest {
     pub(super) agent: Agent,
     pub(super) provider: Provider,
     pub(super) task: TaskId,
+    pub(super) delivery: Delivery,
 }
 
 /// What a batch decided for one request.
@@ -92,6 +94,22 @@ pub(crate) struct Grant {
     row: Option<credential::Model>,
     secret: Option<StoredSecret>,
     now: DateTime<Utc>,
+    /// Proxy delivery: the grant the task's placeholders carry. Such a grant
+    /// leases nothing (no real secret leaves; the vault keeps refreshing).
+    proxy: Option<GrantId>,
+}
+
+impl Grant {
+    fn new(
+        request: IssueRequest,
+        source: CredentialSource,
+        row: Option<credential::Model>,
+        secret: Option<StoredSecret>,
+        now: DateTime<Utc>,
+    ) -> Grant {
+        let proxy = (request.delivery == Delivery::Proxy).then(GrantId::mint);
+        Grant { request, source, row, secret, now, proxy }
+    }
 }
 
 /// What priority picks from a user's stored credentials.
@@ -250,7 +268,7 @@ impl Store {
                 Ok(secret) => {
                     granted.push(answers.len());
                     answers.push(None);
-                    grants.push(Grant { request, source, row, secret, now });
+                    grants.push(Grant::new(request, source, row, secret, now));
                 }
                 Err(e) => answers.push(Some(Err(e))),
             }
@@ -304,7 +322,7 @@ impl Store {
                 Choice::Use(source, row) => (source, row.cloned()),
             };
             let secret = row.as_ref().map(|r| self.open_secret(r)).transpose()?;
-            let mut grants = [Grant { request, source, row, secret, now }];
+            let mut grants = [Grant::new(request, source, row, secret, now)];
             let held = self.commit_grants(&mut grants, now).await?[0];
             let [grant] = grants;
             if held {
@@ -328,7 +346,7 @@ impl Store {
         // From the commit's clock, not the (older) read's.
         let lease_end = self.clock().now() + self.task_lease();
         let mut credential_ids: Vec<String> = Vec::new();
-        for grant in grants.iter() {
+        for grant in grants.iter().filter(|g| g.proxy.is_none()) {
             if let Some(row) = &grant.row {
                 if !credential_ids.contains(&row.id) {
                     credential_ids.push(row.id.clone());
@@ -336,8 +354,9 @@ impl Store {
             }
         }
         for id in credential_ids {
-            let members: Vec<usize> =
-                (0..grants.len()).filter(|&i| grants[i].row.as_ref().is_some_and(|r| r.id == id)).collect();
+            let members: Vec<usize> = (0..grants.len())
+                .filter(|&i| grants[i].proxy.is_none() && grants[i].row.as_ref().is_some_and(|r| r.id == id))
+                .collect();
             let held = self.lease_credential(&txn, grants, &members, now, lease_end).await?;
             for i in members {
                 kept[i] = held;
@@ -351,7 +370,8 @@ impl Store {
         // A refresh of this process that claimed a row just before our lease
         // (its claim counts as lapsed in SQL once it is no longer in flight,
         // so only this look tells): start over and wait for its tokens.
-        if kept_grants().any(|g| g.row.as_ref().is_some_and(|r| self.refreshes().in_flight(&r.id))) {
+        if kept_grants().any(|g| g.proxy.is_none() && g.row.as_ref().is_some_and(|r| self.refreshes().in_flight(&r.id)))
+        {
             txn.rollback().await?;
             return Ok(vec![false; grants.len()]);
         }
@@ -422,7 +442,7 @@ impl Store {
 
     /// Builds the plaintext of an audited, leased grant.
     pub(super) fn deliver(&self, grant: Grant) -> ApiResult<Issued> {
-        let Grant { request, source, row, secret, now } = grant;
+        let Grant { request, source, row, secret, now, proxy } = grant;
         let (agent, provider) = (request.agent, request.provider);
         let system_key: Option<&SecretValue> = self.system_keys().get(provider);
         let issued = match (&secret, system_key) {
@@ -432,12 +452,35 @@ impl Store {
             (None, None) => return Err(no_credentials(agent, provider, &[])),
         };
         let expires_at = row.as_ref().and_then(|r| r.expires_at);
+        let materialized = match &proxy {
+            None => agents::materialize(agent, provider, issued, expires_at, now),
+            Some(grant) => {
+                let Some(access) = &self.delivery().proxy else {
+                    return Err(ApiError::Unavailable("the egress proxy stopped; issue with delivery FILES".into()));
+                };
+                // Placeholders go through the agent's own materialising, so
+                // each file and variable has the shape the CLI insists on.
+                let mut materialized = match issued {
+                    IssuedSecret::Subscription(real) => {
+                        let placeholders = crate::store::proxy::placeholders_for(grant, provider, real);
+                        agents::materialize(agent, provider, IssuedSecret::Subscription(&placeholders), expires_at, now)
+                    }
+                    IssuedSecret::ApiKey(real) => {
+                        let placeholder = crate::store::proxy::api_key_placeholder(grant, provider, real);
+                        agents::materialize(agent, provider, IssuedSecret::ApiKey(&placeholder), expires_at, now)
+                    }
+                };
+                agents::proxy_setup(agent, access, &mut materialized);
+                materialized
+            }
+        };
         Ok(Issued {
             source,
             credential_id: row.map(|r| r.id),
             provider,
-            materialized: agents::materialize(agent, provider, issued, expires_at, now),
+            materialized,
             expires_at,
+            delivery: request.delivery,
         })
     }
 }
@@ -487,15 +530,37 @@ async fn record_grants<'a>(
                     agent: Some(r.agent),
                     task_id: Some(r.task.as_str()),
                     detail: Some(match r.principal.runner_label() {
-                        Some(runner) => format!("source {}; {runner}", g.source),
-                        None => format!("source {}", g.source),
+                        Some(runner) => format!("source {}; delivery {}; {runner}", g.source, r.delivery),
+                        None => format!("source {}; delivery {}", g.source, r.delivery),
                     }),
                 },
             )
         })
         .collect();
     audit::record_many(txn, entries).await?;
+    let grants: Vec<proxy_grant::ActiveModel> = kept
+        .clone()
+        .filter_map(|g| {
+            let r = &g.request;
+            Some(Store::grant_model(crate::store::proxy::NewGrant {
+                id: g.proxy.as_ref()?,
+                task_id: r.task.as_str(),
+                runner_token_id: r.principal.actor_id(),
+                owner_id: &r.user_id,
+                credential_id: g.row.as_ref().map(|row| row.id.as_str()),
+                agent: r.agent,
+                provider: r.provider,
+                source: g.source,
+                now,
+                expires_at: lease_end,
+            }))
+        })
+        .collect();
+    if !grants.is_empty() {
+        proxy_grant::Entity::insert_many(grants).exec_without_returning(txn).await?;
+    }
     let leases: Vec<task_lease::ActiveModel> = kept
+        .filter(|g| g.proxy.is_none())
         .filter_map(|g| {
             let row = g.row.as_ref()?;
             let r = &g.request;

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::agents::Materialized;
 use crate::auth::Principal;
-use crate::domain::{Agent, CredentialSource, Provider};
+use crate::domain::{Agent, CredentialSource, Delivery, Provider};
 use crate::error::{ApiError, ApiResult};
 use crate::store::audit::Actor;
 use crate::store::{AccessToken, Store, TokenKind};
@@ -50,6 +50,7 @@ pub struct Issued {
     pub provider: Provider,
     pub materialized: Materialized,
     pub expires_at: Option<DateTime<Utc>>,
+    pub delivery: Delivery,
 }
 
 pub struct RunnerHandle {
@@ -78,6 +79,11 @@ impl RunnerHandle {
         self.store.create_runner_token_as(actor, &self.principal.as_creator(), name).await
     }
 
+    /// What a task spent through the egress proxy, per grant.
+    pub async fn task_usage(&self, task: &TaskId) -> ApiResult<Vec<crate::store::TaskUsage>> {
+        self.store.task_usage(task.as_str(), None).await
+    }
+
     /// Revokes a runner token (a person's token is FORBIDDEN).
     pub async fn revoke_runner_token(&self, id: &str) -> ApiResult<()> {
         let actor = Actor::Principal(&self.principal);
@@ -96,14 +102,23 @@ impl RunnerHandle {
         agent: Agent,
         provider: Option<Provider>,
         task: &TaskId,
+        delivery: Option<Delivery>,
     ) -> ApiResult<Issued> {
         let provider = checked_provider(agent, provider)?;
+        let settings = self.store.delivery();
+        let delivery = delivery.unwrap_or(settings.default);
+        if delivery == Delivery::Proxy && settings.proxy.is_none() {
+            return Err(ApiError::bad_input(
+                "delivery PROXY needs the vault's egress proxy, and this vault runs none: an operator sets SESAME_PROXY__LISTEN, or issue with delivery FILES",
+            ));
+        }
         let request = IssueRequest {
             principal: self.principal.clone(),
             user_id: user_id.to_owned(),
             agent,
             provider,
             task: task.clone(),
+            delivery,
         };
         let batcher = self.store.batcher(crate::store::ISSUE_WORKERS, |inner| &inner.issue_batch, Store::issue_batch);
         let issued = match batcher.submit(request).await {
@@ -119,6 +134,7 @@ impl RunnerHandle {
                 provider = i.provider.as_str(),
                 task = task.as_str(),
                 source = i.source.as_str(),
+                delivery = delivery.as_str(),
                 credential = i.credential_id.as_deref().unwrap_or("-"),
                 "task credentials issued"
             ),

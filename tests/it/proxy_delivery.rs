@@ -1,0 +1,267 @@
+//! Proxy delivery in the store (issue 23), in-process over a real SQLite
+//! file: what a task holds (placeholders, never a byte of the secret), what
+//! the proxy's handle lends for them, when that stops, and the central
+//! refresh (many tasks, one real refresh). The proxy's network side is in
+//! `proxy.rs`.
+
+use chrono::{Duration, Utc};
+use serde_json::json;
+use sesame_vault::agents::{parse_subscription, Materialized, SubscriptionInput};
+use sesame_vault::app::App;
+use sesame_vault::auth::Principal;
+use sesame_vault::delivery::{find_all, Field, Found, ProxyAccess};
+use sesame_vault::domain::{Agent, CredentialSource, Delivery, Provider};
+use sesame_vault::providers::ApiKey;
+use sesame_vault::store::{DeliverySettings, RunnerHandle, TaskId};
+
+use crate::common::*;
+use crate::fake_provider::{FakeProvider, Reply};
+use crate::lifecycle::{open, person};
+
+const CA: &str = "-----BEGIN CERTIFICATE-----\nTESTCA\n-----END CERTIFICATE-----\n";
+
+async fn vault(dir: &std::path::Path, fake: &FakeProvider) -> App {
+    let app = open(dir, fake).await;
+    let access = ProxyAccess { url: "http://127.0.0.1:9".into(), ca_cert_pem: CA.into() };
+    app.store.set_delivery(DeliverySettings { default: Delivery::Files, proxy: Some(access) });
+    app
+}
+
+async fn runner(app: &App) -> (RunnerHandle, String) {
+    let (id, _) = app.store.operator_unchecked().create_runner_token("proxy-runner").await.unwrap();
+    let principal = Principal::Runner { token_id: id.clone(), name: "proxy-runner".into(), created_by: "test".into() };
+    (app.store.runner(&principal).unwrap(), id)
+}
+
+/// Everything a task was handed, as one text (to grep it).
+fn handed(m: &Materialized) -> String {
+    let mut all = String::new();
+    for e in &m.env {
+        all.push_str(&format!("{}={}\n", e.name, e.value.expose()));
+    }
+    for f in &m.files {
+        all.push_str(&format!("{}:\n{}\n", f.path, f.content.expose()));
+    }
+    all
+}
+
+fn placeholder(m: &Materialized, field: Field) -> Found {
+    let all = handed(m);
+    find_all(&all).into_iter().find(|f| f.field == field).unwrap_or_else(|| panic!("no {field:?} placeholder in {all}"))
+}
+
+async fn codex_login(app: &App, who: &Principal, access: &str, refresh: &str) {
+    let input = SubscriptionInput {
+        agent: Agent::Codex,
+        provider: None,
+        token: None,
+        access_token: Some(access),
+        refresh_token: Some(refresh),
+        auth_json: None,
+        expires_at: None,
+    };
+    let parsed = parse_subscription(input, Utc::now()).unwrap();
+    app.store.owner(who).unwrap().save_subscription(Agent::Codex, parsed).await.unwrap();
+}
+
+fn access_jwt(exp: chrono::DateTime<Utc>, tag: &str) -> String {
+    jwt(
+        json!({ "exp": exp.timestamp(), "tag": tag, "https://api.openai.com/auth": { "chatgpt_account_id": "acct-proxy" } }),
+    )
+}
+
+#[tokio::test]
+async fn a_task_holds_placeholders_and_the_proxy_lends_the_real_values() {
+    let fake = FakeProvider::start(&[], Reply::Pending).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = vault(dir.path(), &fake).await;
+    let (runner, _) = runner(&app).await;
+    let who = person(&app, "placeholders@example.com").await;
+    let user = who.user_id().unwrap().to_owned();
+    let access = access_jwt(Utc::now() + Duration::hours(5), "first");
+    codex_login(&app, &who, &access, "rt_TESTproxyREFRESH000000000000").await;
+    let key = "sk-ant-api03-TESTproxyKEY0000000000000000000000000000000000000000";
+    app.store.owner(&who).unwrap().set_api_key(ApiKey::parse(Provider::Anthropic, key).unwrap(), None).await.unwrap();
+
+    let codex = runner
+        .issue(&user, Agent::Codex, None, &TaskId::parse("p-codex").unwrap(), Some(Delivery::Proxy))
+        .await
+        .unwrap();
+    assert_eq!(codex.delivery, Delivery::Proxy);
+    let text = handed(&codex.materialized);
+    let signature = access.rsplit('.').next().unwrap();
+    for real in [signature, "rt_TESTproxyREFRESH000000000000"] {
+        assert!(!text.contains(real), "a real secret was handed over:\n{text}");
+    }
+    // Codex reads the access token's claims (its expiry): they are kept.
+    let (claims_part, _) = access.rsplit_once('.').unwrap();
+    assert!(text.contains(claims_part), "the access placeholder keeps the JWT's header and claims:\n{text}");
+    for var in ["HTTPS_PROXY=http://127.0.0.1:9", "CODEX_CA_CERTIFICATE=.sesame/proxy-ca.pem", "SSL_CERT_FILE="] {
+        assert!(text.contains(var), "{var} missing:\n{text}");
+    }
+    assert!(codex.materialized.env.iter().any(|e| e.name == "CODEX_CA_CERTIFICATE" && e.home_path));
+    assert_eq!(codex.materialized.file(".sesame/proxy-ca.pem").unwrap().content.expose(), CA);
+
+    let proxy = app.store.proxy();
+    let loan = proxy.lend(&placeholder(&codex.materialized, Field::Access)).await.unwrap();
+    assert_eq!(loan.secret.as_str(), access);
+    assert_eq!((loan.grant.task_id.as_str(), loan.grant.provider), ("p-codex", Provider::Openai));
+    assert_eq!(loan.grant.source, CredentialSource::Subscription);
+    let refused = proxy.lend(&placeholder(&codex.materialized, Field::Refresh)).await.err().unwrap();
+    assert!(refused.0.contains("never sent on"), "{refused:?}");
+
+    // Claude Code on the person's API key: the key's public prefix is kept.
+    let claude = runner
+        .issue(&user, Agent::ClaudeCode, None, &TaskId::parse("p-claude").unwrap(), Some(Delivery::Proxy))
+        .await
+        .unwrap();
+    let text = handed(&claude.materialized);
+    assert!(!text.contains("TESTproxyKEY"), "{text}");
+    assert!(text.contains("ANTHROPIC_API_KEY=sk-ant-api03-svp_k"), "{text}");
+    assert!(
+        text.contains("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1") && text.contains("NODE_EXTRA_CA_CERTS="),
+        "{text}"
+    );
+    let loan = proxy.lend(&placeholder(&claude.materialized, Field::ApiKey)).await.unwrap();
+    assert_eq!(loan.secret.as_str(), key);
+
+    // A forged placeholder (a well-formed id never issued) lends nothing.
+    let forged = sesame_vault::delivery::GrantId::mint().placeholder("", Field::ApiKey);
+    let refused = proxy.lend(&find_all(&forged)[0]).await.err().unwrap();
+    assert!(refused.0.contains("never issued"), "{refused:?}");
+
+    // FILES stays the default, and hands over the real values.
+    let files = runner.issue(&user, Agent::ClaudeCode, None, &TaskId::parse("p-files").unwrap(), None).await.unwrap();
+    assert_eq!(files.delivery, Delivery::Files);
+    assert!(handed(&files.materialized).contains(key));
+}
+
+#[tokio::test]
+async fn a_placeholder_stops_working_when_its_task_ends_in_any_way() {
+    let fake = FakeProvider::start(&[], Reply::Pending).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = vault(dir.path(), &fake).await;
+    let (runner, runner_id) = runner(&app).await;
+    let proxy = app.store.proxy();
+    let key = |n: u32| format!("sk-ant-api03-TESTend{n:04}000000000000000000000000000000000000000000");
+    let who = person(&app, "ends@example.com").await;
+    let user = who.user_id().unwrap().to_owned();
+    let owner = app.store.owner(&who).unwrap();
+    owner.set_api_key(ApiKey::parse(Provider::Anthropic, &key(1)).unwrap(), None).await.unwrap();
+    let issue = |task: &'static str| {
+        let (runner, user) = (&runner, &user);
+        async move {
+            let issued = runner
+                .issue(user, Agent::ClaudeCode, None, &TaskId::parse(task).unwrap(), Some(Delivery::Proxy))
+                .await
+                .unwrap();
+            placeholder(&issued.materialized, Field::ApiKey)
+        }
+    };
+    let refusal = |r: Result<sesame_vault::store::Loan, sesame_vault::store::Refusal>| match r {
+        Ok(_) => panic!("lent after the task ended"),
+        Err(e) => e.0,
+    };
+
+    // Returned, even with no files.
+    let returned = issue("t-returned").await;
+    assert!(proxy.lend(&returned).await.is_ok());
+    let back = runner.return_files(&TaskId::parse("t-returned").unwrap(), vec![], app.checker.apis()).await.unwrap();
+    assert!(back.is_empty());
+    assert!(refusal(proxy.lend(&returned).await).contains("returned"));
+
+    // The credential replaced: the placeholder does not follow the new key.
+    let replaced = issue("t-replaced").await;
+    owner.set_api_key(ApiKey::parse(Provider::Anthropic, &key(2)).unwrap(), None).await.unwrap();
+    assert!(refusal(proxy.lend(&replaced).await).contains("replaced"));
+
+    // Its lease over (the store's clock moved past it).
+    let lease = issue("t-lease").await;
+    app.store.clock().shift_for_tests(Duration::hours(3));
+    assert!(refusal(proxy.lend(&lease).await).contains("lease is over"));
+    app.store.clock().shift_for_tests(Duration::hours(-3));
+
+    // Removed.
+    let removed = issue("t-removed").await;
+    owner.remove_api_key(Provider::Anthropic).await.unwrap();
+    assert!(refusal(proxy.lend(&removed).await).contains("removed"));
+    owner.set_api_key(ApiKey::parse(Provider::Anthropic, &key(3)).unwrap(), None).await.unwrap();
+
+    // The person disabled (and enabled again: it works again, the task's lease still runs).
+    let disabled = issue("t-disabled").await;
+    app.store.operator_unchecked().set_disabled(&user, true).await.unwrap();
+    assert!(refusal(proxy.lend(&disabled).await).contains("disabled"));
+    app.store.operator_unchecked().set_disabled(&user, false).await.unwrap();
+    assert!(proxy.lend(&disabled).await.is_ok());
+
+    // The runner token revoked.
+    let revoked = issue("t-revoked").await;
+    app.store.operator_unchecked().revoke_token(&runner_id).await.unwrap();
+    assert!(refusal(proxy.lend(&revoked).await).contains("revoked"));
+
+    // The person deleted.
+    let (runner2, _) = self::runner(&app).await;
+    let deleted = {
+        let issued = runner2
+            .issue(&user, Agent::ClaudeCode, None, &TaskId::parse("t-deleted").unwrap(), Some(Delivery::Proxy))
+            .await
+            .unwrap();
+        placeholder(&issued.materialized, Field::ApiKey)
+    };
+    app.store.operator_unchecked().delete_person(&user).await.unwrap();
+    let why = refusal(proxy.lend(&deleted).await);
+    assert!(why.contains("deleted") || why.contains("removed"), "{why}");
+}
+
+#[tokio::test]
+async fn five_tasks_refreshing_at_once_cause_one_real_refresh() {
+    let fake = FakeProvider::start(&[], Reply::Pending).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = vault(dir.path(), &fake).await;
+    let (runner, _) = runner(&app).await;
+    let who = person(&app, "refresh@example.com").await;
+    let user = who.user_id().unwrap().to_owned();
+    // Expires within the margin: the next refresh through the proxy is real.
+    codex_login(&app, &who, &access_jwt(Utc::now() + Duration::seconds(60), "old"), "rt_TESTcentral000000000000").await;
+    let mut refresh_placeholders = Vec::new();
+    for n in 0..5 {
+        let task = TaskId::parse(&format!("r-{n}")).unwrap();
+        let issued = runner.issue(&user, Agent::Codex, None, &task, Some(Delivery::Proxy)).await.unwrap();
+        refresh_placeholders.push(placeholder(&issued.materialized, Field::Refresh));
+    }
+    assert!(fake.state.lock().unwrap().refresh_calls.is_empty(), "issuance does not refresh a token still valid");
+    let proxy = app.store.proxy();
+    let answers = futures_util::future::join_all(refresh_placeholders.iter().map(|f| proxy.refresh(f))).await;
+    let calls = fake.state.lock().unwrap().refresh_calls.clone();
+    assert_eq!(calls, ["rt_TESTcentral000000000000"], "exactly one real refresh, with the real token");
+    for (answer, asked) in answers.into_iter().zip(&refresh_placeholders) {
+        let answer = answer.unwrap();
+        assert!(answer.expires_in.is_some_and(|s| s > 120), "the new token's real expiry: {answer:?}");
+        assert!(!answer.refresh_token.contains("rt_"), "never a real refresh token");
+        assert_eq!(find_all(&answer.refresh_token)[0].grant, asked.grant, "the task's own grant");
+        // The access placeholder lends the new real token.
+        let loan = proxy.lend(&find_all(&answer.access_token)[0]).await.unwrap();
+        assert!(!loan.secret.contains("old"), "the refreshed token is lent");
+    }
+    // A later refresh with a fresh token refreshes nothing for real.
+    proxy.refresh(&refresh_placeholders[0]).await.unwrap();
+    assert_eq!(fake.state.lock().unwrap().refresh_calls.len(), 1);
+}
+
+#[tokio::test]
+async fn proxy_delivery_is_refused_when_no_proxy_runs() {
+    let fake = FakeProvider::start(&[], Reply::Pending).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = open(dir.path(), &fake).await;
+    let (runner, _) = runner(&app).await;
+    let who = person(&app, "noproxy@example.com").await;
+    let key = "sk-ant-api03-TESTnoproxy00000000000000000000000000000000000000000";
+    app.store.owner(&who).unwrap().set_api_key(ApiKey::parse(Provider::Anthropic, key).unwrap(), None).await.unwrap();
+    let err = runner
+        .issue(who.user_id().unwrap(), Agent::ClaudeCode, None, &TaskId::parse("np").unwrap(), Some(Delivery::Proxy))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), "BAD_USER_INPUT");
+    assert!(format!("{err:?}").contains("SESAME_PROXY__LISTEN"), "{err:?}");
+}
