@@ -491,7 +491,8 @@ impl Store {
 }
 
 impl Store {
-    /// Deletes old outbox events and ended task leases. Returns how many rows went.
+    /// Deletes old outbox events, ended task leases and proxy grants older
+    /// than 90 days. Returns how many rows went.
     pub(in crate::store) async fn housekeeping(
         &self,
         now: DateTime<Utc>,
@@ -508,7 +509,14 @@ impl Store {
             .exec(self.db())
             .await?
             .rows_affected;
-        Ok(events + leases)
+        // Proxy grants hold a task's usage: kept well past the people's
+        // 30-day summary, then gone.
+        let grants = crate::entities::proxy_grant::Entity::delete_many()
+            .filter(crate::entities::proxy_grant::Column::ExpiresAt.lt(now - Duration::days(90)))
+            .exec(self.db())
+            .await?
+            .rows_affected;
+        Ok(events + leases + grants)
     }
 }
 

@@ -265,3 +265,56 @@ async fn proxy_delivery_is_refused_when_no_proxy_runs() {
     assert_eq!(err.code(), "BAD_USER_INPUT");
     assert!(format!("{err:?}").contains("SESAME_PROXY__LISTEN"), "{err:?}");
 }
+
+/// One in-process vault on PostgreSQL (`url`), its proxy delivery on.
+async fn vault_on(url: &str, fake: &FakeProvider) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sesame_vault::config::Config {
+        data_dir: dir.keep(),
+        database_url: Some(sesame_vault::config::SecretValue::new(url.to_owned())),
+        encryption_key: Some(sesame_vault::config::SecretValue::new("33".repeat(32))),
+        ..Default::default()
+    };
+    config.oauth.openai.issuer = format!("{}/openai", fake.url);
+    let app = App::open(config).await.unwrap();
+    let access = ProxyAccess { url: "http://127.0.0.1:9".into(), ca_cert_pem: CA.into() };
+    app.store.set_delivery(DeliverySettings { default: Delivery::Files, proxy: Some(access) });
+    app
+}
+
+#[tokio::test]
+async fn instances_on_postgresql_share_grants_ends_and_one_refresh() {
+    let Some(db) = crate::postgres::TempDb::available().await else { return };
+    let fake = FakeProvider::start(&[], Reply::Pending).await;
+    let (a, b) = (vault_on(&db.url, &fake).await, vault_on(&db.url, &fake).await);
+    let (runner_a, _) = runner(&a).await;
+    let who = person(&a, "pg-proxy@example.com").await;
+    let user = who.user_id().unwrap().to_owned();
+    codex_login(&a, &who, &access_jwt(Utc::now() + Duration::seconds(60), "old"), "rt_TESTpgcentral000000000000").await;
+    let mut refresh = Vec::new();
+    for n in 0..6 {
+        let issued = runner_a
+            .issue(&user, Agent::Codex, None, &TaskId::parse(&format!("pg-{n}")).unwrap(), Some(Delivery::Proxy))
+            .await
+            .unwrap();
+        refresh.push(placeholder(&issued.materialized, Field::Refresh));
+    }
+    // Both instances answer refreshes at once: one real refresh in all.
+    let (pa, pb) = (a.store.proxy(), b.store.proxy());
+    let answers = futures_util::future::join_all(refresh.iter().enumerate().map(|(i, f)| {
+        if i % 2 == 0 {
+            pa.refresh(f)
+        } else {
+            pb.refresh(f)
+        }
+    }))
+    .await;
+    assert_eq!(fake.state.lock().unwrap().refresh_calls.len(), 1, "one real refresh across instances");
+    // Issued on A, lent by B.
+    let access = answers.into_iter().next().unwrap().unwrap().access_token;
+    assert!(b.store.proxy().lend(&find_all(&access)[0]).await.is_ok());
+    // Returned on A: B refuses at once.
+    runner_a.return_files(&TaskId::parse("pg-0").unwrap(), vec![], a.checker.apis()).await.unwrap();
+    let refused = b.store.proxy().lend(&find_all(&access)[0]).await.err().unwrap();
+    assert!(refused.0.contains("returned"), "{refused:?}");
+}
