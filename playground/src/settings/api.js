@@ -151,6 +151,8 @@ export const Q_OVERVIEW = `query overview {
   myPendingAuthorizationFlows { id agent provider status authorizeUrl expiresAt }
 }`;
 
+export const Q_MY_USAGE = `query myUsage { myUsage { agent provider source tasks requests inputTokens outputTokens lastTaskAt } }`;
+
 export const Q_MY_CREDENTIALS = `query myCredentials { myCredentials { ${CREDENTIAL_FIELDS} } }`;
 
 export const M_SET_API_KEY = `mutation setApiKey($provider: Provider!, $key: String!) {

@@ -8,6 +8,7 @@ import { createApi, normalizeToken, Q_ME, Q_MY_CREDENTIALS, Q_OVERVIEW, readToke
 import { ApiKeysTab } from './keys.jsx';
 import { AgentsTab } from './agents.jsx';
 import { AdminTab } from './admin.jsx';
+import { UsageTab } from './usage.jsx';
 import { SessionProvider, createEventHub, makeCatalog } from './session.jsx';
 import { ConfirmProvider, Field, NoticeProvider, sentence, useNotice } from './ui.jsx';
 
@@ -116,7 +117,7 @@ function Shell({ token, me, onSignOut }) {
   useEffect(() => () => api.dispose(), [api]);
   const route = useHashRoute();
   const isAdmin = me.role === 'ADMIN';
-  const tab = route.tab === 'admin' && !isAdmin ? 'api-keys' : ['api-keys', 'agents', 'admin'].includes(route.tab) ? route.tab : 'api-keys';
+  const tab = route.tab === 'admin' && !isAdmin ? 'api-keys' : ['api-keys', 'agents', 'usage', 'admin'].includes(route.tab) ? route.tab : 'api-keys';
 
   const [overview, setOverview] = useState(null);
   const [loadError, setLoadError] = useState('');
@@ -242,7 +243,7 @@ function Shell({ token, me, onSignOut }) {
     }
   }, [tab, route.arg, overview]);
 
-  const titles = { 'api-keys': 'API Keys', agents: 'Agent Credentials', admin: 'Admin' };
+  const titles = { 'api-keys': 'API Keys', agents: 'Agent Credentials', usage: 'Usage', admin: 'Admin' };
   useEffect(() => {
     document.title = `${titles[tab]} · sesame-vault`;
   });
@@ -251,6 +252,7 @@ function Shell({ token, me, onSignOut }) {
   if (loadError) body = <p className="field-error page">{loadError}</p>;
   else if (!overview) body = <p className="muted page">Loading…</p>;
   else if (tab === 'admin') body = <AdminTab />;
+  else if (tab === 'usage') body = <UsageTab />;
   else if (tab === 'agents')
     body = (
       <AgentsTab
@@ -289,6 +291,9 @@ function Shell({ token, me, onSignOut }) {
             </a>
             <a href="#agents" aria-current={tab === 'agents' ? 'page' : undefined}>
               Agent Credentials
+            </a>
+            <a href="#usage" aria-current={tab === 'usage' ? 'page' : undefined}>
+              Usage
             </a>
             {isAdmin && (
               <a href="#admin" aria-current={tab === 'admin' ? 'page' : undefined}>
