@@ -318,3 +318,28 @@ async fn instances_on_postgresql_share_grants_ends_and_one_refresh() {
     let refused = b.store.proxy().lend(&find_all(&access)[0]).await.err().unwrap();
     assert!(refused.0.contains("returned"), "{refused:?}");
 }
+
+#[tokio::test]
+async fn a_login_held_by_a_files_task_is_lent_as_it_is() {
+    let fake = FakeProvider::start(&[], Reply::Pending).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = vault(dir.path(), &fake).await;
+    let (runner, _) = runner(&app).await;
+    let who = person(&app, "held@example.com").await;
+    let user = who.user_id().unwrap().to_owned();
+    let access = access_jwt(Utc::now() + Duration::seconds(60), "held");
+    codex_login(&app, &who, &access, "rt_TESTheld000000000000").await;
+    // A FILES task holds the single-use refresh token: the vault must not spend it.
+    runner.issue(&user, Agent::Codex, None, &TaskId::parse("files-holder").unwrap(), None).await.unwrap();
+    let proxied = runner
+        .issue(&user, Agent::Codex, None, &TaskId::parse("proxied").unwrap(), Some(Delivery::Proxy))
+        .await
+        .unwrap();
+    let lend = app.store.proxy();
+    let found = placeholder(&proxied.materialized, Field::Access);
+    // Lent at once (no waiting out turns for a refresh that cannot happen).
+    let loan =
+        tokio::time::timeout(std::time::Duration::from_secs(5), lend.lend(&found)).await.expect("no wait").unwrap();
+    assert_eq!(loan.secret.as_str(), access);
+    assert!(fake.state.lock().unwrap().refresh_calls.is_empty(), "the FILES task's refresh token was not spent");
+}
