@@ -31,6 +31,10 @@ pub enum Action {
     WebhookCreated,
     WebhookDeleted,
     WebhookTested,
+    WebhookUpdated,
+    WebhookSecretRotated,
+    /// The delivery worker disabled an endpoint (410 Gone, or failing too long).
+    WebhookDisabled,
 }
 
 impl Action {
@@ -55,6 +59,9 @@ impl Action {
             Action::WebhookCreated => "WEBHOOK_CREATED",
             Action::WebhookDeleted => "WEBHOOK_DELETED",
             Action::WebhookTested => "WEBHOOK_TESTED",
+            Action::WebhookUpdated => "WEBHOOK_UPDATED",
+            Action::WebhookSecretRotated => "WEBHOOK_SECRET_ROTATED",
+            Action::WebhookDisabled => "WEBHOOK_DISABLED",
         }
     }
 }
