@@ -589,6 +589,15 @@ impl Store {
         let owner_email = user::Entity::find_by_id(event.owner_id.as_str()).one(db).await?.map(|u| u.email);
         // A removed credential is gone: the event's own fields say what it was.
         let row = credential::Entity::find_by_id(event.credential_id.as_str()).one(db).await?;
+        let status = event.status.map(|s| s.as_str().to_owned()).or_else(|| row.as_ref().map(|r| r.status.clone()));
+        // The body says how things stood at the event, though the row may have
+        // moved on since: a broken state's message is the event's own; the
+        // row's message only while the row is still in the event's state.
+        let status_message = if BROKEN.contains(&event.kind) {
+            event.message.clone()
+        } else {
+            row.as_ref().filter(|r| Some(&r.status) == status.as_ref()).and_then(|r| r.status_message.clone())
+        };
         let credential = json!({
             "id": event.credential_id,
             "ownerId": event.owner_id,
@@ -596,8 +605,8 @@ impl Store {
             "agent": event.agent,
             "provider": event.provider,
             "kind": row.as_ref().map(|r| r.kind.clone()),
-            "status": event.status.map(|s| s.as_str().to_owned()).or_else(|| row.as_ref().map(|r| r.status.clone())),
-            "statusMessage": row.as_ref().and_then(|r| r.status_message.clone()),
+            "status": status,
+            "statusMessage": status_message,
             "expiresAt": row.as_ref().and_then(|r| r.expires_at),
         });
         let body = json!({

@@ -25,6 +25,8 @@ const MAX_ANSWER: usize = 4 * 1024;
 const EXCERPT: usize = 160;
 /// A run of token-like characters at least this long is masked in an excerpt.
 const TOKEN_RUN: usize = 20;
+/// A claim outlives the attempt's timeout by this much (time to record it).
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 /// How often finished deliveries older than `keep_log` are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Longest wait between two attempts of one delivery.
@@ -201,9 +203,11 @@ impl Webhooks {
             tracing::warn!(dropped, "webhook queue bound reached: the oldest pending deliveries were dropped");
         }
         crate::metrics::webhook_queue_depth(store.webhook_queue_depth().await?);
-        // Held a little longer than an attempt may last.
-        let claim_for = chrono::Duration::from_std(self.config.timeout + Duration::from_secs(30))
-            .unwrap_or(chrono::Duration::minutes(1));
+        // Held a little longer than an attempt may last (`timeout` bounds the
+        // whole attempt, the answer's body included): after a kill -9 another
+        // instance takes the delivery once this has passed.
+        let claim_for =
+            chrono::Duration::from_std(self.config.timeout + CLAIM_MARGIN).unwrap_or(chrono::Duration::minutes(1));
         let bounds = WebhookBounds {
             max_queue: self.config.max_queue,
             disable_after: chrono::Duration::from_std(self.config.disable_after).unwrap_or(chrono::Duration::days(1)),
