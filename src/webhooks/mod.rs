@@ -361,3 +361,34 @@ fn excerpt(answer: &[u8]) -> Option<String> {
 fn without_url(e: reqwest::Error) -> String {
     e.without_url().to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example in the Standard Webhooks specification.
+    #[test]
+    fn signs_as_the_specification_does() {
+        let signature = sign(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            r#"{"test": 2432232314}"#,
+        )
+        .unwrap();
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn an_excerpt_is_short_printable_and_masks_tokens() {
+        assert_eq!(excerpt(b"ok").as_deref(), Some("ok"));
+        assert_eq!(excerpt(b"").as_deref(), None);
+        let echoed =
+            excerpt(b"{\"error\":\"bad signature\",\"token\":\"sv_abcdefghijklmnopqrstuvwxyz0123\"}\n\x00\xff")
+                .unwrap();
+        assert!(!echoed.contains("abcdefghijklmnop"), "{echoed}");
+        assert!(echoed.contains("bad signature") && echoed.contains("[…]"), "{echoed}");
+        let long = excerpt(&b"word ".repeat(1000)).unwrap();
+        assert!(long.len() <= EXCERPT, "{}", long.len());
+    }
+}

@@ -597,3 +597,87 @@ async fn working_again_is_named_and_the_body_links_to_the_app() {
         assert!(!hit.body.contains(ANTHROPIC_KEY) && !hit.body.contains("9f2c"), "{}", hit.body);
     }
 }
+
+/// Past `SESAME_WEBHOOKS__MAX_QUEUE` pending deliveries, an endpoint that is
+/// down loses its oldest ones (counted), keeps the newest in order; metrics
+/// and one log line per attempt say what happened.
+#[tokio::test]
+async fn a_full_queue_drops_the_oldest_and_counts_them() {
+    let server = Server::start_with(&[
+        ("SESAME_WEBHOOKS__ALLOW_PRIVATE", "true"),
+        ("SESAME_WEBHOOKS__RETRY_MIN", "1s"),
+        ("SESAME_WEBHOOKS__MAX_QUEUE", "3"),
+        ("SESAME_METRICS__LISTEN", "127.0.0.1:0"),
+    ])
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (id, _) = create(&server, json!({ "url": format!("http://127.0.0.1:{port}/hooks") })).await;
+    let (_, token) = server.create_user("full@example.com").await;
+    let mut credentials = Vec::new();
+    for provider in [Provider::Anthropic, Provider::Openai, Provider::Google] {
+        let key = match provider {
+            Provider::Anthropic => ANTHROPIC_KEY,
+            Provider::Openai => OPENAI_KEY,
+            _ => GEMINI_KEY,
+        };
+        let credential = server.api().set_api_key(&token, provider, key).await.unwrap();
+        server.api().remove_credential(&token, &credential).await.unwrap();
+        credentials.push(credential);
+    }
+    let mut listed = Value::Null;
+    for _ in 0..50 {
+        listed = server.ok(&server.admin_token, "{ webhooks { pending dropped } }", json!({})).await;
+        if listed["webhooks"][0]["dropped"] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed["webhooks"][0], json!({ "pending": 3, "dropped": 3 }), "six events, a queue of three");
+
+    let (_, state) = serve_receiver(format!("127.0.0.1:{port}"), Receiver::default()).await;
+    let got = wait_for_hits(&state, 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(hits(&state).len(), 3);
+    let kept: Vec<(String, Value)> = got
+        .iter()
+        .map(|h| {
+            let body: Value = serde_json::from_str(&h.body).unwrap();
+            (body["type"].as_str().unwrap().to_owned(), body["data"]["credential"]["id"].clone())
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("REMOVED".to_owned(), json!(credentials[1])),
+            ("CREATED".to_owned(), json!(credentials[2])),
+            ("REMOVED".to_owned(), json!(credentials[2])),
+        ],
+        "the newest three, in order"
+    );
+
+    let log = server.log();
+    let addr = log
+        .lines()
+        .find_map(|l| l.contains("metrics listening").then(|| l.split("addr=").nth(1)).flatten())
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the metrics listener's address in the log")
+        .to_owned();
+    let metrics = server.http().get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |line_start: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{line_start} missing:\n{metrics}"))
+    };
+    assert_eq!(value("sesame_webhook_deliveries_total{outcome=\"dropped\"}"), 3.0);
+    assert_eq!(value("sesame_webhook_deliveries_total{outcome=\"delivered\"}"), 3.0);
+    assert!(value("sesame_webhook_deliveries_total{outcome=\"retry\"}") >= 1.0);
+    assert!(value("sesame_webhook_attempt_duration_seconds_count") >= 4.0);
+    assert_eq!(value("sesame_webhook_queue_depth"), 0.0);
+    let attempts: Vec<&str> = log.lines().filter(|l| l.contains("webhook attempt")).collect();
+    assert!(attempts.len() >= 4, "one log line per attempt: {attempts:?}");
+    assert!(attempts.iter().all(|l| l.contains(&id) && l.contains("webhook_id=") && l.contains("duration_ms=")));
+    assert!(attempts.iter().any(|l| l.contains("status=200") && l.contains("outcome=\"delivered\"")), "{attempts:?}");
+}
