@@ -667,9 +667,15 @@ impl Store {
                 continue;
             }
             let keys = self.keys();
-            let secret = keys
-                .decrypt_string(&endpoint.secret, binding(&endpoint.id))
-                .map_err(|e| ApiError::internal(anyhow::anyhow!("webhook {} secret: {e}", endpoint.id)))?;
+            let secret = match keys.decrypt_string(&endpoint.secret, binding(&endpoint.id)) {
+                Ok(secret) => secret,
+                Err(e) => {
+                    // This endpoint cannot sign (a key dropped before `rotate-key` ran):
+                    // the others go on; its delivery waits for its claim to run out.
+                    tracing::error!(endpoint = %endpoint.id, error = %e, "webhook secret unreadable: not sending");
+                    continue;
+                }
+            };
             let previous_secret = match (&endpoint.previous_secret, endpoint.previous_secret_until) {
                 (Some(previous), Some(until)) if until > now => {
                     match keys.decrypt_string(previous, previous_binding(&endpoint.id)) {

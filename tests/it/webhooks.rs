@@ -149,8 +149,8 @@ async fn credential_events_arrive_signed_with_metadata_only() {
         assert_eq!(credential["provider"], "ANTHROPIC");
         assert!(!hit.body.contains(ANTHROPIC_KEY) && !hit.body.contains("9f2c"), "secret or hint sent: {}", hit.body);
     }
-    // kind, statusMessage and expiresAt come from the credential's row when the event is queued:
-    // here it is already removed, so they are null (not done: carry them in the outbox row).
+    // kind and expiresAt come from the credential's row when the delivery is queued (within a
+    // poll of the event): here it is already removed, so they are null (docs/api.md, Webhooks).
     // A tampered body does not verify.
     let mut forged = hits[0].clone();
     forged.body.push(' ');
