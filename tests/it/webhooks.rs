@@ -518,6 +518,17 @@ async fn only_admins_manage_webhooks_and_private_receivers_need_the_setting() {
     }
     let listed = server.ok(&server.admin_token, "{ webhooks { id } }", json!({})).await;
     assert_eq!(listed["webhooks"], json!([]), "a refused URL changes nothing");
+
+    // Nor can an update point an endpoint, or the operator's CLI a new one, at a private address.
+    let (id, _) = create(&server, json!({ "url": "https://example.com/hooks" })).await;
+    let update = "mutation($id: ID!, $url: String) { updateWebhook(id: $id, input: { url: $url }) { url } }";
+    let (code, _) = server.err(&server.admin_token, update, json!({ "id": id, "url": "https://192.168.1.1/x" })).await;
+    assert_eq!(code, "BAD_USER_INPUT");
+    let out = server.cli(&["webhook", "create", "--url", "https://127.0.0.1:9/hooks"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ALLOW_PRIVATE"), "{out:?}");
+    let listed = server.ok(&server.admin_token, "{ webhooks { url } }", json!({})).await;
+    assert_eq!(listed["webhooks"], json!([{ "url": "https://example.com/hooks" }]));
 }
 
 /// `rotate-key` re-encrypts the endpoints' signing secrets too: once the
