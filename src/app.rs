@@ -97,7 +97,7 @@ impl App {
             config.oauth.http_timeout,
             config.scheduler.expiring_within,
         )?;
-        let webhooks = crate::webhooks::Webhooks::new(&config.webhooks)?;
+        let webhooks = crate::webhooks::Webhooks::new(&config.webhooks, config.public_url.as_deref())?;
         let schema = build_schema(store.clone(), flows.clone(), checker.clone(), webhooks.clone(), &config.graphql);
         Ok(App { config, store, flows, checker, webhooks, schema })
     }

@@ -23,6 +23,9 @@
 //! | `sesame_db_pool_connections` | pool, state | connections in use / idle, read at scrape time |
 //! | `sesame_db_pool_max_connections` | pool | the pool's bound |
 //! | `sesame_db_pool_acquire_seconds` | pool | how long this scrape waited for a connection |
+//! | `sesame_webhook_deliveries_total` | outcome | webhook attempts (`delivered`, `retry`, `failed`, `gone`) and deliveries dropped past a queue bound (`dropped`) |
+//! | `sesame_webhook_attempt_duration_seconds` | | latency of webhook attempts (histogram) |
+//! | `sesame_webhook_queue_depth` | | pending webhook deliveries, every endpoint (set by the worker) |
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -95,6 +98,11 @@ pub struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobOutcome {
     pub job: String,
     pub outcome: String,
@@ -143,6 +151,9 @@ pub struct Metrics {
     pub pool_connections: Family<PoolState, Gauge>,
     pub pool_max: Family<PoolLabels, Gauge>,
     pub pool_acquire: Family<PoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    pub webhook_duration: Histogram,
+    pub webhook_queue: Gauge,
     operation_names: Mutex<HashSet<String>>,
 }
 
@@ -167,6 +178,9 @@ impl Metrics {
             pool_connections: Family::default(),
             pool_max: Family::default(),
             pool_acquire: Family::default(),
+            webhook_deliveries: Family::default(),
+            webhook_duration: latency_histogram(),
+            webhook_queue: Gauge::default(),
             operation_names: Mutex::default(),
             registry: Registry::default(),
         };
@@ -215,6 +229,18 @@ impl Metrics {
             Unit::Seconds,
             m.pool_acquire.clone(),
         );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook attempts by outcome, and deliveries dropped past a queue bound",
+            m.webhook_deliveries.clone(),
+        );
+        registry.register_with_unit(
+            "webhook_attempt_duration",
+            "Latency of webhook attempts",
+            Unit::Seconds,
+            m.webhook_duration.clone(),
+        );
+        registry.register("webhook_queue_depth", "Pending webhook deliveries", m.webhook_queue.clone());
         Metrics { registry, ..m }
     }
 
@@ -287,6 +313,23 @@ pub fn job_run(job: &str, outcome: &str, took: Duration) {
     let m = &*METRICS;
     m.job_runs.get_or_create(&JobOutcome { job: job.into(), outcome: outcome.into() }).inc();
     m.job_duration.get_or_create(&JobLabels { job: job.into() }).observe(took.as_secs_f64());
+}
+
+/// One webhook attempt (`outcome`: `delivered`, `retry`, `failed`, `gone`).
+pub fn webhook_attempt(outcome: &str, took: Duration) {
+    let m = &*METRICS;
+    m.webhook_deliveries.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    m.webhook_duration.observe(took.as_secs_f64());
+}
+
+/// Webhook deliveries dropped past an endpoint's queue bound.
+pub fn webhooks_dropped(n: u64) {
+    METRICS.webhook_deliveries.get_or_create(&OutcomeLabels { outcome: "dropped".into() }).inc_by(n);
+}
+
+/// Pending webhook deliveries, as the worker last counted them.
+pub fn webhook_queue_depth(n: u64) {
+    METRICS.webhook_queue.set(i64::try_from(n).unwrap_or(i64::MAX));
 }
 
 /// A WebSocket session ended with `code`.
