@@ -33,16 +33,20 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         grace: config.shutdown.grace,
     })
     .await?;
+    // The egress proxy's port and CA (`crate::proxy`), when it is on: the
+    // schema hands its address and CA certificate to proxy deliveries.
+    let proxy = crate::proxy::Proxy::bind(&config.proxy, &config.data_dir).await?;
+    let access = proxy.as_ref().map(crate::proxy::Proxy::access);
     let separate_reader = config.is_sqlite() && !db::is_in_memory(&config.database_url());
     let app = tokio::select! {
-        app = App::open(config) => app?,
+        app = App::open_with(config, access) => app?,
         () = crate::shutdown::triggered() => {
             tracing::info!("stopped before the database was open");
             return Ok(());
         }
     };
     serving.store_opened(app.store.clone(), separate_reader);
-    app.serve(serving).await
+    app.serve(serving, proxy).await
 }
 
 /// The opened service: store and schema, ready to serve or to run a command.
@@ -62,6 +66,12 @@ impl App {
     /// plain text by an older version. Every command that opens the store
     /// comes through here.
     pub async fn open(config: Config) -> anyhow::Result<App> {
+        App::open_with(config, None).await
+    }
+
+    /// [`App::open`], with the egress proxy's address and CA for the
+    /// schema (`serve` binds the proxy first).
+    pub async fn open_with(config: Config, proxy: Option<crate::delivery::ProxyAccess>) -> anyhow::Result<App> {
         let url = config.database_url();
         // The directory holds the SQLite database (unless it is in memory)
         // and, without ENCRYPTION_KEY, the generated key.
@@ -98,14 +108,15 @@ impl App {
             config.scheduler.expiring_within,
         )?;
         let webhooks = crate::webhooks::Webhooks::new(&config.webhooks)?;
-        let schema = build_schema(store.clone(), flows.clone(), checker.clone(), webhooks.clone(), &config.graphql);
+        let schema =
+            build_schema(store.clone(), flows.clone(), checker.clone(), webhooks.clone(), proxy, &config.graphql);
         Ok(App { config, store, flows, checker, webhooks, schema })
     }
 
     /// Serves on the listeners [`serve`] bound until Ctrl-C /
     /// SIGTERM, then shuts down gracefully (`crate::shutdown`). Prints the
     /// URL (and, on first start, the bootstrap admin's token) to stdout.
-    pub async fn serve(self, serving: Serving) -> anyhow::Result<()> {
+    pub async fn serve(self, serving: Serving, proxy: Option<crate::proxy::Proxy>) -> anyhow::Result<()> {
         // After the listener is bound ([`serve`]): a port in use
         // never swallows the once-shown token.
         let first_run = self.store.operator_unchecked().bootstrap_admin().await.map_err(api_to_anyhow)?.is_some_and(
@@ -152,6 +163,15 @@ impl App {
             self.config.http.body_timeout,
             Some(serving.connection_cap()),
         );
+        // The egress proxy serves with the store's proxy handle (it is not a
+        // principal: each request's placeholders decide what it may reach).
+        let proxy = proxy.map(|proxy| {
+            let addr = proxy.addr();
+            let running = proxy.start(self.store.proxy());
+            println!("sesame-vault egress proxy on http://{addr}");
+            tracing::info!(%addr, "egress proxy listening");
+            running
+        });
         // Ready (routes in, `/ready` 200) before the URL is announced.
         serving.open(routes);
         println!("sesame-vault listening on http://{addr}");
@@ -165,6 +185,13 @@ impl App {
             println!("  3. Lost a token? `sesame-vault token create --user EMAIL --name …` from this folder.");
         }
         tracing::info!(%addr, "listening");
-        serving.run(&self.flows, scheduler).await
+        let grace = self.config.shutdown.grace;
+        let result = serving.run(&self.flows, scheduler).await;
+        if let Some(proxy) = proxy {
+            // Its connections close on the same signal; the usage counted
+            // meanwhile is flushed to the store before exit.
+            proxy.stopped(grace).await;
+        }
+        result
     }
 }

@@ -23,6 +23,10 @@
 //! | `sesame_db_pool_connections` | pool, state | connections in use / idle, read at scrape time |
 //! | `sesame_db_pool_max_connections` | pool | the pool's bound |
 //! | `sesame_db_pool_acquire_seconds` | pool | how long this scrape waited for a connection |
+//! | `sesame_proxy_requests_total` | provider, outcome | egress proxy requests: `forwarded`, `refresh_answered`, `refused`, `too_many`, `upstream_error`, `connection_cap` |
+//! | `sesame_proxy_bytes_total` | direction | bytes through the proxy (`sent` to providers, `received` from them) |
+//! | `sesame_proxy_tokens_total` | provider, kind | token usage providers reported (`input`, `output`) |
+//! | `sesame_proxy_connections` | | open connections to the proxy |
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -116,6 +120,17 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderKind {
+    pub provider: String,
+    pub kind: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -143,6 +158,10 @@ pub struct Metrics {
     pub pool_connections: Family<PoolState, Gauge>,
     pub pool_max: Family<PoolLabels, Gauge>,
     pub pool_acquire: Family<PoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub proxy_requests: Family<ProviderOutcome, Counter>,
+    pub proxy_bytes: Family<DirectionLabels, Counter>,
+    pub proxy_tokens: Family<ProviderKind, Counter>,
+    pub proxy_connections: Gauge,
     operation_names: Mutex<HashSet<String>>,
 }
 
@@ -167,6 +186,10 @@ impl Metrics {
             pool_connections: Family::default(),
             pool_max: Family::default(),
             pool_acquire: Family::default(),
+            proxy_requests: Family::default(),
+            proxy_bytes: Family::default(),
+            proxy_tokens: Family::default(),
+            proxy_connections: Gauge::default(),
             operation_names: Mutex::default(),
             registry: Registry::default(),
         };
@@ -215,6 +238,18 @@ impl Metrics {
             Unit::Seconds,
             m.pool_acquire.clone(),
         );
+        registry.register(
+            "proxy_requests",
+            "Egress proxy requests by provider and outcome",
+            m.proxy_requests.clone(),
+        );
+        registry.register("proxy_bytes", "Bytes through the egress proxy, by direction", m.proxy_bytes.clone());
+        registry.register(
+            "proxy_tokens",
+            "Token usage providers reported in answers through the egress proxy",
+            m.proxy_tokens.clone(),
+        );
+        registry.register("proxy_connections", "Open connections to the egress proxy", m.proxy_connections.clone());
         Metrics { registry, ..m }
     }
 
@@ -292,6 +327,41 @@ pub fn job_run(job: &str, outcome: &str, took: Duration) {
 /// A WebSocket session ended with `code`.
 pub fn socket_closed(code: u16) {
     METRICS.sockets_closed.get_or_create(&CodeLabels { code: code.to_string() }).inc();
+}
+
+/// One request through the egress proxy (`provider`: `none` before a grant is known).
+pub fn proxy_request(provider: &str, outcome: &str) {
+    METRICS.proxy_requests.get_or_create(&ProviderOutcome { provider: provider.into(), outcome: outcome.into() }).inc();
+}
+
+/// Bytes through the egress proxy (`sent` or `received`).
+pub fn proxy_bytes(direction: &str, n: u64) {
+    if n > 0 {
+        METRICS.proxy_bytes.get_or_create(&DirectionLabels { direction: direction.into() }).inc_by(n);
+    }
+}
+
+/// Tokens a provider reported (`input` or `output`).
+pub fn proxy_tokens(provider: &str, kind: &str, n: u64) {
+    if n > 0 {
+        METRICS.proxy_tokens.get_or_create(&ProviderKind { provider: provider.into(), kind: kind.into() }).inc_by(n);
+    }
+}
+
+/// Counts one open proxy connection while it lives.
+pub struct ProxyConnection(());
+
+impl ProxyConnection {
+    pub fn open() -> ProxyConnection {
+        METRICS.proxy_connections.inc();
+        ProxyConnection(())
+    }
+}
+
+impl Drop for ProxyConnection {
+    fn drop(&mut self) {
+        METRICS.proxy_connections.dec();
+    }
 }
 
 /// Counts one open socket (or live subscription) while it lives.

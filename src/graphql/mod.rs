@@ -40,6 +40,7 @@ pub fn build_schema(
     flows: FlowEngine,
     checker: Checker,
     webhooks: crate::webhooks::Webhooks,
+    proxy: Option<crate::delivery::ProxyAccess>,
     config: &GraphqlConfig,
 ) -> VaultSchema {
     let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
@@ -56,6 +57,10 @@ pub fn build_schema(
         .extension(crate::telemetry::OperationLog);
     if !config.introspection {
         builder = builder.disable_introspection();
+    }
+    // Where the egress proxy is, for `delivery: PROXY` (absent: it is off).
+    if let Some(proxy) = proxy {
+        builder = builder.data(proxy);
     }
     builder.finish()
 }
