@@ -238,11 +238,7 @@ impl Metrics {
             Unit::Seconds,
             m.pool_acquire.clone(),
         );
-        registry.register(
-            "proxy_requests",
-            "Egress proxy requests by provider and outcome",
-            m.proxy_requests.clone(),
-        );
+        registry.register("proxy_requests", "Egress proxy requests by provider and outcome", m.proxy_requests.clone());
         registry.register("proxy_bytes", "Bytes through the egress proxy, by direction", m.proxy_bytes.clone());
         registry.register(
             "proxy_tokens",

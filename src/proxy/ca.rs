@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,11 +38,7 @@ pub struct Ca {
 
 impl Ca {
     /// The configured CA, or the vault's own (generated on first use).
-    pub fn load_or_generate(
-        cert: Option<&Path>,
-        key: Option<&Path>,
-        data_dir: &Path,
-    ) -> anyhow::Result<Ca> {
+    pub fn load_or_generate(cert: Option<&Path>, key: Option<&Path>, data_dir: &Path) -> anyhow::Result<Ca> {
         match (cert, key) {
             (Some(cert), Some(key)) => Ca::load(cert, key),
             (None, None) => {
@@ -77,7 +73,7 @@ impl Ca {
         Ok(Ca::new(issuer, key, pem))
     }
 
-    fn generate(data_dir: &Path, cert_path: &PathBuf, key_path: &PathBuf) -> anyhow::Result<Ca> {
+    fn generate(data_dir: &Path, cert_path: &Path, key_path: &Path) -> anyhow::Result<Ca> {
         crate::private_fs::private_data_dir(data_dir)?;
         let key = KeyPair::generate().context("generating the proxy CA key")?;
         let mut params = CertificateParams::default();
@@ -90,7 +86,8 @@ impl Ca {
         name.push(DnType::CommonName, format!("sesame-vault egress proxy CA {tag}"));
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::days(1);
         params.not_after = now + time::Duration::days(3650);
@@ -145,12 +142,13 @@ impl Ca {
         let leaf = params.signed_by(&key, &self.issuer, &self.key).context("signing a leaf certificate")?;
         let chain = vec![CertificateDer::from(leaf.der().to_vec())];
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .context("TLS versions")?
-            .with_no_client_auth()
-            .with_single_cert(chain, private)
-            .context("the leaf certificate")?;
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .context("TLS versions")?
+                .with_no_client_auth()
+                .with_single_cert(chain, private)
+                .context("the leaf certificate")?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
     }

@@ -45,7 +45,8 @@ pub(crate) fn refused(status: StatusCode, text: impl Into<String>) -> Refused {
 
 const NO_PLACEHOLDER: &str =
     "no task placeholder in this request; the vault's proxy sends only requests that carry one";
-const DAMAGED: &str = "this request holds a damaged task placeholder; the vault's proxy sends only requests whose placeholders are whole";
+const DAMAGED: &str =
+    "this request holds a damaged task placeholder; the vault's proxy sends only requests whose placeholders are whole";
 
 /// Serves one request inside a tunnel.
 pub(crate) async fn handle(
@@ -271,7 +272,10 @@ async fn forward(
         headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     }
     let authority = tunnel.authority();
-    headers.insert(HOST, HeaderValue::from_str(&authority).map_err(|_| known(refused(StatusCode::BAD_REQUEST, "bad host")))?);
+    headers.insert(
+        HOST,
+        HeaderValue::from_str(&authority).map_err(|_| known(refused(StatusCode::BAD_REQUEST, "bad host")))?,
+    );
     let path = parts.uri.path();
     let path_and_query = Zeroizing::new(match parts.uri.query() {
         Some(q) => {
@@ -392,7 +396,8 @@ mod tests {
         let mut found = Vec::new();
         assert!(placeholders_in(&jwt, &mut found).is_ok());
         assert_eq!(found[0].span, 0..jwt.len());
-        let many: Vec<String> = (0..=MAX_PLACEHOLDERS).map(|_| GrantId::mint().placeholder("", Field::ApiKey)).collect();
+        let many: Vec<String> =
+            (0..=MAX_PLACEHOLDERS).map(|_| GrantId::mint().placeholder("", Field::ApiKey)).collect();
         assert!(placeholders_in(&many.join(" "), &mut Vec::new()).is_err());
     }
 

@@ -133,7 +133,8 @@ fn parse_upstreams(text: Option<&str>) -> anyhow::Result<HashMap<String, String>
         let Some((host, url)) = item.split_once('=') else {
             bail!("SESAME_PROXY__UPSTREAMS: `{item}` is not host=url");
         };
-        let parsed = url::Url::parse(url.trim()).with_context(|| format!("SESAME_PROXY__UPSTREAMS: `{url}` is not a URL"))?;
+        let parsed =
+            url::Url::parse(url.trim()).with_context(|| format!("SESAME_PROXY__UPSTREAMS: `{url}` is not a URL"))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             bail!("SESAME_PROXY__UPSTREAMS: `{url}` is not an http(s) URL");
         }
@@ -150,11 +151,13 @@ impl Proxy {
         let ca = ca::Ca::load_or_generate(config.ca_cert.as_deref(), config.ca_key.as_deref(), data_dir)?;
         let upstreams = parse_upstreams(config.upstreams.as_deref())?;
         if !upstreams.is_empty() {
-            tracing::warn!(hosts = upstreams.len(), "SESAME_PROXY__UPSTREAMS is set: provider hosts are sent elsewhere (for tests only)");
+            tracing::warn!(
+                hosts = upstreams.len(),
+                "SESAME_PROXY__UPSTREAMS is set: provider hosts are sent elsewhere (for tests only)"
+            );
         }
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("listening on {listen} (SESAME_PROXY__LISTEN)"))?;
+        let listener =
+            TcpListener::bind(listen).await.with_context(|| format!("listening on {listen} (SESAME_PROXY__LISTEN)"))?;
         let addr = listener.local_addr().context("the proxy listener has no address")?;
         let url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let access = ProxyAccess { url, ca_cert_pem: ca.public_pem().to_owned() };
@@ -253,17 +256,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
     // Connections still open finish their exchanges (`tunnel::serve`
     // watches the signal too); the ones in flight get the grace period.
-    let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(shared.config.max_connections.max(1) as u32)).await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(shared.config.max_connections.max(1) as u32))
+            .await;
 }
 
 /// The HTTP/1.1 server settings for both the outer connection and the
 /// requests inside a tunnel.
 fn http1(config: &ProxyConfig) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
-        .max_header_size(MAX_HEAD)
-        .keep_alive(true);
+    b.timer(TokioTimer::new()).header_read_timeout(config.header_timeout).max_header_size(MAX_HEAD).keep_alive(true);
     b
 }
 
@@ -273,7 +275,9 @@ mod tests {
 
     #[test]
     fn upstreams_parse() {
-        let m = parse_upstreams(Some("api.anthropic.com=http://127.0.0.1:4001/, Chatgpt.com=http://127.0.0.1:4002/base")).unwrap();
+        let m =
+            parse_upstreams(Some("api.anthropic.com=http://127.0.0.1:4001/, Chatgpt.com=http://127.0.0.1:4002/base"))
+                .unwrap();
         assert_eq!(m["api.anthropic.com"], "http://127.0.0.1:4001");
         assert_eq!(m["chatgpt.com"], "http://127.0.0.1:4002/base");
         assert!(parse_upstreams(Some("nothing")).is_err());

@@ -36,14 +36,12 @@ pub(crate) async fn answer(
 ) -> Result<Response<ProxyBody>, Refused> {
     check_host(tunnel, &req)?;
     if req.method() != Method::POST {
-        return Err(refused(StatusCode::FORBIDDEN, "the vault's proxy answers only refreshes (POST) at a token endpoint"));
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "the vault's proxy answers only refreshes (POST) at a token endpoint",
+        ));
     }
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let form = content_type.starts_with("application/x-www-form-urlencoded");
     if !form && !content_type.starts_with("application/json") {
         return Err(refused(
@@ -58,8 +56,8 @@ pub(crate) async fn answer(
         Ok(Err(_)) => return Err(refused(StatusCode::PAYLOAD_TOO_LARGE, "a token request body is at most 64 KiB")),
         Err(_) => return Err(refused(StatusCode::REQUEST_TIMEOUT, "the token request body did not arrive in time")),
     };
-    let (grant_type, refresh_token) = params(&body, form)
-        .ok_or_else(|| refused(StatusCode::BAD_REQUEST, "the token request body cannot be read"))?;
+    let (grant_type, refresh_token) =
+        params(&body, form).ok_or_else(|| refused(StatusCode::BAD_REQUEST, "the token request body cannot be read"))?;
     if grant_type.as_deref() != Some("refresh_token") {
         return Err(refused(
             StatusCode::FORBIDDEN,
@@ -79,7 +77,8 @@ pub(crate) async fn answer(
     let answer = shared.handle.refresh(&found[0]).await.map_err(|r| refused(StatusCode::FORBIDDEN, r.0))?;
     let grant = answer.grant.clone();
     if !crate::providers::spec(grant.provider).egress.is_token_endpoint(&tunnel.host, &path) {
-        let mut r = refused(StatusCode::FORBIDDEN, "this task's refresh token is not for this provider's token endpoint");
+        let mut r =
+            refused(StatusCode::FORBIDDEN, "this task's refresh token is not for this provider's token endpoint");
         r.provider = Some(grant.provider);
         r.task = Some(grant.task_id);
         return Err(r);

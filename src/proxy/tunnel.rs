@@ -50,7 +50,8 @@ impl Tunnel {
 
 /// A short plain-text answer (the proxy's own refusals and errors).
 pub(crate) fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
-    let mut res = Response::new(Full::new(Bytes::from(format!("{text}\n"))).map_err(|never| match never {}).boxed_unsync());
+    let mut res =
+        Response::new(Full::new(Bytes::from(format!("{text}\n"))).map_err(|never| match never {}).boxed_unsync());
     *res.status_mut() = status;
     res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     res

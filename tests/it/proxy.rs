@@ -121,7 +121,8 @@ async fn connect_only_to_providers_hosts_and_well_formed() {
         assert_eq!(code, 400, "{malformed:?}: {text}");
     }
     // Plain http through the proxy would carry a credential in clear: refused.
-    let (code, text) = raw(&proxy, "GET http://api.anthropic.com/v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\n\r\n").await;
+    let (code, text) =
+        raw(&proxy, "GET http://api.anthropic.com/v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\n\r\n").await;
     assert_eq!(code, 405, "{text}");
     assert!(up.seen().is_empty());
     assert!(server.log().contains("egress proxy listening"));
@@ -150,7 +151,8 @@ async fn requests_without_a_valid_placeholder_never_reach_the_provider() {
     let res = http.post(token).json(&json!({ "grant_type": "authorization_code", "code": "x" })).send().await.unwrap();
     assert_eq!(res.status(), 403);
     assert!(res.text().await.unwrap().contains("not supported"));
-    let res = http.post(token).json(&json!({ "grant_type": "refresh_token", "refresh_token": "rt" })).send().await.unwrap();
+    let res =
+        http.post(token).json(&json!({ "grant_type": "refresh_token", "refresh_token": "rt" })).send().await.unwrap();
     assert_eq!(res.status(), 403);
     let res = http
         .post("https://auth.openai.com/oauth/token")
@@ -278,7 +280,7 @@ fn env_var(env: &[(String, String)], name: &str) -> String {
 #[tokio::test]
 #[ignore = "needs a live grant: the store side of proxy delivery (lend/refresh)"]
 async fn the_placeholder_is_swapped_and_sse_streams_through_unbuffered() {
-    let (server, up, proxy) = start(&[("SESAME_METRICS__LISTEN", "127.0.0.1:0")]).await;
+    let (server, up, proxy) = start(&[]).await;
     let env = proxy_task(&server, "task-inject").await;
     let placeholder = env_var(&env, "ANTHROPIC_API_KEY");
     assert!(placeholder.contains("svp_"));
@@ -307,7 +309,12 @@ async fn the_placeholder_is_swapped_and_sse_streams_through_unbuffered() {
     assert!(String::from_utf8_lossy(&rest).contains("message_delta"));
 
     // Not another provider's host with this task's key.
-    let res = http.get("https://api.openai.com/v1/models").header("authorization", format!("Bearer {placeholder}")).send().await.unwrap();
+    let res = http
+        .get("https://api.openai.com/v1/models")
+        .header("authorization", format!("Bearer {placeholder}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 403);
     assert_eq!(up.seen().len(), 2);
     let log = server.log();
@@ -322,12 +329,57 @@ async fn requests_in_flight_per_task_are_capped() {
     let env = proxy_task(&server, "task-cap").await;
     let placeholder = env_var(&env, "ANTHROPIC_API_KEY");
     let http = client(&server, &proxy);
-    let mut stream = http.post("https://api.anthropic.com/stream").header("x-api-key", &placeholder).send().await.unwrap();
-    let res = http.post("https://api.anthropic.com/v1/messages").header("x-api-key", &placeholder).send().await.unwrap();
+    let mut stream =
+        http.post("https://api.anthropic.com/stream").header("x-api-key", &placeholder).send().await.unwrap();
+    let res =
+        http.post("https://api.anthropic.com/v1/messages").header("x-api-key", &placeholder).send().await.unwrap();
     assert_eq!(res.status(), 429);
     up.gate.notify_one();
     while stream.chunk().await.unwrap().is_some() {}
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let res = http.post("https://api.anthropic.com/v1/messages").header("x-api-key", &placeholder).send().await.unwrap();
+    let res =
+        http.post("https://api.anthropic.com/v1/messages").header("x-api-key", &placeholder).send().await.unwrap();
     assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+#[ignore = "needs a live grant: the store side of proxy delivery (lend/refresh)"]
+async fn a_websocket_upgrade_carries_the_real_credential_then_bytes_both_ways() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        // tungstenite's callback type, not ours.
+        #[allow(clippy::result_large_err)]
+        let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, res| {
+            *seen2.lock().unwrap() = req.headers().get("authorization").unwrap().to_str().unwrap().to_owned();
+            Ok(res)
+        };
+        let mut ws = tokio_tungstenite::accept_hdr_async(s, cb).await.unwrap();
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_text() {
+                ws.send(Message::text(format!("echo {}", m.to_text().unwrap()))).await.unwrap();
+            }
+        }
+    });
+    let up = format!("api.anthropic.com=http://{ws_addr}");
+    let server = Server::start_with(&[("SESAME_PROXY__LISTEN", "127.0.0.1:0"), ("SESAME_PROXY__UPSTREAMS", &up)]).await;
+    let proxy = server.proxy_url().unwrap();
+    let env = proxy_task(&server, "task-ws").await;
+    let placeholder = env_var(&env, "ANTHROPIC_API_KEY");
+    let tls = tunnel(&server, &proxy, "api.anthropic.com").await;
+    let mut req = "wss://api.anthropic.com/v1/responses".into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {placeholder}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("hi")).await.unwrap();
+    let m = ws.next().await.unwrap().unwrap();
+    assert_eq!(m.to_text().unwrap(), "echo hi");
+    assert_eq!(*seen.lock().unwrap(), format!("Bearer {ANTHROPIC_KEY}"));
+    ws.close(None).await.unwrap();
 }
