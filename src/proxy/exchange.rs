@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_ENCODING, CONTENT_TYPE, HOST, UPGRADE};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, CONNECTION, CONTENT_ENCODING, CONTENT_TYPE, HOST, UPGRADE,
+};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use zeroize::Zeroizing;
@@ -267,6 +269,9 @@ async fn forward(
             }
         }
     }
+    // Answers uncompressed, so the usage in them can be read as they pass
+    // (providers' answers are text; the task's own request body is left as is).
+    headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     if websocket {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, HeaderValue::from_static("websocket"));

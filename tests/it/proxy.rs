@@ -234,6 +234,25 @@ async fn a_request_head_that_trickles_in_is_cut_off() {
 }
 
 #[tokio::test]
+async fn a_tunnel_that_stalls_or_idles_is_closed() {
+    let (server, _up, proxy) = start(&[("SESAME_PROXY__HEADER_TIMEOUT", "1s")]).await;
+    // CONNECT answered, then no TLS handshake.
+    let mut s = TcpStream::connect(addr(&proxy)).await.unwrap();
+    s.write_all(b"CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: api.anthropic.com:443\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "closed after the handshake deadline");
+    assert!(buf.starts_with(b"HTTP/1.1 200"));
+    // One request inside, then idle.
+    let mut tls = tunnel(&server, &proxy, "api.anthropic.com").await;
+    tls.write_all(b"GET /v1/models HTTP/1.1\r\nHost: api.anthropic.com\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "an idle tunnel is closed");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 403"));
+}
+
+#[tokio::test]
 async fn connections_over_the_cap_are_closed_at_once() {
     let (_server, _up, proxy) = start(&[("SESAME_PROXY__MAX_CONNECTIONS", "2")]).await;
     let held = [TcpStream::connect(addr(&proxy)).await.unwrap(), TcpStream::connect(addr(&proxy)).await.unwrap()];
