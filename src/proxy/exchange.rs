@@ -202,16 +202,32 @@ async fn forward(
         ));
     }
 
-    // Each distinct placeholder lent once; all of one grant.
+    // All of one grant (checked before the store is asked), within the
+    // task's requests in flight (keyed by the grant id's hash, as the
+    // store keys grants).
+    if found.iter().any(|f| f.grant != found[0].grant) {
+        return Err(refused(StatusCode::FORBIDDEN, "this request holds placeholders of more than one task"));
+    }
+    let key = found[0].grant.hash();
+    let Some(in_flight) = shared.enter(&key) else {
+        let mut r = refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this task has {} requests in flight through the proxy already; wait for one to finish",
+                shared.config.max_requests_per_task
+            ),
+        );
+        r.outcome = "too_many";
+        return Err(r);
+    };
+
+    // Each distinct placeholder lent once.
     let mut loans: Vec<(Field, Found, Loan)> = Vec::new();
     for f in &found {
-        if loans.iter().any(|(field, g, _)| *field == f.field && g.grant == f.grant) {
+        if loans.iter().any(|(field, _, _)| *field == f.field) {
             continue;
         }
         let loan = shared.handle.lend(f).await.map_err(|r| refused(StatusCode::FORBIDDEN, r.0))?;
-        if loans.first().is_some_and(|(_, _, first)| first.grant.key != loan.grant.key) {
-            return Err(refused(StatusCode::FORBIDDEN, "this request holds placeholders of more than one task"));
-        }
         loans.push((f.field, f.clone(), loan));
     }
     let grant = loans[0].2.grant.clone();
@@ -226,17 +242,6 @@ async fn forward(
             format!("this task's {} credential is not sent to this host", grant.provider.as_str()),
         )));
     }
-    let Some(in_flight) = shared.enter(&grant.key) else {
-        let mut r = known(refused(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "this task has {} requests in flight through the proxy already; wait for one to finish",
-                shared.config.max_requests_per_task
-            ),
-        ));
-        r.outcome = "too_many";
-        return Err(r);
-    };
 
     // The real values in place; the loans dropped (zeroised) right after.
     let real = |f: &Found| {

@@ -57,11 +57,16 @@ pub(crate) fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
     res
 }
 
-/// Serves one accepted connection, holding its slot of the connection cap
-/// (a tunnel keeps it until it closes).
-pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, slot: OwnedSemaphorePermit) {
-    let _gauge = crate::metrics::ProxyConnection::open();
-    let slot = Arc::new(slot);
+/// A connection's slot of the connection cap, counted in the gauge; a
+/// tunnel keeps it until it closes.
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _gauge: crate::metrics::ProxyConnection,
+}
+
+/// Serves one accepted connection.
+pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, permit: OwnedSemaphorePermit) {
+    let slot = Arc::new(Slot { _permit: permit, _gauge: crate::metrics::ProxyConnection::open() });
     let builder = super::http1(&shared.config);
     let service = {
         let (shared, slot) = (shared.clone(), slot.clone());
@@ -85,7 +90,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, slot: OwnedSem
 /// The request on the connection itself: a CONNECT, or refused.
 async fn outer(
     shared: Arc<Shared>,
-    slot: Arc<OwnedSemaphorePermit>,
+    slot: Arc<Slot>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let refuse = |status, text: &str| {
@@ -133,12 +138,7 @@ fn status_u16(status: StatusCode) -> u16 {
 }
 
 /// After `200` to the CONNECT: TLS as the host, then its requests.
-async fn intercept(
-    shared: Arc<Shared>,
-    tunnel: Arc<Tunnel>,
-    on_upgrade: hyper::upgrade::OnUpgrade,
-    slot: Arc<OwnedSemaphorePermit>,
-) {
+async fn intercept(shared: Arc<Shared>, tunnel: Arc<Tunnel>, on_upgrade: hyper::upgrade::OnUpgrade, slot: Arc<Slot>) {
     let deadline = shared.config.header_timeout;
     let Ok(Ok(upgraded)) = tokio::time::timeout(deadline, on_upgrade).await else { return };
     let config = match shared.ca.server_config(&tunnel.host) {
