@@ -26,6 +26,10 @@
 //! | `sesame_webhook_deliveries_total` | outcome | webhook attempts (`delivered`, `retry`, `failed`, `gone`) and deliveries dropped past a queue bound (`dropped`) |
 //! | `sesame_webhook_attempt_duration_seconds` | | latency of webhook attempts (histogram) |
 //! | `sesame_webhook_queue_depth` | | pending webhook deliveries, every endpoint (set by the worker) |
+//! | `sesame_proxy_requests_total` | provider, outcome | egress proxy requests: `forwarded`, `refresh_answered`, `refused`, `too_many`, `upstream_error`, `connection_cap` |
+//! | `sesame_proxy_bytes_total` | direction | bytes through the proxy (`sent` to providers, `received` from them) |
+//! | `sesame_proxy_tokens_total` | provider, kind | token usage providers reported (`input`, `output`) |
+//! | `sesame_proxy_connections` | | open connections to the proxy |
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -124,6 +128,17 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderKind {
+    pub provider: String,
+    pub kind: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -154,6 +169,10 @@ pub struct Metrics {
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
     pub webhook_duration: Histogram,
     pub webhook_queue: Gauge,
+    pub proxy_requests: Family<ProviderOutcome, Counter>,
+    pub proxy_bytes: Family<DirectionLabels, Counter>,
+    pub proxy_tokens: Family<ProviderKind, Counter>,
+    pub proxy_connections: Gauge,
     operation_names: Mutex<HashSet<String>>,
 }
 
@@ -181,6 +200,10 @@ impl Metrics {
             webhook_deliveries: Family::default(),
             webhook_duration: latency_histogram(),
             webhook_queue: Gauge::default(),
+            proxy_requests: Family::default(),
+            proxy_bytes: Family::default(),
+            proxy_tokens: Family::default(),
+            proxy_connections: Gauge::default(),
             operation_names: Mutex::default(),
             registry: Registry::default(),
         };
@@ -241,6 +264,14 @@ impl Metrics {
             m.webhook_duration.clone(),
         );
         registry.register("webhook_queue_depth", "Pending webhook deliveries", m.webhook_queue.clone());
+        registry.register("proxy_requests", "Egress proxy requests by provider and outcome", m.proxy_requests.clone());
+        registry.register("proxy_bytes", "Bytes through the egress proxy, by direction", m.proxy_bytes.clone());
+        registry.register(
+            "proxy_tokens",
+            "Token usage providers reported in answers through the egress proxy",
+            m.proxy_tokens.clone(),
+        );
+        registry.register("proxy_connections", "Open connections to the egress proxy", m.proxy_connections.clone());
         Metrics { registry, ..m }
     }
 
@@ -335,6 +366,41 @@ pub fn webhook_queue_depth(n: u64) {
 /// A WebSocket session ended with `code`.
 pub fn socket_closed(code: u16) {
     METRICS.sockets_closed.get_or_create(&CodeLabels { code: code.to_string() }).inc();
+}
+
+/// One request through the egress proxy (`provider`: `none` before a grant is known).
+pub fn proxy_request(provider: &str, outcome: &str) {
+    METRICS.proxy_requests.get_or_create(&ProviderOutcome { provider: provider.into(), outcome: outcome.into() }).inc();
+}
+
+/// Bytes through the egress proxy (`sent` or `received`).
+pub fn proxy_bytes(direction: &str, n: u64) {
+    if n > 0 {
+        METRICS.proxy_bytes.get_or_create(&DirectionLabels { direction: direction.into() }).inc_by(n);
+    }
+}
+
+/// Tokens a provider reported (`input` or `output`).
+pub fn proxy_tokens(provider: &str, kind: &str, n: u64) {
+    if n > 0 {
+        METRICS.proxy_tokens.get_or_create(&ProviderKind { provider: provider.into(), kind: kind.into() }).inc_by(n);
+    }
+}
+
+/// Counts one open proxy connection while it lives.
+pub struct ProxyConnection(());
+
+impl ProxyConnection {
+    pub fn open() -> ProxyConnection {
+        METRICS.proxy_connections.inc();
+        ProxyConnection(())
+    }
+}
+
+impl Drop for ProxyConnection {
+    fn drop(&mut self) {
+        METRICS.proxy_connections.dec();
+    }
 }
 
 /// Counts one open socket (or live subscription) while it lives.

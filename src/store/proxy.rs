@@ -321,11 +321,17 @@ impl ProxyHandle {
     /// Answers a refresh at the provider's token endpoint for the grant of
     /// the refresh placeholder `found`: refreshes for real only when the
     /// real access token needs it, then hands out placeholders.
-    pub async fn refresh(&self, found: &Found) -> Result<TokenAnswer, Refusal> {
+    ///
+    /// `endpoint` is the host and path it was asked at: only the grant's
+    /// provider's token endpoint is answered, before anything is refreshed.
+    pub async fn refresh(&self, found: &Found, endpoint: (&str, &str)) -> Result<TokenAnswer, Refusal> {
         if found.field != Field::Refresh {
             return Err(Refusal::new("the refresh_token is not this task's refresh-token placeholder"));
         }
         let live = self.live(&found.grant).await?;
+        if !crate::providers::spec(live.view.provider).egress.is_token_endpoint(endpoint.0, endpoint.1) {
+            return Err(Refusal::new("this task's refresh token is not for this provider's token endpoint"));
+        }
         let Some(row) = live.row else {
             return Err(Refusal::new("an API key is never refreshed"));
         };

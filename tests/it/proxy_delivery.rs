@@ -18,6 +18,9 @@ use crate::common::*;
 use crate::fake_provider::{FakeProvider, Reply};
 use crate::lifecycle::{open, person};
 
+/// Where Codex refreshes (the proxy answers it).
+const OPENAI_TOKEN: (&str, &str) = ("auth.openai.com", "/oauth/token");
+
 const CA: &str = "-----BEGIN CERTIFICATE-----\nTESTCA\n-----END CERTIFICATE-----\n";
 
 async fn vault(dir: &std::path::Path, fake: &FakeProvider) -> App {
@@ -231,7 +234,12 @@ async fn five_tasks_refreshing_at_once_cause_one_real_refresh() {
     }
     assert!(fake.state.lock().unwrap().refresh_calls.is_empty(), "issuance does not refresh a token still valid");
     let proxy = app.store.proxy();
-    let answers = futures_util::future::join_all(refresh_placeholders.iter().map(|f| proxy.refresh(f))).await;
+    // Another provider's token endpoint is refused before anything is refreshed.
+    let wrong = proxy.refresh(&refresh_placeholders[0], ("platform.claude.com", "/v1/oauth/token")).await;
+    assert!(wrong.err().unwrap().0.contains("not for this provider"));
+    assert!(fake.state.lock().unwrap().refresh_calls.is_empty());
+    let answers =
+        futures_util::future::join_all(refresh_placeholders.iter().map(|f| proxy.refresh(f, OPENAI_TOKEN))).await;
     let calls = fake.state.lock().unwrap().refresh_calls.clone();
     assert_eq!(calls, ["rt_TESTcentral000000000000"], "exactly one real refresh, with the real token");
     for (answer, asked) in answers.into_iter().zip(&refresh_placeholders) {
@@ -244,7 +252,7 @@ async fn five_tasks_refreshing_at_once_cause_one_real_refresh() {
         assert!(!loan.secret.contains("old"), "the refreshed token is lent");
     }
     // A later refresh with a fresh token refreshes nothing for real.
-    proxy.refresh(&refresh_placeholders[0]).await.unwrap();
+    proxy.refresh(&refresh_placeholders[0], OPENAI_TOKEN).await.unwrap();
     assert_eq!(fake.state.lock().unwrap().refresh_calls.len(), 1);
 }
 
@@ -303,9 +311,9 @@ async fn instances_on_postgresql_share_grants_ends_and_one_refresh() {
     let (pa, pb) = (a.store.proxy(), b.store.proxy());
     let answers = futures_util::future::join_all(refresh.iter().enumerate().map(|(i, f)| {
         if i % 2 == 0 {
-            pa.refresh(f)
+            pa.refresh(f, OPENAI_TOKEN)
         } else {
-            pb.refresh(f)
+            pb.refresh(f, OPENAI_TOKEN)
         }
     }))
     .await;
