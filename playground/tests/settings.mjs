@@ -31,7 +31,10 @@
 // Screenshots of each screen at 1440 and 375 px in test-artifacts/.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import http from 'node:http';
+import https from 'node:https';
+import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -106,7 +109,7 @@ function readBody(req) {
  */
 async function startFakeProviders() {
   // `refused`: credentials the fake providers' APIs answer as dead; `checks` and `revoked` count.
-  const calls = { github: 0, githubPolls: {}, openai: 0, anthropic: [], refused: new Set(), checks: [], revoked: [] };
+  const calls = { github: 0, githubPolls: {}, openai: 0, anthropic: [], refused: new Set(), checks: [], revoked: [], llm: [] };
   let base = '';
   const server = http.createServer(async (req, res) => {
     const text = await readBody(req);
@@ -170,6 +173,13 @@ async function startFakeProviders() {
         json(400, { error: { code: 400, status: 'INVALID_ARGUMENT', details: [{ reason: 'API_KEY_INVALID' }] } });
       else if (url.pathname.startsWith('/api/github/')) json(401, { message: 'Bad credentials' });
       else json(401, { type: 'error', error: { type: 'authentication_error', message: 'invalid x-api-key' } });
+    } else if (url.pathname.startsWith('/llm/')) {
+      // The model APIs behind the egress proxy (the usage journey): answers
+      // with the token usage each provider reports, and notes the key.
+      calls.llm.push({ path: url.pathname, key: req.headers['x-goog-api-key'] || (req.headers.authorization || '').replace(/^Bearer /, '') });
+      if (url.pathname.startsWith('/llm/google/'))
+        json(200, { candidates: [{ content: { parts: [{ text: 'pong' }] } }], usageMetadata: { promptTokenCount: 1200, candidatesTokenCount: 345 } });
+      else json(200, { id: 'resp_fake', output: [], usage: { input_tokens: 5400, output_tokens: 812 } });
     } else if (url.pathname === '/openai/oauth/revoke') {
       calls.revoked.push(form().token);
       json(200, {});
@@ -206,6 +216,9 @@ function startServer(dataDir, providers, listen = '127.0.0.1:0', firstRun = true
     // The webhooks journey's receiver is on 127.0.0.1; retries come quickly.
     SESAME_WEBHOOKS__ALLOW_PRIVATE: 'true',
     SESAME_WEBHOOKS__RETRY_MIN: '1s',
+    // The egress proxy (the usage journey), its providers' APIs on the fake.
+    SESAME_PROXY__LISTEN: '127.0.0.1:0',
+    SESAME_PROXY__UPSTREAMS: `generativelanguage.googleapis.com=${providers}/llm/google,chatgpt.com=${providers}/llm/chatgpt`,
     GEMINI_API_KEY: SYSTEM_GEMINI_KEY,
   };
   const child = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -225,6 +238,8 @@ function startServer(dataDir, providers, listen = '127.0.0.1:0', firstRun = true
         if (token) state.adminToken = token[1];
         const listening = line.match(/^sesame-vault listening on (http:\/\/127\.0\.0\.1:\d+)/);
         if (listening) state.baseUrl = listening[1];
+        const proxy = line.match(/^sesame-vault egress proxy on (http:\/\/\S+)/);
+        if (proxy) state.proxyUrl = proxy[1];
         if (/^Credentials app: http:\/\/\S+\/settings/.test(line)) state.printedSettings = true;
         if (state.baseUrl && (state.adminToken || !firstRun) && state.printedSettings) resolve();
       }
@@ -235,6 +250,37 @@ function startServer(dataDir, providers, listen = '127.0.0.1:0', firstRun = true
     child.on('exit', (code, signal) => reject(new TestFailure(`the server exited (code ${code}, signal ${signal})`)));
   });
   return state;
+}
+
+/** One HTTPS request through the vault's egress proxy (CONNECT, then TLS trusting its CA). */
+async function throughProxy(proxyUrl, ca, host, path, headers, body) {
+  const proxy = new URL(proxyUrl);
+  const connect = http.request({ host: proxy.hostname, port: proxy.port, method: 'CONNECT', path: `${host}:443` });
+  connect.end();
+  const socket = await new Promise((resolve, reject) => {
+    connect.on('connect', (res, sock) => (res.statusCode === 200 ? resolve(sock) : reject(new TestFailure(`CONNECT ${host}: ${res.statusCode}`))));
+    connect.on('error', reject);
+  });
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      {
+        host,
+        path,
+        method: 'POST',
+        agent: false,
+        headers: { ...headers, 'content-type': 'application/json' },
+        createConnection: () => tls.connect({ socket, servername: host, ca }),
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode, text }));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 async function stopProcess(child) {
@@ -613,6 +659,49 @@ async function main() {
     });
 
     // ---- a pending sign-in is shown again after a reload
+    // ---- usage: two tasks with proxy delivery spend tokens; the person sees them under Usage
+    await journey('usage', async () => {
+      if (!server.proxyUrl) fail('the server did not print its egress proxy');
+      const runner = JSON.parse(
+        execFileSync(BIN, ['token', 'create', '--runner', '--name', 'browser-runner', '--json'], {
+          env: { PATH: process.env.PATH, SESAME_DATA_DIR: path.join(tmp, 'data') },
+        }).toString(),
+      ).token;
+      const me = (await gql(base, admin, '{ me { id } }')).me.id;
+      const issue = async (agent, task) =>
+        (
+          await gql(
+            base,
+            runner,
+            'mutation($u: ID!, $a: Agent!, $t: String!) { issueTaskCredentials(userId: $u, agent: $a, taskId: $t, delivery: PROXY) { delivery env { name value } files { path content } } }',
+            { u: me, a: agent, t: task },
+          )
+        ).issueTaskCredentials;
+      const gemini = await issue('GEMINI', 'browser-usage-1');
+      if (gemini.delivery !== 'PROXY') fail(`delivery ${gemini.delivery}`);
+      const ca = gemini.files.find((f) => f.path === '.sesame/proxy-ca.pem').content;
+      const key = gemini.env.find((e) => e.name === 'GEMINI_API_KEY').value;
+      if (key.includes(SYSTEM_GEMINI_KEY) || !key.includes('svp_')) fail(`GEMINI_API_KEY is not a placeholder: ${key}`);
+      const asked = await throughProxy(server.proxyUrl, ca, 'generativelanguage.googleapis.com', '/v1beta/models/gemini-2.5-pro:generateContent', { 'x-goog-api-key': key }, '{}');
+      if (asked.status !== 200) fail(`through the proxy: ${asked.status} ${asked.text}`);
+      const codex = await issue('CODEX', 'browser-usage-2');
+      const auth = JSON.parse(codex.files.find((f) => f.path === '.codex/auth.json').content);
+      const codexAsked = await throughProxy(server.proxyUrl, ca, 'chatgpt.com', '/backend-api/codex/responses', { authorization: `Bearer ${auth.tokens.access_token}` }, '{}');
+      if (codexAsked.status !== 200) fail(`Codex through the proxy: ${codexAsked.status} ${codexAsked.text}`);
+      const received = providers.calls.llm.map((c) => c.key);
+      if (!received.includes(SYSTEM_GEMINI_KEY)) fail(`the provider did not receive the real key: ${received.join(', ')}`);
+      if (received.some((k) => k.includes('svp_'))) fail('a placeholder reached the provider');
+      // The proxy adds usage up every second.
+      await sleep(1500);
+      await page.goto(`${base}/settings#usage`);
+      await page.locator('table.usage tbody tr').nth(1).waitFor();
+      const text = await page.locator('#main').innerText();
+      for (const want of ['Gemini', 'System-wide key', '1,200', '345', 'Codex', 'Your subscription', '5,400', '812']) {
+        if (!text.includes(want)) fail(`Usage does not show ${want}:\n${text}`);
+      }
+      await shoot(page, 'usage');
+    });
+
     await journey('resume', async () => {
       await openAgent('COPILOT');
       await chooseMethod('COPILOT', 'Connect with GitHub');

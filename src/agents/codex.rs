@@ -46,6 +46,13 @@ impl Handling for Codex {
     fn materialize(&self, issue: Issue<'_>) -> Materialized {
         match (issue.provider, issue.secret) {
             (Provider::Openai, IssuedSecret::Subscription(s)) => subscription(s, issue.expires_at, issue.now),
+            (Provider::Openai, IssuedSecret::ApiKey(key)) => {
+                // `codex exec` (0.171) ignores OPENAI_API_KEY and reads
+                // CODEX_API_KEY; the interactive CLI reads the former.
+                let mut out = one_env_var(issue.provider, issue.secret);
+                out.env.push(super::handover::env("CODEX_API_KEY", key));
+                out
+            }
             _ => one_env_var(issue.provider, issue.secret),
         }
     }

@@ -299,10 +299,12 @@ fn codex_synthesises_an_id_token_for_opaque_access_tokens() {
 }
 
 #[test]
-fn codex_api_key_is_one_env_var() {
+fn codex_api_key_is_both_variables_it_reads() {
     let m = materialize(Agent::Codex, Provider::Openai, IssuedSecret::ApiKey(&api_key()), None, now());
-    assert_eq!(env_names(&m), ["OPENAI_API_KEY"]);
+    // The interactive CLI reads OPENAI_API_KEY, `codex exec` only CODEX_API_KEY.
+    assert_eq!(env_names(&m), ["OPENAI_API_KEY", "CODEX_API_KEY"]);
     assert_eq!(m.env_var("OPENAI_API_KEY").unwrap().expose(), api_key());
+    assert_eq!(m.env_var("CODEX_API_KEY").unwrap().expose(), api_key());
     assert!(m.files.is_empty());
 }
 
