@@ -236,6 +236,13 @@ function handle(req, res, raw, tls) {
   if (post && p.endsWith('/responses')) return body.stream === false ? json(200, openaiResponses(body)) : openaiResponsesStream(res, body);
   if (post && p.endsWith('/chat/completions')) return body.stream ? openaiStream(res, body) : json(200, openaiChat(body));
   if (get && p.endsWith('/codex/models')) return json(200, { models: [] });
+  if (get && p.endsWith('/wham/accounts/check')) {
+    // Codex's workspace routing: the account it asks for (chatgpt-account-id) must be listed.
+    const id = String(req.headers['chatgpt-account-id'] || 'fake-account');
+    const origin = `https://${host || 'chatgpt.com'}`;
+    const account = { account_id: id, id, name: null, structure: 'personal', plan_type: 'plus', is_default: true, workspace_backend_origin: origin, account_routing_override: 'NO_CONSTRAINT' };
+    return json(200, { accounts: [account], account_ordering: [id] });
+  }
   if (p.includes('/wham/')) return json(200, {});
   // Gemini
   if (post && /:(generateContent|streamGenerateContent)$/.test(p)) {
