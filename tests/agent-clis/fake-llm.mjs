@@ -23,13 +23,15 @@
 // Usage: node fake-llm.mjs <log-file>   prints "listening <port>" once ready.
 // Each log line is JSON: {"method", "host", "path", "key"} where key is the
 // x-api-key, the Bearer token, x-goog-api-key, ?key=, or a refresh_token in a
-// token request's body, whichever came first.
+// token request's body, whichever came first; a token request's line also has
+// "issued": the access, refresh and id tokens it answered.
 //
 // With FAKE_TLS_CERT and FAKE_TLS_KEY (PEM files), the same port is also a
 // CONNECT proxy that terminates TLS with that certificate and serves the
 // request itself: a stand-in for the egress proxy, so CLIs whose base URL
 // cannot be overridden (Copilot, Codex's ChatGPT login) can be run against the
 // fake. It forwards nothing anywhere.
+import { randomBytes } from 'node:crypto';
 import { appendFileSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { TLSSocket, createSecureContext } from 'node:tls';
@@ -170,16 +172,22 @@ function openaiResponsesStream(res, body) {
   ]);
 }
 
-// A token set for any refresh that reaches the fake (through the proxy it must not: the proxy answers).
+// A token set for a refresh that reaches the fake: the vault's own real
+// refresh (its issuer pointed here), or a CLI's when no proxy answers it.
+// ChatGPT tokens carry FAKE_CHATGPT_ACCOUNT_ID (Codex routes by it). The
+// access token is logged as "issued": it is then a real credential too.
 function tokens() {
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
-  const jwt = b64({ alg: 'none', typ: 'JWT' }) + '.' + b64({ exp: now() + 3600, iat: now() }) + '.' + b64('sig');
+  const auth = { chatgpt_account_id: process.env.FAKE_CHATGPT_ACCOUNT_ID || 'fake-account', chatgpt_plan_type: 'plus' };
+  const claims = { iss: 'https://auth.openai.com', exp: now() + 3600, iat: now(), 'https://api.openai.com/auth': auth };
+  const jwt = (extra) => `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ ...claims, ...extra })}.${randomBytes(24).toString('base64url')}`;
   return {
-    access_token: jwt,
-    id_token: jwt,
-    refresh_token: 'fake-refreshed-refresh-token',
+    access_token: jwt({ aud: ['https://api.openai.com/v1'] }),
+    id_token: jwt({ aud: ['app_EMoamEEZ73f0CkXaXp7hrann'], email: 'cli@example.com' }),
+    refresh_token: `rt_fake_${randomBytes(24).toString('base64url')}`,
     token_type: 'Bearer',
     expires_in: 3600,
+    scope: 'openid profile email offline_access',
   };
 }
 
@@ -213,7 +221,10 @@ function handle(req, res, raw, tls) {
   const url = new URL(req.url, 'http://fake');
   const host = req.headers.host || '';
   const p = url.pathname;
-  appendFileSync(log, JSON.stringify({ method: req.method, host, path: p, key: keyOf(req, url, raw) }) + '\n');
+  const entry = { method: req.method, host, path: p, key: keyOf(req, url, raw) };
+  const logged = (extra) => appendFileSync(log, JSON.stringify({ ...entry, ...extra }) + '\n');
+  const tokenRequest = req.method === 'POST' && /^\/(v1\/oauth\/token|oauth\/token|token)$/.test(p);
+  if (!tokenRequest) logged({});
   let body = {};
   try {
     body = raw ? JSON.parse(raw) : {};
@@ -226,12 +237,20 @@ function handle(req, res, raw, tls) {
   };
   const post = req.method === 'POST';
   const get = req.method === 'GET';
+  // A model request without a credential is refused, as the providers do
+  // (so a CLI that found no credential cannot pass by the fake's answer).
+  const modelCall = post && (/\/(messages|responses|chat\/completions)$/.test(p) || /:(generateContent|streamGenerateContent)$/.test(p));
+  if (modelCall && !entry.key) return json(401, { error: { type: 'authentication_error', message: 'no credential in the request' } });
   // Anthropic
   if (post && p.endsWith('/messages') && !p.includes('chat')) return body.stream ? anthropicStream(res, body) : json(200, anthropic(body));
   if (post && p.endsWith('/messages/count_tokens')) return json(200, { input_tokens: 1 });
   if (p.startsWith('/api/')) return json(200, {}); // Claude Code's settings, policy_limits, bootstrap, …
   // Token endpoints (Anthropic, OpenAI, Google)
-  if (post && /^\/(v1\/oauth\/token|oauth\/token|token)$/.test(p)) return json(200, tokens());
+  if (tokenRequest) {
+    const set = tokens();
+    logged({ issued: [set.access_token, set.refresh_token, set.id_token] });
+    return json(200, set);
+  }
   // OpenAI and ChatGPT
   if (post && p.endsWith('/responses')) return body.stream === false ? json(200, openaiResponses(body)) : openaiResponsesStream(res, body);
   if (post && p.endsWith('/chat/completions')) return body.stream ? openaiStream(res, body) : json(200, openaiChat(body));
