@@ -176,17 +176,21 @@ function openaiResponsesStream(res, body) {
 // refresh (its issuer pointed here), or a CLI's when no proxy answers it.
 // ChatGPT tokens carry FAKE_CHATGPT_ACCOUNT_ID (Codex routes by it). The
 // access token is logged as "issued": it is then a real credential too.
+// FAKE_FIRST_TTL (seconds): how long the FIRST token set issued lasts (then 3600 s),
+// so a login the vault refreshes when issuing a task expires again during it.
+let issuedSets = 0;
 function tokens() {
+  const ttl = issuedSets++ === 0 && process.env.FAKE_FIRST_TTL ? Number(process.env.FAKE_FIRST_TTL) : 3600;
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
   const auth = { chatgpt_account_id: process.env.FAKE_CHATGPT_ACCOUNT_ID || 'fake-account', chatgpt_plan_type: 'plus' };
-  const claims = { iss: 'https://auth.openai.com', exp: now() + 3600, iat: now(), 'https://api.openai.com/auth': auth };
+  const claims = { iss: 'https://auth.openai.com', exp: now() + ttl, iat: now(), 'https://api.openai.com/auth': auth };
   const jwt = (extra) => `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ ...claims, ...extra })}.${randomBytes(24).toString('base64url')}`;
   return {
     access_token: jwt({ aud: ['https://api.openai.com/v1'] }),
     id_token: jwt({ aud: ['app_EMoamEEZ73f0CkXaXp7hrann'], email: 'cli@example.com' }),
     refresh_token: `rt_fake_${randomBytes(24).toString('base64url')}`,
     token_type: 'Bearer',
-    expires_in: 3600,
+    expires_in: ttl,
     scope: 'openid profile email offline_access',
   };
 }
