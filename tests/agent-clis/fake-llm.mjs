@@ -176,11 +176,11 @@ function openaiResponsesStream(res, body) {
 // refresh (its issuer pointed here), or a CLI's when no proxy answers it.
 // ChatGPT tokens carry FAKE_CHATGPT_ACCOUNT_ID (Codex routes by it). The
 // access token is logged as "issued": it is then a real credential too.
-// FAKE_FIRST_TTL (seconds): how long the FIRST token set issued lasts (then 3600 s),
-// so a login the vault refreshes when issuing a task expires again during it.
-let issuedSets = 0;
+// How long they last: FAKE_TOKEN_TTL seconds (default 3600), changed by
+// `POST /__fake/ttl?seconds=N` (the test script's control, on loopback): a
+// login the vault refreshes when issuing a task can so expire during the task.
+let ttl = Number(process.env.FAKE_TOKEN_TTL || 3600);
 function tokens() {
-  const ttl = issuedSets++ === 0 && process.env.FAKE_FIRST_TTL ? Number(process.env.FAKE_FIRST_TTL) : 3600;
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
   const auth = { chatgpt_account_id: process.env.FAKE_CHATGPT_ACCOUNT_ID || 'fake-account', chatgpt_plan_type: 'plus' };
   const claims = { iss: 'https://auth.openai.com', exp: now() + ttl, iat: now(), 'https://api.openai.com/auth': auth };
@@ -229,6 +229,11 @@ function handle(req, res, raw, tls) {
   const logged = (extra) => appendFileSync(log, JSON.stringify({ ...entry, ...extra }) + '\n');
   const tokenRequest = req.method === 'POST' && /^\/(v1\/oauth\/token|oauth\/token|token)$/.test(p);
   if (!tokenRequest) logged({});
+  if (req.method === 'POST' && p === '/__fake/ttl') {
+    ttl = Math.max(1, Math.min(86400, Number(url.searchParams.get('seconds')) || 3600));
+    res.writeHead(204);
+    return res.end();
+  }
   let body = {};
   try {
     body = raw ? JSON.parse(raw) : {};
