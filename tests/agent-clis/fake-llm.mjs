@@ -253,7 +253,10 @@ function handle(req, res, raw, tls) {
   // Anthropic
   if (post && p.endsWith('/messages') && !p.includes('chat')) return body.stream ? anthropicStream(res, body) : json(200, anthropic(body));
   if (post && p.endsWith('/messages/count_tokens')) return json(200, { input_tokens: 1 });
-  if (p.startsWith('/api/')) return json(200, {}); // Claude Code's settings, policy_limits, bootstrap, …
+  // Claude Code's start-up calls: an answer of the wrong shape is retried for seconds.
+  if (p === '/api/claude_code/policy_limits') return json(200, { restrictions: {} });
+  if (p === '/api/claude_code/settings') return json(200, { uuid: '00000000-0000-4000-8000-000000000000', checksum: 'fake', settings: {} });
+  if (p.startsWith('/api/')) return json(200, {}); // bootstrap, …
   // Token endpoints (Anthropic, OpenAI, Google)
   if (tokenRequest) {
     const set = tokens();
