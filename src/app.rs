@@ -33,6 +33,9 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         grace: config.shutdown.grace,
     })
     .await?;
+    // The egress proxy's port and CA (`crate::proxy`), when it is on:
+    // proxy deliveries hand out its address and CA certificate.
+    let proxy = crate::proxy::Proxy::bind(&config.proxy, &config.data_dir).await?;
     let separate_reader = config.is_sqlite() && !db::is_in_memory(&config.database_url());
     let app = tokio::select! {
         app = App::open(config) => app?,
@@ -42,7 +45,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         }
     };
     serving.store_opened(app.store.clone(), separate_reader);
-    app.serve(serving).await
+    app.serve(serving, proxy).await
 }
 
 /// The opened service: store and schema, ready to serve or to run a command.
@@ -97,7 +100,7 @@ impl App {
             config.oauth.http_timeout,
             config.scheduler.expiring_within,
         )?;
-        let webhooks = crate::webhooks::Webhooks::new(&config.webhooks)?;
+        let webhooks = crate::webhooks::Webhooks::new(&config.webhooks, config.public_url.as_deref())?;
         let schema = build_schema(store.clone(), flows.clone(), checker.clone(), webhooks.clone(), &config.graphql);
         Ok(App { config, store, flows, checker, webhooks, schema })
     }
@@ -105,7 +108,7 @@ impl App {
     /// Serves on the listeners [`serve`] bound until Ctrl-C /
     /// SIGTERM, then shuts down gracefully (`crate::shutdown`). Prints the
     /// URL (and, on first start, the bootstrap admin's token) to stdout.
-    pub async fn serve(self, serving: Serving) -> anyhow::Result<()> {
+    pub async fn serve(self, serving: Serving, proxy: Option<crate::proxy::Proxy>) -> anyhow::Result<()> {
         // After the listener is bound ([`serve`]): a port in use
         // never swallows the once-shown token.
         let first_run = self.store.operator_unchecked().bootstrap_admin().await.map_err(api_to_anyhow)?.is_some_and(
@@ -117,13 +120,15 @@ impl App {
         );
         let addr = serving.addr();
         // How tasks receive their credentials; PROXY needs the egress proxy.
-        if self.config.tasks.default_delivery == crate::domain::Delivery::Proxy && self.config.proxy.listen.is_none() {
+        if self.config.tasks.default_delivery == crate::domain::Delivery::Proxy && proxy.is_none() {
             anyhow::bail!(
                 "SESAME_TASKS__DEFAULT_DELIVERY=PROXY needs the egress proxy: set SESAME_PROXY__LISTEN (e.g. 127.0.0.1:0)"
             );
         }
-        self.store
-            .set_delivery(crate::store::DeliverySettings { default: self.config.tasks.default_delivery, proxy: None });
+        self.store.set_delivery(crate::store::DeliverySettings {
+            default: self.config.tasks.default_delivery,
+            proxy: proxy.as_ref().map(crate::proxy::Proxy::access),
+        });
         // A SQLite database has one instance by construction: leases left by
         // its previous run are its own, so pending flows resume at once.
         if !self.config.is_sqlite() {
@@ -160,6 +165,15 @@ impl App {
             self.config.http.body_timeout,
             Some(serving.connection_cap()),
         );
+        // The egress proxy serves with the store's proxy handle (it is not a
+        // principal: each request's placeholders decide what it may reach).
+        let proxy = proxy.map(|proxy| {
+            let addr = proxy.addr();
+            let running = proxy.start(self.store.proxy());
+            println!("sesame-vault egress proxy on http://{addr}");
+            tracing::info!(%addr, "egress proxy listening");
+            running
+        });
         // Ready (routes in, `/ready` 200) before the URL is announced.
         serving.open(routes);
         println!("sesame-vault listening on http://{addr}");
@@ -173,6 +187,13 @@ impl App {
             println!("  3. Lost a token? `sesame-vault token create --user EMAIL --name …` from this folder.");
         }
         tracing::info!(%addr, "listening");
-        serving.run(&self.flows, scheduler).await
+        let grace = self.config.shutdown.grace;
+        let result = serving.run(&self.flows, scheduler).await;
+        if let Some(proxy) = proxy {
+            // Its connections close on the same signal; the usage counted
+            // meanwhile is flushed to the store before exit.
+            proxy.stopped(grace).await;
+        }
+        result
     }
 }

@@ -72,6 +72,10 @@ pub struct Config {
     /// `[proxy]`: the egress proxy for `delivery: PROXY` (`SESAME_PROXY__LISTEN`, …).
     #[serde(default)]
     pub proxy: crate::proxy::ProxyConfig,
+    /// Where people reach the vault (`SESAME_PUBLIC_URL`, e.g. `https://vault.example.com`):
+    /// webhooks link to the Credentials app under it. Unset: no link.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// System-wide agent keys, used when a user has none.
     #[serde(skip_serializing, default)]
     pub system_keys: SystemKeys,
@@ -123,6 +127,7 @@ impl Default for Config {
             writes: Default::default(),
             webhooks: Default::default(),
             proxy: Default::default(),
+            public_url: None,
             system_keys: SystemKeys::default(),
         }
     }

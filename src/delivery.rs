@@ -126,6 +126,9 @@ pub fn find_all(text: &str) -> Vec<Found> {
     let bytes = text.as_bytes();
     let mut found = Vec::new();
     let mut from = 0;
+    // Where the last placeholder ended: a span never reaches back past it
+    // (but it does past a false marker, e.g. `svp_` inside a JWT's claims).
+    let mut last_end = 0;
     while let Some(at) = text[from..].find(MARKER).map(|i| i + from) {
         let id_start = at + MARKER.len() + 1;
         let id_end = id_start + GRANT_ID_LEN;
@@ -134,7 +137,7 @@ pub fn find_all(text: &str) -> Vec<Found> {
         match field {
             Some(field) if id_ok => {
                 let mut start = at;
-                while start > from && token_byte(bytes[start - 1]) {
+                while start > last_end && token_byte(bytes[start - 1]) {
                     start -= 1;
                 }
                 let mut end = id_end;
@@ -143,6 +146,7 @@ pub fn find_all(text: &str) -> Vec<Found> {
                 }
                 found.push(Found { span: start..end, field, grant: GrantId(text[id_start..id_end].to_owned()) });
                 from = end;
+                last_end = end;
             }
             _ => from = at + MARKER.len(),
         }
@@ -215,6 +219,17 @@ mod tests {
             assert!(has_marker(text));
         }
         assert_eq!(replace_all("no placeholder", |_| None).unwrap(), "no placeholder");
+    }
+
+    #[test]
+    fn a_false_marker_in_a_jwts_claims_does_not_cut_the_span() {
+        let g = GrantId::mint();
+        // Claims whose base64url happens to hold the marker.
+        let p = g.jwt_placeholder("eyJhbGciOiJSUzI1NiJ9.eyJzvp_xyz.c2ln", Field::Access);
+        let header = format!("Bearer {p}");
+        let found = find_all(&header);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(&header[found[0].span.clone()], p);
     }
 
     #[test]

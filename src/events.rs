@@ -7,6 +7,11 @@ use tokio::sync::broadcast;
 
 use crate::domain::{Agent, CredentialEventKind, CredentialStatus, Provider};
 
+/// The purpose an event's outbox position is sealed under for clients
+/// (`Keyring::seal_counter`): the `id` a `credentialEvents` subscriber sees
+/// and the `webhook-id` a webhook receiver sees are the same string.
+pub const EVENT_ID_PURPOSE: &str = "credential-event";
+
 /// Metadata only: an event never carries secret material. Serialised as the
 /// PostgreSQL notification payload.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

@@ -263,3 +263,9 @@ pub mod provider_jwt {
 pub fn chatgpt_account(secret: &SubscriptionSecret) -> Option<String> {
     crate::providers::openai::login_account(&secret.access_token, secret.id_token.as_ref())
 }
+
+// ---------------------------------------------------------------------------
+// Proxy delivery's placeholders (every header, query and token body a task
+// sends through the egress proxy is searched with these)
+
+pub use crate::delivery::{find_all, has_marker, replace_all, Field, Found, GrantId, GRANT_ID_LEN, MARKER};

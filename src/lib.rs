@@ -42,5 +42,6 @@ pub mod shutdown;
 pub mod store;
 pub mod system_keys;
 pub mod telemetry;
+pub mod webhook_cli;
 pub mod webhooks;
 mod ws;

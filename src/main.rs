@@ -31,6 +31,9 @@ enum Command {
     /// Manage service tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage webhook endpoints (signed credential events to the platform).
+    #[command(subcommand)]
+    Webhook(sesame_vault::webhook_cli::WebhookCommand),
     /// Print a fresh encryption key (64 hex characters).
     Keygen,
     /// Apply database migrations and exit.
@@ -219,6 +222,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = open_existing(config()?).await?;
             let n = app.store.operator_unchecked().rotate_keys().await.map_err(api_to_anyhow)?;
             println!("re-encrypted {n} secrets under key {}", app.store.key_fingerprint());
+        }
+        Command::Webhook(command) => {
+            sesame_vault::webhook_cli::run(&open_existing(config()?).await?, command).await?;
         }
         Command::User(UserCommand::List { output }) => {
             let app = open_existing(config()?).await?;

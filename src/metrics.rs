@@ -23,6 +23,13 @@
 //! | `sesame_db_pool_connections` | pool, state | connections in use / idle, read at scrape time |
 //! | `sesame_db_pool_max_connections` | pool | the pool's bound |
 //! | `sesame_db_pool_acquire_seconds` | pool | how long this scrape waited for a connection |
+//! | `sesame_webhook_deliveries_total` | outcome | webhook attempts (`delivered`, `retry`, `failed`, `gone`) and deliveries dropped past a queue bound (`dropped`) |
+//! | `sesame_webhook_attempt_duration_seconds` | | latency of webhook attempts (histogram) |
+//! | `sesame_webhook_queue_depth` | | pending webhook deliveries, every endpoint (set by the worker) |
+//! | `sesame_proxy_requests_total` | provider, outcome | egress proxy requests: `forwarded`, `refresh_answered`, `refused`, `too_many`, `upstream_error`, `connection_cap` |
+//! | `sesame_proxy_bytes_total` | direction | bytes through the proxy (`sent` to providers, `received` from them) |
+//! | `sesame_proxy_tokens_total` | provider, kind | token usage providers reported (`input`, `output`) |
+//! | `sesame_proxy_connections` | | open connections to the proxy |
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -95,6 +102,11 @@ pub struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobOutcome {
     pub job: String,
     pub outcome: String,
@@ -114,6 +126,17 @@ pub struct PoolState {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
     pub pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderKind {
+    pub provider: String,
+    pub kind: String,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -143,6 +166,13 @@ pub struct Metrics {
     pub pool_connections: Family<PoolState, Gauge>,
     pub pool_max: Family<PoolLabels, Gauge>,
     pub pool_acquire: Family<PoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    pub webhook_duration: Histogram,
+    pub webhook_queue: Gauge,
+    pub proxy_requests: Family<ProviderOutcome, Counter>,
+    pub proxy_bytes: Family<DirectionLabels, Counter>,
+    pub proxy_tokens: Family<ProviderKind, Counter>,
+    pub proxy_connections: Gauge,
     operation_names: Mutex<HashSet<String>>,
 }
 
@@ -167,6 +197,13 @@ impl Metrics {
             pool_connections: Family::default(),
             pool_max: Family::default(),
             pool_acquire: Family::default(),
+            webhook_deliveries: Family::default(),
+            webhook_duration: latency_histogram(),
+            webhook_queue: Gauge::default(),
+            proxy_requests: Family::default(),
+            proxy_bytes: Family::default(),
+            proxy_tokens: Family::default(),
+            proxy_connections: Gauge::default(),
             operation_names: Mutex::default(),
             registry: Registry::default(),
         };
@@ -215,6 +252,26 @@ impl Metrics {
             Unit::Seconds,
             m.pool_acquire.clone(),
         );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook attempts by outcome, and deliveries dropped past a queue bound",
+            m.webhook_deliveries.clone(),
+        );
+        registry.register_with_unit(
+            "webhook_attempt_duration",
+            "Latency of webhook attempts",
+            Unit::Seconds,
+            m.webhook_duration.clone(),
+        );
+        registry.register("webhook_queue_depth", "Pending webhook deliveries", m.webhook_queue.clone());
+        registry.register("proxy_requests", "Egress proxy requests by provider and outcome", m.proxy_requests.clone());
+        registry.register("proxy_bytes", "Bytes through the egress proxy, by direction", m.proxy_bytes.clone());
+        registry.register(
+            "proxy_tokens",
+            "Token usage providers reported in answers through the egress proxy",
+            m.proxy_tokens.clone(),
+        );
+        registry.register("proxy_connections", "Open connections to the egress proxy", m.proxy_connections.clone());
         Metrics { registry, ..m }
     }
 
@@ -289,9 +346,61 @@ pub fn job_run(job: &str, outcome: &str, took: Duration) {
     m.job_duration.get_or_create(&JobLabels { job: job.into() }).observe(took.as_secs_f64());
 }
 
+/// One webhook attempt (`outcome`: `delivered`, `retry`, `failed`, `gone`).
+pub fn webhook_attempt(outcome: &str, took: Duration) {
+    let m = &*METRICS;
+    m.webhook_deliveries.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    m.webhook_duration.observe(took.as_secs_f64());
+}
+
+/// Webhook deliveries dropped past an endpoint's queue bound.
+pub fn webhooks_dropped(n: u64) {
+    METRICS.webhook_deliveries.get_or_create(&OutcomeLabels { outcome: "dropped".into() }).inc_by(n);
+}
+
+/// Pending webhook deliveries, as the worker last counted them.
+pub fn webhook_queue_depth(n: u64) {
+    METRICS.webhook_queue.set(i64::try_from(n).unwrap_or(i64::MAX));
+}
+
 /// A WebSocket session ended with `code`.
 pub fn socket_closed(code: u16) {
     METRICS.sockets_closed.get_or_create(&CodeLabels { code: code.to_string() }).inc();
+}
+
+/// One request through the egress proxy (`provider`: `none` before a grant is known).
+pub fn proxy_request(provider: &str, outcome: &str) {
+    METRICS.proxy_requests.get_or_create(&ProviderOutcome { provider: provider.into(), outcome: outcome.into() }).inc();
+}
+
+/// Bytes through the egress proxy (`sent` or `received`).
+pub fn proxy_bytes(direction: &str, n: u64) {
+    if n > 0 {
+        METRICS.proxy_bytes.get_or_create(&DirectionLabels { direction: direction.into() }).inc_by(n);
+    }
+}
+
+/// Tokens a provider reported (`input` or `output`).
+pub fn proxy_tokens(provider: &str, kind: &str, n: u64) {
+    if n > 0 {
+        METRICS.proxy_tokens.get_or_create(&ProviderKind { provider: provider.into(), kind: kind.into() }).inc_by(n);
+    }
+}
+
+/// Counts one open proxy connection while it lives.
+pub struct ProxyConnection(());
+
+impl ProxyConnection {
+    pub fn open() -> ProxyConnection {
+        METRICS.proxy_connections.inc();
+        ProxyConnection(())
+    }
+}
+
+impl Drop for ProxyConnection {
+    fn drop(&mut self) {
+        METRICS.proxy_connections.dec();
+    }
 }
 
 /// Counts one open socket (or live subscription) while it lives.

@@ -15,7 +15,9 @@
 //! - `my-credentials`: `myCredentials` (with `hint`) for a user holding every slot the API allows;
 //! - `issue`: `issueTaskCredentials` with a runner token and a distinct task id per request;
 //! - `ws`: N admin `credentialEvents` subscribers over graphql-transport-ws, one event, time to each;
-//! - `scan`: in-process `Store::scan_expiry` over a SQLite file holding `--scan-rows` credentials.
+//! - `scan`: in-process `Store::scan_expiry` over a SQLite file holding `--scan-rows` credentials;
+//! - `proxy` (not in the default list; needs proxy delivery): one local upstream, direct and through
+//!   the egress proxy, side by side (`proxy.rs`).
 //!
 //! HTTP scenarios are closed-loop: `--connections` workers, each with its own
 //! keep-alive HTTP/1.1 connection, send the next request when the previous one
@@ -31,6 +33,7 @@
 
 mod http_load;
 mod process;
+mod proxy;
 mod report;
 mod run;
 mod scan;
@@ -52,6 +55,8 @@ enum Scenario {
     Issue,
     Ws,
     Scan,
+    /// The egress proxy against direct calls to one local upstream (issue 23).
+    Proxy,
 }
 
 #[derive(Parser, Debug)]

@@ -29,12 +29,14 @@ pub(crate) async fn run(settings: &Settings) -> Result<bool> {
     let commit = commit_summary();
     print_header(settings, &commit, nofile, requested_subscribers);
 
-    let needs_server = settings.scenarios.iter().any(|s| *s != Scenario::Scan);
+    let needs_server = settings.scenarios.iter().any(|s| !matches!(s, Scenario::Scan | Scenario::Proxy));
     let (loads, ws) = if needs_server { server_scenarios(settings).await? } else { (Vec::new(), None) };
     let scan = if settings.wants(Scenario::Scan) { Some(scan_scenario(settings).await?) } else { None };
+    // Its own server (with the proxy on) and its own lines in the report.
+    let proxy_ok = if settings.wants(Scenario::Proxy) { crate::proxy::proxy_scenario(settings).await? } else { true };
 
     let results = Results { loads, ws, scan };
-    let ok = report::print_results(&results, &commit);
+    let ok = report::print_results(&results, &commit) && proxy_ok;
     report::warn_if_busy(&results);
     println!();
     if settings.tiny {
@@ -173,7 +175,7 @@ fn http_spec(scenario: Scenario, server: &Server, fixture: &Fixture) -> LoadSpec
                 expect: "USER_API_KEY".into(),
             }
         }
-        Scenario::Ws | Scenario::Scan => unreachable!("not an HTTP scenario: {scenario:?}"),
+        Scenario::Ws | Scenario::Scan | Scenario::Proxy => unreachable!("not an HTTP scenario: {scenario:?}"),
     }
 }
 

@@ -35,6 +35,10 @@ pub(crate) struct Server {
 impl Server {
     /// The environment a server or CLI run gets: nothing inherited but PATH.
     fn command(bin: &Path, data_dir: &Path) -> Command {
+        Server::command_with(bin, data_dir, &[])
+    }
+
+    fn command_with(bin: &Path, data_dir: &Path, extra: &[(&str, &str)]) -> Command {
         // The fan-out run opens every subscriber with one token; the
         // per-principal limits (issue 12) are lifted for it.
         let env = [
@@ -44,12 +48,19 @@ impl Server {
             ("SESAME_WRITES__PER_MINUTE", "0"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let env: Vec<(String, String)> =
+            env.into_iter().chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string()))).collect();
         sesame_test_support::command(bin, data_dir, "warn", &env)
     }
 
     pub(crate) fn start(bin: &Path) -> Result<Server> {
+        Server::start_with(bin, &[])
+    }
+
+    /// [`Server::start`] with more settings (the proxy scenario's).
+    pub(crate) fn start_with(bin: &Path, extra: &[(&str, &str)]) -> Result<Server> {
         let dir = tempfile::Builder::new().prefix("sesame-bench-").tempdir().context("creating a temp data dir")?;
-        let process = ServerProcess::start(Server::command(bin, dir.path()), dir.path())
+        let process = ServerProcess::start(Server::command_with(bin, dir.path(), extra), dir.path())
             .with_context(|| format!("starting {}", bin.display()))?;
         let Some(admin_token) = process.admin_token.clone() else {
             bail!("the server did not print a bootstrap admin token (is the data dir fresh?)");
@@ -74,6 +85,12 @@ impl Server {
             bail!("sesame-vault {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
         }
         serde_json::from_slice(&out.stdout).with_context(|| format!("sesame-vault {} printed no JSON", args.join(" ")))
+    }
+
+    /// A new runner token (through the CLI).
+    pub(crate) fn runner_token(&self) -> Result<String> {
+        let runner = self.cli(&["token", "create", "--runner", "--name", "bench", "--json"])?;
+        Ok(runner["token"].as_str().ok_or_else(|| anyhow!("token create printed no token: {runner}"))?.to_owned())
     }
 
     /// A client for setup and event triggers (not used for load).

@@ -16,6 +16,7 @@ mod m20261206_000010_identity_edges;
 mod m20261206_230000_claim_owner_event_order;
 mod m20261207_000011_webhooks;
 mod m20261207_000012_proxy_grants;
+mod m20261207_000013_webhook_upkeep;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_230000_claim_owner_event_order::Migration),
             Box::new(m20261207_000011_webhooks::Migration),
             Box::new(m20261207_000012_proxy_grants::Migration),
+            Box::new(m20261207_000013_webhook_upkeep::Migration),
         ]
     }
 }

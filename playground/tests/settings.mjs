@@ -23,6 +23,8 @@
 //   reconnect       live updates come back after the server restarts
 //   admin           the admin deletes a user's credential; no request names `hint`;
 //                   a burst of events costs the audit log one request
+//   webhooks        the admin adds an endpoint (secret shown once), sends a test that a
+//                   receiver verifies, sees it delivered; a 410 receiver shows as disabled
 //   sign-out        Sign out forgets the token
 //   explorer        after a reload and Forget, no secret in local/sessionStorage
 // Every request goes to the server only; no uncaught error; no CSP violation.
@@ -201,6 +203,9 @@ function startServer(dataDir, providers, listen = '127.0.0.1:0', firstRun = true
     SESAME_CHECKS__COOLDOWN: '0s',
     // The expiry scan every 2 s, so a badge changes within the test.
     SESAME_SCHEDULER__EXPIRY_SCAN: '*/2 * * * * *',
+    // The webhooks journey's receiver is on 127.0.0.1; retries come quickly.
+    SESAME_WEBHOOKS__ALLOW_PRIVATE: 'true',
+    SESAME_WEBHOOKS__RETRY_MIN: '1s',
     GEMINI_API_KEY: SYSTEM_GEMINI_KEY,
   };
   const child = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -719,6 +724,66 @@ async function main() {
       if (named.length) fail(`the admin page sent requests naming hint:\n  ${named.map((r) => r.body.slice(0, 200)).join('\n  ')}`);
       const sent = seen.requests.filter((r) => r.at >= from && r.body).length;
       log(`admin page: ${sent} requests, none names hint`);
+    });
+
+    // ---- admin: webhooks (an endpoint, its secret once, a test a receiver verifies, health)
+    await journey('webhooks', async () => {
+      const hits = [];
+      const receiver = http.createServer((req, res) => {
+        let body = '';
+        req.on('data', (c) => (body += c));
+        req.on('end', () => {
+          hits.push({ path: req.url, id: req.headers['webhook-id'], ts: req.headers['webhook-timestamp'], sig: req.headers['webhook-signature'], body });
+          res.writeHead(req.url === '/gone' ? 410 : 200, { 'content-type': 'text/plain' });
+          res.end(req.url === '/gone' ? 'gone' : 'thanks');
+        });
+      });
+      await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+      cleanup.unshift(() => new Promise((r) => (receiver.closeAllConnections(), receiver.close(r))));
+      const hookBase = `http://127.0.0.1:${receiver.address().port}`;
+      const from = Date.now();
+      await page.goto(`${base}/settings#admin`);
+      await page.locator('#webhooks-title').waitFor();
+      await page.getByLabel('URL', { exact: true }).fill(`${hookBase}/hooks`);
+      await page.getByLabel('Description (optional)').fill('Tell people when a login needs them');
+      await page.getByRole('button', { name: 'Add endpoint' }).click();
+      const secretField = page.getByLabel('Signing secret');
+      await secretField.waitFor();
+      const secret = await secretField.inputValue();
+      if (!/^whsec_[A-Za-z0-9+/=]{40,}$/.test(secret)) fail(`the signing secret is ${secret}`);
+      await page.locator('.webhooks').getByRole('button', { name: 'Done' }).click();
+      if (await page.getByLabel('Signing secret').count()) fail('the secret is still shown after Done');
+      const hook = page.locator('.webhook', { hasText: `${hookBase}/hooks` });
+      await hook.locator('.badge', { hasText: 'Healthy' }).waitFor();
+      await hook.getByRole('button', { name: 'Send test' }).click();
+      await hook.locator('.deliveries .badge', { hasText: 'Delivered' }).waitFor({ timeout: 15_000 });
+      const test = hits.find((h) => h.path === '/hooks');
+      if (!test) fail('the receiver got nothing');
+      const { createHmac } = await import('node:crypto');
+      const expected = `v1,${createHmac('sha256', Buffer.from(secret.slice(6), 'base64')).update(`${test.id}.${test.ts}.${test.body}`).digest('base64')}`;
+      if (!test.sig.split(' ').includes(expected)) fail(`the test delivery does not verify: ${test.sig}`);
+      if (JSON.parse(test.body).type !== 'TEST') fail(`the test body is ${test.body}`);
+      // A receiver that answers 410 Gone: the endpoint shows as disabled, with why.
+      const gone = await gql(base, admin, 'mutation($i: WebhookInput!) { createWebhook(input: $i) { webhook { id } } }', {
+        i: { url: `${hookBase}/gone`, events: ['NEEDS_REAUTH', 'EXPIRED', 'INVALID'] },
+      });
+      await gql(base, admin, 'mutation($id: ID!) { sendTestWebhook(id: $id) }', { id: gone.createWebhook.webhook.id });
+      const deadline = Date.now() + 10_000;
+      while (!hits.some((h) => h.path === '/gone') && Date.now() < deadline) await sleep(200);
+      await sleep(500);
+      await page.reload();
+      const goneHook = page.locator('.webhook', { hasText: `${hookBase}/gone` });
+      await goneHook.locator('.badge', { hasText: 'Disabled' }).waitFor();
+      await goneHook.locator('.status-message', { hasText: '410' }).waitFor();
+      await goneHook.getByRole('button', { name: 'Enable' }).waitFor();
+      await page.locator('.webhook', { hasText: `${hookBase}/hooks` }).getByRole('button', { name: 'Recent deliveries' }).click();
+      await page.locator('.webhook', { hasText: `${hookBase}/hooks` }).locator('.deliveries .badge', { hasText: 'Delivered' }).waitFor();
+      await page.locator('#webhooks-title').scrollIntoViewIfNeeded();
+      await shoot(page, 'webhooks');
+      // (The reload's overview asks for the admin's own credentials' hints: not this screen's.)
+      const named = seen.requests.filter((r) => r.at >= from && (/whsec_/.test(r.body) || (/ebhook/.test(r.body) && /\bhint\b/.test(r.body))));
+      if (named.length) fail(`the webhooks screen sent a request naming hint or a secret:\n  ${named.map((r) => r.body.slice(0, 200)).join('\n  ')}`);
+      log(`webhooks: secret shown once, test delivered and verified, 410 endpoint disabled`);
     });
 
     // ---- Sign out forgets the token

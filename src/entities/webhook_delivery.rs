@@ -19,9 +19,12 @@ pub struct Model {
     pub claimed_until: Option<DateTimeUtc>,
     pub status_code: Option<i32>,
     pub duration_ms: Option<i64>,
-    /// PENDING, DELIVERED, FAILED, GONE.
+    /// PENDING, DELIVERED, FAILED, GONE, DROPPED.
     pub outcome: String,
     pub created_at: DateTimeUtc,
+    /// The first bytes of the receiver's last answer, scrubbed (printable
+    /// ASCII, anything that looks like a token masked).
+    pub answer_excerpt: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -18,6 +18,12 @@ pub struct Model {
     pub last_event_id: i64,
     pub created_at: DateTimeUtc,
     pub failing_since: Option<DateTimeUtc>,
+    /// The secret before the last rotation, sealed like `secret`: deliveries
+    /// carry a signature with it too until `previous_secret_until`.
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<DateTimeUtc>,
+    /// Deliveries dropped, oldest first, past the endpoint's queue bound.
+    pub dropped: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

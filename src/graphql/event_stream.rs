@@ -29,7 +29,7 @@ const PAGE: u64 = 200;
 pub const MAX_REPLAY: usize = 10_000;
 
 /// What event ids are sealed for (`Keyring::seal_counter`).
-const EVENT_ID: &str = "credential-event";
+const EVENT_ID: &str = crate::events::EVENT_ID_PURPOSE;
 
 /// The id clients see for the event at `seq` in the outbox: opaque, so the
 /// gap between two of a person's events does not count everyone else's.

@@ -337,6 +337,24 @@ impl MutationRoot {
         Ok(super::webhooks::create(ctx, input).await?)
     }
 
+    /// Admin only: changes a webhook endpoint's URL, event kinds, description, or re-enables it.
+    #[graphql(guard = "AdminGuard")]
+    async fn update_webhook(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: super::webhooks::WebhookUpdate,
+    ) -> Result<super::webhooks::Webhook> {
+        Ok(super::webhooks::update(ctx, &id, input).await?)
+    }
+
+    /// Admin only: a new signing secret, shown this once. Deliveries carry a signature with the old
+    /// secret too (two `v1,` signatures) for `SESAME_WEBHOOKS__SECRET_GRACE` (a day).
+    #[graphql(guard = "AdminGuard")]
+    async fn rotate_webhook_secret(&self, ctx: &Context<'_>, id: ID) -> Result<super::webhooks::CreatedWebhook> {
+        Ok(super::webhooks::rotate_secret(ctx, &id).await?)
+    }
+
     /// Admin only: deletes a webhook endpoint and its queued deliveries. False when there was none.
     #[graphql(guard = "AdminGuard")]
     async fn delete_webhook(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {

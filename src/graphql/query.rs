@@ -183,4 +183,17 @@ impl QueryRoot {
     async fn webhooks(&self, ctx: &Context<'_>) -> Result<Vec<super::webhooks::Webhook>> {
         Ok(super::webhooks::list(ctx).await?)
     }
+
+    /// Admin only: an endpoint's deliveries, newest first (`first` at most 100; `after` a cursor).
+    /// Never the body sent, and of the receiver's answer only a short scrubbed excerpt.
+    #[graphql(guard = "AdminGuard")]
+    async fn webhook_deliveries(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        after: Option<String>,
+        first: Option<i32>,
+    ) -> Result<Vec<super::webhooks::WebhookDelivery>> {
+        Ok(super::webhooks::deliveries(ctx, &id, after.as_deref(), first).await?)
+    }
 }

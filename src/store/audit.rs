@@ -33,6 +33,10 @@ pub enum Action {
     WebhookTested,
     /// A task's first request through the egress proxy with its credential.
     ProxyFirstUse,
+    WebhookUpdated,
+    WebhookSecretRotated,
+    /// The delivery worker disabled an endpoint (410 Gone, or failing too long).
+    WebhookDisabled,
 }
 
 impl Action {
@@ -58,6 +62,9 @@ impl Action {
             Action::WebhookDeleted => "WEBHOOK_DELETED",
             Action::WebhookTested => "WEBHOOK_TESTED",
             Action::ProxyFirstUse => "TASK_CREDENTIALS_FIRST_USED",
+            Action::WebhookUpdated => "WEBHOOK_UPDATED",
+            Action::WebhookSecretRotated => "WEBHOOK_SECRET_ROTATED",
+            Action::WebhookDisabled => "WEBHOOK_DISABLED",
         }
     }
 }

@@ -45,7 +45,10 @@ pub use proxy::{DeliverySettings, GrantView, Loan, ProxyHandle, Refusal, TaskUsa
 pub use removal::{Remaining, Removal, Removed};
 pub use runner::{Issued, RunnerHandle, TaskId};
 pub use sink::{Channel, EventSink};
-pub use webhooks::{AttemptEnd, AttemptResult, DueDelivery, NewWebhook, Webhook};
+pub use webhooks::{
+    AttemptEnd, AttemptResult, DueDelivery, Health, NewWebhook, Webhook, WebhookBounds, WebhookChange, WebhookDelivery,
+    MAX_DELIVERY_PAGE,
+};
 
 use batch::Batcher;
 

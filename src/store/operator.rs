@@ -120,4 +120,19 @@ impl OperatorHandle {
         let store = self.store.clone();
         async move { store.housekeeping(now, events_before).await }
     }
+
+    /// `webhook create`: registers an endpoint, audited as the system's.
+    pub async fn create_webhook(&self, new: super::NewWebhook<'_>) -> ApiResult<super::Webhook> {
+        self.store.create_webhook(Actor::System, new).await
+    }
+
+    /// `webhook list`.
+    pub async fn webhooks(&self) -> ApiResult<Vec<super::Webhook>> {
+        self.store.webhooks().await
+    }
+
+    /// `webhook delete`: false when there was none.
+    pub async fn delete_webhook(&self, id: &str) -> ApiResult<bool> {
+        self.store.delete_webhook(Actor::System, id).await
+    }
 }

@@ -281,43 +281,57 @@ impl ProxyHandle {
             if row.status == CredentialStatus::NeedsReauth.as_str() {
                 return Err(Refusal::new("the login needs its person to sign in again"));
             }
-            if !self.store.refreshes().claim_is_live(&row, now) {
+            if self.store.refreshes().claim_is_live(&row, now) {
+                // Another party is refreshing it: wait for its tokens.
+                tokio::time::sleep(REFRESH_WAIT).await;
+            } else {
                 match self.store.refresh_credential(row.clone(), now).await.map_err(unavailable)? {
                     RefreshOutcome::NeedsReauth => {
                         return Err(Refusal::new("the provider refused the login; its person must sign in again"))
                     }
-                    RefreshOutcome::Transient => {
-                        return Err(Refusal::new("the provider could not refresh the login right now; try again"))
-                    }
-                    RefreshOutcome::Refreshed => {}
-                    RefreshOutcome::Skipped => tokio::time::sleep(REFRESH_WAIT).await,
+                    RefreshOutcome::Transient => break,
+                    RefreshOutcome::Refreshed | RefreshOutcome::Skipped => {}
                 }
-            } else {
-                tokio::time::sleep(REFRESH_WAIT).await;
             }
-            row = credential::Entity::find_by_id(row.id.clone())
-                .one(self.store.db())
-                .await
-                .map_err(unavailable)?
-                .ok_or_else(|| Refusal::new("the credential was removed"))?;
+            let claimed_before = self.store.refreshes().claim_is_live(&row, self.store.clock().now());
+            row = self.reread(&row.id).await?;
+            let now = self.store.clock().now();
+            // Skipped with nobody refreshing: a task issued with FILES holds
+            // the refresh token (the vault leaves the login to it). Use what
+            // there is rather than wait.
+            if needs_refresh(&row, now) && !claimed_before && !self.store.refreshes().claim_is_live(&row, now) {
+                break;
+            }
         }
-        // Still not refreshed: a task issued with FILES holds the refresh
-        // token (the vault leaves the login to it), or refreshes keep failing.
         if row.expires_at.is_some_and(|t| t > self.store.clock().now()) {
             Ok(row)
         } else {
-            Err(Refusal::new("the login has expired and could not be refreshed; try again later"))
+            Err(Refusal::new("the login has expired and could not be refreshed right now; try again later"))
         }
+    }
+
+    async fn reread(&self, id: &str) -> Result<credential::Model, Refusal> {
+        credential::Entity::find_by_id(id.to_owned())
+            .one(self.store.db())
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| Refusal::new("the credential was removed"))
     }
 
     /// Answers a refresh at the provider's token endpoint for the grant of
     /// the refresh placeholder `found`: refreshes for real only when the
     /// real access token needs it, then hands out placeholders.
-    pub async fn refresh(&self, found: &Found) -> Result<TokenAnswer, Refusal> {
+    ///
+    /// `endpoint` is the host and path it was asked at: only the grant's
+    /// provider's token endpoint is answered, before anything is refreshed.
+    pub async fn refresh(&self, found: &Found, endpoint: (&str, &str)) -> Result<TokenAnswer, Refusal> {
         if found.field != Field::Refresh {
             return Err(Refusal::new("the refresh_token is not this task's refresh-token placeholder"));
         }
         let live = self.live(&found.grant).await?;
+        if !crate::providers::spec(live.view.provider).egress.is_token_endpoint(endpoint.0, endpoint.1) {
+            return Err(Refusal::new("this task's refresh token is not for this provider's token endpoint"));
+        }
         let Some(row) = live.row else {
             return Err(Refusal::new("an API key is never refreshed"));
         };

@@ -143,16 +143,10 @@ impl Store {
     async fn reseal_webhook_secrets(&self, txn: &DatabaseTransaction) -> ApiResult<usize> {
         let mut rewritten = 0;
         for row in webhook_endpoint::Entity::find().all(txn).await? {
-            let keys = self.keys();
-            if keys.is_current(&row.secret) {
-                continue;
+            if let Some(active) = webhooks::resealed(self.keys(), row)? {
+                active.update(txn).await?;
+                rewritten += 1;
             }
-            let binding = webhooks::binding(&row.id);
-            let secret = keys.encrypt(&keys.decrypt(&row.secret, binding)?, binding);
-            let mut active: webhook_endpoint::ActiveModel = row.into();
-            active.secret = Set(secret);
-            active.update(txn).await?;
-            rewritten += 1;
         }
         Ok(rewritten)
     }

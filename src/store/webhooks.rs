@@ -1,41 +1,47 @@
 //! Webhook endpoints and their deliveries (issue 24). Admins register
-//! endpoints (`AdminHandle`); the delivery worker (`crate::webhooks`)
-//! queues one delivery per outbox event and endpoint, claims the oldest
-//! due delivery of each endpoint (so each endpoint hears its events in
-//! order, one instance at a time) and records each attempt here.
+//! endpoints (`AdminHandle`, and the operator's `webhook` command); the
+//! delivery worker (`crate::webhooks`) queues one delivery per outbox event
+//! and endpoint, claims the oldest due delivery of each endpoint (so each
+//! endpoint hears its events in order, one instance at a time) and records
+//! each attempt here.
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
 };
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::audit::{self, Action, Entry};
+use super::audit::{self, Action, Actor, Entry};
 use super::{AdminHandle, Store};
-use crate::crypto::Binding;
-use crate::domain::CredentialEventKind;
+use crate::crypto::{Binding, Keyring};
+use crate::domain::{CredentialEventKind, CredentialStatus};
 use crate::entities::{credential, credential_event, user, webhook_delivery, webhook_endpoint};
 use crate::error::{ApiError, ApiResult};
-use crate::events::CredentialEvent;
+use crate::events::{CredentialEvent, EVENT_ID_PURPOSE};
 use crate::ids::new_id;
 
-/// The purpose clients' event ids are sealed under (`graphql::event_stream`):
-/// `webhook-id` is the id a `credentialEvents` subscriber sees.
-const EVENT_ID_PURPOSE: &str = "credential-event";
 /// The associated-data field an endpoint's secret is sealed under.
 const SECRET_FIELD: &str = "webhook_secret";
+/// The field its previous secret (kept for a grace period after a rotation) is sealed under.
+const PREVIOUS_SECRET_FIELD: &str = "webhook_previous_secret";
 /// Endpoints are deployment-wide, not a person's.
 const SECRET_OWNER: &str = "webhooks";
 /// Outbox rows one endpoint's queueing step reads at once.
 const QUEUE_BATCH: u64 = 100;
+/// Most deliveries one `webhookDeliveries` page lists.
+pub const MAX_DELIVERY_PAGE: u64 = 100;
 
 pub const PENDING: &str = "PENDING";
 const DELIVERED: &str = "DELIVERED";
 const FAILED: &str = "FAILED";
 const GONE: &str = "GONE";
+
+/// Kinds after which a credential needs its person; leaving them is "working again".
+const BROKEN: [CredentialEventKind; 3] =
+    [CredentialEventKind::NeedsReauth, CredentialEventKind::Expired, CredentialEventKind::Invalid];
 
 /// An endpoint as admins see it: never its secret.
 #[derive(Clone, Debug)]
@@ -49,6 +55,12 @@ pub struct Webhook {
     pub disabled_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub failing_since: Option<DateTime<Utc>>,
+    /// Until when the secret before the last rotation still signs.
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    /// Deliveries waiting (due or retrying).
+    pub pending: u64,
+    /// Deliveries dropped, oldest first, past the queue bound.
+    pub dropped: i64,
 }
 
 /// What `createWebhook` asks for, parsed at the edge.
@@ -62,12 +74,47 @@ pub struct NewWebhook<'a> {
     pub max_endpoints: u64,
 }
 
+/// What `updateWebhook` changes, parsed at the edge; `None` keeps a field.
+#[derive(Default)]
+pub struct WebhookChange<'a> {
+    pub url: Option<&'a str>,
+    pub events: Option<&'a [CredentialEventKind]>,
+    /// `Some(None)` clears it.
+    pub description: Option<Option<&'a str>>,
+    /// Enabling clears the reason it was disabled and its failing time.
+    pub enabled: Option<bool>,
+}
+
+/// One delivery as the log shows it: never the body sent, never more of
+/// the receiver's answer than a short scrubbed excerpt.
+#[derive(Clone, Debug)]
+pub struct WebhookDelivery {
+    /// The page cursor.
+    pub id: i64,
+    /// `webhook-id`.
+    pub message_id: String,
+    /// The body's `type` (the event kind, or TEST).
+    pub kind: String,
+    /// Attempts made so far.
+    pub attempt: i32,
+    pub status_code: Option<i32>,
+    pub duration_ms: Option<i64>,
+    /// PENDING, DELIVERED, FAILED or GONE.
+    pub outcome: String,
+    /// When the next attempt is due (pending deliveries only).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub answer_excerpt: Option<String>,
+}
+
 /// A delivery this instance claimed, with what it needs to sign it.
 pub struct DueDelivery {
     pub id: i64,
     pub endpoint_id: String,
     pub url: String,
     pub secret: Zeroizing<String>,
+    /// The secret before a rotation, while it still signs too.
+    pub previous_secret: Option<Zeroizing<String>>,
     pub message_id: String,
     pub payload: String,
     /// Attempts made before this one.
@@ -87,14 +134,44 @@ pub enum AttemptEnd {
     Gone,
 }
 
+impl AttemptEnd {
+    /// The metric label.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            AttemptEnd::Delivered => "delivered",
+            AttemptEnd::Retry(_) => "retry",
+            AttemptEnd::Failed => "failed",
+            AttemptEnd::Gone => "gone",
+        }
+    }
+}
+
 /// One attempt's result.
 pub struct AttemptResult {
     pub status: Option<u16>,
     pub duration_ms: i64,
     pub end: AttemptEnd,
+    /// A short, scrubbed excerpt of the answer (the sender scrubs it).
+    pub excerpt: Option<String>,
 }
 
-fn webhook_from_row(row: webhook_endpoint::Model) -> ApiResult<Webhook> {
+/// The worker's bounds, handed down from `[webhooks]`.
+#[derive(Clone, Copy, Debug)]
+pub struct WebhookBounds {
+    /// Pending deliveries one endpoint may have; past it the oldest are dropped.
+    pub max_queue: u64,
+    /// An endpoint failing this long is disabled.
+    pub disable_after: Duration,
+}
+
+/// What an endpoint's health was changed to, for the worker's log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    Unchanged,
+    Disabled(String),
+}
+
+fn webhook_from_row(row: webhook_endpoint::Model, pending: u64) -> ApiResult<Webhook> {
     Ok(Webhook {
         events: parse_kinds(&row.events)?,
         id: row.id,
@@ -104,6 +181,9 @@ fn webhook_from_row(row: webhook_endpoint::Model) -> ApiResult<Webhook> {
         disabled_reason: row.disabled_reason,
         created_at: row.created_at,
         failing_since: row.failing_since,
+        previous_secret_until: row.previous_secret_until,
+        pending,
+        dropped: row.dropped,
     })
 }
 
@@ -115,65 +195,174 @@ fn parse_kinds(stored: &str) -> ApiResult<Vec<CredentialEventKind>> {
         .collect()
 }
 
+fn stored_kinds(kinds: &[CredentialEventKind]) -> String {
+    let mut kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds.join(",")
+}
+
 pub(super) fn binding(endpoint_id: &str) -> Binding<'_> {
     Binding { owner_id: SECRET_OWNER, record_id: endpoint_id, field: SECRET_FIELD }
+}
+
+fn previous_binding(endpoint_id: &str) -> Binding<'_> {
+    Binding { owner_id: SECRET_OWNER, record_id: endpoint_id, field: PREVIOUS_SECRET_FIELD }
+}
+
+/// The endpoint with its secrets re-encrypted under the current key, or
+/// `None` when they already are (`rotate-key`, `store/rotation.rs`).
+pub(super) fn resealed(
+    keys: &Keyring,
+    row: webhook_endpoint::Model,
+) -> ApiResult<Option<webhook_endpoint::ActiveModel>> {
+    let previous_stale = row.previous_secret.as_deref().is_some_and(|p| !keys.is_current(p));
+    if keys.is_current(&row.secret) && !previous_stale {
+        return Ok(None);
+    }
+    let secret = keys.encrypt(&keys.decrypt(&row.secret, binding(&row.id))?, binding(&row.id));
+    let previous = match &row.previous_secret {
+        Some(p) => Some(keys.encrypt(&keys.decrypt(p, previous_binding(&row.id))?, previous_binding(&row.id))),
+        None => None,
+    };
+    let mut active: webhook_endpoint::ActiveModel = row.into();
+    active.secret = Set(secret);
+    active.previous_secret = Set(previous);
+    Ok(Some(active))
+}
+
+async fn pending_count<C: ConnectionTrait>(db: &C, endpoint_id: &str) -> ApiResult<u64> {
+    Ok(webhook_delivery::Entity::find()
+        .filter(webhook_delivery::Column::EndpointId.eq(endpoint_id))
+        .filter(webhook_delivery::Column::Outcome.eq(PENDING))
+        .count(db)
+        .await?)
 }
 
 impl AdminHandle {
     /// Registers an endpoint; it hears events recorded from now on.
     pub async fn create_webhook(&self, new: NewWebhook<'_>) -> ApiResult<Webhook> {
-        let db = self.store.db();
-        let count = webhook_endpoint::Entity::find().count(db).await?;
-        if count >= new.max_endpoints {
-            return Err(ApiError::bad_input(format!(
-                "this deployment already has {count} webhook endpoints, the most it takes \
-                 (SESAME_WEBHOOKS__MAX_ENDPOINTS): delete one first"
-            )));
-        }
-        let id = new_id();
-        let mut kinds: Vec<&str> = new.events.iter().map(|k| k.as_str()).collect();
-        kinds.sort_unstable();
-        kinds.dedup();
-        // Before the transaction: SQLite has one writer connection.
-        let last_event_id = self.store.latest_event_id().await?;
-        let txn = db.begin().await?;
-        let row = webhook_endpoint::ActiveModel {
-            id: Set(id.clone()),
-            url: Set(new.url.to_owned()),
-            events: Set(kinds.join(",")),
-            description: Set(new.description.map(str::to_owned)),
-            secret: Set(self.store.keys().encrypt(new.secret.as_bytes(), binding(&id))),
-            enabled: Set(true),
-            disabled_reason: Set(None),
-            last_event_id: Set(last_event_id),
-            created_at: Set(self.store.clock().now()),
-            failing_since: Set(None),
-        }
-        .insert(&txn)
-        .await?;
-        let detail = Some(format!("webhook {id} to {}", new.url));
-        audit::record(&txn, self.actor(), Action::WebhookCreated, Entry { detail, ..Default::default() }).await?;
-        txn.commit().await?;
-        webhook_from_row(row)
+        self.store.create_webhook(self.actor(), new).await
     }
 
     pub async fn webhooks(&self) -> ApiResult<Vec<Webhook>> {
-        let rows =
-            webhook_endpoint::Entity::find().order_by_asc(webhook_endpoint::Column::Id).all(self.store.db()).await?;
-        rows.into_iter().map(webhook_from_row).collect()
+        self.store.webhooks().await
     }
 
     /// Deletes an endpoint and its deliveries. False when there was none.
     pub async fn delete_webhook(&self, id: &str) -> ApiResult<bool> {
-        let txn = self.store.db().begin().await?;
-        webhook_delivery::Entity::delete_many().filter(webhook_delivery::Column::EndpointId.eq(id)).exec(&txn).await?;
-        let deleted = webhook_endpoint::Entity::delete_by_id(id).exec(&txn).await?.rows_affected > 0;
-        if deleted {
-            let detail = Some(format!("webhook {id}"));
-            audit::record(&txn, self.actor(), Action::WebhookDeleted, Entry { detail, ..Default::default() }).await?;
+        self.store.delete_webhook(self.actor(), id).await
+    }
+
+    /// Changes an endpoint's URL, kinds, description or whether it is enabled.
+    pub async fn update_webhook(&self, id: &str, change: WebhookChange<'_>) -> ApiResult<Webhook> {
+        let db = self.store.db();
+        let Some(row) = webhook_endpoint::Entity::find_by_id(id).one(db).await? else {
+            return Err(ApiError::NotFound("no webhook endpoint with this id".into()));
+        };
+        let mut said = Vec::new();
+        let mut active: webhook_endpoint::ActiveModel = row.clone().into();
+        if let Some(url) = change.url {
+            active.url = Set(url.to_owned());
+            said.push(format!("url {url}"));
         }
+        if let Some(events) = change.events {
+            let stored = stored_kinds(events);
+            said.push(format!("events [{stored}]"));
+            active.events = Set(stored);
+        }
+        if let Some(description) = change.description {
+            active.description = Set(description.map(str::to_owned));
+            said.push("description".into());
+        }
+        match change.enabled {
+            Some(true) if !row.enabled => {
+                active.enabled = Set(true);
+                active.disabled_reason = Set(None);
+                active.failing_since = Set(None);
+                said.push("enabled".into());
+            }
+            Some(false) if row.enabled => {
+                active.enabled = Set(false);
+                active.disabled_reason = Set(Some("disabled by an admin".into()));
+                said.push("disabled".into());
+            }
+            _ => {}
+        }
+        let txn = db.begin().await?;
+        let row = active.update(&txn).await?;
+        let detail =
+            Some(format!("webhook {id}: {}", if said.is_empty() { "nothing".into() } else { said.join(", ") }));
+        audit::record(&txn, self.actor(), Action::WebhookUpdated, Entry { detail, ..Default::default() }).await?;
         txn.commit().await?;
-        Ok(deleted)
+        webhook_from_row(row, pending_count(db, id).await?)
+    }
+
+    /// Replaces the signing secret with `secret`; deliveries are signed
+    /// with both until `grace` has passed, so receivers switch at leisure.
+    pub async fn rotate_webhook_secret(&self, id: &str, secret: &str, grace: Duration) -> ApiResult<Webhook> {
+        let db = self.store.db();
+        let keys = self.store.keys();
+        let txn = db.begin().await?;
+        let Some(row) = webhook_endpoint::Entity::find_by_id(id).one(&txn).await? else {
+            return Err(ApiError::NotFound("no webhook endpoint with this id".into()));
+        };
+        let old = keys
+            .decrypt(&row.secret, binding(id))
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("webhook {id} secret: {e}")))?;
+        let until = self.store.clock().now() + grace;
+        let mut active: webhook_endpoint::ActiveModel = row.into();
+        active.previous_secret = Set(Some(keys.encrypt(&old, previous_binding(id))));
+        active.previous_secret_until = Set(Some(until));
+        active.secret = Set(keys.encrypt(secret.as_bytes(), binding(id)));
+        let row = active.update(&txn).await?;
+        let detail = Some(format!("webhook {id}: the old secret signs too until {}", until.to_rfc3339()));
+        audit::record(&txn, self.actor(), Action::WebhookSecretRotated, Entry { detail, ..Default::default() }).await?;
+        txn.commit().await?;
+        webhook_from_row(row, pending_count(db, id).await?)
+    }
+
+    /// An endpoint's deliveries, newest first, after the cursor `after`.
+    pub async fn webhook_deliveries(
+        &self,
+        id: &str,
+        after: Option<i64>,
+        limit: u64,
+    ) -> ApiResult<Vec<WebhookDelivery>> {
+        let db = self.store.reader();
+        if webhook_endpoint::Entity::find_by_id(id).one(db).await?.is_none() {
+            return Err(ApiError::NotFound("no webhook endpoint with this id".into()));
+        }
+        let mut query = webhook_delivery::Entity::find()
+            .filter(webhook_delivery::Column::EndpointId.eq(id))
+            .order_by_desc(webhook_delivery::Column::Id)
+            .limit(limit.min(MAX_DELIVERY_PAGE));
+        if let Some(after) = after {
+            query = query.filter(webhook_delivery::Column::Id.lt(after));
+        }
+        Ok(query
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let kind = serde_json::from_str::<serde_json::Value>(&row.payload)
+                    .ok()
+                    .and_then(|body| body["type"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                WebhookDelivery {
+                    id: row.id,
+                    message_id: row.message_id,
+                    kind,
+                    attempt: row.attempt,
+                    status_code: row.status_code,
+                    duration_ms: row.duration_ms,
+                    next_attempt_at: (row.outcome == PENDING).then_some(row.next_attempt_at),
+                    outcome: row.outcome,
+                    created_at: row.created_at,
+                    answer_excerpt: row.answer_excerpt,
+                }
+            })
+            .collect())
     }
 
     /// Queues a TEST delivery to the endpoint; returns its `webhook-id`.
@@ -193,7 +382,68 @@ impl AdminHandle {
     }
 }
 
-async fn queue<C: sea_orm::ConnectionTrait>(
+impl Store {
+    pub(super) async fn create_webhook(&self, actor: Actor<'_>, new: NewWebhook<'_>) -> ApiResult<Webhook> {
+        let db = self.db();
+        let count = webhook_endpoint::Entity::find().count(db).await?;
+        if count >= new.max_endpoints {
+            return Err(ApiError::bad_input(format!(
+                "this deployment already has {count} webhook endpoints, the most it takes \
+                 (SESAME_WEBHOOKS__MAX_ENDPOINTS): delete one first"
+            )));
+        }
+        let id = new_id();
+        // Before the transaction: SQLite has one writer connection.
+        let last_event_id = self.latest_event_id().await?;
+        let txn = db.begin().await?;
+        let row = webhook_endpoint::ActiveModel {
+            id: Set(id.clone()),
+            url: Set(new.url.to_owned()),
+            events: Set(stored_kinds(new.events)),
+            description: Set(new.description.map(str::to_owned)),
+            secret: Set(self.keys().encrypt(new.secret.as_bytes(), binding(&id))),
+            enabled: Set(true),
+            disabled_reason: Set(None),
+            last_event_id: Set(last_event_id),
+            created_at: Set(self.clock().now()),
+            failing_since: Set(None),
+            previous_secret: Set(None),
+            previous_secret_until: Set(None),
+            dropped: Set(0),
+        }
+        .insert(&txn)
+        .await?;
+        let detail = Some(format!("webhook {id} to {}", new.url));
+        audit::record(&txn, actor, Action::WebhookCreated, Entry { detail, ..Default::default() }).await?;
+        txn.commit().await?;
+        webhook_from_row(row, 0)
+    }
+
+    pub(super) async fn webhooks(&self) -> ApiResult<Vec<Webhook>> {
+        let db = self.reader();
+        let rows = webhook_endpoint::Entity::find().order_by_asc(webhook_endpoint::Column::CreatedAt).all(db).await?;
+        let mut hooks = Vec::with_capacity(rows.len());
+        for row in rows {
+            let pending = pending_count(db, &row.id).await?;
+            hooks.push(webhook_from_row(row, pending)?);
+        }
+        Ok(hooks)
+    }
+
+    pub(super) async fn delete_webhook(&self, actor: Actor<'_>, id: &str) -> ApiResult<bool> {
+        let txn = self.db().begin().await?;
+        webhook_delivery::Entity::delete_many().filter(webhook_delivery::Column::EndpointId.eq(id)).exec(&txn).await?;
+        let deleted = webhook_endpoint::Entity::delete_by_id(id).exec(&txn).await?.rows_affected > 0;
+        if deleted {
+            let detail = Some(format!("webhook {id}"));
+            audit::record(&txn, actor, Action::WebhookDeleted, Entry { detail, ..Default::default() }).await?;
+        }
+        txn.commit().await?;
+        Ok(deleted)
+    }
+}
+
+async fn queue<C: ConnectionTrait>(
     db: &C,
     endpoint_id: &str,
     event_id: Option<i64>,
@@ -214,6 +464,7 @@ async fn queue<C: sea_orm::ConnectionTrait>(
         duration_ms: Set(None),
         outcome: Set(PENDING.to_owned()),
         created_at: Set(now),
+        answer_excerpt: Set(None),
         ..Default::default()
     };
     webhook_delivery::Entity::insert(row)
@@ -227,15 +478,26 @@ async fn queue<C: sea_orm::ConnectionTrait>(
     Ok(())
 }
 
+/// Whether an endpoint listening to `kinds` takes `event`: every kind when
+/// it names none; a "working again" event also goes to those that listen
+/// for the states it leaves.
+fn takes(kinds: &[CredentialEventKind], event: &CredentialEvent, recovered: bool) -> bool {
+    kinds.is_empty() || kinds.contains(&event.kind) || (recovered && kinds.iter().any(|k| BROKEN.contains(k)))
+}
+
 impl Store {
     /// Queues a delivery for every outbox event each enabled endpoint has
     /// not yet queued and whose kind it takes. The endpoint's cursor moves
     /// by compare-and-swap in the same transaction, so two instances never
-    /// queue an event twice (the unique index is the second wall).
-    pub async fn queue_webhook_deliveries(&self) -> ApiResult<usize> {
+    /// queue an event twice (the unique index is the second wall). Past
+    /// `max_queue` pending deliveries, the endpoint's oldest unclaimed ones
+    /// are deleted and counted in its `dropped`. `app_url` is the
+    /// Credentials app's address (`SESAME_PUBLIC_URL` + `/settings`).
+    /// Returns how many were queued and how many dropped.
+    pub async fn queue_webhook_deliveries(&self, app_url: Option<&str>, max_queue: u64) -> ApiResult<(usize, u64)> {
         let endpoints =
             webhook_endpoint::Entity::find().filter(webhook_endpoint::Column::Enabled.eq(true)).all(self.db()).await?;
-        let mut queued = 0;
+        let (mut queued, mut dropped) = (0, 0);
         for endpoint in endpoints {
             let rows = credential_event::Entity::find()
                 .filter(credential_event::Column::Id.gt(endpoint.last_event_id))
@@ -256,27 +518,86 @@ impl Store {
                 continue; // another instance queued them
             }
             let now = self.clock().now();
+            let mut queued_here = 0;
             for row in rows {
                 let event = super::event_log::event_from_row(row)?;
-                if !kinds.is_empty() && !kinds.contains(&event.kind) {
+                let recovered = self.left_state(&txn, &event).await?;
+                if !takes(&kinds, &event, recovered.is_some()) {
                     continue;
                 }
-                let payload = self.event_payload(&txn, &event).await?;
+                let payload = self.event_payload(&txn, &event, recovered, app_url).await?;
                 let message_id = self.keys().seal_counter(EVENT_ID_PURPOSE, event.seq);
                 queue(&txn, &endpoint.id, Some(event.seq), &message_id, payload, now).await?;
-                queued += 1;
+                queued_here += 1;
             }
+            if queued_here > 0 {
+                let over = pending_count(&txn, &endpoint.id).await?.saturating_sub(max_queue);
+                if over > 0 {
+                    dropped += drop_oldest(&txn, &endpoint.id, over, now).await?;
+                }
+            }
+            queued += queued_here;
             txn.commit().await?;
         }
-        Ok(queued)
+        Ok((queued, dropped))
     }
 
-    /// The JSON body for `event`: its kind and the credential's metadata
-    /// (never a secret, a hint or a token).
-    async fn event_payload<C: sea_orm::ConnectionTrait>(&self, db: &C, event: &CredentialEvent) -> ApiResult<String> {
+    /// For an event that says a credential is usable, the broken state it
+    /// left (NEEDS_REAUTH, EXPIRED, INVALID), from its previous event.
+    async fn left_state<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        event: &CredentialEvent,
+    ) -> ApiResult<Option<CredentialEventKind>> {
+        let usable_kind = matches!(
+            event.kind,
+            CredentialEventKind::Created | CredentialEventKind::Updated | CredentialEventKind::Refreshed
+        );
+        let usable_status = matches!(event.status, None | Some(CredentialStatus::Active | CredentialStatus::Expiring));
+        if !usable_kind || !usable_status {
+            return Ok(None);
+        }
+        let Some(previous) = credential_event::Entity::find()
+            .filter(credential_event::Column::CredentialId.eq(event.credential_id.as_str()))
+            .filter(credential_event::Column::Id.lt(event.seq))
+            .order_by_desc(credential_event::Column::Id)
+            .one(db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let from_status = |s: &str| match s {
+            "NEEDS_REAUTH" => Some(CredentialEventKind::NeedsReauth),
+            "EXPIRED" => Some(CredentialEventKind::Expired),
+            "INVALID" => Some(CredentialEventKind::Invalid),
+            _ => None,
+        };
+        let kind: Option<CredentialEventKind> = previous.kind.parse().ok();
+        Ok(kind.filter(|k| BROKEN.contains(k)).or_else(|| previous.status.as_deref().and_then(from_status)))
+    }
+
+    /// The JSON body for `event`: its kind, whether it is a "working again"
+    /// event, the credential's metadata (never a secret, a hint or a token)
+    /// and where its person manages it.
+    async fn event_payload<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        event: &CredentialEvent,
+        recovered_from: Option<CredentialEventKind>,
+        app_url: Option<&str>,
+    ) -> ApiResult<String> {
         let owner_email = user::Entity::find_by_id(event.owner_id.as_str()).one(db).await?.map(|u| u.email);
         // A removed credential is gone: the event's own fields say what it was.
         let row = credential::Entity::find_by_id(event.credential_id.as_str()).one(db).await?;
+        let status = event.status.map(|s| s.as_str().to_owned()).or_else(|| row.as_ref().map(|r| r.status.clone()));
+        // The body says how things stood at the event, though the row may have
+        // moved on since: a broken state's message is the event's own; the
+        // row's message only while the row is still in the event's state.
+        let status_message = if BROKEN.contains(&event.kind) {
+            event.message.clone()
+        } else {
+            row.as_ref().filter(|r| Some(&r.status) == status.as_ref()).and_then(|r| r.status_message.clone())
+        };
         let credential = json!({
             "id": event.credential_id,
             "ownerId": event.owner_id,
@@ -284,16 +605,30 @@ impl Store {
             "agent": event.agent,
             "provider": event.provider,
             "kind": row.as_ref().map(|r| r.kind.clone()),
-            "status": event.status.map(|s| s.as_str().to_owned()).or_else(|| row.as_ref().map(|r| r.status.clone())),
-            "statusMessage": row.as_ref().and_then(|r| r.status_message.clone()),
+            "status": status,
+            "statusMessage": status_message,
             "expiresAt": row.as_ref().and_then(|r| r.expires_at),
         });
         let body = json!({
             "type": event.kind,
+            "recovered": recovered_from.is_some(),
             "timestamp": event.at,
-            "data": { "credential": credential, "message": event.message },
+            "data": {
+                "credential": credential,
+                "message": event.message,
+                "recoveredFrom": recovered_from,
+                "appUrl": app_url,
+            },
         });
         Ok(body.to_string())
+    }
+
+    /// Pending deliveries of every endpoint (the queue-depth gauge).
+    pub async fn webhook_queue_depth(&self) -> ApiResult<u64> {
+        Ok(webhook_delivery::Entity::find()
+            .filter(webhook_delivery::Column::Outcome.eq(PENDING))
+            .count(self.reader())
+            .await?)
     }
 
     /// Claims, for `claim_for`, the oldest undelivered delivery of each
@@ -331,15 +666,34 @@ impl Store {
             if taken.rows_affected == 0 {
                 continue;
             }
-            let secret = self
-                .keys()
-                .decrypt_string(&endpoint.secret, binding(&endpoint.id))
-                .map_err(|e| ApiError::internal(anyhow::anyhow!("webhook {} secret: {e}", endpoint.id)))?;
+            let keys = self.keys();
+            let secret = match keys.decrypt_string(&endpoint.secret, binding(&endpoint.id)) {
+                Ok(secret) => secret,
+                Err(e) => {
+                    // This endpoint cannot sign (a key dropped before `rotate-key` ran):
+                    // the others go on; its delivery waits for its claim to run out.
+                    tracing::error!(endpoint = %endpoint.id, error = %e, "webhook secret unreadable: not sending");
+                    continue;
+                }
+            };
+            let previous_secret = match (&endpoint.previous_secret, endpoint.previous_secret_until) {
+                (Some(previous), Some(until)) if until > now => {
+                    match keys.decrypt_string(previous, previous_binding(&endpoint.id)) {
+                        Ok(previous) => Some(previous),
+                        Err(e) => {
+                            tracing::warn!(endpoint = %endpoint.id, error = %e, "webhook previous secret unreadable; signing with the current one only");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
             claimed.push(DueDelivery {
                 id: oldest.id,
                 endpoint_id: endpoint.id,
                 url: endpoint.url,
                 secret,
+                previous_secret,
                 message_id: oldest.message_id,
                 payload: oldest.payload,
                 attempt: oldest.attempt,
@@ -349,14 +703,29 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Releases every claim `owner` holds (SIGTERM), so another instance
+    /// takes those deliveries at once; returns how many.
+    pub async fn release_webhook_claims(&self, owner: &str) -> ApiResult<u64> {
+        let released = webhook_delivery::Entity::update_many()
+            .col_expr(webhook_delivery::Column::ClaimOwner, Expr::value(Option::<String>::None))
+            .col_expr(webhook_delivery::Column::ClaimedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(webhook_delivery::Column::ClaimOwner.eq(owner))
+            .filter(webhook_delivery::Column::Outcome.eq(PENDING))
+            .exec(self.db())
+            .await?;
+        Ok(released.rows_affected)
+    }
+
     /// Records an attempt on a delivery this instance holds and releases it;
-    /// updates the endpoint's health (410 disables it).
+    /// updates the endpoint's health: 410 disables it, and so does failing
+    /// for longer than `bounds.disable_after` (an audit entry each time).
     pub async fn finish_webhook_attempt(
         &self,
         delivery: &DueDelivery,
         owner: &str,
         result: AttemptResult,
-    ) -> ApiResult<()> {
+        bounds: WebhookBounds,
+    ) -> ApiResult<Health> {
         let now = self.clock().now();
         let (outcome, next) = match result.end {
             AttemptEnd::Delivered => (DELIVERED, now),
@@ -365,20 +734,27 @@ impl Store {
             AttemptEnd::Gone => (GONE, now),
         };
         let txn = self.db().begin().await?;
-        webhook_delivery::Entity::update_many()
+        let recorded = webhook_delivery::Entity::update_many()
             .col_expr(webhook_delivery::Column::Attempt, Expr::value(delivery.attempt + 1))
             .col_expr(webhook_delivery::Column::StatusCode, Expr::value(result.status.map(i32::from)))
             .col_expr(webhook_delivery::Column::DurationMs, Expr::value(result.duration_ms))
             .col_expr(webhook_delivery::Column::Outcome, Expr::value(outcome))
             .col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(next))
+            .col_expr(webhook_delivery::Column::AnswerExcerpt, Expr::value(result.excerpt))
             .col_expr(webhook_delivery::Column::ClaimOwner, Expr::value(Option::<String>::None))
             .col_expr(webhook_delivery::Column::ClaimedUntil, Expr::value(Option::<DateTime<Utc>>::None))
             .filter(webhook_delivery::Column::Id.eq(delivery.id))
             .filter(webhook_delivery::Column::ClaimOwner.eq(owner))
             .exec(&txn)
             .await?;
+        if recorded.rows_affected == 0 {
+            // The claim ran out and another instance holds it, or the endpoint was deleted.
+            txn.commit().await?;
+            return Ok(Health::Unchanged);
+        }
         let endpoint =
             webhook_endpoint::Entity::update_many().filter(webhook_endpoint::Column::Id.eq(&delivery.endpoint_id));
+        let mut health = Health::Unchanged;
         match result.end {
             AttemptEnd::Delivered => {
                 endpoint
@@ -387,24 +763,90 @@ impl Store {
                     .await?;
             }
             AttemptEnd::Retry(_) | AttemptEnd::Failed => {
-                endpoint
-                    .col_expr(webhook_endpoint::Column::FailingSince, Expr::value(now))
-                    .filter(webhook_endpoint::Column::FailingSince.is_null())
-                    .exec(&txn)
-                    .await?;
+                let failing_since = webhook_endpoint::Entity::find_by_id(delivery.endpoint_id.as_str())
+                    .one(&txn)
+                    .await?
+                    .and_then(|e| e.failing_since);
+                match failing_since {
+                    None => {
+                        endpoint.col_expr(webhook_endpoint::Column::FailingSince, Expr::value(now)).exec(&txn).await?;
+                    }
+                    Some(since) if now - since >= bounds.disable_after => {
+                        let reason = format!(
+                            "deliveries failed for more than {} (since {}): re-enable it once the receiver works",
+                            humantime::format_duration(bounds.disable_after.to_std().unwrap_or_default()),
+                            since.format("%Y-%m-%d %H:%M UTC"),
+                        );
+                        health = self.disable(&txn, &delivery.endpoint_id, reason).await?;
+                    }
+                    Some(_) => {}
+                }
             }
             AttemptEnd::Gone => {
-                endpoint
-                    .col_expr(webhook_endpoint::Column::Enabled, Expr::value(false))
-                    .col_expr(
-                        webhook_endpoint::Column::DisabledReason,
-                        Expr::value("the receiver answered 410 Gone: it no longer takes these webhooks"),
-                    )
-                    .exec(&txn)
-                    .await?;
+                let reason = "the receiver answered 410 Gone: it no longer takes these webhooks".to_owned();
+                health = self.disable(&txn, &delivery.endpoint_id, reason).await?;
             }
         }
         txn.commit().await?;
-        Ok(())
+        Ok(health)
+    }
+
+    async fn disable<C: ConnectionTrait>(&self, db: &C, endpoint_id: &str, reason: String) -> ApiResult<Health> {
+        webhook_endpoint::Entity::update_many()
+            .col_expr(webhook_endpoint::Column::Enabled, Expr::value(false))
+            .col_expr(webhook_endpoint::Column::DisabledReason, Expr::value(reason.clone()))
+            .filter(webhook_endpoint::Column::Id.eq(endpoint_id))
+            .exec(db)
+            .await?;
+        let detail = Some(format!("webhook {endpoint_id}: {reason}"));
+        audit::record(db, Actor::System, Action::WebhookDisabled, Entry { detail, ..Default::default() }).await?;
+        Ok(Health::Disabled(reason))
+    }
+}
+
+/// Deletes the `over` oldest unclaimed pending deliveries of an endpoint
+/// and counts them in its `dropped`; returns how many went.
+async fn drop_oldest<C: ConnectionTrait>(db: &C, endpoint_id: &str, over: u64, now: DateTime<Utc>) -> ApiResult<u64> {
+    let free = Condition::any()
+        .add(webhook_delivery::Column::ClaimedUntil.is_null())
+        .add(webhook_delivery::Column::ClaimedUntil.lte(now));
+    let ids: Vec<i64> = webhook_delivery::Entity::find()
+        .select_only()
+        .column(webhook_delivery::Column::Id)
+        .filter(webhook_delivery::Column::EndpointId.eq(endpoint_id))
+        .filter(webhook_delivery::Column::Outcome.eq(PENDING))
+        .filter(free)
+        .order_by_asc(webhook_delivery::Column::Id)
+        .limit(over)
+        .into_tuple()
+        .all(db)
+        .await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let gone = webhook_delivery::Entity::delete_many()
+        .filter(webhook_delivery::Column::Id.is_in(ids))
+        .exec(db)
+        .await?
+        .rows_affected;
+    webhook_endpoint::Entity::update_many()
+        .col_expr(webhook_endpoint::Column::Dropped, Expr::col(webhook_endpoint::Column::Dropped).add(gone as i64))
+        .filter(webhook_endpoint::Column::Id.eq(endpoint_id))
+        .exec(db)
+        .await?;
+    Ok(gone)
+}
+
+impl Store {
+    /// Deletes finished deliveries (delivered, failed, gone) older than
+    /// `keep`, so the delivery log stays bounded; returns how many.
+    pub async fn prune_webhook_deliveries(&self, keep: Duration) -> ApiResult<u64> {
+        let before = self.clock().now() - keep;
+        Ok(webhook_delivery::Entity::delete_many()
+            .filter(webhook_delivery::Column::Outcome.ne(PENDING))
+            .filter(webhook_delivery::Column::CreatedAt.lt(before))
+            .exec(self.db())
+            .await?
+            .rows_affected)
     }
 }

@@ -224,3 +224,12 @@ pub async fn credential_audit(server: &Server) -> Vec<(String, String)> {
         }
     }
 }
+
+// Appended for the egress proxy tests (issue 23).
+
+impl Server {
+    /// The egress proxy's URL, as the server printed it (`SESAME_PROXY__LISTEN` set).
+    pub fn proxy_url(&self) -> Option<String> {
+        self.process.proxy_url.clone()
+    }
+}

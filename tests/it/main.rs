@@ -22,6 +22,7 @@ mod key_rotation;
 mod lifecycle;
 mod operable;
 mod postgres;
+mod proxy;
 mod proxy_delivery;
 mod recovery;
 mod removal;

@@ -18,6 +18,9 @@ use crate::common::*;
 use crate::fake_provider::{FakeProvider, Reply};
 use crate::lifecycle::{open, person};
 
+/// Where Codex refreshes (the proxy answers it).
+const OPENAI_TOKEN: (&str, &str) = ("auth.openai.com", "/oauth/token");
+
 const CA: &str = "-----BEGIN CERTIFICATE-----\nTESTCA\n-----END CERTIFICATE-----\n";
 
 async fn vault(dir: &std::path::Path, fake: &FakeProvider) -> App {
@@ -231,7 +234,12 @@ async fn five_tasks_refreshing_at_once_cause_one_real_refresh() {
     }
     assert!(fake.state.lock().unwrap().refresh_calls.is_empty(), "issuance does not refresh a token still valid");
     let proxy = app.store.proxy();
-    let answers = futures_util::future::join_all(refresh_placeholders.iter().map(|f| proxy.refresh(f))).await;
+    // Another provider's token endpoint is refused before anything is refreshed.
+    let wrong = proxy.refresh(&refresh_placeholders[0], ("platform.claude.com", "/v1/oauth/token")).await;
+    assert!(wrong.err().unwrap().0.contains("not for this provider"));
+    assert!(fake.state.lock().unwrap().refresh_calls.is_empty());
+    let answers =
+        futures_util::future::join_all(refresh_placeholders.iter().map(|f| proxy.refresh(f, OPENAI_TOKEN))).await;
     let calls = fake.state.lock().unwrap().refresh_calls.clone();
     assert_eq!(calls, ["rt_TESTcentral000000000000"], "exactly one real refresh, with the real token");
     for (answer, asked) in answers.into_iter().zip(&refresh_placeholders) {
@@ -244,7 +252,7 @@ async fn five_tasks_refreshing_at_once_cause_one_real_refresh() {
         assert!(!loan.secret.contains("old"), "the refreshed token is lent");
     }
     // A later refresh with a fresh token refreshes nothing for real.
-    proxy.refresh(&refresh_placeholders[0]).await.unwrap();
+    proxy.refresh(&refresh_placeholders[0], OPENAI_TOKEN).await.unwrap();
     assert_eq!(fake.state.lock().unwrap().refresh_calls.len(), 1);
 }
 
@@ -303,9 +311,9 @@ async fn instances_on_postgresql_share_grants_ends_and_one_refresh() {
     let (pa, pb) = (a.store.proxy(), b.store.proxy());
     let answers = futures_util::future::join_all(refresh.iter().enumerate().map(|(i, f)| {
         if i % 2 == 0 {
-            pa.refresh(f)
+            pa.refresh(f, OPENAI_TOKEN)
         } else {
-            pb.refresh(f)
+            pb.refresh(f, OPENAI_TOKEN)
         }
     }))
     .await;
@@ -317,4 +325,29 @@ async fn instances_on_postgresql_share_grants_ends_and_one_refresh() {
     runner_a.return_files(&TaskId::parse("pg-0").unwrap(), vec![], a.checker.apis()).await.unwrap();
     let refused = b.store.proxy().lend(&find_all(&access)[0]).await.err().unwrap();
     assert!(refused.0.contains("returned"), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_login_held_by_a_files_task_is_lent_as_it_is() {
+    let fake = FakeProvider::start(&[], Reply::Pending).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = vault(dir.path(), &fake).await;
+    let (runner, _) = runner(&app).await;
+    let who = person(&app, "held@example.com").await;
+    let user = who.user_id().unwrap().to_owned();
+    let access = access_jwt(Utc::now() + Duration::seconds(60), "held");
+    codex_login(&app, &who, &access, "rt_TESTheld000000000000").await;
+    // A FILES task holds the single-use refresh token: the vault must not spend it.
+    runner.issue(&user, Agent::Codex, None, &TaskId::parse("files-holder").unwrap(), None).await.unwrap();
+    let proxied = runner
+        .issue(&user, Agent::Codex, None, &TaskId::parse("proxied").unwrap(), Some(Delivery::Proxy))
+        .await
+        .unwrap();
+    let lend = app.store.proxy();
+    let found = placeholder(&proxied.materialized, Field::Access);
+    // Lent at once (no waiting out turns for a refresh that cannot happen).
+    let loan =
+        tokio::time::timeout(std::time::Duration::from_secs(5), lend.lend(&found)).await.expect("no wait").unwrap();
+    assert_eq!(loan.secret.as_str(), access);
+    assert!(fake.state.lock().unwrap().refresh_calls.is_empty(), "the FILES task's refresh token was not spent");
 }

@@ -79,6 +79,8 @@ pub struct ServerProcess {
     pub url: String,
     /// The bootstrap admin's token, printed on a fresh data directory only.
     pub admin_token: Option<String>,
+    /// `http://127.0.0.1:PORT` of the egress proxy, when `SESAME_PROXY__LISTEN` is set.
+    pub proxy_url: Option<String>,
 }
 
 impl ServerProcess {
@@ -97,21 +99,24 @@ impl ServerProcess {
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout pipe"))?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut admin = None;
+            let (mut admin, mut proxy) = (None, None);
             // Reads to the end so the server never blocks on a full pipe.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(token) = line.strip_prefix("Admin token (shown once, keep it safe): ") {
                     admin = Some(token.trim().to_owned());
                 }
+                if let Some(url) = line.strip_prefix("sesame-vault egress proxy on ") {
+                    proxy = Some(url.trim().to_owned());
+                }
                 if let Some(url) = line.strip_prefix("sesame-vault listening on ") {
-                    let _ = tx.send((url.trim().to_owned(), admin.take()));
+                    let _ = tx.send((url.trim().to_owned(), admin.take(), proxy.take()));
                 }
             }
         });
         // Owned from here: an early return kills it.
-        let mut process = ServerProcess { child, url: String::new(), admin_token: None };
+        let mut process = ServerProcess { child, url: String::new(), admin_token: None, proxy_url: None };
         let deadline = Instant::now() + START_TIMEOUT;
-        let (url, admin_token) = loop {
+        let (url, admin_token, proxy_url) = loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(v) => break v,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
@@ -124,6 +129,7 @@ impl ServerProcess {
         };
         process.url = url;
         process.admin_token = admin_token;
+        process.proxy_url = proxy_url;
         Ok(process)
     }
 

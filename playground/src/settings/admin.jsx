@@ -10,6 +10,7 @@ import {
 } from './api.js';
 import { useCredentialEvents, usePaged, useSession } from './session.jsx';
 import { CopyButton, DateText, Field, StatusBadge, useConfirm, useNotice } from './ui.jsx';
+import { WebhooksSection } from './webhooks.jsx';
 
 export function AdminTab() {
   const [selected, setSelected] = useState(null);
@@ -19,7 +20,7 @@ export function AdminTab() {
       <header className="page-header">
         <h1 id="admin-title">Admin</h1>
         <p className="lede">
-          People, the metadata of their credentials, and the audit log. Admins can delete credentials but never read
+          People, the metadata of their credentials, webhooks to your platform, and the audit log. Admins can delete credentials but never read
           them.
         </p>
       </header>
@@ -36,6 +37,7 @@ export function AdminTab() {
           <CreateUser onCreated={() => setUsersVersion((v) => v + 1)} />
         </div>
       </div>
+      <WebhooksSection />
       <AuditLog />
     </section>
   );

@@ -221,3 +221,29 @@ export const Q_AUDIT = `query auditLog($after: String) {
     nextCursor
   }
 }`;
+
+// Admin: webhooks. Never a secret except the one `createWebhook` / `rotateWebhookSecret` show once.
+const WEBHOOK_FIELDS = `id url events description enabled disabledReason failingSince previousSecretUntil pending dropped createdAt`;
+
+export const Q_WEBHOOKS = `query webhooks { webhooks { ${WEBHOOK_FIELDS} } }`;
+
+export const Q_WEBHOOK_DELIVERIES = `query webhookDeliveries($id: ID!, $after: String) {
+  webhookDeliveries(id: $id, after: $after, first: 10) {
+    cursor eventId type attempt statusCode durationMs outcome nextAttemptAt createdAt answerExcerpt
+  }
+}`;
+
+export const M_CREATE_WEBHOOK = `mutation createWebhook($input: WebhookInput!) {
+  createWebhook(input: $input) { secret webhook { ${WEBHOOK_FIELDS} } }
+}`;
+
+export const M_UPDATE_WEBHOOK = `mutation updateWebhook($id: ID!, $input: WebhookUpdate!) {
+  updateWebhook(id: $id, input: $input) { ${WEBHOOK_FIELDS} }
+}`;
+
+export const M_ROTATE_WEBHOOK_SECRET = `mutation rotateWebhookSecret($id: ID!) {
+  rotateWebhookSecret(id: $id) { secret webhook { ${WEBHOOK_FIELDS} } }
+}`;
+
+export const M_DELETE_WEBHOOK = `mutation deleteWebhook($id: ID!) { deleteWebhook(id: $id) }`;
+export const M_SEND_TEST_WEBHOOK = `mutation sendTestWebhook($id: ID!) { sendTestWebhook(id: $id) }`;
