@@ -33,7 +33,6 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import http from 'node:http';
-import https from 'node:https';
 import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -261,26 +260,20 @@ async function throughProxy(proxyUrl, ca, host, path, headers, body) {
     connect.on('connect', (res, sock) => (res.statusCode === 200 ? resolve(sock) : reject(new TestFailure(`CONNECT ${host}: ${res.statusCode}`))));
     connect.on('error', reject);
   });
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      {
-        host,
-        path,
-        method: 'POST',
-        agent: false,
-        headers: { ...headers, 'content-type': 'application/json' },
-        createConnection: () => tls.connect({ socket, servername: host, ca }),
-      },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c) => (text += c));
-        res.on('end', () => resolve({ status: res.statusCode, text }));
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
+  // HTTP/1.1 by hand on the TLS socket: one request, then the server closes.
+  const secure = tls.connect({ socket, servername: host, ca });
+  await new Promise((resolve, reject) => {
+    secure.once('secureConnect', resolve);
+    secure.once('error', reject);
   });
+  const head = [`POST ${path} HTTP/1.1`, `host: ${host}`, 'content-type: application/json', `content-length: ${Buffer.byteLength(body)}`, 'connection: close'];
+  for (const [name, value] of Object.entries(headers)) head.push(`${name}: ${value}`);
+  secure.write(`${head.join('\r\n')}\r\n\r\n${body}`);
+  let raw = '';
+  secure.setEncoding('utf8');
+  for await (const chunk of secure) raw += chunk;
+  const status = Number(raw.split(' ', 2)[1]);
+  return { status, text: raw.slice(raw.indexOf('\r\n\r\n') + 4) };
 }
 
 async function stopProcess(child) {
