@@ -77,7 +77,11 @@ async fn priority_subscription_then_api_key_then_system_key() {
     exec(&server, "UPDATE credentials SET status = 'NEEDS_REAUTH' WHERE kind = 'SUBSCRIPTION'").await;
     let key = issue(&server, &runner, &user, "CODEX", None, "task-2").await;
     assert_eq!(key["source"], "USER_API_KEY");
-    assert_eq!(env_of(&key), vec![("OPENAI_API_KEY".to_owned(), OPENAI_KEY.to_owned())]);
+    // Codex reads OPENAI_API_KEY interactively, CODEX_API_KEY under `codex exec`.
+    assert_eq!(
+        env_of(&key),
+        vec![("OPENAI_API_KEY".to_owned(), OPENAI_KEY.to_owned()), ("CODEX_API_KEY".to_owned(), OPENAI_KEY.to_owned())]
+    );
     assert!(key["files"].as_array().unwrap().is_empty());
 
     // An expired key is skipped too: the system key is next.
@@ -87,7 +91,10 @@ async fn priority_subscription_then_api_key_then_system_key() {
     assert!(system["credentialId"].is_null());
     assert_eq!(
         env_of(&system),
-        vec![("OPENAI_API_KEY".to_owned(), "sk-system-TESTkeyHHHHHHHHHHHHHHHHHHHH".to_owned())]
+        vec![
+            ("OPENAI_API_KEY".to_owned(), "sk-system-TESTkeyHHHHHHHHHHHHHHHHHHHH".to_owned()),
+            ("CODEX_API_KEY".to_owned(), "sk-system-TESTkeyHHHHHHHHHHHHHHHHHHHH".to_owned())
+        ]
     );
 
     // Nothing at all: NO_CREDENTIALS says what to configure and why things were skipped.
