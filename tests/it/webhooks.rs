@@ -692,3 +692,86 @@ async fn a_full_queue_drops_the_oldest_and_counts_them() {
     assert!(attempts.iter().all(|l| l.contains(&id) && l.contains("webhook_id=") && l.contains("duration_ms=")));
     assert!(attempts.iter().any(|l| l.contains("status=200") && l.contains("outcome=\"delivered\"")), "{attempts:?}");
 }
+
+/// The lifecycle kinds the scheduler raises (EXPIRING, EXPIRED, REFRESHED,
+/// NEEDS_REAUTH) reach an endpoint that takes every kind, each once, signed,
+/// with metadata only (CREATED, UPDATED, REMOVED and INVALID: the tests above).
+#[tokio::test]
+async fn the_schedulers_event_kinds_arrive_signed_once_each() {
+    let fake = crate::fake_provider::FakeProvider::start(&[], crate::fake_provider::Reply::Pending).await;
+    let mut env = fake.env();
+    env.extend(
+        [
+            ("SESAME_WEBHOOKS__ALLOW_PRIVATE", "true"),
+            ("SESAME_WEBHOOKS__RETRY_MIN", "1s"),
+            ("SESAME_SCHEDULER__EXPIRY_SCAN", "* * * * * *"),
+            ("SESAME_SCHEDULER__REFRESH", "* * * * * *"),
+            ("SESAME_SCHEDULER__REFRESH_BEFORE", "2h"),
+            ("SESAME_CHECKS__ON_SAVE", "false"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let server = Server::spawn(tempfile::tempdir().unwrap(), env, true).await;
+    let (url, state) = receiver(vec![]).await;
+    let (_, secret) = create(&server, json!({ "url": url })).await;
+    let save = "mutation($input: SubscriptionCredentialInput!) { saveSubscriptionCredential(input: $input) { id } }";
+    let saved = |r: Value| r["saveSubscriptionCredential"]["id"].as_str().unwrap().to_owned();
+    let kinds_of = |id: &str| -> Vec<String> {
+        hits(&state)
+            .iter()
+            .map(|h| serde_json::from_str::<Value>(&h.body).unwrap())
+            .filter(|b| b["data"]["credential"]["id"] == id)
+            .map(|b| b["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let wait_for = |id: String, kind: &'static str| {
+        let kinds_of = &kinds_of;
+        async move {
+            for _ in 0..200 {
+                if kinds_of(&id).iter().any(|k| k == kind) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("no {kind} for {id}: {:?}", kinds_of(&id));
+        }
+    };
+
+    // A ChatGPT login due within the refresh window: refreshed (REFRESHED).
+    let (_, refreshed_by) = server.create_user("refreshed@example.com").await;
+    let exp = chrono::Utc::now().timestamp() + 3600;
+    let input = json!({ "agent": "CODEX", "accessToken": jwt(json!({ "exp": exp })), "refreshToken": "rt_TESThook000000000000" });
+    let refreshed = saved(server.ok(&refreshed_by, save, json!({ "input": input })).await);
+    wait_for(refreshed.clone(), "REFRESHED").await;
+
+    // One the provider refuses to refresh: NEEDS_REAUTH.
+    fake.state.lock().unwrap().refresh_error = Some((400, "invalid_grant".into()));
+    let (_, reauth_by) = server.create_user("reauth@example.com").await;
+    let input = json!({ "agent": "CODEX", "accessToken": jwt(json!({ "exp": exp })), "refreshToken": "rt_TESThookdead0000000000" });
+    let reauth = saved(server.ok(&reauth_by, save, json!({ "input": input })).await);
+    wait_for(reauth.clone(), "NEEDS_REAUTH").await;
+
+    // A Claude setup-token (no refresh token) that runs out: EXPIRING, then EXPIRED.
+    let (_, expiring_by) = server.create_user("expiring@example.com").await;
+    let ends = (chrono::Utc::now() + chrono::Duration::seconds(8)).to_rfc3339();
+    let input = json!({ "agent": "CLAUDE_CODE", "token": "sk-ant-oat01-TESThookAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "expiresAt": ends });
+    let expiring = saved(server.ok(&expiring_by, save, json!({ "input": input })).await);
+    wait_for(expiring.clone(), "EXPIRING").await;
+    wait_for(expiring.clone(), "EXPIRED").await;
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The refreshed login may be refreshed again (the fake's tokens are short)
+    // and is refused once the provider refuses: each is an event of its own.
+    assert!(kinds_of(&refreshed).iter().any(|k| k == "REFRESHED"));
+    assert_eq!(kinds_of(&expiring), ["CREATED", "EXPIRING", "EXPIRED"]);
+    assert_eq!(kinds_of(&reauth), ["CREATED", "NEEDS_REAUTH"]);
+    let all = hits(&state);
+    let ids: std::collections::HashSet<&str> = all.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(ids.len(), all.len(), "each event delivered once: {all:?}");
+    for hit in &all {
+        assert!(verifies(&secret, hit), "{hit:?}");
+        for secret in ["rt_TESThook", "TESThookAAAA", "eyJ"] {
+            assert!(!hit.body.contains(secret), "a secret in a webhook body: {}", hit.body);
+        }
+    }
+}
