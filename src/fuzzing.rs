@@ -269,3 +269,9 @@ pub fn chatgpt_account(secret: &SubscriptionSecret) -> Option<String> {
 // sends through the egress proxy is searched with these)
 
 pub use crate::delivery::{find_all, has_marker, replace_all, Field, Found, GrantId, GRANT_ID_LEN, MARKER};
+
+// ---------------------------------------------------------------------------
+// The egress proxy: token-endpoint bodies a task sends, answers a provider
+// streams back (read for token usage)
+
+pub use crate::proxy::{token_request_params, Meter, Tokens};

@@ -256,6 +256,10 @@ async fn forward(
         if hop_by_hop(name) || listed.iter().any(|l| l == name.as_str()) {
             continue;
         }
+        // No compressed frames: the provider's events are read for usage.
+        if websocket && name.as_str().eq_ignore_ascii_case("sec-websocket-extensions") {
+            continue;
+        }
         let text = std::str::from_utf8(value.as_bytes()).ok();
         match text.filter(|t| delivery::has_marker(t)) {
             Some(text) => {
@@ -370,6 +374,9 @@ async fn forward(
     Ok(answer)
 }
 
+/// How long a WebSocket's other side has to end after one side did.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A WebSocket after `101`: bytes both ways until either side closes or
 /// the exchange's deadline.
 async fn splice(
@@ -378,14 +385,60 @@ async fn splice(
     mut record: Record,
     deadline: tokio::time::Instant,
 ) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else { return };
-    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-    if let Ok(Ok((up, down))) =
-        tokio::time::timeout_at(deadline, tokio::io::copy_bidirectional(&mut client, &mut upstream)).await
-    {
-        record.sent.fetch_add(up, std::sync::atomic::Ordering::Relaxed);
-        record.received += down;
-    }
+    let (mut from_client, mut to_client) = tokio::io::split(TokioIo::new(client));
+    let (mut from_upstream, mut to_upstream) = tokio::io::split(TokioIo::new(upstream));
+    let sent = record.sent.clone();
+    let up = async {
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            let n = from_client.read(&mut buf).await?;
+            if n == 0 {
+                return to_upstream.shutdown().await;
+            }
+            to_upstream.write_all(&buf[..n]).await?;
+            sent.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    // The provider's frames, read for the usage its events report.
+    let mut meter = Meter::for_answer(Some("text/event-stream"), None);
+    let mut frames = super::websocket::Frames::default();
+    let mut received = 0u64;
+    let down = async {
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            let n = from_upstream.read(&mut buf).await?;
+            if n == 0 {
+                return to_client.shutdown().await;
+            }
+            frames.feed(&buf[..n], &mut meter);
+            to_client.write_all(&buf[..n]).await?;
+            received += n as u64;
+        }
+    };
+    // An end is passed on (half-close) and the other side gets a few
+    // seconds to end too; an error on either side, or the deadline, ends both.
+    let both = async {
+        tokio::pin!(up, down);
+        let (first, up_ended) = tokio::select! {
+            r = &mut up => (r, true),
+            r = &mut down => (r, false),
+        };
+        if first.is_ok() {
+            let rest = async {
+                if up_ended {
+                    (&mut down).await
+                } else {
+                    (&mut up).await
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, rest).await;
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline, both).await;
+    record.received += received;
+    record.meter = meter;
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ mod settings;
 mod token;
 mod tunnel;
 mod usage;
+mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,6 +57,10 @@ use crate::domain::Provider;
 use crate::store::ProxyHandle;
 
 pub use settings::ProxyConfig;
+// What the fuzz targets reach (`crate::fuzzing`): the parsers of what tasks
+// and providers send through the proxy.
+pub use token::params as token_request_params;
+pub use usage::{Meter, Tokens};
 
 /// Errors inside bodies (the client's, the provider's, a deadline).
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -109,7 +109,7 @@ pub(crate) async fn answer(
 }
 
 /// `grant_type` and `refresh_token` of a JSON or form body.
-fn params(body: &[u8], form: bool) -> Option<(Option<String>, Option<String>)> {
+pub fn params(body: &[u8], form: bool) -> Option<(Option<String>, Option<String>)> {
     if form {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
         let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());

@@ -93,9 +93,15 @@ async fn outer(
     slot: Arc<Slot>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    // For the log: which host was asked (bounded, printable; never more).
+    let asked: String = req
+        .uri()
+        .authority()
+        .map(|a| a.host().chars().filter(char::is_ascii_graphic).take(64).collect())
+        .unwrap_or_default();
     let refuse = |status, text: &str| {
         crate::metrics::proxy_request("none", "refused");
-        tracing::info!(status = status_u16(status), "proxy refused a connection request");
+        tracing::info!(status = status_u16(status), host = %asked, "proxy refused a connection request");
         let mut res = plain(status, text);
         res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
         Ok(res)

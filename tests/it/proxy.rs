@@ -379,6 +379,10 @@ async fn a_websocket_upgrade_carries_the_real_credential_then_bytes_both_ways() 
         while let Some(Ok(m)) = ws.next().await {
             if m.is_text() {
                 ws.send(Message::text(format!("echo {}", m.to_text().unwrap()))).await.unwrap();
+                // What the Responses API reports at the end of a turn.
+                let done =
+                    r#"{"type":"response.completed","response":{"usage":{"input_tokens":321,"output_tokens":54}}}"#;
+                ws.send(Message::text(done)).await.unwrap();
             }
         }
     });
@@ -396,5 +400,21 @@ async fn a_websocket_upgrade_carries_the_real_credential_then_bytes_both_ways() 
     let m = ws.next().await.unwrap().unwrap();
     assert_eq!(m.to_text().unwrap(), "echo hi");
     assert_eq!(*seen.lock().unwrap(), format!("Bearer {ANTHROPIC_KEY}"));
+    assert!(ws.next().await.unwrap().unwrap().to_text().unwrap().contains("response.completed"));
     ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop(ws);
+    // The usage in the provider's events is counted for the task.
+    let runner = server.runner_token();
+    let usage = "query($t: String!) { taskUsage(taskId: $t) { requests inputTokens outputTokens bytesReceived } }";
+    let mut counted = Value::Null;
+    for _ in 0..50 {
+        counted = server.ok(&runner, usage, json!({ "t": "task-ws" })).await["taskUsage"][0].clone();
+        if counted["inputTokens"] == 321 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((counted["inputTokens"].as_u64(), counted["outputTokens"].as_u64()), (Some(321), Some(54)), "{counted}");
+    assert!(counted["bytesReceived"].as_u64().unwrap() > 0);
 }
