@@ -12,10 +12,14 @@
 //! stdout, and drives it over loopback:
 //!
 //! - `baseline`: `{ __typename }` with an admin bearer token (parse, auth, execute, serialise);
+//! - `jwt-baseline`: the same with an admin's RS256 JWT from a local IdP (`jwt.rs`);
 //! - `my-credentials`: `myCredentials` (with `hint`) for a user holding every slot the API allows;
 //! - `issue`: `issueTaskCredentials` with a runner token and a distinct task id per request;
 //! - `ws`: N admin `credentialEvents` subscribers over graphql-transport-ws, one event, time to each;
 //! - `scan`: in-process `Store::scan_expiry` over a SQLite file holding `--scan-rows` credentials;
+//! - `gate`: in process, the baseline request through the schema with and without the document gate;
+//! - with `--postgres URL`, the HTTP scenarios again on a fresh PostgreSQL database (created and
+//!   dropped on that server);
 //! - `proxy` (not in the default list; needs proxy delivery): one local upstream, direct and through
 //!   the egress proxy, side by side (`proxy.rs`).
 //!
@@ -29,9 +33,13 @@
 //! missed an event), so `--tiny` in CI proves the tool and the paths still work.
 //!
 //! One module a part: `run.rs` (the steps), `server.rs` (the server and the
-//! fixture), `http_load.rs`, `ws.rs`, `scan.rs`, `report.rs`, `process.rs`.
+//! fixture), `http_load.rs`, `jwt.rs`, `ws.rs`, `scan.rs`, `gate.rs`, `postgres.rs`,
+//! `report.rs`, `process.rs`, `proxy.rs`.
 
+mod gate;
 mod http_load;
+mod jwt;
+mod postgres;
 mod process;
 mod proxy;
 mod report;
@@ -51,10 +59,14 @@ enum Scenario {
     /// `{ __typename }` without a token: the framework with no database work (for comparison).
     Anonymous,
     Baseline,
+    /// `{ __typename }` with an admin's RS256 JWT (verified against a local key set).
+    JwtBaseline,
     MyCredentials,
     Issue,
     Ws,
     Scan,
+    /// In process: the baseline request with and without the document gate.
+    Gate,
     /// The egress proxy against direct calls to one local upstream (issue 23).
     Proxy,
 }
@@ -87,8 +99,17 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
     /// Scenarios to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "anonymous,baseline,my-credentials,issue,ws,scan")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "anonymous,baseline,jwt-baseline,my-credentials,issue,ws,scan,gate"
+    )]
     scenarios: Vec<Scenario>,
+    /// Also run the HTTP scenarios on PostgreSQL: a server URL on which the
+    /// tool may create (and drops) a database, e.g. postgres://postgres@127.0.0.1:5432/postgres.
+    #[arg(long)]
+    postgres: Option<String>,
     /// Record each measured window with `perf record -g` into this directory
     /// (diagnosis only: perf's own cost lowers the numbers).
     #[arg(long)]
@@ -112,6 +133,7 @@ struct Settings {
     client_threads: usize,
     scenarios: Vec<Scenario>,
     perf: Option<PathBuf>,
+    postgres: Option<String>,
 }
 
 impl Settings {
@@ -132,6 +154,7 @@ impl Settings {
             client_threads: args.client_threads.max(1),
             scenarios: args.scenarios,
             perf: args.perf,
+            postgres: args.postgres,
         };
         if settings.connections == 0 || settings.connections > 4096 {
             bail!("--connections must be between 1 and 4096");

@@ -1,13 +1,19 @@
 //! The report: one table per kind of scenario, a warning when other
 //! processes took the cores, and the targets (not in `--tiny` runs).
 
+use crate::gate::GateResult;
 use crate::http_load::LoadResult;
 use crate::scan::{median, ScanResult};
 use crate::ws::WsResult;
 
-const TARGET_ISSUE_RATIO: f64 = 0.30;
+// Issue 25's targets (ratios to the authenticated baseline of the same server).
+const TARGET_ISSUE_RATIO_SQLITE: f64 = 0.40;
+const TARGET_ISSUE_RATIO_POSTGRES: f64 = 0.30;
 const TARGET_ISSUE_P99_MS: f64 = 5.0;
 const TARGET_ISSUE_CONNECTIONS: usize = 32;
+const TARGET_MY_CREDENTIALS_RATIO: f64 = 0.50;
+const TARGET_JWT_RATIO: f64 = 0.80;
+const TARGET_GATE_SHARE: f64 = 0.05;
 const TARGET_WS_SUBSCRIBERS: usize = 20_000;
 const TARGET_WS_P99_MS: f64 = 1000.0;
 const TARGET_WS_BYTES_PER_SUB: f64 = 20_000.0;
@@ -17,8 +23,11 @@ const TARGET_SCAN_MS: f64 = 50.0;
 /// What the scenarios measured (those that ran).
 pub(crate) struct Results {
     pub(crate) loads: Vec<LoadResult>,
+    /// The HTTP scenarios on PostgreSQL (`--postgres`), each against its own baseline.
+    pub(crate) pg_loads: Vec<LoadResult>,
     pub(crate) ws: Option<WsResult>,
     pub(crate) scan: Option<ScanResult>,
+    pub(crate) gate: Option<GateResult>,
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -37,6 +46,15 @@ pub(crate) fn print_results(results: &Results, commit: &str) -> bool {
     if !results.loads.is_empty() {
         ok &= print_loads(&results.loads);
     }
+    if !results.pg_loads.is_empty() {
+        println!();
+        println!("PostgreSQL (ratios against the baseline on PostgreSQL):");
+        ok &= print_loads(&results.pg_loads);
+    }
+    if let Some(g) = &results.gate {
+        println!();
+        print_gate(g, &results.loads);
+    }
     if let Some(w) = &results.ws {
         ok &= print_ws(w);
     }
@@ -46,8 +64,38 @@ pub(crate) fn print_results(results: &Results, commit: &str) -> bool {
     ok
 }
 
+fn baseline(loads: &[LoadResult]) -> Option<&LoadResult> {
+    loads.iter().find(|l| l.name.starts_with("baseline"))
+}
+
 fn baseline_rps(loads: &[LoadResult]) -> Option<f64> {
-    loads.iter().find(|l| l.name.starts_with("baseline")).map(LoadResult::rps)
+    baseline(loads).map(LoadResult::rps)
+}
+
+fn find<'a>(loads: &'a [LoadResult], prefix: &str) -> Option<&'a LoadResult> {
+    loads.iter().find(|l| l.name.starts_with(prefix))
+}
+
+/// The HTTP baseline's server CPU per request, in µs.
+fn cpu_per_request_us(l: &LoadResult) -> Option<f64> {
+    (l.requests > 0).then(|| l.server_cpu / l.requests as f64 * 1e6)
+}
+
+/// What the gate adds, against the HTTP baseline's server CPU per request.
+fn gate_share(g: &GateResult, loads: &[LoadResult]) -> Option<f64> {
+    baseline(loads).and_then(cpu_per_request_us).map(|cpu| g.added_us() / cpu)
+}
+
+fn print_gate(g: &GateResult, loads: &[LoadResult]) {
+    let share = gate_share(g, loads)
+        .map(|s| format!("{:.1} % of the HTTP baseline's server CPU per request", s * 100.0))
+        .unwrap_or_else(|| "no HTTP baseline in this run to compare with".into());
+    println!(
+        "| document gate (in process, `{{ __typename }}` signed in) | with {:.2} µs | without {:.2} µs | adds {:.2} µs = {share} |",
+        g.gated_us,
+        g.ungated_us,
+        g.added_us()
+    );
 }
 
 /// The HTTP scenarios' table; false if any request failed.
@@ -191,9 +239,11 @@ fn print_scan(s: &ScanResult) {
 /// Anything else running on the machine takes cores from the server and
 /// this tool: say so, so that such numbers are not taken as the server's.
 pub(crate) fn warn_if_busy(results: &Results) {
-    let (loads, ws) = (&results.loads, &results.ws);
-    let mut busy: Vec<String> = loads
+    let ws = &results.ws;
+    let mut busy: Vec<String> = results
+        .loads
         .iter()
+        .chain(&results.pg_loads)
         .filter(|l| l.other_cpu / l.window > 0.10)
         .map(|l| format!("{} ({:.0}% of a core)", l.name, l.other_cpu / l.window * 100.0))
         .collect();
@@ -217,23 +267,38 @@ pub(crate) fn warn_if_busy(results: &Results) {
 
 pub(crate) fn print_targets(results: &Results, requested_subscribers: usize) {
     let (loads, ws, scan) = (&results.loads, &results.ws, &results.scan);
-    let baseline_rps = baseline_rps(loads);
     println!("== targets ==");
-    if let (Some(base), Some(issue)) = (baseline_rps, loads.iter().find(|l| l.name == "issueTaskCredentials")) {
-        let ratio = issue.rps() / base;
-        let met = ratio >= TARGET_ISSUE_RATIO && issue.ms(0.99) < TARGET_ISSUE_P99_MS;
-        let note = if issue.connections == TARGET_ISSUE_CONNECTIONS {
-            String::new()
-        } else {
-            format!(" (measured at {} connections, target is at {TARGET_ISSUE_CONNECTIONS})", issue.connections)
-        };
+    issue_target(loads, TARGET_ISSUE_RATIO_SQLITE, "SQLite");
+    issue_target(&results.pg_loads, TARGET_ISSUE_RATIO_POSTGRES, "PostgreSQL");
+    for (set, db) in [(loads, "SQLite"), (&results.pg_loads, "PostgreSQL")] {
+        if let (Some(base), Some(mine)) = (baseline_rps(set), find(set, "myCredentials")) {
+            let ratio = mine.rps() / base;
+            println!(
+                "myCredentials >= {:.0}% of baseline on {db}: {} ({:.0}%, {})",
+                TARGET_MY_CREDENTIALS_RATIO * 100.0,
+                verdict(ratio >= TARGET_MY_CREDENTIALS_RATIO),
+                ratio * 100.0,
+                mine.name
+            );
+        }
+    }
+    for (set, db) in [(loads, "SQLite"), (&results.pg_loads, "PostgreSQL")] {
+        if let (Some(base), Some(jwt)) = (baseline_rps(set), find(set, "JWT baseline")) {
+            let ratio = jwt.rps() / base;
+            println!(
+                "JWT baseline >= {:.0}% of the sv_ token baseline on {db}: {} ({:.0}%)",
+                TARGET_JWT_RATIO * 100.0,
+                verdict(ratio >= TARGET_JWT_RATIO),
+                ratio * 100.0
+            );
+        }
+    }
+    if let Some(share) = results.gate.as_ref().and_then(|g| gate_share(g, loads)) {
         println!(
-            "issueTaskCredentials >= {:.0}% of baseline throughput with p99 < {TARGET_ISSUE_P99_MS} ms: {} \
-             ({:.0}% of baseline, p99 {:.2} ms){note}",
-            TARGET_ISSUE_RATIO * 100.0,
-            verdict(met),
-            ratio * 100.0,
-            issue.ms(0.99)
+            "document gate adds <= {:.0}% to the baseline: {} ({:.1}% of its server CPU per request)",
+            TARGET_GATE_SHARE * 100.0,
+            verdict(share <= TARGET_GATE_SHARE),
+            share * 100.0
         );
     }
     if let Some(w) = ws {
@@ -274,4 +339,24 @@ pub(crate) fn print_targets(results: &Results, requested_subscribers: usize) {
             s.rows
         );
     }
+}
+
+/// `issueTaskCredentials` against its baseline and the p99 bound.
+fn issue_target(loads: &[LoadResult], target: f64, db: &str) {
+    let (Some(base), Some(issue)) = (baseline_rps(loads), find(loads, "issueTaskCredentials")) else { return };
+    let ratio = issue.rps() / base;
+    let met = ratio >= target && issue.ms(0.99) < TARGET_ISSUE_P99_MS;
+    let note = if issue.connections == TARGET_ISSUE_CONNECTIONS {
+        String::new()
+    } else {
+        format!(" (measured at {} connections, target is at {TARGET_ISSUE_CONNECTIONS})", issue.connections)
+    };
+    println!(
+        "issueTaskCredentials >= {:.0}% of baseline throughput with p99 < {TARGET_ISSUE_P99_MS} ms on {db}: {} \
+         ({:.0}% of baseline, p99 {:.2} ms){note}",
+        target * 100.0,
+        verdict(met),
+        ratio * 100.0,
+        issue.ms(0.99)
+    );
 }

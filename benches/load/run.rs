@@ -18,8 +18,15 @@ use crate::{Scenario, Settings};
 const FD_RESERVE: u64 = 100;
 
 /// The HTTP scenarios, in the order they run.
-const HTTP_SCENARIOS: [Scenario; 4] =
-    [Scenario::Anonymous, Scenario::Baseline, Scenario::MyCredentials, Scenario::Issue];
+const HTTP_SCENARIOS: [Scenario; 5] =
+    [Scenario::Anonymous, Scenario::Baseline, Scenario::JwtBaseline, Scenario::MyCredentials, Scenario::Issue];
+
+/// Which database a server of the run stores in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Database {
+    Sqlite,
+    Postgres,
+}
 
 pub(crate) async fn run(settings: &Settings) -> Result<bool> {
     let requested_subscribers = settings.subscribers;
@@ -29,13 +36,37 @@ pub(crate) async fn run(settings: &Settings) -> Result<bool> {
     let commit = commit_summary();
     print_header(settings, &commit, nofile, requested_subscribers);
 
-    let needs_server = settings.scenarios.iter().any(|s| !matches!(s, Scenario::Scan | Scenario::Proxy));
-    let (loads, ws) = if needs_server { server_scenarios(settings).await? } else { (Vec::new(), None) };
+    let needs_server =
+        settings.scenarios.iter().any(|s| !matches!(s, Scenario::Scan | Scenario::Proxy | Scenario::Gate));
+    let idp = crate::jwt::Idp::start().await?;
+    let (loads, ws) =
+        if needs_server { server_scenarios(settings, &idp, Database::Sqlite).await? } else { (Vec::new(), None) };
+    let pg_loads = match &settings.postgres {
+        Some(admin_url) if settings.scenarios.iter().any(|s| HTTP_SCENARIOS.contains(s)) => {
+            let db = crate::postgres::TempDatabase::create(admin_url).await?;
+            println!("PostgreSQL: a fresh database on the --postgres server");
+            let extra = [("DATABASE_URL", db.url.as_str())];
+            let (loads, _) = server_scenarios_with(settings, &idp, Database::Postgres, &extra).await?;
+            loads
+        }
+        _ => Vec::new(),
+    };
     let scan = if settings.wants(Scenario::Scan) { Some(scan_scenario(settings).await?) } else { None };
+    let gate = if settings.wants(Scenario::Gate) {
+        println!("Document gate, in process (the baseline request with and without it):");
+        let result = crate::gate::gate_bench(settings).await?;
+        println!(
+            "    {} rounds of {}: {:.2} µs per request with the gate, {:.2} µs without",
+            result.rounds, result.per_round, result.gated_us, result.ungated_us
+        );
+        Some(result)
+    } else {
+        None
+    };
     // Its own server (with the proxy on) and its own lines in the report.
     let proxy_ok = if settings.wants(Scenario::Proxy) { crate::proxy::proxy_scenario(settings).await? } else { true };
 
-    let results = Results { loads, ws, scan };
+    let results = Results { loads, pg_loads, ws, scan, gate };
     let ok = report::print_results(&results, &commit) && proxy_ok;
     report::warn_if_busy(&results);
     println!();
@@ -95,11 +126,32 @@ fn print_header(settings: &Settings, commit: &str, nofile: u64, requested_subscr
 
 /// Starts the server, creates the fixture, runs the HTTP scenarios asked
 /// for and then the WebSocket fan-out; the server stops at the end.
-async fn server_scenarios(settings: &Settings) -> Result<(Vec<LoadResult>, Option<WsResult>)> {
-    let mut server = Server::start(&settings.server_bin)?;
+async fn server_scenarios(
+    settings: &Settings,
+    idp: &crate::jwt::Idp,
+    database: Database,
+) -> Result<(Vec<LoadResult>, Option<WsResult>)> {
+    server_scenarios_with(settings, idp, database, &[]).await
+}
+
+/// [`server_scenarios`] with more server settings (the database URL); the
+/// WebSocket fan-out runs on SQLite only.
+async fn server_scenarios_with(
+    settings: &Settings,
+    idp: &crate::jwt::Idp,
+    database: Database,
+    extra: &[(&str, &str)],
+) -> Result<(Vec<LoadResult>, Option<WsResult>)> {
+    let jwt_settings = idp.settings();
+    let env: Vec<(&str, &str)> =
+        jwt_settings.iter().map(|(k, v)| (*k, v.as_str())).chain(extra.iter().copied()).collect();
+    let mut server = Server::start_with(&settings.server_bin, &env)?;
     println!("server pid {} at {} (data in {})", server.pid, server.url, server.dir.path().display());
     let client = server.client()?;
-    let fixture = setup(&server, &client).await.context("creating the benchmark's users and credentials")?;
+    let mut fixture = setup(&server, &client).await.context("creating the benchmark's users and credentials")?;
+    fixture.jwt_admin_token = idp.admin_token()?;
+    // The JWT admin's first request creates them (as an IdP's first sign-in does).
+    client.ok(&fixture.jwt_admin_token, "{ __typename }", json!({})).await.context("the first JWT sign-in")?;
     println!(
         "setup: a user with {} credentials (every slot the API allows), a task user with an API key, a runner token",
         fixture.creds_count
@@ -107,11 +159,15 @@ async fn server_scenarios(settings: &Settings) -> Result<(Vec<LoadResult>, Optio
     println!("HTTP scenarios ({} connections, closed loop):", settings.connections);
     let mut loads = Vec::new();
     for scenario in HTTP_SCENARIOS.into_iter().filter(|s| settings.wants(*s)) {
-        loads.push(run_load(&server, settings, http_spec(scenario, &server, &fixture)).await?);
+        let mut spec = http_spec(scenario, &server, &fixture);
+        if database == Database::Postgres {
+            spec.name.push_str(" [PostgreSQL]");
+        }
+        loads.push(run_load(&server, settings, spec).await?);
         server.alive()?;
     }
     let mut ws = None;
-    if settings.wants(Scenario::Ws) {
+    if settings.wants(Scenario::Ws) && database == Database::Sqlite {
         println!("WebSocket fan-out ({} admin subscribers to credentialEvents):", settings.subscribers);
         let result = ws_fanout(&mut server, settings, &client, &fixture).await?;
         println!(
@@ -147,6 +203,12 @@ fn http_spec(scenario: Scenario, server: &Server, fixture: &Fixture) -> LoadSpec
             body: Box::new(|_, _| body_of(json!({ "query": "{ __typename }" }))),
             expect: "__typename".into(),
         },
+        Scenario::JwtBaseline => LoadSpec {
+            name: "JWT baseline { __typename }".into(),
+            token: fixture.jwt_admin_token.clone(),
+            body: Box::new(|_, _| body_of(json!({ "query": "{ __typename }" }))),
+            expect: "__typename".into(),
+        },
         Scenario::MyCredentials => {
             let query = "{ myCredentials { id kind provider agent status statusMessage hint hasRefreshToken \
                          expiresAt lastUsedAt createdAt updatedAt } }";
@@ -175,7 +237,9 @@ fn http_spec(scenario: Scenario, server: &Server, fixture: &Fixture) -> LoadSpec
                 expect: "USER_API_KEY".into(),
             }
         }
-        Scenario::Ws | Scenario::Scan | Scenario::Proxy => unreachable!("not an HTTP scenario: {scenario:?}"),
+        Scenario::Ws | Scenario::Scan | Scenario::Proxy | Scenario::Gate => {
+            unreachable!("not an HTTP scenario: {scenario:?}")
+        }
     }
 }
 

@@ -30,15 +30,13 @@ pub(crate) struct Server {
     pub(crate) admin_token: String,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) bin: PathBuf,
+    /// Settings beyond the defaults (the CLI runs get them too: the database URL).
+    extra: Vec<(String, String)>,
 }
 
 impl Server {
     /// The environment a server or CLI run gets: nothing inherited but PATH.
-    fn command(bin: &Path, data_dir: &Path) -> Command {
-        Server::command_with(bin, data_dir, &[])
-    }
-
-    fn command_with(bin: &Path, data_dir: &Path, extra: &[(&str, &str)]) -> Command {
+    fn command_with(bin: &Path, data_dir: &Path, extra: &[(String, String)]) -> Command {
         // The fan-out run opens every subscriber with one token; the
         // per-principal limits (issue 12) are lifted for it.
         let env = [
@@ -48,19 +46,15 @@ impl Server {
             ("SESAME_WRITES__PER_MINUTE", "0"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
-        let env: Vec<(String, String)> =
-            env.into_iter().chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string()))).collect();
+        let env: Vec<(String, String)> = env.into_iter().chain(extra.iter().cloned()).collect();
         sesame_test_support::command(bin, data_dir, "warn", &env)
     }
 
-    pub(crate) fn start(bin: &Path) -> Result<Server> {
-        Server::start_with(bin, &[])
-    }
-
-    /// [`Server::start`] with more settings (the proxy scenario's).
+    /// Starts the server with these settings beyond the defaults.
     pub(crate) fn start_with(bin: &Path, extra: &[(&str, &str)]) -> Result<Server> {
         let dir = tempfile::Builder::new().prefix("sesame-bench-").tempdir().context("creating a temp data dir")?;
-        let process = ServerProcess::start(Server::command_with(bin, dir.path(), extra), dir.path())
+        let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let process = ServerProcess::start(Server::command_with(bin, dir.path(), &extra), dir.path())
             .with_context(|| format!("starting {}", bin.display()))?;
         let Some(admin_token) = process.admin_token.clone() else {
             bail!("the server did not print a bootstrap admin token (is the data dir fresh?)");
@@ -71,12 +65,12 @@ impl Server {
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| anyhow!("cannot parse the server URL {url:?}"))?;
         let pid = process.child.id().to_string();
-        Ok(Server { process, pid, addr, url, admin_token, dir, bin: bin.to_owned() })
+        Ok(Server { process, pid, addr, url, admin_token, dir, bin: bin.to_owned(), extra })
     }
 
     /// Runs a CLI command against the server's data directory.
     fn cli(&self, args: &[&str]) -> Result<Value> {
-        let out = Server::command(&self.bin, self.dir.path())
+        let out = Server::command_with(&self.bin, self.dir.path(), &self.extra)
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -117,6 +111,8 @@ pub(crate) struct Fixture {
     pub(crate) issue_user_id: String,
     pub(crate) runner_token: String,
     pub(crate) events_token: String,
+    /// An admin's JWT from the run's IdP (`jwt.rs`), set by the run.
+    pub(crate) jwt_admin_token: String,
 }
 
 pub(crate) async fn setup(server: &Server, client: &Client) -> Result<Fixture> {
@@ -159,5 +155,5 @@ pub(crate) async fn setup(server: &Server, client: &Client) -> Result<Fixture> {
         runner["token"].as_str().ok_or_else(|| anyhow!("token create printed no token: {runner}"))?.to_owned();
 
     let (_, events_token) = client.create_user(admin, "events@bench.local").await?;
-    Ok(Fixture { creds_token, creds_count, issue_user_id, runner_token, events_token })
+    Ok(Fixture { creds_token, creds_count, issue_user_id, runner_token, events_token, jwt_admin_token: String::new() })
 }

@@ -43,6 +43,30 @@ pub fn build_schema(
     webhooks: crate::webhooks::Webhooks,
     config: &GraphqlConfig,
 ) -> VaultSchema {
+    build(store, flows, checker, webhooks, config, true)
+}
+
+/// The schema without the document gate, for the load tool's gate on/off
+/// measurement only (issue 25): never served, unbounded documents.
+#[doc(hidden)]
+pub fn build_schema_without_gate_for_benchmarks(
+    store: Store,
+    flows: FlowEngine,
+    checker: Checker,
+    webhooks: crate::webhooks::Webhooks,
+    config: &GraphqlConfig,
+) -> VaultSchema {
+    build(store, flows, checker, webhooks, config, false)
+}
+
+fn build(
+    store: Store,
+    flows: FlowEngine,
+    checker: Checker,
+    webhooks: crate::webhooks::Webhooks,
+    config: &GraphqlConfig,
+    gate: bool,
+) -> VaultSchema {
     let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(store)
         .data(flows)
@@ -51,10 +75,12 @@ pub fn build_schema(
         .limit_depth(config.max_depth)
         .limit_complexity(config.max_complexity)
         .limit_recursive_depth(32)
-        .limit_directives(16)
-        .extension(gate::DocumentGate::new(config))
-        // After the gate: notes each operation's name and type for the request log.
-        .extension(crate::telemetry::OperationLog);
+        .limit_directives(16);
+    if gate {
+        builder = builder.extension(gate::DocumentGate::new(config));
+    }
+    // After the gate: notes each operation's name and type for the request log.
+    builder = builder.extension(crate::telemetry::OperationLog);
     if !config.introspection {
         builder = builder.disable_introspection();
     }

@@ -10,6 +10,12 @@
 //!   background once older than `cache_ttl`; while the IdP is down the last
 //!   good set keeps serving.
 //! - Refusals say which check failed and never quote the token (nor its kid).
+//! - A token that verified is remembered until its `exp` (plus leeway), by
+//!   the SHA-256 of the token, never the token: the signature and claims are
+//!   checked once per token, not once per request. A remembered token stops
+//!   counting as soon as the key that signed it leaves the key set. What
+//!   must be checked per request (the person still enabled, their role and
+//!   email as the claims say) is checked by the caller on every request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,6 +28,7 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::JwtConfig;
 use crate::domain::Role;
@@ -32,6 +39,8 @@ use crate::store::JwtPerson;
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// The largest key set or discovery document read.
 const MAX_DOCUMENT: usize = 1024 * 1024;
+/// Verified tokens remembered at most (a few hundred bytes each).
+const MAX_VERIFIED: usize = 10_000;
 
 /// Three base64url parts: a JWT, not an `sv_` token.
 pub fn looks_like_jwt(token: &str) -> bool {
@@ -39,7 +48,7 @@ pub fn looks_like_jwt(token: &str) -> bool {
 }
 
 /// Who a verified token stands for.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Identity {
     Person(JwtPerson),
     /// The task runner, by a stable id derived from (issuer, subject).
@@ -59,6 +68,16 @@ pub struct Verified {
 struct Key {
     jwk: Jwk,
     key: DecodingKey,
+}
+
+/// A token that verified, by the SHA-256 of the token.
+struct Remembered {
+    identity: Identity,
+    valid_until: DateTime<Utc>,
+    /// The key that verified it, as it was in the set (by kid): the token
+    /// counts only while that very key is still there.
+    kid: Option<String>,
+    key: Arc<Key>,
 }
 
 #[derive(Default)]
@@ -84,6 +103,7 @@ pub struct JwtVerifier {
     /// One fetch at a time; requests that waited re-read the cache.
     fetching: tokio::sync::Mutex<()>,
     discovering: tokio::sync::Mutex<()>,
+    verified: Mutex<HashMap<[u8; 32], Remembered>>,
 }
 
 fn refused(why: &str) -> ApiError {
@@ -112,7 +132,36 @@ impl JwtVerifier {
             cache: Mutex::new(cache),
             fetching: tokio::sync::Mutex::new(()),
             discovering: tokio::sync::Mutex::new(()),
+            verified: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A token verified before, still within its `exp` and its key still in
+    /// the set.
+    fn remembered(&self, digest: &[u8; 32]) -> Option<Verified> {
+        let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        let hit = verified.get(digest)?;
+        if hit.valid_until <= Utc::now() {
+            return None;
+        }
+        let current = lookup(&self.cache().keys, hit.kid.as_deref())?;
+        Arc::ptr_eq(&current, &hit.key)
+            .then(|| Verified { identity: hit.identity.clone(), valid_until: hit.valid_until })
+    }
+
+    fn remember(&self, digest: [u8; 32], verified: &Verified, kid: Option<String>, key: Arc<Key>) {
+        let mut map = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_VERIFIED {
+            let now = Utc::now();
+            map.retain(|_, r| r.valid_until > now);
+            if map.len() >= MAX_VERIFIED {
+                // Full of live tokens: start over rather than grow.
+                map.clear();
+            }
+        }
+        let remembered =
+            Remembered { identity: verified.identity.clone(), valid_until: verified.valid_until, kid, key };
+        map.insert(digest, remembered);
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -129,6 +178,13 @@ impl JwtVerifier {
     pub async fn verify(self: &Arc<Self>, token: &str) -> ApiResult<Verified> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(refused(&format!("it is longer than {MAX_TOKEN_LEN} bytes")));
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(verified) = self.remembered(&digest) {
+            // As on a miss: a set older than `cache_ttl` is refetched behind
+            // the request, so a key the IdP dropped stops counting.
+            self.refresh_stale();
+            return Ok(verified);
         }
         let header = read_header(token)?;
         let alg = match header.get("alg").and_then(Value::as_str) {
@@ -161,6 +217,7 @@ impl JwtVerifier {
             ApiError::Unavailable("the IdP's key set could not be read in time; try again shortly".into())
         })??;
         check_key_matches(&key.jwk, alg)?;
+        let signed_by = Arc::clone(&key);
 
         let mut validation = Validation::new(alg);
         validation.leeway = self.config.leeway.as_secs();
@@ -199,7 +256,9 @@ impl JwtVerifier {
                 role: if admin { Role::Admin } else { Role::User },
             }),
         };
-        Ok(Verified { identity, valid_until })
+        let verified = Verified { identity, valid_until };
+        self.remember(digest, &verified, kid, signed_by);
+        Ok(verified)
     }
 
     /// The issuer tokens must name, and the key set's URL (reading the

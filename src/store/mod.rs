@@ -80,6 +80,8 @@ struct Inner {
     revoker: Revoker,
     /// Token lookups of concurrent requests, one query per batch.
     auth_batch: OnceLock<Batcher<String, Principal>>,
+    /// JWT people of concurrent requests by (issuer, subject), one query per batch.
+    jwt_people_batch: OnceLock<Batcher<(String, String), Option<crate::entities::user::Model>>>,
     /// Task issuances of concurrent requests, one transaction per batch.
     issue_batch: OnceLock<Batcher<runner::IssueRequest, runner::Decision>>,
     /// Wall-clock and monotonic time (`crate::clock`).
@@ -170,6 +172,7 @@ impl Store {
                 providers,
                 revoker,
                 auth_batch: OnceLock::new(),
+                jwt_people_batch: OnceLock::new(),
                 issue_batch: OnceLock::new(),
                 clock: crate::clock::Clock::system(),
                 refreshes: lifecycle::Refreshes::default(),

@@ -324,6 +324,46 @@ async fn identity_jwks_rotation_outage_and_a_flood_of_unknown_kids() {
     server.ok(&sign(&new, &claims("carol", json!({}))), ME, json!({})).await;
 }
 
+/// Issue 25: a verified token is remembered (its signature checked once),
+/// but never past what a per-request check would refuse: its person
+/// disabled, its key gone from the IdP's set.
+#[tokio::test]
+async fn identity_a_remembered_jwt_stops_counting_when_its_person_is_disabled_or_its_key_is_dropped() {
+    let (kept, dropped) = (ed25519("k-kept"), rsa("k-dropped"));
+    let idp = Idp::start(&[&kept, &dropped]).await;
+    let server = vault(&idp, &[("SESAME_AUTH__JWT__CACHE_TTL", "1s")]).await;
+    let token = sign(&dropped, &claims("dana", json!({})));
+    let me = server.ok(&token, ME, json!({})).await;
+    server.ok(&token, ME, json!({})).await;
+
+    let id = me["me"]["id"].clone();
+    let disable = "mutation($id: ID!) { disableUser(id: $id) { id } }";
+    server.ok(&server.admin_token, disable, json!({ "id": id })).await;
+    let (code, _) = server.err(&token, ME, json!({})).await;
+    assert_eq!(code, "UNAUTHENTICATED", "a disabled person's remembered token is refused");
+    server.ok(&server.admin_token, "mutation($id: ID!) { enableUser(id: $id) { id } }", json!({ "id": id })).await;
+    server.ok(&token, ME, json!({})).await;
+
+    // The IdP drops the key: once the set is refetched (it is older than
+    // cache_ttl, and the refetch interval has passed) the token is refused.
+    idp.keys.lock().unwrap().retain(|k| k["kid"] != "k-dropped");
+    let fetches = idp.fetches();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut refused = None;
+    for _ in 0..50 {
+        let (status, body) = server.post_json(&token, &json!({ "query": ME })).await;
+        if status == 401 {
+            refused = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = refused.expect("the token of a dropped key is refused once the set is refetched");
+    assert!(body.to_string().contains("unknown key"), "{body}");
+    assert!(idp.fetches() > fetches);
+    server.ok(&sign(&kept, &claims("dana", json!({}))), ME, json!({})).await;
+}
+
 async fn close_frame(socket: &mut Socket) -> Option<(u16, String)> {
     loop {
         match tokio::time::timeout(Duration::from_secs(30), socket.next()).await.ok()? {

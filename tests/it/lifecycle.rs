@@ -410,3 +410,64 @@ fn bad_schedules_stop_start_up() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("scheduler.expiring_within"));
 }
+
+/// Issue 23: with proxy delivery the vault holds the login for the whole
+/// task, so a login that would expire within the task's lease is refreshed
+/// before the task starts; a login refreshed within the last ten minutes is
+/// not refreshed again (tokens shorter-lived than the lease would otherwise
+/// cost a real refresh per task); with files nothing changes.
+#[tokio::test]
+async fn a_proxy_task_starts_with_a_login_refreshed_ahead_of_its_lease() {
+    use sesame_vault::delivery::ProxyAccess;
+    use sesame_vault::domain::Delivery;
+    use sesame_vault::store::DeliverySettings;
+    let fake = FakeProvider::start(&[], Reply::Pending).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = open(dir.path(), &fake).await;
+    let access = ProxyAccess {
+        url: "http://127.0.0.1:9".into(),
+        ca_cert_pem: "-----BEGIN CERTIFICATE-----\nTESTCA\n-----END CERTIFICATE-----\n".into(),
+    };
+    app.store.set_delivery(DeliverySettings { default: Delivery::Files, proxy: Some(access) });
+    let runner = app
+        .store
+        .runner(&Principal::Runner { token_id: "runner-1".into(), name: "r".into(), created_by: "test".into() })
+        .unwrap();
+    let now = Utc::now();
+    let age = |id: String| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            sea_orm::ConnectionTrait::execute_unprepared(
+                &db(&dir).await,
+                &format!("UPDATE credentials SET updated_at = '2020-01-01T00:00:00+00:00' WHERE id = '{id}'"),
+            )
+            .await
+            .unwrap();
+        }
+    };
+
+    // Files: a login that expires in 30 minutes goes out as it is.
+    let files_person = person(&app, "ahead-files@example.com").await;
+    let files_sub =
+        codex(&app, &files_person, (now + Duration::minutes(30)).timestamp(), "rt_TESTaheadfiles0000000").await;
+    age(files_sub.id.clone()).await;
+    let task = TaskId::parse("files-task").unwrap();
+    runner.issue(files_person.user_id().unwrap(), Agent::Codex, None, &task, Some(Delivery::Files)).await.unwrap();
+    assert!(fake.state.lock().unwrap().refresh_calls.is_empty(), "files: the agent refreshes for itself");
+
+    // Proxy: refreshed once before the task starts.
+    let who = person(&app, "ahead-proxy@example.com").await;
+    let sub = codex(&app, &who, (now + Duration::minutes(30)).timestamp(), "rt_TESTaheadproxy0000000").await;
+    age(sub.id.clone()).await;
+    let first = TaskId::parse("proxy-task-1").unwrap();
+    let issued = runner.issue(who.user_id().unwrap(), Agent::Codex, None, &first, Some(Delivery::Proxy)).await.unwrap();
+    assert_eq!(fake.state.lock().unwrap().refresh_calls, vec!["rt_TESTaheadproxy0000000".to_owned()]);
+    assert!(issued.expires_at.unwrap() > now + Duration::minutes(30), "the task sees the refreshed expiry");
+    assert!(row(dir.path(), &sub.id).await.leased_until.is_none(), "a proxy grant leases nothing");
+
+    // Refreshed just now: the next task does not cost another refresh,
+    // even though the new token also ends within the lease.
+    let second = TaskId::parse("proxy-task-2").unwrap();
+    runner.issue(who.user_id().unwrap(), Agent::Codex, None, &second, Some(Delivery::Proxy)).await.unwrap();
+    assert_eq!(fake.state.lock().unwrap().refresh_calls.len(), 1, "at most one refresh ahead per ten minutes");
+}

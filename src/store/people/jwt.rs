@@ -31,7 +31,7 @@ impl Store {
                 .filter(user::Column::Issuer.eq(jwt.issuer.as_str()))
                 .filter(user::Column::Subject.eq(jwt.subject.as_str()))
         };
-        let existing = find().one(self.reader()).await?;
+        let existing = self.jwt_person_row(&jwt.issuer, &jwt.subject).await?;
         let row = match existing {
             Some(row) => row,
             None => match self.create_jwt_person(jwt).await {
@@ -49,6 +49,42 @@ impl Store {
             self.update_jwt_person(&row, new_email, jwt.role).await?;
         }
         Ok(Principal::Person { user_id: row.id, role: jwt.role, token_id: JWT_TOKEN_ID.into() })
+    }
+
+    /// The person stored for (issuer, subject): concurrent requests' lookups
+    /// share one query.
+    async fn jwt_person_row(&self, issuer: &str, subject: &str) -> ApiResult<Option<user::Model>> {
+        let key = (issuer.to_owned(), subject.to_owned());
+        self.batcher(crate::store::AUTH_WORKERS, |inner| &inner.jwt_people_batch, Store::jwt_people_batch)
+            .submit(key)
+            .await
+    }
+
+    async fn jwt_people_batch(self, keys: Vec<(String, String)>) -> Vec<ApiResult<Option<user::Model>>> {
+        let distinct = |pick: fn(&(String, String)) -> &str| {
+            let mut values: Vec<&str> = keys.iter().map(pick).collect();
+            values.sort_unstable();
+            values.dedup();
+            values
+        };
+        // Both columns of the (issuer, subject) index; exact pairs matched below.
+        let found = user::Entity::find()
+            .filter(user::Column::Issuer.is_in(distinct(|k| &k.0)))
+            .filter(user::Column::Subject.is_in(distinct(|k| &k.1)))
+            .all(self.reader())
+            .await;
+        match found {
+            Ok(rows) => keys
+                .iter()
+                .map(|(issuer, subject)| {
+                    Ok(rows
+                        .iter()
+                        .find(|r| r.issuer.as_deref() == Some(issuer) && r.subject.as_deref() == Some(subject))
+                        .cloned())
+                })
+                .collect(),
+            Err(e) => crate::store::batch::fail_all(keys.len(), &e.into()),
+        }
     }
 
     async fn create_jwt_person(&self, jwt: &JwtPerson) -> ApiResult<user::Model> {

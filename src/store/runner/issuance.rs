@@ -138,9 +138,16 @@ pub(super) fn checked_provider(agent: Agent, provider: Option<Provider>) -> ApiR
     }
 }
 
+/// A login refreshed (or otherwise changed) more recently than this is not
+/// refreshed ahead of a proxy task again: with tokens that live shorter than
+/// the lease, every task would otherwise cost a real refresh.
+const REFRESH_AHEAD_FLOOR: chrono::Duration = chrono::Duration::minutes(10);
+
 /// Priority: the subscription, then the user's API key, then the system
 /// key. `rows` may hold other credentials of the user; only the two slots
-/// this agent and provider use count.
+/// this agent and provider use count. A subscription that expired is
+/// refreshed first; with proxy delivery also one that would expire within
+/// `ahead` (the task's lease), unless it changed within the floor above.
 fn choose<'a>(
     rows: impl Iterator<Item = &'a credential::Model> + Clone,
     request: &IssueRequest,
@@ -148,6 +155,7 @@ fn choose<'a>(
     may_refresh: bool,
     system_key: &SystemKey,
     refreshes: &Refreshes,
+    ahead: chrono::Duration,
 ) -> Choice<'a> {
     let (agent, provider) = (request.agent, request.provider);
     let in_slot = |slot: String| rows.clone().find(move |r| r.owner_id == request.user_id && r.slot == slot);
@@ -163,7 +171,7 @@ fn choose<'a>(
         may_refresh
             && r.has_refresh_token
             && r.status != CredentialStatus::NeedsReauth.as_str()
-            && r.expires_at.is_some_and(|t| t <= now)
+            && r.expires_at.is_some_and(|t| t <= now || (t <= now + ahead && r.updated_at <= now - REFRESH_AHEAD_FLOOR))
     }) {
         return Choice::Refresh(row);
     }
@@ -198,6 +206,17 @@ enum SystemKey {
 }
 
 impl Store {
+    /// How far ahead of expiry a login is refreshed before a task starts:
+    /// with proxy delivery, the task's lease (the proxy holds the login for
+    /// the whole task); with files, only once it expired (the task's agent
+    /// refreshes for itself).
+    fn refresh_ahead(&self, request: &IssueRequest) -> chrono::Duration {
+        match request.delivery {
+            Delivery::Proxy => self.task_lease(),
+            Delivery::Files => chrono::Duration::zero(),
+        }
+    }
+
     /// The system key of `provider`, given the system keys' last checks.
     fn system_key(&self, provider: Provider, checks: &[SystemKeyCheck]) -> SystemKey {
         if self.system_keys().get(provider).is_none() {
@@ -253,17 +272,19 @@ impl Store {
                 continue;
             }
             let system_key = self.system_key(request.provider, &system_key_checks);
-            let (source, row) = match choose(rows.iter().copied(), &request, now, true, &system_key, self.refreshes()) {
-                Choice::Wait | Choice::Refresh(_) => {
-                    answers.push(Some(Ok(Decision::Alone(request))));
-                    continue;
-                }
-                Choice::Nothing(e) => {
-                    answers.push(Some(Err(e)));
-                    continue;
-                }
-                Choice::Use(source, row) => (source, row.cloned()),
-            };
+            let ahead = self.refresh_ahead(&request);
+            let (source, row) =
+                match choose(rows.iter().copied(), &request, now, true, &system_key, self.refreshes(), ahead) {
+                    Choice::Wait | Choice::Refresh(_) => {
+                        answers.push(Some(Ok(Decision::Alone(request))));
+                        continue;
+                    }
+                    Choice::Nothing(e) => {
+                        answers.push(Some(Err(e)));
+                        continue;
+                    }
+                    Choice::Use(source, row) => (source, row.cloned()),
+                };
             match row.as_ref().map(|r| self.open_secret(r)).transpose() {
                 Ok(secret) => {
                     granted.push(answers.len());
@@ -306,8 +327,16 @@ impl Store {
             if person.disabled_at.is_some() {
                 return Err(person_disabled(&person.id));
             }
-            let (source, row) = match choose(rows.iter(), &request, now, !tried_refresh, &system_key, self.refreshes())
-            {
+            let ahead = self.refresh_ahead(&request);
+            let (source, row) = match choose(
+                rows.iter(),
+                &request,
+                now,
+                !tried_refresh,
+                &system_key,
+                self.refreshes(),
+                ahead,
+            ) {
                 Choice::Wait => {
                     tokio::time::sleep(CLAIM_WAIT).await;
                     continue;
@@ -315,7 +344,18 @@ impl Store {
                 // Whatever the outcome, the rows are read again.
                 Choice::Refresh(row) => {
                     tried_refresh = true;
-                    self.refresh_credential(row.clone(), now).await?;
+                    let expired = row.expires_at.is_some_and(|t| t <= now);
+                    match self.refresh_credential(row.clone(), now).await {
+                        Ok(_) => {}
+                        Err(e) if expired => return Err(e),
+                        // Ahead of expiry: the token still works for now, and
+                        // the proxy refreshes it when it must.
+                        Err(e) => tracing::warn!(
+                            credential_id = row.id.as_str(),
+                            error = ?e,
+                            "refreshing a login ahead of a proxy task failed; the task starts with the current token"
+                        ),
+                    }
                     continue;
                 }
                 Choice::Nothing(e) => return Err(e),

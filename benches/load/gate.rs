@@ -1,0 +1,70 @@
+//! The `gate` scenario: what the document gate (`src/graphql/gate`) adds to
+//! a signed-in `{ __typename }`, in process: the real schema and the same
+//! schema built without the gate (a builder the library keeps for this
+//! measurement only) execute the baseline request, alternating rounds of
+//! each on one thread so that drift hits both alike. The difference per
+//! request is then set against the HTTP baseline's server CPU per request
+//! of the same run (the end-to-end cost the target is about).
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use sesame_vault::auth::Principal;
+use sesame_vault::domain::Role;
+use sesame_vault::graphql::VaultSchema;
+
+use crate::Settings;
+
+pub(crate) struct GateResult {
+    pub(crate) rounds: usize,
+    pub(crate) per_round: usize,
+    /// Median µs per request of each schema over the rounds.
+    pub(crate) gated_us: f64,
+    pub(crate) ungated_us: f64,
+}
+
+impl GateResult {
+    pub(crate) fn added_us(&self) -> f64 {
+        self.gated_us - self.ungated_us
+    }
+}
+
+async fn round(schema: &VaultSchema, n: usize) -> Result<f64> {
+    let principal = Principal::Person { user_id: "bench-admin".into(), role: Role::Admin, token_id: "bench".into() };
+    let started = Instant::now();
+    for _ in 0..n {
+        let request = async_graphql::Request::new("{ __typename }").data(principal.clone());
+        let response = schema.execute(request).await;
+        if !response.errors.is_empty() {
+            anyhow::bail!("{{ __typename }} failed in process: {:?}", response.errors);
+        }
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / n as f64)
+}
+
+pub(crate) async fn gate_bench(settings: &Settings) -> Result<GateResult> {
+    let dir = tempfile::Builder::new().prefix("sesame-bench-gate-").tempdir().context("creating a temp dir")?;
+    let config = sesame_vault::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        encryption_key: Some(sesame_vault::config::SecretValue::new(sesame_vault::crypto::Key::generate())),
+        ..Default::default()
+    };
+    let app = sesame_vault::app::App::open(config).await.context("opening the app on a temp SQLite file")?;
+    let ungated = sesame_vault::graphql::build_schema_without_gate_for_benchmarks(
+        app.store.clone(),
+        app.flows.clone(),
+        app.checker.clone(),
+        app.webhooks.clone(),
+        &app.config.graphql,
+    );
+    let (rounds, per_round) = if settings.tiny { (2, 200) } else { (15, 20_000) };
+    // Warm both (the gate's parsed-operation cache, allocator, branch predictors).
+    round(&app.schema, per_round / 10 + 1).await?;
+    round(&ungated, per_round / 10 + 1).await?;
+    let (mut gated, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        gated.push(round(&app.schema, per_round).await?);
+        plain.push(round(&ungated, per_round).await?);
+    }
+    Ok(GateResult { rounds, per_round, gated_us: crate::scan::median(&gated), ungated_us: crate::scan::median(&plain) })
+}
