@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{self, Action, Actor};
@@ -104,6 +104,86 @@ impl TryFrom<&credential::Model> for CredentialMeta {
             check_message: m.check_message.clone(),
             sealed_hint: m.hint.clone(),
         })
+    }
+}
+
+/// The columns [`CredentialMeta`] needs: a listing never reads a secret.
+#[derive(sea_orm::DerivePartialModel, sea_orm::FromQueryResult)]
+#[sea_orm(entity = "credential::Entity")]
+pub(super) struct MetaRow {
+    id: String,
+    owner_id: String,
+    provider: String,
+    agent: Option<String>,
+    kind: String,
+    status: String,
+    status_message: Option<String>,
+    has_refresh_token: bool,
+    expires_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_checked_at: Option<DateTime<Utc>>,
+    check_result: Option<String>,
+    check_message: Option<String>,
+    hint: String,
+}
+
+impl TryFrom<MetaRow> for CredentialMeta {
+    type Error = ApiError;
+    fn try_from(m: MetaRow) -> ApiResult<Self> {
+        let internal = ApiError::internal;
+        Ok(CredentialMeta {
+            provider: m.provider.parse().map_err(internal)?,
+            agent: m.agent.as_deref().map(str::parse).transpose().map_err(internal)?,
+            kind: m.kind.parse().map_err(internal)?,
+            status: m.status.parse().map_err(internal)?,
+            check_result: m.check_result.as_deref().and_then(|r| r.parse().ok()),
+            id: m.id,
+            owner_id: m.owner_id,
+            status_message: m.status_message,
+            has_refresh_token: m.has_refresh_token,
+            expires_at: m.expires_at,
+            last_used_at: m.last_used_at,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            last_checked_at: m.last_checked_at,
+            check_message: m.check_message,
+            sealed_hint: m.hint,
+        })
+    }
+}
+
+impl Store {
+    /// Every credential of `owner_id` (metadata and sealed hint), by id.
+    /// Concurrent listings share one query (`batch.rs`).
+    pub(super) async fn credentials_of(&self, owner_id: &str) -> ApiResult<Vec<CredentialMeta>> {
+        self.batcher(super::AUTH_WORKERS, |inner| &inner.listing_batch, Store::listing_batch)
+            .submit(owner_id.to_owned())
+            .await
+    }
+
+    async fn listing_batch(self, owners: Vec<String>) -> Vec<ApiResult<Vec<CredentialMeta>>> {
+        let mut distinct: Vec<&str> = owners.iter().map(String::as_str).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let rows = credential::Entity::find()
+            .filter(credential::Column::OwnerId.is_in(distinct))
+            .order_by_asc(credential::Column::Id)
+            .into_partial_model::<MetaRow>()
+            .all(self.reader())
+            .await;
+        let metas: ApiResult<Vec<CredentialMeta>> = match rows {
+            Ok(rows) => rows.into_iter().map(CredentialMeta::try_from).collect(),
+            Err(e) => Err(e.into()),
+        };
+        match metas {
+            Ok(metas) => owners
+                .iter()
+                .map(|owner| Ok(metas.iter().filter(|m| m.owner_id == *owner).cloned().collect()))
+                .collect(),
+            Err(e) => super::batch::fail_all(owners.len(), &e),
+        }
     }
 }
 

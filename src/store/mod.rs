@@ -82,6 +82,8 @@ struct Inner {
     auth_batch: OnceLock<Batcher<String, Principal>>,
     /// JWT people of concurrent requests by (issuer, subject), one query per batch.
     jwt_people_batch: OnceLock<Batcher<(String, String), Option<crate::entities::user::Model>>>,
+    /// Credential listings of concurrent requests, one query per batch.
+    listing_batch: OnceLock<Batcher<String, Vec<CredentialMeta>>>,
     /// Task issuances of concurrent requests, one transaction per batch.
     issue_batch: OnceLock<Batcher<runner::IssueRequest, runner::Decision>>,
     /// Wall-clock and monotonic time (`crate::clock`).
@@ -173,6 +175,7 @@ impl Store {
                 revoker,
                 auth_batch: OnceLock::new(),
                 jwt_people_batch: OnceLock::new(),
+                listing_batch: OnceLock::new(),
                 issue_batch: OnceLock::new(),
                 clock: crate::clock::Clock::system(),
                 refreshes: lifecycle::Refreshes::default(),

@@ -50,14 +50,7 @@ impl OwnerHandle {
     }
 
     pub async fn credentials(&self) -> ApiResult<Vec<CredentialMeta>> {
-        credential::Entity::find()
-            .filter(credential::Column::OwnerId.eq(self.user_id.as_str()))
-            .order_by_asc(credential::Column::Id)
-            .all(self.store.reader())
-            .await?
-            .iter()
-            .map(CredentialMeta::try_from)
-            .collect()
+        self.store.credentials_of(&self.user_id).await
     }
 
     /// The credential if the caller owns it; `None` otherwise, so existence
