@@ -90,16 +90,21 @@ pub(crate) async fn run(settings: &Settings) -> Result<bool> {
 fn fit_to_open_file_limit(settings: &Settings) -> Result<(Settings, u64)> {
     let nofile = raise_nofile(if settings.wants(Scenario::Ws) { settings.subscribers } else { 0 })?;
     let mut settings = settings.clone();
-    if settings.wants(Scenario::Ws) && settings.subscribers as u64 + FD_RESERVE > nofile {
-        // Both ends of every subscriber are in a process of their own (the
-        // server, this tool), each bound by the same limit.
-        if nofile < 2 * FD_RESERVE {
+    // Both ends of every subscriber are in a process of their own (the
+    // server, this tool), each bound by the same limit; the server also
+    // keeps a quarter of its descriptors (64 to 4,096) out of its
+    // connection cap (`sesame_vault::edge::connection_caps`) and would
+    // refuse connections past the cap.
+    let server_reserve = (nofile / 4).clamp(64, 4096);
+    let fits = nofile.saturating_sub(server_reserve + FD_RESERVE);
+    if settings.wants(Scenario::Ws) && settings.subscribers as u64 > fits {
+        if fits < FD_RESERVE {
             bail!(
                 "the open-file limit is {nofile}, too low for any WebSocket subscribers: raise `ulimit -n` or \
                  leave out the ws scenario"
             );
         }
-        settings.subscribers = (nofile - FD_RESERVE) as usize;
+        settings.subscribers = fits as usize;
     }
     Ok((settings, nofile))
 }
@@ -123,8 +128,9 @@ fn print_header(settings: &Settings, commit: &str, nofile: u64, requested_subscr
     if settings.subscribers != requested_subscribers {
         println!(
             "NOTE:     the open-file limit cannot be raised above {nofile} here (the hard limit; raising it needs \
-             privileges this machine does not grant), and the server and this tool each hold one socket per \
-             subscriber: running {} subscribers instead of {requested_subscribers}",
+             privileges this machine does not grant); the server and this tool each hold one socket per \
+             subscriber, and the server keeps a quarter of its descriptors (at most 4,096) out of its connection \
+             cap: running {} subscribers instead of {requested_subscribers}",
             settings.subscribers
         );
     }
