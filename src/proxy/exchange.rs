@@ -39,10 +39,27 @@ pub(crate) struct Refused {
     pub outcome: &'static str,
     pub provider: Option<Provider>,
     pub task: Option<String>,
+    /// The connection is closed after this answer.
+    pub close: bool,
 }
 
 pub(crate) fn refused(status: StatusCode, text: impl Into<String>) -> Refused {
-    Refused { status, text: text.into(), outcome: "refused", provider: None, task: None }
+    Refused { status, text: text.into(), outcome: "refused", provider: None, task: None, close: false }
+}
+
+/// The refusal when a task holds its cap of connections already.
+pub(crate) fn too_many_connections(shared: &Shared) -> Refused {
+    let mut r = refused(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "this task has {} connections open through the proxy already; reuse one (keep-alive) or close one, \
+             then retry; this connection is closed",
+            shared.config.max_connections_per_task.max(1)
+        ),
+    );
+    r.outcome = "too_many_connections";
+    r.close = true;
+    r
 }
 
 const NO_PLACEHOLDER: &str =
@@ -77,7 +94,7 @@ pub(crate) async fn handle(
                 "proxy refused a request"
             );
             let mut res = plain(r.status, &r.text);
-            if r.status.is_client_error() && tunnel.refuse() {
+            if r.close || (r.status.is_client_error() && tunnel.refuse()) {
                 res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             }
             res
@@ -242,6 +259,10 @@ async fn forward(
             format!("this task's {} credential is not sent to this host", grant.provider.as_str()),
         )));
     }
+    // The connection counts for the task from its first valid request on.
+    if !tunnel.attribute(shared, &grant.key) {
+        return Err(known(too_many_connections(shared)));
+    }
 
     // The real values in place; the loans dropped (zeroised) right after.
     let real = |f: &Found| {
@@ -349,7 +370,8 @@ async fn forward(
     if let Some(client_upgrade) = client_upgrade {
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut res);
-            tokio::spawn(splice(client_upgrade, upstream_upgrade, record, deadline));
+            // The spliced WebSocket keeps the tunnel (and what it counts for).
+            tokio::spawn(splice(client_upgrade, upstream_upgrade, record, deadline, tunnel.clone()));
             let mut answer = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
             *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             *answer.headers_mut() = res.headers().clone();
@@ -384,6 +406,7 @@ async fn splice(
     upstream: hyper::upgrade::OnUpgrade,
     mut record: Record,
     deadline: tokio::time::Instant,
+    _tunnel: Arc<Tunnel>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else { return };

@@ -23,7 +23,11 @@
 //! is closed at once), request head and TLS handshake within
 //! `header_timeout` (also between requests on a kept-alive connection),
 //! request heads at most 64 KiB, requests in flight per task
-//! (`max_requests_per_task`, 429 beyond), an exchange within
+//! (`max_requests_per_task`, 429 beyond), connections per task
+//! (`max_connections_per_task`: a connection counts for a task from its
+//! first request that carries the task's valid placeholder until it
+//! closes; the request that would count one more gets 429 and its
+//! connection is closed), an exchange within
 //! `request_timeout` (streams included), token endpoint bodies 64 KiB, and
 //! a connection that sends [`MAX_REFUSALS`] refused requests is closed.
 
@@ -91,8 +95,26 @@ pub(crate) struct Shared {
     /// Test upstreams: host → base URL.
     pub upstreams: HashMap<String, String>,
     pub config: ProxyConfig,
-    pub in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    /// Requests in flight per grant key.
+    pub in_flight: Counts,
+    /// Connections attributed per grant key.
+    pub connections: Counts,
     pub ledger: usage::Ledger,
+}
+
+/// Counts per grant key (the SHA-256 of its id, as the store keys grants),
+/// each held by a [`Held`] until it is dropped.
+pub(crate) type Counts = Arc<Mutex<HashMap<String, usize>>>;
+
+/// Counts one for `key` in `counts` unless it is at `cap` already.
+fn hold(counts: &Counts, key: &str, cap: usize) -> Option<Held> {
+    let mut map = counts.lock().unwrap_or_else(PoisonError::into_inner);
+    let n = map.entry(key.to_owned()).or_insert(0);
+    if *n >= cap.max(1) {
+        return None;
+    }
+    *n += 1;
+    Some(Held { map: counts.clone(), key: key.to_owned() })
 }
 
 impl Shared {
@@ -102,24 +124,32 @@ impl Shared {
     }
 
     /// Counts one request in flight for the grant `key`; `None` at the cap.
-    fn enter(&self, key: &str) -> Option<InFlight> {
-        let mut map = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = map.entry(key.to_owned()).or_insert(0);
-        if *n >= self.config.max_requests_per_task.max(1) {
-            return None;
-        }
-        *n += 1;
-        Some(InFlight { map: self.in_flight.clone(), key: key.to_owned() })
+    fn enter(&self, key: &str) -> Option<Held> {
+        hold(&self.in_flight, key, self.config.max_requests_per_task)
+    }
+
+    /// Counts one more connection attributed to the grant `key`; `None` at
+    /// the cap.
+    fn attribute(&self, key: &str) -> Option<Held> {
+        hold(&self.connections, key, self.config.max_connections_per_task)
     }
 }
 
-/// One request in flight for a task, until dropped (with its answer's body).
-pub(crate) struct InFlight {
-    map: Arc<Mutex<HashMap<String, usize>>>,
+/// One request in flight for a task (until dropped with its answer's body),
+/// or one connection attributed to it (until the connection closes).
+pub(crate) struct Held {
+    map: Counts,
     key: String,
 }
 
-impl Drop for InFlight {
+impl Held {
+    /// The grant key this counts for.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = map.get_mut(&self.key) {
@@ -205,6 +235,7 @@ impl Proxy {
             upstreams,
             config,
             in_flight: Arc::default(),
+            connections: Arc::default(),
             ledger: ledger.clone(),
         });
         let accept = tokio::spawn(accept_loop(listener, shared));

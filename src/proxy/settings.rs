@@ -26,6 +26,10 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// Requests in flight at once per task.
     pub max_requests_per_task: usize,
+    /// Connections attributed to one task at once: a connection counts for
+    /// a task from its first request that carries the task's valid
+    /// placeholder until it closes.
+    pub max_connections_per_task: usize,
     /// From accepting a connection to a complete request head (and between
     /// requests on a kept-alive connection).
     #[serde(with = "humantime_serde")]
@@ -45,6 +49,7 @@ impl Default for ProxyConfig {
             upstreams: None,
             max_connections: 1024,
             max_requests_per_task: 64,
+            max_connections_per_task: 32,
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30 * 60),
         }
