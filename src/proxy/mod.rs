@@ -178,6 +178,24 @@ fn parse_upstreams(text: Option<&str>) -> anyhow::Result<HashMap<String, String>
     Ok(map)
 }
 
+/// The proxy's TLS client when `SESAME_PROXY__UPSTREAM_CA` is set (tests
+/// only): that CA is the only root.
+fn test_upstream_tls(path: &Path) -> anyhow::Result<tokio_rustls::rustls::ClientConfig> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let what = || format!("SESAME_PROXY__UPSTREAM_CA: {}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(path).with_context(what)? {
+        roots.add(cert.with_context(what)?).with_context(what)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .context("the proxy's TLS client")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
 impl Proxy {
     /// Binds `config.listen` and loads the CA (generating it in `data_dir`
     /// on first use); `None` when the proxy is off.
@@ -200,12 +218,20 @@ impl Proxy {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(tokio_rustls::rustls::crypto::ring::default_provider())
-            .context("the proxy's TLS client")?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let https = match &config.upstream_ca {
+            None => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_webpki_roots(tokio_rustls::rustls::crypto::ring::default_provider())
+                .context("the proxy's TLS client")?,
+            Some(path) => {
+                tracing::warn!(
+                    "SESAME_PROXY__UPSTREAM_CA is set: upstreams are trusted by that CA only (for tests only)"
+                );
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(test_upstream_tls(path)?)
+            }
+        }
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))

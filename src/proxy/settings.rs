@@ -22,6 +22,10 @@ pub struct ProxyConfig {
     /// For tests only: `host=url,…` sends requests for `host` to `url` plus
     /// their path (local fakes of the providers' APIs).
     pub upstreams: Option<String>,
+    /// For tests only: a CA certificate (PEM) the proxy trusts for
+    /// `https://` upstreams instead of the public roots (a local fake that
+    /// serves TLS with a test certificate).
+    pub upstream_ca: Option<PathBuf>,
     /// Connections open at once, in total.
     pub max_connections: usize,
     /// Requests in flight at once per task.
@@ -47,6 +51,7 @@ impl Default for ProxyConfig {
             ca_cert: None,
             ca_key: None,
             upstreams: None,
+            upstream_ca: None,
             max_connections: 1024,
             max_requests_per_task: 64,
             max_connections_per_task: 32,
