@@ -14,7 +14,10 @@
 //!   requests inside.
 //! - `exchange.rs`: one request inside: placeholders found, lent, checked
 //!   against the grant's provider's hosts, swapped, forwarded; the answer
-//!   streamed back (`body.rs` meters it); WebSocket upgrades spliced.
+//!   streamed back (`body.rs` meters it); WebSocket upgrades spliced. An
+//!   error answer of a known length up to 64 KiB (not compressed, not a
+//!   stream) is read whole and every real value the request carried is
+//!   replaced by its placeholder again.
 //! - `token.rs`: OAuth token endpoints, answered by the proxy itself.
 //! - `usage.rs`: token usage read from answers; per-grant totals flushed to
 //!   the store every second.

@@ -18,8 +18,9 @@ use tokio::net::TcpStream;
 
 use crate::common::{Server, ANTHROPIC_KEY};
 
-/// A provider API stand-in: records what reaches it, answers 200 JSON, or
-/// an SSE stream gated by the test on `/stream`.
+/// A provider API stand-in: records what reaches it, answers 200 JSON, an
+/// SSE stream gated by the test on `/stream`, or on `/denied` a 401 that
+/// quotes the credential it was sent.
 #[derive(Clone, Default)]
 struct Upstream {
     seen: Arc<Mutex<Vec<(String, String)>>>,
@@ -31,7 +32,15 @@ async fn record(req: &Request, poem::web::Data(up): poem::web::Data<&Upstream>) 
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let credential = sesame_test_support::credential_in(header);
     let path = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
-    up.seen.lock().unwrap().push((path.clone(), credential));
+    up.seen.lock().unwrap().push((path.clone(), credential.clone()));
+    if path.starts_with("/denied") {
+        // As some providers do: the key quoted in the error.
+        let message = format!("invalid x-api-key: {credential} (or ask support, quoting {credential})");
+        return Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .content_type("application/json")
+            .body(json!({ "type": "error", "error": { "message": message } }).to_string());
+    }
     if path.starts_with("/stream") {
         let gate = up.gate.clone();
         let events = async_stream::stream! {
@@ -502,4 +511,25 @@ async fn connections_per_task_are_capped() {
     assert_eq!(held.len(), 2);
     let log = server.log();
     assert!(!log.contains(&task) && !log.contains(ANTHROPIC_KEY), "no placeholder or key in the log");
+}
+
+#[tokio::test]
+async fn an_error_answer_that_quotes_the_real_key_gets_the_placeholder_back() {
+    let (server, up, proxy) = start(&[]).await;
+    let placeholder = env_var(&proxy_task(&server, "task-scrub").await, "ANTHROPIC_API_KEY");
+    let http = client(&server, &proxy);
+    let res = http.post("https://api.anthropic.com/denied").header("x-api-key", &placeholder).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let length = res.content_length();
+    let body = res.text().await.unwrap();
+    assert_eq!(length, Some(body.len() as u64), "the length is the scrubbed body's");
+    assert_eq!(up.seen(), vec![("/denied".to_owned(), ANTHROPIC_KEY.to_owned())], "the provider got the real key");
+    assert!(!body.contains(ANTHROPIC_KEY), "{body}");
+    assert_eq!(body.matches(placeholder.as_str()).count(), 2, "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert!(doc["error"]["message"].as_str().unwrap().starts_with("invalid x-api-key: "));
+    // A success answer is passed on as it comes.
+    let res =
+        http.post("https://api.anthropic.com/v1/messages").header("x-api-key", &placeholder).send().await.unwrap();
+    assert_eq!(res.status(), 200);
 }
