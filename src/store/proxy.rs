@@ -5,6 +5,8 @@
 //! decided by the grant the placeholder names, checked on every request
 //! against the rows every instance shares (so an end is seen at once).
 
+use std::sync::OnceLock;
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
@@ -130,6 +132,37 @@ fn unavailable(e: impl Into<ApiError>) -> Refusal {
     Refusal::new("the vault could not check this placeholder right now; try again")
 }
 
+/// The query behind [`ProxyHandle::joined`]: a grant by its key (the one
+/// value bound) with its credential (`B_…`), its person (`p_id`,
+/// `p_disabled_at`) and its runner token (`t_id`, `t_revoked_at`,
+/// `t_expires_at`), LEFT JOINed.
+fn joined_sql(backend: sea_orm::DbBackend) -> String {
+    use sea_orm::{JoinType, QuerySelect, QueryTrait, RelationDef};
+    let to_credential: RelationDef = proxy_grant::Entity::belongs_to(credential::Entity)
+        .from(proxy_grant::Column::CredentialId)
+        .to(credential::Column::Id)
+        .into();
+    let to_person: RelationDef =
+        proxy_grant::Entity::belongs_to(user::Entity).from(proxy_grant::Column::OwnerId).to(user::Column::Id).into();
+    let to_token: RelationDef = proxy_grant::Entity::belongs_to(access_token::Entity)
+        .from(proxy_grant::Column::RunnerTokenId)
+        .to(access_token::Column::Id)
+        .into();
+    let statement = proxy_grant::Entity::find_by_id(String::new())
+        .join(JoinType::LeftJoin, to_credential)
+        .join(JoinType::LeftJoin, to_person)
+        .join(JoinType::LeftJoin, to_token)
+        .select_also(credential::Entity)
+        .column_as(user::Column::Id, "p_id")
+        .column_as(user::Column::DisabledAt, "p_disabled_at")
+        .column_as(access_token::Column::Id, "t_id")
+        .column_as(access_token::Column::RevokedAt, "t_revoked_at")
+        .column_as(access_token::Column::ExpiresAt, "t_expires_at")
+        .build(backend);
+    assert_eq!(statement.values.map_or(0, |v| v.0.len()), 1, "the grant query binds its key only");
+    statement.sql
+}
+
 /// A grant as one query reads it: the grant, its person's `disabled_at`
 /// (None: deleted), its runner token's revocation and expiry (None: no
 /// token row), its credential (None: the system key, or removed).
@@ -205,31 +238,21 @@ impl ProxyHandle {
     /// The grant `id` names, joined in one query with its person (their
     /// `disabled_at`), its runner token (revoked, expiry) and its credential.
     async fn joined(&self, id: &GrantId) -> Result<Option<Joined>, sea_orm::DbErr> {
-        use sea_orm::{FromQueryResult, JoinType, QuerySelect, QueryTrait, RelationDef};
+        use sea_orm::{DbBackend, FromQueryResult, Statement};
+        // The SQL is the same every time but for the id: built once per
+        // backend (building it cost as much as running it).
+        static SQLITE: OnceLock<String> = OnceLock::new();
+        static POSTGRES: OnceLock<String> = OnceLock::new();
+        static MYSQL: OnceLock<String> = OnceLock::new();
         let db = self.store.reader();
-        let to_credential: RelationDef = proxy_grant::Entity::belongs_to(credential::Entity)
-            .from(proxy_grant::Column::CredentialId)
-            .to(credential::Column::Id)
-            .into();
-        let to_person: RelationDef = proxy_grant::Entity::belongs_to(user::Entity)
-            .from(proxy_grant::Column::OwnerId)
-            .to(user::Column::Id)
-            .into();
-        let to_token: RelationDef = proxy_grant::Entity::belongs_to(access_token::Entity)
-            .from(proxy_grant::Column::RunnerTokenId)
-            .to(access_token::Column::Id)
-            .into();
-        let statement = proxy_grant::Entity::find_by_id(id.hash())
-            .join(JoinType::LeftJoin, to_credential)
-            .join(JoinType::LeftJoin, to_person)
-            .join(JoinType::LeftJoin, to_token)
-            .select_also(credential::Entity)
-            .column_as(user::Column::Id, "p_id")
-            .column_as(user::Column::DisabledAt, "p_disabled_at")
-            .column_as(access_token::Column::Id, "t_id")
-            .column_as(access_token::Column::RevokedAt, "t_revoked_at")
-            .column_as(access_token::Column::ExpiresAt, "t_expires_at")
-            .build(db.get_database_backend());
+        let backend = db.get_database_backend();
+        let sql = match backend {
+            DbBackend::Sqlite => &SQLITE,
+            DbBackend::Postgres => &POSTGRES,
+            DbBackend::MySql => &MYSQL,
+        }
+        .get_or_init(|| joined_sql(backend));
+        let statement = Statement::from_sql_and_values(backend, sql.as_str(), [id.hash().into()]);
         let Some(r) = db.query_one(statement).await? else { return Ok(None) };
         let grant = proxy_grant::Model::from_query_result(&r, "A_")?;
         let row = match r.try_get::<Option<String>>("B_", "id")? {
