@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::usage::{Ledger, Meter};
-use super::{BoxError, InFlight};
+use super::{BoxError, Held};
 use crate::domain::Provider;
 use crate::store::Usage;
 
@@ -71,7 +71,7 @@ pub(crate) struct Record {
     pub received: u64,
     pub meter: Meter,
     /// The slot of the task's requests in flight, freed with the record.
-    pub _in_flight: Option<InFlight>,
+    pub _in_flight: Option<Held>,
 }
 
 impl Drop for Record {

@@ -9,10 +9,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http_body_util::{BodyExt, Empty};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, CONNECTION, CONTENT_ENCODING, CONTENT_TYPE, HOST, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE,
+    HOST, UPGRADE,
 };
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -39,10 +41,27 @@ pub(crate) struct Refused {
     pub outcome: &'static str,
     pub provider: Option<Provider>,
     pub task: Option<String>,
+    /// The connection is closed after this answer.
+    pub close: bool,
 }
 
 pub(crate) fn refused(status: StatusCode, text: impl Into<String>) -> Refused {
-    Refused { status, text: text.into(), outcome: "refused", provider: None, task: None }
+    Refused { status, text: text.into(), outcome: "refused", provider: None, task: None, close: false }
+}
+
+/// The refusal when a task holds its cap of connections already.
+pub(crate) fn too_many_connections(shared: &Shared) -> Refused {
+    let mut r = refused(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "this task has {} connections open through the proxy already; reuse one (keep-alive) or close one, \
+             then retry; this connection is closed",
+            shared.config.max_connections_per_task.max(1)
+        ),
+    );
+    r.outcome = "too_many_connections";
+    r.close = true;
+    r
 }
 
 const NO_PLACEHOLDER: &str =
@@ -77,7 +96,7 @@ pub(crate) async fn handle(
                 "proxy refused a request"
             );
             let mut res = plain(r.status, &r.text);
-            if r.status.is_client_error() && tunnel.refuse() {
+            if r.close || (r.status.is_client_error() && tunnel.refuse()) {
                 res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
             }
             res
@@ -242,6 +261,10 @@ async fn forward(
             format!("this task's {} credential is not sent to this host", grant.provider.as_str()),
         )));
     }
+    // The connection counts for the task from its first valid request on.
+    if !tunnel.attribute(shared, &grant.key) {
+        return Err(known(too_many_connections(shared)));
+    }
 
     // The real values in place; the loans dropped (zeroised) right after.
     let real = |f: &Found| {
@@ -252,6 +275,16 @@ async fn forward(
     let (parts, body) = req.into_parts();
     let listed = connection_listed(&parts.headers);
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
+    // Each real value sent and the placeholder it replaced: an error
+    // answer that quotes the real value gets the placeholder back instead.
+    let mut sent_values: Vec<(Zeroizing<String>, String)> = Vec::new();
+    let mut swap = |text: &str, f: &Found| {
+        let value = real(f)?;
+        if !sent_values.iter().any(|(_, p)| p.as_str() == &text[f.span.clone()]) {
+            sent_values.push((Zeroizing::new(value.clone()), text[f.span.clone()].to_owned()));
+        }
+        Some(value)
+    };
     for (name, value) in &parts.headers {
         if hop_by_hop(name) || listed.iter().any(|l| l == name.as_str()) {
             continue;
@@ -264,7 +297,7 @@ async fn forward(
         match text.filter(|t| delivery::has_marker(t)) {
             Some(text) => {
                 let swapped = Zeroizing::new(
-                    delivery::replace_all(text, |f| real(f))
+                    delivery::replace_all(text, |f| swap(text, f))
                         .ok_or_else(|| known(refused(StatusCode::FORBIDDEN, NO_PLACEHOLDER)))?,
                 );
                 let mut value = HeaderValue::from_str(&swapped).map_err(|_| {
@@ -294,7 +327,7 @@ async fn forward(
     let path_and_query = Zeroizing::new(match parts.uri.query() {
         Some(q) => {
             let q = Zeroizing::new(
-                delivery::replace_all(q, |f| real(f).map(|s| query_escape(&Zeroizing::new(s))))
+                delivery::replace_all(q, |f| swap(q, f).map(|s| query_escape(&Zeroizing::new(s))))
                     .ok_or_else(|| known(refused(StatusCode::FORBIDDEN, NO_PLACEHOLDER)))?,
             );
             format!("{path}?{}", q.as_str())
@@ -349,7 +382,8 @@ async fn forward(
     if let Some(client_upgrade) = client_upgrade {
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut res);
-            tokio::spawn(splice(client_upgrade, upstream_upgrade, record, deadline));
+            // The spliced WebSocket keeps the tunnel (and what it counts for).
+            tokio::spawn(splice(client_upgrade, upstream_upgrade, record, deadline, tunnel.clone()));
             let mut answer = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
             *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             *answer.headers_mut() = res.headers().clone();
@@ -363,15 +397,80 @@ async fn forward(
     let listed = connection_listed(&parts.headers);
     let mut record = record;
     record.meter = meter;
-    let deadline = Box::pin(tokio::time::sleep_until(deadline));
-    let mut answer = Response::new(Metered { inner: body, record, deadline }.boxed_unsync());
+    // An error answer that quotes a real value gets the placeholder back.
+    let scrub_it = scrubbable(&parts, &sent_values);
+    let (body, length) = if scrub_it {
+        let bytes = scrub(body, &sent_values, deadline).await;
+        let length = bytes.len();
+        let whole = Full::new(bytes).map_err(|never| -> super::BoxError { match never {} });
+        let deadline = Box::pin(tokio::time::sleep_until(deadline));
+        (Metered { inner: whole, record, deadline }.boxed_unsync(), Some(length))
+    } else {
+        let deadline = Box::pin(tokio::time::sleep_until(deadline));
+        (Metered { inner: body, record, deadline }.boxed_unsync(), None)
+    };
+    drop(sent_values);
+    let mut answer = Response::new(body);
     *answer.status_mut() = parts.status;
     for (name, value) in &parts.headers {
         if !hop_by_hop(name) && !listed.iter().any(|l| l == name.as_str()) {
             answer.headers_mut().append(name.clone(), value.clone());
         }
     }
+    if let Some(length) = length {
+        answer.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
     Ok(answer)
+}
+
+/// The largest error answer read whole to take real values out of it.
+const MAX_SCRUBBED: u64 = 64 * 1024;
+
+/// An error answer (4xx, 5xx) of a known length up to [`MAX_SCRUBBED`],
+/// not compressed, not a stream, to a request that carried real values: it
+/// is read whole and scrubbed.
+fn scrubbable(parts: &hyper::http::response::Parts, sent: &[(Zeroizing<String>, String)]) -> bool {
+    if sent.is_empty() || !(parts.status.is_client_error() || parts.status.is_server_error()) {
+        return false;
+    }
+    let header = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    if header(CONTENT_ENCODING).is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
+        || header(CONTENT_TYPE).is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"))
+    {
+        return false;
+    }
+    header(CONTENT_LENGTH).and_then(|l| l.trim().parse::<u64>().ok()).is_some_and(|l| l <= MAX_SCRUBBED)
+}
+
+/// Reads an error answer whole (before the exchange's deadline) and puts
+/// each placeholder back where it quotes the real value (an answer that
+/// does not arrive whole becomes an empty one: its status stays).
+async fn scrub(body: Incoming, sent: &[(Zeroizing<String>, String)], deadline: tokio::time::Instant) -> Bytes {
+    let read = http_body_util::Limited::new(body, MAX_SCRUBBED as usize).collect();
+    let Ok(Ok(collected)) = tokio::time::timeout_at(deadline, read).await else { return Bytes::new() };
+    let mut text = Zeroizing::new(collected.to_bytes().to_vec());
+    for (real, placeholder) in sent {
+        if !real.is_empty() {
+            text = Zeroizing::new(replace_bytes(&text, real.as_bytes(), placeholder.as_bytes()));
+        }
+    }
+    Bytes::from(text.to_vec())
+}
+
+/// `haystack` with every `from` replaced by `to`.
+fn replace_bytes(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// How long a WebSocket's other side has to end after one side did.
@@ -384,6 +483,7 @@ async fn splice(
     upstream: hyper::upgrade::OnUpgrade,
     mut record: Record,
     deadline: tokio::time::Instant,
+    _tunnel: Arc<Tunnel>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else { return };
@@ -462,6 +562,12 @@ mod tests {
         let many: Vec<String> =
             (0..=MAX_PLACEHOLDERS).map(|_| GrantId::mint().placeholder("", Field::ApiKey)).collect();
         assert!(placeholders_in(&many.join(" "), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn real_values_are_replaced_in_bytes() {
+        assert_eq!(replace_bytes(b"key sk-1 and sk-1.", b"sk-1", b"svp_x"), b"key svp_x and svp_x.".to_vec());
+        assert_eq!(replace_bytes(b"nothing", b"sk-1", b"svp_x"), b"nothing".to_vec());
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //!   requests inside.
 //! - `exchange.rs`: one request inside: placeholders found, lent, checked
 //!   against the grant's provider's hosts, swapped, forwarded; the answer
-//!   streamed back (`body.rs` meters it); WebSocket upgrades spliced.
+//!   streamed back (`body.rs` meters it); WebSocket upgrades spliced. An
+//!   error answer of a known length up to 64 KiB (not compressed, not a
+//!   stream) is read whole and every real value the request carried is
+//!   replaced by its placeholder again.
 //! - `token.rs`: OAuth token endpoints, answered by the proxy itself.
 //! - `usage.rs`: token usage read from answers; per-grant totals flushed to
 //!   the store every second.
@@ -23,7 +26,11 @@
 //! is closed at once), request head and TLS handshake within
 //! `header_timeout` (also between requests on a kept-alive connection),
 //! request heads at most 64 KiB, requests in flight per task
-//! (`max_requests_per_task`, 429 beyond), an exchange within
+//! (`max_requests_per_task`, 429 beyond), connections per task
+//! (`max_connections_per_task`: a connection counts for a task from its
+//! first request that carries the task's valid placeholder until it
+//! closes; the request that would count one more gets 429 and its
+//! connection is closed), an exchange within
 //! `request_timeout` (streams included), token endpoint bodies 64 KiB, and
 //! a connection that sends [`MAX_REFUSALS`] refused requests is closed.
 
@@ -91,8 +98,26 @@ pub(crate) struct Shared {
     /// Test upstreams: host → base URL.
     pub upstreams: HashMap<String, String>,
     pub config: ProxyConfig,
-    pub in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    /// Requests in flight per grant key.
+    pub in_flight: Counts,
+    /// Connections attributed per grant key.
+    pub connections: Counts,
     pub ledger: usage::Ledger,
+}
+
+/// Counts per grant key (the SHA-256 of its id, as the store keys grants),
+/// each held by a [`Held`] until it is dropped.
+pub(crate) type Counts = Arc<Mutex<HashMap<String, usize>>>;
+
+/// Counts one for `key` in `counts` unless it is at `cap` already.
+fn hold(counts: &Counts, key: &str, cap: usize) -> Option<Held> {
+    let mut map = counts.lock().unwrap_or_else(PoisonError::into_inner);
+    let n = map.entry(key.to_owned()).or_insert(0);
+    if *n >= cap.max(1) {
+        return None;
+    }
+    *n += 1;
+    Some(Held { map: counts.clone(), key: key.to_owned() })
 }
 
 impl Shared {
@@ -102,24 +127,32 @@ impl Shared {
     }
 
     /// Counts one request in flight for the grant `key`; `None` at the cap.
-    fn enter(&self, key: &str) -> Option<InFlight> {
-        let mut map = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = map.entry(key.to_owned()).or_insert(0);
-        if *n >= self.config.max_requests_per_task.max(1) {
-            return None;
-        }
-        *n += 1;
-        Some(InFlight { map: self.in_flight.clone(), key: key.to_owned() })
+    fn enter(&self, key: &str) -> Option<Held> {
+        hold(&self.in_flight, key, self.config.max_requests_per_task)
+    }
+
+    /// Counts one more connection attributed to the grant `key`; `None` at
+    /// the cap.
+    fn attribute(&self, key: &str) -> Option<Held> {
+        hold(&self.connections, key, self.config.max_connections_per_task)
     }
 }
 
-/// One request in flight for a task, until dropped (with its answer's body).
-pub(crate) struct InFlight {
-    map: Arc<Mutex<HashMap<String, usize>>>,
+/// One request in flight for a task (until dropped with its answer's body),
+/// or one connection attributed to it (until the connection closes).
+pub(crate) struct Held {
+    map: Counts,
     key: String,
 }
 
-impl Drop for InFlight {
+impl Held {
+    /// The grant key this counts for.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = map.get_mut(&self.key) {
@@ -148,6 +181,24 @@ fn parse_upstreams(text: Option<&str>) -> anyhow::Result<HashMap<String, String>
     Ok(map)
 }
 
+/// The proxy's TLS client when `SESAME_PROXY__UPSTREAM_CA` is set (tests
+/// only): that CA is the only root.
+fn test_upstream_tls(path: &Path) -> anyhow::Result<tokio_rustls::rustls::ClientConfig> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let what = || format!("SESAME_PROXY__UPSTREAM_CA: {}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(path).with_context(what)? {
+        roots.add(cert.with_context(what)?).with_context(what)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .context("the proxy's TLS client")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
 impl Proxy {
     /// Binds `config.listen` and loads the CA (generating it in `data_dir`
     /// on first use); `None` when the proxy is off.
@@ -170,12 +221,20 @@ impl Proxy {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(tokio_rustls::rustls::crypto::ring::default_provider())
-            .context("the proxy's TLS client")?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let https = match &config.upstream_ca {
+            None => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_webpki_roots(tokio_rustls::rustls::crypto::ring::default_provider())
+                .context("the proxy's TLS client")?,
+            Some(path) => {
+                tracing::warn!(
+                    "SESAME_PROXY__UPSTREAM_CA is set: upstreams are trusted by that CA only (for tests only)"
+                );
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(test_upstream_tls(path)?)
+            }
+        }
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -205,6 +264,7 @@ impl Proxy {
             upstreams,
             config,
             in_flight: Arc::default(),
+            connections: Arc::default(),
             ledger: ledger.clone(),
         });
         let accept = tokio::spawn(accept_loop(listener, shared));

@@ -22,10 +22,18 @@ pub struct ProxyConfig {
     /// For tests only: `host=url,…` sends requests for `host` to `url` plus
     /// their path (local fakes of the providers' APIs).
     pub upstreams: Option<String>,
+    /// For tests only: a CA certificate (PEM) the proxy trusts for
+    /// `https://` upstreams instead of the public roots (a local fake that
+    /// serves TLS with a test certificate).
+    pub upstream_ca: Option<PathBuf>,
     /// Connections open at once, in total.
     pub max_connections: usize,
     /// Requests in flight at once per task.
     pub max_requests_per_task: usize,
+    /// Connections attributed to one task at once: a connection counts for
+    /// a task from its first request that carries the task's valid
+    /// placeholder until it closes.
+    pub max_connections_per_task: usize,
     /// From accepting a connection to a complete request head (and between
     /// requests on a kept-alive connection).
     #[serde(with = "humantime_serde")]
@@ -43,8 +51,10 @@ impl Default for ProxyConfig {
             ca_cert: None,
             ca_key: None,
             upstreams: None,
+            upstream_ca: None,
             max_connections: 1024,
             max_requests_per_task: 64,
+            max_connections_per_task: 32,
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30 * 60),
         }

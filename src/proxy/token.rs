@@ -81,6 +81,12 @@ pub(crate) async fn answer(
         .await
         .map_err(|r| refused(StatusCode::FORBIDDEN, r.0))?;
     let grant = answer.grant.clone();
+    if !tunnel.attribute(shared, &grant.key) {
+        let mut r = super::exchange::too_many_connections(shared);
+        r.provider = Some(grant.provider);
+        r.task = Some(grant.task_id.clone());
+        return Err(r);
+    }
     let mut doc = json!({
         "access_token": answer.access_token,
         "refresh_token": answer.refresh_token,

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
-use super::{ProxyBody, Shared};
+use super::{Held, ProxyBody, Shared};
 
 /// A TLS tunnel to one intercepted host.
 pub(crate) struct Tunnel {
@@ -30,6 +30,10 @@ pub(crate) struct Tunnel {
     /// Requests refused on this connection (it is closed after
     /// [`super::MAX_REFUSALS`]).
     pub refused: AtomicU32,
+    /// The tasks this connection counts for (`max_connections_per_task`),
+    /// released when it closes (the last `Arc` of the tunnel goes: the
+    /// connection's service, or a WebSocket spliced from it).
+    pub attributed: Mutex<Vec<Held>>,
 }
 
 impl Tunnel {
@@ -39,6 +43,27 @@ impl Tunnel {
             self.host.clone()
         } else {
             format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// A tunnel to `host:port`, attributed to no task yet.
+    pub fn new(host: String, port: u16) -> Tunnel {
+        Tunnel { host, port, refused: AtomicU32::new(0), attributed: Mutex::default() }
+    }
+
+    /// Counts this connection for the grant `key` (once per connection);
+    /// false when that task holds `max_connections_per_task` others.
+    pub fn attribute(&self, shared: &Shared, key: &str) -> bool {
+        let mut held = self.attributed.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.iter().any(|h| h.key() == key) {
+            return true;
+        }
+        match shared.attribute(key) {
+            Some(h) => {
+                held.push(h);
+                true
+            }
+            None => false,
         }
     }
 
@@ -135,7 +160,7 @@ async fn outer(
         return refuse(StatusCode::FORBIDDEN, "the proxy reaches providers on port 443 only");
     }
     let on_upgrade = hyper::upgrade::on(req);
-    tokio::spawn(intercept(shared, Arc::new(Tunnel { host, port, refused: AtomicU32::new(0) }), on_upgrade, slot));
+    tokio::spawn(intercept(shared, Arc::new(Tunnel::new(host, port)), on_upgrade, slot));
     Ok(Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()))
 }
 

@@ -5,6 +5,8 @@
 //! decided by the grant the placeholder names, checked on every request
 //! against the rows every instance shares (so an end is seen at once).
 
+use std::sync::OnceLock;
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
@@ -130,6 +132,50 @@ fn unavailable(e: impl Into<ApiError>) -> Refusal {
     Refusal::new("the vault could not check this placeholder right now; try again")
 }
 
+/// The query behind [`ProxyHandle::joined`]: a grant by its key (the one
+/// value bound) with its credential (`B_…`), its person (`p_id`,
+/// `p_disabled_at`) and its runner token (`t_id`, `t_revoked_at`,
+/// `t_expires_at`), LEFT JOINed.
+fn joined_sql(backend: sea_orm::DbBackend) -> String {
+    use sea_orm::{JoinType, QuerySelect, QueryTrait, RelationDef};
+    let to_credential: RelationDef = proxy_grant::Entity::belongs_to(credential::Entity)
+        .from(proxy_grant::Column::CredentialId)
+        .to(credential::Column::Id)
+        .into();
+    let to_person: RelationDef =
+        proxy_grant::Entity::belongs_to(user::Entity).from(proxy_grant::Column::OwnerId).to(user::Column::Id).into();
+    let to_token: RelationDef = proxy_grant::Entity::belongs_to(access_token::Entity)
+        .from(proxy_grant::Column::RunnerTokenId)
+        .to(access_token::Column::Id)
+        .into();
+    let statement = proxy_grant::Entity::find_by_id(String::new())
+        .join(JoinType::LeftJoin, to_credential)
+        .join(JoinType::LeftJoin, to_person)
+        .join(JoinType::LeftJoin, to_token)
+        .select_also(credential::Entity)
+        .column_as(user::Column::Id, "p_id")
+        .column_as(user::Column::DisabledAt, "p_disabled_at")
+        .column_as(access_token::Column::Id, "t_id")
+        .column_as(access_token::Column::RevokedAt, "t_revoked_at")
+        .column_as(access_token::Column::ExpiresAt, "t_expires_at")
+        .build(backend);
+    assert_eq!(statement.values.map_or(0, |v| v.0.len()), 1, "the grant query binds its key only");
+    statement.sql
+}
+
+/// A grant as one query reads it: the grant, its person's `disabled_at`
+/// (None: deleted), its runner token's revocation and expiry (None: no
+/// token row), its credential (None: the system key, or removed).
+struct Joined {
+    grant: proxy_grant::Model,
+    person: Option<Option<DateTime<Utc>>>,
+    token: Option<TokenEnds>,
+    row: Option<credential::Model>,
+}
+
+/// A runner token's `revoked_at` and `expires_at`.
+type TokenEnds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// A live grant and the credential row it lends from (None: the system key).
 struct Live {
     grant: proxy_grant::Model,
@@ -154,10 +200,11 @@ impl ProxyHandle {
     /// lease over, credential removed or replaced, person disabled or
     /// deleted, runner token revoked).
     async fn live(&self, id: &GrantId) -> Result<Live, Refusal> {
-        let db = self.store.reader();
         let now = self.store.clock().now();
-        let grant = proxy_grant::Entity::find_by_id(id.hash())
-            .one(db)
+        // One read: the grant with its person, runner token and credential
+        // (every request asks, so an end is seen at once on every instance).
+        let Joined { grant, person, token, row } = self
+            .joined(id)
             .await
             .map_err(unavailable)?
             .ok_or_else(|| Refusal::new("this placeholder was never issued by this vault"))?;
@@ -168,33 +215,62 @@ impl ProxyHandle {
         if grant.expires_at <= now {
             return Err(Refusal::new("this task's lease is over; the runner must issue credentials again"));
         }
-        match user::Entity::find_by_id(grant.owner_id.clone()).one(db).await.map_err(unavailable)? {
+        match person {
             None => return Err(Refusal::new("the person these credentials belong to was deleted")),
-            Some(u) if u.disabled_at.is_some() => {
+            Some(disabled_at) if disabled_at.is_some() => {
                 return Err(Refusal::new("the person these credentials belong to is disabled"))
             }
             Some(_) => {}
         }
         // A runner signed in through the IdP has no token row.
-        if let Some(t) =
-            access_token::Entity::find_by_id(grant.runner_token_id.clone()).one(db).await.map_err(unavailable)?
-        {
-            if t.revoked_at.is_some() || t.expires_at.is_some_and(|e| e <= now) {
+        if let Some((revoked_at, expires_at)) = token {
+            if revoked_at.is_some() || expires_at.is_some_and(|e| e <= now) {
                 return Err(Refusal::new("the runner token that issued these credentials was revoked"));
             }
         }
-        let row = match &grant.credential_id {
-            None => None,
-            Some(cid) => Some(
-                credential::Entity::find_by_id(cid.clone())
-                    .one(db)
-                    .await
-                    .map_err(unavailable)?
-                    .ok_or_else(|| Refusal::new("the credential was removed"))?,
-            ),
-        };
+        if grant.credential_id.is_some() && row.is_none() {
+            return Err(Refusal::new("the credential was removed"));
+        }
         let view = view_of(&grant)?;
         Ok(Live { grant, view, row })
+    }
+
+    /// The grant `id` names, joined in one query with its person (their
+    /// `disabled_at`), its runner token (revoked, expiry) and its credential.
+    async fn joined(&self, id: &GrantId) -> Result<Option<Joined>, sea_orm::DbErr> {
+        use sea_orm::{DbBackend, FromQueryResult, Statement};
+        // The SQL is the same every time but for the id: built once per
+        // backend (building it cost as much as running it).
+        static SQLITE: OnceLock<String> = OnceLock::new();
+        static POSTGRES: OnceLock<String> = OnceLock::new();
+        static MYSQL: OnceLock<String> = OnceLock::new();
+        let db = self.store.reader();
+        let backend = db.get_database_backend();
+        let sql = match backend {
+            DbBackend::Sqlite => &SQLITE,
+            DbBackend::Postgres => &POSTGRES,
+            DbBackend::MySql => &MYSQL,
+        }
+        .get_or_init(|| joined_sql(backend));
+        let statement = Statement::from_sql_and_values(backend, sql.as_str(), [id.hash().into()]);
+        let Some(r) = db.query_one(statement).await? else { return Ok(None) };
+        let grant = proxy_grant::Model::from_query_result(&r, "A_")?;
+        let row = match r.try_get::<Option<String>>("B_", "id")? {
+            Some(_) => Some(credential::Model::from_query_result(&r, "B_")?),
+            None => None,
+        };
+        let person = match r.try_get::<Option<String>>("", "p_id")? {
+            Some(_) => Some(r.try_get::<Option<DateTime<Utc>>>("", "p_disabled_at")?),
+            None => None,
+        };
+        let token = match r.try_get::<Option<String>>("", "t_id")? {
+            Some(_) => Some((
+                r.try_get::<Option<DateTime<Utc>>>("", "t_revoked_at")?,
+                r.try_get::<Option<DateTime<Utc>>>("", "t_expires_at")?,
+            )),
+            None => None,
+        };
+        Ok(Some(Joined { grant, person, token, row }))
     }
 
     /// The real value behind `found`, if its grant is live. A refresh-token

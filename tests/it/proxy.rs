@@ -18,8 +18,9 @@ use tokio::net::TcpStream;
 
 use crate::common::{Server, ANTHROPIC_KEY};
 
-/// A provider API stand-in: records what reaches it, answers 200 JSON, or
-/// an SSE stream gated by the test on `/stream`.
+/// A provider API stand-in: records what reaches it, answers 200 JSON, an
+/// SSE stream gated by the test on `/stream`, or on `/denied` a 401 that
+/// quotes the credential it was sent.
 #[derive(Clone, Default)]
 struct Upstream {
     seen: Arc<Mutex<Vec<(String, String)>>>,
@@ -31,7 +32,15 @@ async fn record(req: &Request, poem::web::Data(up): poem::web::Data<&Upstream>) 
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let credential = sesame_test_support::credential_in(header);
     let path = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
-    up.seen.lock().unwrap().push((path.clone(), credential));
+    up.seen.lock().unwrap().push((path.clone(), credential.clone()));
+    if path.starts_with("/denied") {
+        // As some providers do: the key quoted in the error.
+        let message = format!("invalid x-api-key: {credential} (or ask support, quoting {credential})");
+        return Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .content_type("application/json")
+            .body(json!({ "type": "error", "error": { "message": message } }).to_string());
+    }
     if path.starts_with("/stream") {
         let gate = up.gate.clone();
         let events = async_stream::stream! {
@@ -417,4 +426,110 @@ async fn a_websocket_upgrade_carries_the_real_credential_then_bytes_both_ways() 
     }
     assert_eq!((counted["inputTokens"].as_u64(), counted["outputTokens"].as_u64()), (Some(321), Some(54)), "{counted}");
     assert!(counted["bytesReceived"].as_u64().unwrap() > 0);
+}
+
+/// One kept-alive connection through the proxy (CONNECT, TLS, HTTP/1.1).
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    ended: tokio::task::JoinHandle<()>,
+}
+
+impl Conn {
+    async fn open(server: &Server, proxy: &str) -> Conn {
+        let tls = tunnel(server, proxy, "api.anthropic.com").await;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+        let ended = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Conn { sender, ended }
+    }
+
+    /// A request with `key` as its API key: the status and the body.
+    async fn send(&mut self, key: &str) -> (u16, String) {
+        use http_body_util::BodyExt;
+        self.sender.ready().await.unwrap();
+        let req = hyper::Request::post("/v1/messages")
+            .header("host", "api.anthropic.com")
+            .header("x-api-key", key)
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let res = self.sender.send_request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn connections_per_task_are_capped() {
+    let (server, up, proxy) = start(&[("SESAME_PROXY__MAX_CONNECTIONS_PER_TASK", "2")]).await;
+    let task = env_var(&proxy_task(&server, "task-conns").await, "ANTHROPIC_API_KEY");
+    let other = env_var(&proxy_task(&server, "task-conns-other").await, "ANTHROPIC_API_KEY");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = Conn::open(&server, &proxy).await;
+        assert_eq!(conn.send(&task).await.0, 200);
+        held.push(conn);
+    }
+    // More requests on a connection already counted are not another connection.
+    assert_eq!(held[0].send(&task).await.0, 200);
+    assert_eq!(held[1].send(&task).await.0, 200);
+    assert_eq!(up.seen().len(), 4);
+
+    // One more connection for the task: refused, said why, and closed.
+    let mut third = Conn::open(&server, &proxy).await;
+    let (status, body) = third.send(&task).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("2 connections open through the proxy already") && body.contains("reuse one"), "{body}");
+    tokio::time::timeout(Duration::from_secs(10), &mut third.ended)
+        .await
+        .expect("the refused connection is closed")
+        .unwrap();
+    assert_eq!(up.seen().len(), 4, "the refused request never reached the provider");
+
+    // Another task is not affected, and the held ones still work.
+    let mut theirs = Conn::open(&server, &proxy).await;
+    assert_eq!(theirs.send(&other).await.0, 200);
+    assert_eq!(held[1].send(&task).await.0, 200);
+
+    // A connection that closes frees its count: a new one works (the server
+    // sees the close soon after; asked again until it has).
+    let closed = held.pop().unwrap();
+    drop(closed.sender);
+    let _ = closed.ended.await;
+    let mut status = 0;
+    for _ in 0..50 {
+        let mut conn = Conn::open(&server, &proxy).await;
+        status = conn.send(&task).await.0;
+        if status == 200 {
+            held.push(conn);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "a connection's count is freed when it closes");
+    assert_eq!(held.len(), 2);
+    let log = server.log();
+    assert!(!log.contains(&task) && !log.contains(ANTHROPIC_KEY), "no placeholder or key in the log");
+}
+
+#[tokio::test]
+async fn an_error_answer_that_quotes_the_real_key_gets_the_placeholder_back() {
+    let (server, up, proxy) = start(&[]).await;
+    let placeholder = env_var(&proxy_task(&server, "task-scrub").await, "ANTHROPIC_API_KEY");
+    let http = client(&server, &proxy);
+    let res = http.post("https://api.anthropic.com/denied").header("x-api-key", &placeholder).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let length = res.content_length();
+    let body = res.text().await.unwrap();
+    assert_eq!(length, Some(body.len() as u64), "the length is the scrubbed body's");
+    assert_eq!(up.seen(), vec![("/denied".to_owned(), ANTHROPIC_KEY.to_owned())], "the provider got the real key");
+    assert!(!body.contains(ANTHROPIC_KEY), "{body}");
+    assert_eq!(body.matches(placeholder.as_str()).count(), 2, "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert!(doc["error"]["message"].as_str().unwrap().starts_with("invalid x-api-key: "));
+    // A success answer is passed on as it comes.
+    let res =
+        http.post("https://api.anthropic.com/v1/messages").header("x-api-key", &placeholder).send().await.unwrap();
+    assert_eq!(res.status(), 200);
 }
