@@ -11,12 +11,6 @@ use sesame_vault::error::api_to_anyhow;
 use sesame_vault::people_cli;
 use sesame_vault::runner_cli::{task_env, task_return, Client, TaskEnv};
 
-// mimalloc instead of glibc's malloc: async-graphql and sqlx allocate per
-// field and per row, and glibc's malloc/free (with its consolidation of
-// freed chunks) was ~20 % of the server's CPU under load (BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "sesame-vault", version, about = "Encrypted credential service for AI coding agents")]
 struct Cli {

@@ -17,6 +17,7 @@ mod m20261206_230000_claim_owner_event_order;
 mod m20261207_000011_webhooks;
 mod m20261207_000012_proxy_grants;
 mod m20261207_000013_webhook_upkeep;
+mod m20261207_000014_lease_ends;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000011_webhooks::Migration),
             Box::new(m20261207_000012_proxy_grants::Migration),
             Box::new(m20261207_000013_webhook_upkeep::Migration),
+            Box::new(m20261207_000014_lease_ends::Migration),
         ]
     }
 }

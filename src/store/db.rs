@@ -62,7 +62,7 @@ pub async fn open(url: &str) -> anyhow::Result<DatabaseConnection> {
         // One connection: SQLite allows one writer, and a deferred
         // transaction that reads then writes would fail with SQLITE_BUSY
         // under concurrency. Other processes (the CLI) wait on the busy timeout.
-        sqlite_pool(options, 1).await.context("opening the SQLite database")
+        sqlite_pool(options, 1, Pool::Writer).await.context("opening the SQLite database")
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let mut options = ConnectOptions::new(url.to_owned());
         options.max_connections(32).min_connections(1).connect_timeout(Duration::from_secs(10)).sqlx_logging(false);
@@ -83,7 +83,7 @@ pub async fn open_reader(url: &str, writer: &DatabaseConnection) -> anyhow::Resu
         .context("DATABASE_URL is not a valid sqlite:// URL")?
         .read_only(true)
         .busy_timeout(Duration::from_secs(5));
-    sqlite_pool(options, READERS).await.context("opening read connections to the SQLite database")
+    sqlite_pool(options, READERS, Pool::Readers).await.context("opening read connections to the SQLite database")
 }
 
 /// Whether a SQLite URL names an in-memory database (no files).
@@ -124,11 +124,21 @@ fn private_sqlite_files(db_file: &Path) -> anyhow::Result<()> {
 /// then fails and sqlx still counts the connection as in a transaction; its
 /// next `BEGIN` would become a `SAVEPOINT` and its `COMMIT` a `RELEASE`, and
 /// the writer would answer OK for transactions that never commit (issue 21,
-/// item 9). A fresh connection is opened on the next acquire.
-async fn sqlite_pool(options: SqliteConnectOptions, connections: u32) -> Result<DatabaseConnection, sqlx::Error> {
-    let pool = SqlitePoolOptions::new()
-        .max_connections(connections)
-        .test_before_acquire(false)
+/// item 9). A fresh connection is opened on the next acquire. Read-only
+/// connections write nothing, so they skip that check: it is a round trip
+/// to the connection's thread on every release (sqlx pings once more
+/// itself), and every hot read pays it.
+async fn sqlite_pool(
+    options: SqliteConnectOptions,
+    connections: u32,
+    kind: Pool,
+) -> Result<DatabaseConnection, sqlx::Error> {
+    let pool_options = SqlitePoolOptions::new().max_connections(connections).test_before_acquire(false);
+    if kind == Pool::Readers {
+        let pool = pool_options.connect_with(options).await?;
+        return Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool));
+    }
+    let pool = pool_options
         .after_release(|conn, _| {
             Box::pin(async move {
                 // Runs the rollback a dropped transaction queued first.
@@ -149,3 +159,10 @@ async fn sqlite_pool(options: SqliteConnectOptions, connections: u32) -> Result<
 
 /// Read-only SQLite connections (each has its own thread).
 const READERS: u32 = 2;
+
+/// The writer's pool or the read-only one (see [`sqlite_pool`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pool {
+    Writer,
+    Readers,
+}
