@@ -82,12 +82,10 @@ fn cpu_per_request_us(l: &LoadResult) -> Option<f64> {
 }
 
 /// What the gate adds, against the HTTP baseline's server CPU per request.
-fn gate_share(g: &GateResult, loads: &[LoadResult]) -> Option<f64> {
-    baseline(loads).and_then(cpu_per_request_us).map(|cpu| g.added_us() / cpu)
-}
-
-fn cold_gate_share(g: &GateResult, loads: &[LoadResult]) -> Option<f64> {
-    baseline(loads).and_then(cpu_per_request_us).map(|cpu| g.cold_added_us() / cpu)
+/// What the gate adds (`added_us`, per request) as a share of the HTTP
+/// baseline's server CPU per request.
+fn gate_share(added_us: f64, loads: &[LoadResult]) -> Option<f64> {
+    baseline(loads).and_then(cpu_per_request_us).map(|cpu| added_us / cpu)
 }
 
 fn print_gate(g: &GateResult, loads: &[LoadResult]) {
@@ -105,14 +103,14 @@ fn print_gate(g: &GateResult, loads: &[LoadResult]) {
         g.gated_us,
         g.ungated_us,
         g.added_us(),
-        share(gate_share(g, loads))
+        share(gate_share(g.added_us(), loads))
     );
     println!(
         "| a new document each request | {:.2} µs | {:.2} µs | {:.2} µs = {} |",
         g.cold_gated_us,
         g.cold_ungated_us,
         g.cold_added_us(),
-        share(cold_gate_share(g, loads))
+        share(gate_share(g.cold_added_us(), loads))
     );
 }
 
@@ -312,7 +310,7 @@ pub(crate) fn print_targets(results: &Results, requested_subscribers: usize) {
         }
     }
     if let Some(g) = &results.gate {
-        if let (Some(hot), Some(cold)) = (gate_share(g, loads), cold_gate_share(g, loads)) {
+        if let (Some(hot), Some(cold)) = (gate_share(g.added_us(), loads), gate_share(g.cold_added_us(), loads)) {
             println!(
                 "document gate adds <= {:.0}% to the baseline: {} ({:.1}% of its server CPU per request with the \
                  baseline's document; {:.1}% with a new document each request)",

@@ -38,15 +38,20 @@ pub(crate) async fn run(settings: &Settings) -> Result<bool> {
 
     let needs_server =
         settings.scenarios.iter().any(|s| !matches!(s, Scenario::Scan | Scenario::Proxy | Scenario::Gate));
-    let idp = crate::jwt::Idp::start().await?;
+    // An RSA key and its key set only for the scenario that signs in with them.
+    let idp = match settings.wants(Scenario::JwtBaseline) {
+        true => Some(crate::jwt::Idp::start().await?),
+        false => None,
+    };
+    let idp = idp.as_ref();
     let (loads, ws) =
-        if needs_server { server_scenarios(settings, &idp, Database::Sqlite).await? } else { (Vec::new(), None) };
+        if needs_server { server_scenarios(settings, idp, Database::Sqlite).await? } else { (Vec::new(), None) };
     let pg_loads = match &settings.postgres {
         Some(admin_url) if settings.scenarios.iter().any(|s| HTTP_SCENARIOS.contains(s)) => {
             let db = crate::postgres::TempDatabase::create(admin_url).await?;
             println!("PostgreSQL: a fresh database on the --postgres server");
             let extra = [("DATABASE_URL", db.url.as_str())];
-            let (loads, _) = server_scenarios_with(settings, &idp, Database::Postgres, &extra).await?;
+            let (loads, _) = server_scenarios_with(settings, idp, Database::Postgres, &extra).await?;
             loads
         }
         _ => Vec::new(),
@@ -140,7 +145,7 @@ fn print_header(settings: &Settings, commit: &str, nofile: u64, requested_subscr
 /// for and then the WebSocket fan-out; the server stops at the end.
 async fn server_scenarios(
     settings: &Settings,
-    idp: &crate::jwt::Idp,
+    idp: Option<&crate::jwt::Idp>,
     database: Database,
 ) -> Result<(Vec<LoadResult>, Option<WsResult>)> {
     server_scenarios_with(settings, idp, database, &[]).await
@@ -150,20 +155,22 @@ async fn server_scenarios(
 /// WebSocket fan-out runs on SQLite only.
 async fn server_scenarios_with(
     settings: &Settings,
-    idp: &crate::jwt::Idp,
+    idp: Option<&crate::jwt::Idp>,
     database: Database,
     extra: &[(&str, &str)],
 ) -> Result<(Vec<LoadResult>, Option<WsResult>)> {
-    let jwt_settings = idp.settings();
+    let jwt_settings = idp.map(crate::jwt::Idp::settings).unwrap_or_default();
     let env: Vec<(&str, &str)> =
         jwt_settings.iter().map(|(k, v)| (*k, v.as_str())).chain(extra.iter().copied()).collect();
     let mut server = Server::start_with(&settings.server_bin, &env)?;
     println!("server pid {} at {} (data in {})", server.pid, server.url, server.dir.path().display());
     let client = server.client()?;
     let mut fixture = setup(&server, &client).await.context("creating the benchmark's users and credentials")?;
-    fixture.jwt_admin_token = idp.admin_token()?;
-    // The JWT admin's first request creates them (as an IdP's first sign-in does).
-    client.ok(&fixture.jwt_admin_token, "{ __typename }", json!({})).await.context("the first JWT sign-in")?;
+    if let Some(idp) = idp {
+        fixture.jwt_admin_token = idp.admin_token()?;
+        // The JWT admin's first request creates them (as an IdP's first sign-in does).
+        client.ok(&fixture.jwt_admin_token, "{ __typename }", json!({})).await.context("the first JWT sign-in")?;
+    }
     println!(
         "setup: a user with {} credentials (every slot the API allows), a task user with an API key, a runner token",
         fixture.creds_count

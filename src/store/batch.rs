@@ -97,6 +97,29 @@ fn stopped() -> ApiError {
     ApiError::internal(anyhow::anyhow!("the database batch worker stopped before answering"))
 }
 
+/// The distinct keys of a batch, sorted: what one `IN (…)` query looks up
+/// for all of its requests.
+pub(crate) fn distinct<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut keys: Vec<&str> = keys.into_iter().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Each request's answer from the rows one query read for the whole batch
+/// (`answer` picks a request's share), or, when the query failed, its error
+/// for every request.
+pub(crate) fn answer_each<Req, Row, Resp>(
+    requests: &[Req],
+    rows: ApiResult<Vec<Row>>,
+    answer: impl Fn(&Req, &[Row]) -> Resp,
+) -> Vec<ApiResult<Resp>> {
+    match rows {
+        Ok(rows) => requests.iter().map(|request| Ok(answer(request, &rows))).collect(),
+        Err(e) => fail_all(requests.len(), &e),
+    }
+}
+
 /// Gives every request of a failed batch its own copy of the error (an
 /// internal error is not `Clone`: its cause is copied as text, for the log).
 pub(crate) fn fail_all<T>(count: usize, error: &ApiError) -> Vec<ApiResult<T>> {

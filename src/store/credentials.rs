@@ -84,26 +84,7 @@ pub struct CredentialMeta {
 impl TryFrom<&credential::Model> for CredentialMeta {
     type Error = ApiError;
     fn try_from(m: &credential::Model) -> ApiResult<Self> {
-        let internal = ApiError::internal;
-        Ok(CredentialMeta {
-            id: m.id.clone(),
-            owner_id: m.owner_id.clone(),
-            provider: m.provider.parse().map_err(internal)?,
-            agent: m.agent.as_deref().map(str::parse).transpose().map_err(internal)?,
-            kind: m.kind.parse().map_err(internal)?,
-            status: m.status.parse().map_err(internal)?,
-            status_message: m.status_message.clone(),
-            has_refresh_token: m.has_refresh_token,
-            expires_at: m.expires_at,
-            last_used_at: m.last_used_at,
-            created_at: m.created_at,
-            updated_at: m.updated_at,
-            last_checked_at: m.last_checked_at,
-            // A result this version does not know reads as never checked.
-            check_result: m.check_result.as_deref().and_then(|r| r.parse().ok()),
-            check_message: m.check_message.clone(),
-            sealed_hint: m.hint.clone(),
-        })
+        MetaRow::from(m).try_into()
     }
 }
 
@@ -129,6 +110,30 @@ pub(super) struct MetaRow {
     hint: String,
 }
 
+impl From<&credential::Model> for MetaRow {
+    fn from(m: &credential::Model) -> Self {
+        MetaRow {
+            id: m.id.clone(),
+            owner_id: m.owner_id.clone(),
+            provider: m.provider.clone(),
+            agent: m.agent.clone(),
+            kind: m.kind.clone(),
+            status: m.status.clone(),
+            status_message: m.status_message.clone(),
+            has_refresh_token: m.has_refresh_token,
+            expires_at: m.expires_at,
+            last_used_at: m.last_used_at,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            last_checked_at: m.last_checked_at,
+            check_result: m.check_result.clone(),
+            check_message: m.check_message.clone(),
+            hint: m.hint.clone(),
+        }
+    }
+}
+
+/// The one place stored text becomes [`CredentialMeta`]'s types.
 impl TryFrom<MetaRow> for CredentialMeta {
     type Error = ApiError;
     fn try_from(m: MetaRow) -> ApiResult<Self> {
@@ -138,6 +143,7 @@ impl TryFrom<MetaRow> for CredentialMeta {
             agent: m.agent.as_deref().map(str::parse).transpose().map_err(internal)?,
             kind: m.kind.parse().map_err(internal)?,
             status: m.status.parse().map_err(internal)?,
+            // A result this version does not know reads as never checked.
             check_result: m.check_result.as_deref().and_then(|r| r.parse().ok()),
             id: m.id,
             owner_id: m.owner_id,
@@ -164,26 +170,17 @@ impl Store {
     }
 
     async fn listing_batch(self, owners: Vec<String>) -> Vec<ApiResult<Vec<CredentialMeta>>> {
-        let mut distinct: Vec<&str> = owners.iter().map(String::as_str).collect();
-        distinct.sort_unstable();
-        distinct.dedup();
         let rows = credential::Entity::find()
-            .filter(credential::Column::OwnerId.is_in(distinct))
+            .filter(credential::Column::OwnerId.is_in(super::batch::distinct(owners.iter().map(String::as_str))))
             .order_by_asc(credential::Column::Id)
             .into_partial_model::<MetaRow>()
             .all(self.reader())
             .await;
-        let metas: ApiResult<Vec<CredentialMeta>> = match rows {
-            Ok(rows) => rows.into_iter().map(CredentialMeta::try_from).collect(),
-            Err(e) => Err(e.into()),
-        };
-        match metas {
-            Ok(metas) => owners
-                .iter()
-                .map(|owner| Ok(metas.iter().filter(|m| m.owner_id == *owner).cloned().collect()))
-                .collect(),
-            Err(e) => super::batch::fail_all(owners.len(), &e),
-        }
+        let metas =
+            rows.map_err(ApiError::from).and_then(|rows| rows.into_iter().map(CredentialMeta::try_from).collect());
+        super::batch::answer_each(&owners, metas, |owner, metas| {
+            metas.iter().filter(|m| m.owner_id == *owner).cloned().collect()
+        })
     }
 }
 

@@ -407,12 +407,9 @@ impl Store {
     async fn lookup_tokens(&self, hashes: &[String]) -> ApiResult<Vec<ApiResult<Principal>>> {
         let db = self.reader();
         let now = Utc::now();
-        let mut unique = hashes.to_vec();
-        unique.sort_unstable();
-        unique.dedup();
         // One statement: the tokens and, for USER tokens, their person.
         let found: Vec<(access_token::Model, Option<user::Model>)> = access_token::Entity::find()
-            .filter(access_token::Column::TokenHash.is_in(unique))
+            .filter(access_token::Column::TokenHash.is_in(batch::distinct(hashes.iter().map(String::as_str))))
             .filter(access_token::Column::RevokedAt.is_null())
             .filter(people::not_expired(now))
             .find_also_related(user::Entity)

@@ -61,30 +61,16 @@ impl Store {
     }
 
     async fn jwt_people_batch(self, keys: Vec<(String, String)>) -> Vec<ApiResult<Option<user::Model>>> {
-        let distinct = |pick: fn(&(String, String)) -> &str| {
-            let mut values: Vec<&str> = keys.iter().map(pick).collect();
-            values.sort_unstable();
-            values.dedup();
-            values
-        };
+        use crate::store::batch::{answer_each, distinct};
         // Both columns of the (issuer, subject) index; exact pairs matched below.
         let found = user::Entity::find()
-            .filter(user::Column::Issuer.is_in(distinct(|k| &k.0)))
-            .filter(user::Column::Subject.is_in(distinct(|k| &k.1)))
+            .filter(user::Column::Issuer.is_in(distinct(keys.iter().map(|k| k.0.as_str()))))
+            .filter(user::Column::Subject.is_in(distinct(keys.iter().map(|k| k.1.as_str()))))
             .all(self.reader())
             .await;
-        match found {
-            Ok(rows) => keys
-                .iter()
-                .map(|(issuer, subject)| {
-                    Ok(rows
-                        .iter()
-                        .find(|r| r.issuer.as_deref() == Some(issuer) && r.subject.as_deref() == Some(subject))
-                        .cloned())
-                })
-                .collect(),
-            Err(e) => crate::store::batch::fail_all(keys.len(), &e.into()),
-        }
+        answer_each(&keys, found.map_err(Into::into), |(issuer, subject), rows| {
+            rows.iter().find(|r| r.issuer.as_deref() == Some(issuer) && r.subject.as_deref() == Some(subject)).cloned()
+        })
     }
 
     async fn create_jwt_person(&self, jwt: &JwtPerson) -> ApiResult<user::Model> {
