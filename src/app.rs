@@ -8,7 +8,7 @@ use crate::checks::Checker;
 use crate::config::Config;
 use crate::error::api_to_anyhow;
 use crate::flows::FlowEngine;
-use crate::graphql::{build_schema, VaultSchema};
+use crate::graphql::{build_schema, GatedSchema};
 use crate::ops::{Listeners, Serving};
 use crate::providers::revoke::Revoker;
 use crate::providers::Providers;
@@ -56,7 +56,7 @@ pub struct App {
     /// Checks credentials with their providers (`crate::checks`).
     pub checker: Checker,
     pub webhooks: crate::webhooks::Webhooks,
-    pub schema: VaultSchema,
+    pub schema: GatedSchema,
 }
 
 impl App {

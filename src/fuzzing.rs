@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use async_graphql::http::{ClientMessage, WebSocketProtocols};
 use async_graphql::parser::types::OperationType;
+use async_graphql::Executor;
 use futures_util::{FutureExt, StreamExt};
 use poem::web::websocket::Message;
 use serde_json::Value;
@@ -18,7 +19,7 @@ pub use crate::graphql::GraphqlConfig;
 
 use crate::config::{Config, SecretValue};
 use crate::domain::Role;
-use crate::graphql::VaultSchema;
+use crate::graphql::GatedSchema;
 use crate::identity::jwt::JwtVerifier;
 use crate::identity::JwtConfig;
 
@@ -43,7 +44,7 @@ pub fn document_limits(signed_in: bool) -> DocumentLimits {
 /// store, and a runtime to run requests on.
 pub struct Schema {
     runtime: tokio::runtime::Runtime,
-    schema: VaultSchema,
+    schema: GatedSchema,
 }
 
 impl Schema {

@@ -17,13 +17,13 @@ use poem::{get, handler, Body, Endpoint, EndpointExt, Request, Response, Route};
 use crate::auth::Principal;
 use crate::error::{ApiError, REQUEST_ID};
 use crate::graphql::GraphqlConfig;
-use crate::graphql::{gate, VaultSchema};
+use crate::graphql::{gate, GatedSchema};
 use crate::identity::Authenticator;
 use crate::store::Store;
 
 #[derive(Clone)]
 struct AppState {
-    schema: VaultSchema,
+    schema: GatedSchema,
     store: Store,
     limits: GraphqlConfig,
     /// How long a request body may take to arrive (`SESAME_HTTP__BODY_TIMEOUT`).
@@ -35,7 +35,7 @@ struct AppState {
 /// All routes of the service. `connection_cap` is the public listener's
 /// (`crate::edge`): WebSockets waiting for `connection_init` get a share of it.
 pub fn routes(
-    schema: VaultSchema,
+    schema: GatedSchema,
     auth: Authenticator,
     limits: GraphqlConfig,
     body_timeout: std::time::Duration,
@@ -102,8 +102,11 @@ async fn execute(state: &AppState, batch: BatchRequest, principal: Option<Princi
         Some(p) => batch.data(p),
         None => batch,
     };
-    // Limits, parsing and error codes: `crate::graphql::gate`, inside the schema.
-    let response = REQUEST_ID.scope(request_id.clone(), state.schema.execute_batch(batch)).await;
+    // Limits, parsing and error codes: `crate::graphql::gate`, in front of the schema.
+    let executed = state.schema.execute_batch_noted(batch, |i, op| {
+        crate::telemetry::note_operation(i, op.name.as_deref(), op.kind);
+    });
+    let response = REQUEST_ID.scope(request_id.clone(), executed).await;
     crate::telemetry::note_responses(&response);
     let body = serde_json::to_vec(&response).unwrap_or_default();
     Response::builder().content_type("application/json").header("x-request-id", request_id).body(body)

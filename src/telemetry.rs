@@ -11,15 +11,13 @@
 //! How the pieces meet: [`around_requests`] wraps the `/graphql` route and
 //! scopes a [`Record`] over the request's task; the handlers note the
 //! principal and codes into it ([`note_principal`], [`note_code`],
-//! [`note_responses`]); [`OperationLog`], an async-graphql extension, notes
-//! each operation's name and type once the document is parsed.
+//! [`note_responses`], and [`note_operation`] once the document gate has
+//! admitted an operation).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest};
-use async_graphql::parser::types::{ExecutableDocument, OperationType};
-use async_graphql::{Request, ServerResult, Variables};
+use async_graphql::parser::types::OperationType;
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
@@ -194,66 +192,16 @@ fn kind_name(ty: OperationType) -> &'static str {
     }
 }
 
-/// The async-graphql extension that notes each operation's name and type.
-pub struct OperationLog;
-
-impl ExtensionFactory for OperationLog {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OperationLogExtension { requested: Mutex::new(None) })
-    }
-}
-
-struct OperationLogExtension {
-    /// The operation name the request asked for.
-    requested: Mutex<Option<String>>,
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for OperationLogExtension {
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        *self.requested.lock().unwrap_or_else(PoisonError::into_inner) = request.operation_name.clone();
-        next.run(ctx, request).await
-    }
-
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        let requested = self.requested.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let chosen = match (&document.operations, requested.as_deref()) {
-            // An anonymous operation: a name the request asked for is not
-            // in the document (the request fails), so it is not logged.
-            (async_graphql::parser::types::DocumentOperations::Single(op), _) => Some((None, op.node.ty)),
-            (async_graphql::parser::types::DocumentOperations::Multiple(ops), Some(name)) => {
-                ops.get(name).map(|op| (Some(name.to_owned()), op.node.ty))
-            }
-            (async_graphql::parser::types::DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-                ops.iter().next().map(|(name, op)| (Some(name.to_string()), op.node.ty))
-            }
-            _ => None,
-        };
-        if let Some((name, ty)) = chosen {
-            with_record(|r| {
-                // Operations of a batch are prepared in order.
-                let slot = r.operations.iter().position(|o| o.kind.is_empty()).unwrap_or(r.operations.len());
-                if slot == r.operations.len() {
-                    r.operations.push(Operation::default());
-                }
-                r.operations[slot].name = name;
-                r.operations[slot].kind = kind_name(ty);
-            });
+/// The `index`th operation of a request, once the document gate admitted
+/// it: its name (none for an anonymous operation) and type.
+pub fn note_operation(index: usize, name: Option<&str>, kind: OperationType) {
+    with_record(|r| {
+        if r.operations.len() <= index {
+            r.operations.resize(index + 1, Operation::default());
         }
-        Ok(document)
-    }
+        r.operations[index].name = name.map(str::to_owned);
+        r.operations[index].kind = kind_name(kind);
+    });
 }
 
 /// What one WebSocket session noted about itself.

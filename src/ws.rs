@@ -68,8 +68,8 @@ use poem::{get, handler, Endpoint, EndpointExt, IntoResponse};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::graphql::subscription_limits::{Limit, RootFieldTicket, SocketSlot, SubscriptionLimits, SubscriptionPermit};
+use crate::graphql::GatedSchema;
 use crate::graphql::GraphqlConfig;
-use crate::graphql::VaultSchema;
 use crate::identity::{Authenticator, Session};
 
 /// Per-socket read/write buffer: tungstenite's default 128 KiB read buffer
@@ -86,7 +86,7 @@ const MAX_CLOSE_REASON: usize = 123;
 
 #[derive(Clone)]
 struct WsState {
-    schema: VaultSchema,
+    schema: GatedSchema,
     auth: Authenticator,
     limits: GraphqlConfig,
     subscriptions: std::sync::Arc<SubscriptionLimits>,
@@ -97,7 +97,7 @@ struct WsState {
 /// its waiters for `connection_init`, capped at a share of the public
 /// listener's `connection_cap` (see [`pending_caps`]).
 pub(crate) fn endpoint(
-    schema: VaultSchema,
+    schema: GatedSchema,
     auth: Authenticator,
     limits: &GraphqlConfig,
     connection_cap: Option<usize>,

@@ -1,7 +1,7 @@
 //! The `gate` scenario: what the document gate (`src/graphql/gate`) adds to
-//! a signed-in `{ __typename }`, in process: the real schema and the same
-//! schema built without the gate (a builder the library keeps for this
-//! measurement only) execute the baseline request, alternating rounds of
+//! a signed-in `{ __typename }`, in process: the real schema behind its
+//! gate and the same schema without it (`GatedSchema::ungated`, kept for
+//! this measurement and the SDL) execute the baseline request, alternating rounds of
 //! each on one thread so that drift hits both alike. The difference per
 //! request is then set against the HTTP baseline's server CPU per request
 //! of the same run (the end-to-end cost the target is about).
@@ -15,9 +15,9 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use async_graphql::Executor;
 use sesame_vault::auth::Principal;
 use sesame_vault::domain::Role;
-use sesame_vault::graphql::VaultSchema;
 
 use crate::Settings;
 
@@ -44,7 +44,7 @@ impl GateResult {
 /// Documents of the cold rounds are numbered from here on (never repeated).
 static NEXT_DOCUMENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-async fn round(schema: &VaultSchema, n: usize, cold: bool) -> Result<f64> {
+async fn round(schema: &impl Executor, n: usize, cold: bool) -> Result<f64> {
     let principal = Principal::Person { user_id: "bench-admin".into(), role: Role::Admin, token_id: "bench".into() };
     let queries: Vec<String> = (0..n)
         .map(|_| match cold {
@@ -74,23 +74,17 @@ pub(crate) async fn gate_bench(settings: &Settings) -> Result<GateResult> {
         ..Default::default()
     };
     let app = sesame_vault::app::App::open(config).await.context("opening the app on a temp SQLite file")?;
-    let ungated = sesame_vault::graphql::build_schema_without_gate_for_benchmarks(
-        app.store.clone(),
-        app.flows.clone(),
-        app.checker.clone(),
-        app.webhooks.clone(),
-        &app.config.graphql,
-    );
+    let ungated = app.schema.ungated();
     let (rounds, per_round) = if settings.tiny { (2, 200) } else { (15, 20_000) };
     // Warm both (the gate's parsed-operation cache, allocator, branch predictors).
     round(&app.schema, per_round / 10 + 1, false).await?;
-    round(&ungated, per_round / 10 + 1, false).await?;
+    round(ungated, per_round / 10 + 1, false).await?;
     let mut times = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..rounds {
         times[0].push(round(&app.schema, per_round, false).await?);
-        times[1].push(round(&ungated, per_round, false).await?);
+        times[1].push(round(ungated, per_round, false).await?);
         times[2].push(round(&app.schema, per_round, true).await?);
-        times[3].push(round(&ungated, per_round, true).await?);
+        times[3].push(round(ungated, per_round, true).await?);
     }
     let [gated, plain, cold_gated, cold_plain] = times.map(|t| crate::scan::median(&t));
     Ok(GateResult {

@@ -21,6 +21,7 @@ mod webhooks;
 
 use async_graphql::{Context, SDLExportOptions, Schema};
 
+pub use gate::GatedSchema;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use settings::GraphqlConfig;
@@ -34,39 +35,15 @@ use crate::store::Store;
 
 pub type VaultSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-/// Builds the schema with its safety limits. The caller's `Principal`, if
-/// any, goes into each request's data.
+/// Builds the schema with its safety limits, behind the document gate. The
+/// caller's `Principal`, if any, goes into each request's data.
 pub fn build_schema(
     store: Store,
     flows: FlowEngine,
     checker: Checker,
     webhooks: crate::webhooks::Webhooks,
     config: &GraphqlConfig,
-) -> VaultSchema {
-    build(store, flows, checker, webhooks, config, true)
-}
-
-/// The schema without the document gate, for the load tool's gate on/off
-/// measurement only (issue 25): never served, unbounded documents.
-#[doc(hidden)]
-pub fn build_schema_without_gate_for_benchmarks(
-    store: Store,
-    flows: FlowEngine,
-    checker: Checker,
-    webhooks: crate::webhooks::Webhooks,
-    config: &GraphqlConfig,
-) -> VaultSchema {
-    build(store, flows, checker, webhooks, config, false)
-}
-
-fn build(
-    store: Store,
-    flows: FlowEngine,
-    checker: Checker,
-    webhooks: crate::webhooks::Webhooks,
-    config: &GraphqlConfig,
-    gate: bool,
-) -> VaultSchema {
+) -> GatedSchema {
     let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(store)
         .data(flows)
@@ -76,20 +53,15 @@ fn build(
         .limit_complexity(config.max_complexity)
         .limit_recursive_depth(32)
         .limit_directives(16);
-    if gate {
-        builder = builder.extension(gate::DocumentGate::new(config));
-    }
-    // After the gate: notes each operation's name and type for the request log.
-    builder = builder.extension(crate::telemetry::OperationLog);
     if !config.introspection {
         builder = builder.disable_introspection();
     }
-    builder.finish()
+    GatedSchema::new(builder, config)
 }
 
 /// The SDL as checked in under `schema/schema.graphql`.
-pub fn sdl(schema: &VaultSchema) -> String {
-    schema.sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_arguments().sorted_enum_items())
+pub fn sdl(schema: &GatedSchema) -> String {
+    schema.ungated().sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_arguments().sorted_enum_items())
 }
 
 pub(crate) fn store<'a>(ctx: &Context<'a>) -> &'a Store {

@@ -320,6 +320,13 @@ async fn enum_arguments_refuse_string_literals() {
         .ok(&token, "mutation($a: Agent!) { removeAgentCredentials(agent: $a) }", json!({ "a": "CLAUDE_CODE" }))
         .await;
     assert_eq!(data["removeAgentCredentials"], 1);
+
+    // The gate copies the schema's types through a directive factory that
+    // registers no directive (`graphql/gate/gated.rs`): naming it in a
+    // document is an unknown directive, as any made-up name is.
+    let (code, message) = server.err(&token, "{ me @sesameGateRegistryCopy { id } }", json!({})).await;
+    assert_eq!(code, "BAD_USER_INPUT");
+    assert!(message.contains("Unknown directive"), "{message}");
 }
 
 #[tokio::test]

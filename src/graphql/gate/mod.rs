@@ -21,10 +21,10 @@
 //! a value: a client that inlines a secret never gets it echoed back.
 //!
 //! One file a step: `prescan.rs` (1), `parse.rs` (2), `structure.rs` (3),
-//! `spec.rs` (4), `scrub.rs` (errors leaving the schema) and
-//! `extension.rs` (the async-graphql extension that runs them).
+//! `spec.rs` (4), `scrub.rs` (errors leaving the schema) and `gated.rs`
+//! (the schema behind the gate: it runs them around every execution).
 
-mod extension;
+mod gated;
 mod parse;
 mod prescan;
 mod scrub;
@@ -33,7 +33,7 @@ mod structure;
 
 use async_graphql::{ErrorExtensions, Pos, ServerError};
 
-pub use extension::DocumentGate;
+pub use gated::{Admitted, GatedSchema};
 pub use parse::parse;
 pub use prescan::{prescan, prescan_counted};
 pub use scrub::{sanitize, SchemaNames};
