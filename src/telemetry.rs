@@ -225,7 +225,12 @@ fn with_socket(f: impl FnOnce(&mut SocketRecord)) {
 /// line when it is accepted ([`note_socket_principal`]) and one when it
 /// ends, with the close code, the duration and how many subscriptions it
 /// started.
-pub async fn websocket_session(session: impl std::future::Future<Output = ()>) {
+///
+/// The session comes boxed: an async function keeps its argument in its own
+/// state beside the inner future it is moved into, so an unboxed session
+/// would be held twice for the socket's whole life (issue 25's memory
+/// regression, BENCHMARKS.md).
+pub async fn websocket_session(session: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
     let _open = crate::metrics::GaugeGuard::socket();
     let _tracked = crate::shutdown::WEBSOCKETS.enter();
     let started = Instant::now();

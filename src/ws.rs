@@ -170,24 +170,32 @@ async fn graphql_ws(
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
     websocket.config(config).protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
-        crate::telemetry::websocket_session(session(socket, address, protocol.0, state, max_message))
+        // Split here: the session's state then holds the two halves (two
+        // pointers), not a socket it would keep a moved-from copy of.
+        let (sink, stream) = socket.split();
+        crate::telemetry::websocket_session(Box::pin(session(sink, stream, address, protocol.0, state, max_message)))
     })
 }
 
+type SocketSink = futures_util::stream::SplitSink<poem::web::websocket::WebSocketStream, Message>;
+type SocketStream = futures_util::stream::SplitStream<poem::web::websocket::WebSocketStream>;
+
 async fn session(
-    socket: poem::web::websocket::WebSocketStream,
+    mut sink: SocketSink,
+    mut stream: SocketStream,
     address: IpAddr,
     protocol: Protocols,
     state: WsState,
     max_message: usize,
 ) {
-    let (mut sink, mut stream) = socket.split();
     // Sockets that have not signed in yet belong to no principal, so no
     // per-principal limit holds them: bounds per address and overall do,
     // closing the oldest waiter (see `PendingTable`).
     let pending = PendingInit::enter(&state.waiters, address);
+    // Boxed, as the other one-off steps below: a step held inline would
+    // size the session's state for as long as the socket lives.
     let authenticated = tokio::select! {
-        authenticated = authenticate(&mut stream, &state, max_message) => authenticated,
+        authenticated = Box::pin(authenticate(&mut stream, &state, max_message)) => authenticated,
         () = pending.evicted() => {
             Err(Close::new(1013, "Try again later: too many connections are starting; send connection_init at once"))
         }

@@ -72,7 +72,8 @@ pub fn events(store: Store, principal: Principal, after: Option<i64>) -> impl St
         // Nothing at or before `after` is delivered again.
         let mut delivered = Delivered::new(after);
         if let Some(after) = after {
-            let mut replay = std::pin::pin!(replay(&store, &principal, after, &mut delivered));
+            // Boxed: a live subscriber's state then holds no room for a replay.
+            let mut replay = Box::pin(replay(&store, &principal, after, &mut delivered));
             while let Some(event) = replay.next().await {
                 yield event;
             }
@@ -89,7 +90,7 @@ pub fn events(store: Store, principal: Principal, after: Option<i64>) -> impl St
                     // Fell behind the live channel: what it dropped is in the
                     // outbox, after the last event this subscriber got.
                     let Some(from) = delivered.resume_from() else { continue };
-                    let mut replay = std::pin::pin!(replay(&store, &principal, from, &mut delivered));
+                    let mut replay = Box::pin(replay(&store, &principal, from, &mut delivered));
                     while let Some(event) = replay.next().await {
                         yield event;
                     }

@@ -261,8 +261,10 @@ impl Authenticator {
                 Session::Token { .. } => every,
             };
             tokio::time::sleep(wait).await;
+            // Boxed: while a socket idles, its state holds only the sleep,
+            // not room for a database read (BENCHMARKS.md, WebSocket memory).
             let checked = match session {
-                Session::Token { hash } => self.store.authenticate_hash(hash.clone()).await.and_then(|now| {
+                Session::Token { hash } => Box::pin(self.store.authenticate_hash(hash.clone())).await.and_then(|now| {
                     if now == *principal {
                         Ok(())
                     } else {
@@ -274,7 +276,7 @@ impl Authenticator {
                         return "Forbidden: the token expired";
                     }
                     match principal.user_id() {
-                        Some(user_id) => self.store.person_allowed(user_id).await,
+                        Some(user_id) => Box::pin(self.store.person_allowed(user_id)).await,
                         None => Ok(()),
                     }
                 }
