@@ -74,6 +74,14 @@ fn error_response(status: StatusCode, code: &str, message: &str, request_id: &st
         .body(body.to_string())
 }
 
+/// A refusal sent before the body was read whole: the connection closes
+/// after it (the rest of the body is never read), and says so, so a client
+/// that pools connections does not send its next request on it.
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
+}
+
 fn api_error_response(e: ApiError, request_id: &str) -> Response {
     let status = match e {
         ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
@@ -124,44 +132,42 @@ async fn graphql_post(req: &Request, body: Body, PoemData(state): PoemData<&AppS
         .and_then(|ct| ct.split(';').next())
         .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
-        return error_response(
+        return closing(error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "BAD_USER_INPUT",
             "send GraphQL requests with `Content-Type: application/json`",
             &request_id,
-        );
+        ));
     }
     // A busy connection is never evicted at the connection cap
     // (`crate::edge`), so a body that trickles in has a deadline.
     let read = tokio::time::timeout(state.body_timeout, body.into_bytes_limit(state.limits.max_body_bytes)).await;
     let Ok(read) = read else {
         tracing::info!(request_id, timeout = ?state.body_timeout, "request body too slow; connection closed");
-        let mut response = error_response(
+        return closing(error_response(
             StatusCode::REQUEST_TIMEOUT,
             "BAD_USER_INPUT",
             &format!("the request body did not arrive within {}", humantime::format_duration(state.body_timeout)),
             &request_id,
-        );
-        response.headers_mut().insert(poem::http::header::CONNECTION, poem::http::HeaderValue::from_static("close"));
-        return response;
+        ));
     };
     let bytes = match read {
         Ok(bytes) => bytes,
         Err(poem::error::ReadBodyError::PayloadTooLarge) => {
-            return error_response(
+            return closing(error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "BAD_USER_INPUT",
                 &format!("the request body is larger than {} bytes", state.limits.max_body_bytes),
                 &request_id,
-            )
+            ))
         }
         Err(_) => {
-            return error_response(
+            return closing(error_response(
                 StatusCode::BAD_REQUEST,
                 "BAD_USER_INPUT",
                 "the request body could not be read",
                 &request_id,
-            )
+            ))
         }
     };
     let batch: BatchRequest = match serde_json::from_slice(&bytes) {

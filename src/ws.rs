@@ -72,10 +72,14 @@ use crate::graphql::GatedSchema;
 use crate::graphql::GraphqlConfig;
 use crate::identity::{Authenticator, Session};
 
-/// Per-socket read/write buffer: tungstenite's default 128 KiB read buffer
-/// per socket would dominate the memory of thousands of idle subscribers;
-/// GraphQL messages are small.
-const WS_BUFFER: usize = 4 * 1024;
+/// Per-socket read buffer: tungstenite keeps it allocated for the socket's
+/// life (its default, 128 KiB, would dominate the memory of thousands of
+/// idle subscribers) and zero-fills it on each read. A client sends a few
+/// small messages (`connection_init`, `subscribe`); a larger one is read in
+/// several passes. 4 KiB → 1 KiB: 25.9 → 23.1 KB per subscriber.
+const WS_READ_BUFFER: usize = 1024;
+/// How much outgoing data is gathered before it is written.
+const WS_WRITE_BUFFER: usize = 4 * 1024;
 /// The largest WebSocket message (and frame) accepted; a subscribe is a few
 /// hundred bytes. Lowered to `max_body_bytes` when that is smaller.
 const WS_MAX_MESSAGE: usize = 64 * 1024;
@@ -165,8 +169,8 @@ async fn graphql_ws(
     let address = remote.as_socket_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     let max_message = WS_MAX_MESSAGE.min(state.limits.max_body_bytes);
     let config = WebSocketConfig::default()
-        .read_buffer_size(WS_BUFFER)
-        .write_buffer_size(WS_BUFFER)
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
     websocket.config(config).protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {

@@ -65,6 +65,21 @@ async fn transport_rules() {
     let huge = json!({ "query": "{ me { id } }", "variables": { "x": "a".repeat(400_000) } });
     let (status, body) = server.post_json(&token, &huge).await;
     assert_eq!(status, 413, "{body}");
+    // A refusal before the body is read whole says the connection closes, so
+    // a pooling client does not reuse it (the rest is never read).
+    let res = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .bearer_auth(&token)
+        .body(huge.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(res.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"));
+    let res = http.post(&url).header("content-type", "text/plain").bearer_auth(&token).body("{}").send().await.unwrap();
+    assert_eq!(res.status(), 415);
+    assert_eq!(res.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"));
     let batch: Vec<_> = (0..11).map(|_| json!({ "query": "{ me { id } }" })).collect();
     let (status, body) = server.post_json(&token, &json!(batch)).await;
     assert_eq!(status, 400);
