@@ -30,7 +30,11 @@ impl SubscriptionRoot {
         single_root_field(ctx)?;
         let principal = principal(ctx)?.clone();
         let store = store(ctx).clone();
-        let after = super::event_stream::resume_point(&store, &principal, after.as_ref().map(|id| id.as_str())).await?;
+        // Boxed: async-graphql keeps this resolver's state inside the
+        // subscription's stream for its whole life, sized for its largest
+        // step; the database read that checks `after` is a one-off.
+        let after = after.as_ref().map(|id| id.as_str());
+        let after = Box::pin(super::event_stream::resume_point(&store, &principal, after)).await?;
         Ok(super::event_stream::events(store, principal, after).map(CredentialEvent))
     }
 }
