@@ -30,6 +30,8 @@
 //! | `sesame_proxy_bytes_total` | direction | bytes through the proxy (`sent` to providers, `received` from them) |
 //! | `sesame_proxy_tokens_total` | provider, kind | token usage providers reported (`input`, `output`) |
 //! | `sesame_proxy_connections` | | open connections to the proxy |
+//! | `sesame_proxy_grants_kept_total` | | placeholders checked against a grant kept from an earlier read |
+//! | `sesame_proxy_grants_read_total` | | placeholders checked by reading the grant's rows |
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -173,6 +175,8 @@ pub struct Metrics {
     pub proxy_bytes: Family<DirectionLabels, Counter>,
     pub proxy_tokens: Family<ProviderKind, Counter>,
     pub proxy_connections: Gauge,
+    pub proxy_grants_kept: Counter,
+    pub proxy_grants_read: Counter,
     operation_names: Mutex<HashSet<String>>,
 }
 
@@ -204,6 +208,8 @@ impl Metrics {
             proxy_bytes: Family::default(),
             proxy_tokens: Family::default(),
             proxy_connections: Gauge::default(),
+            proxy_grants_kept: Counter::default(),
+            proxy_grants_read: Counter::default(),
             operation_names: Mutex::default(),
             registry: Registry::default(),
         };
@@ -272,6 +278,16 @@ impl Metrics {
             m.proxy_tokens.clone(),
         );
         registry.register("proxy_connections", "Open connections to the egress proxy", m.proxy_connections.clone());
+        registry.register(
+            "proxy_grants_kept",
+            "Placeholders checked against a grant kept from an earlier read",
+            m.proxy_grants_kept.clone(),
+        );
+        registry.register(
+            "proxy_grants_read",
+            "Placeholders checked by reading the grant's rows",
+            m.proxy_grants_read.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -371,6 +387,15 @@ pub fn socket_closed(code: u16) {
 /// One request through the egress proxy (`provider`: `none` before a grant is known).
 pub fn proxy_request(provider: &str, outcome: &str) {
     METRICS.proxy_requests.get_or_create(&ProviderOutcome { provider: provider.into(), outcome: outcome.into() }).inc();
+}
+
+/// A placeholder checked against a kept grant (`true`) or by a read.
+pub fn proxy_grant_lookup(kept: bool) {
+    if kept {
+        METRICS.proxy_grants_kept.inc();
+    } else {
+        METRICS.proxy_grants_read.inc();
+    }
 }
 
 /// Bytes through the egress proxy (`sent` or `received`).

@@ -7,6 +7,10 @@
 //! this listener, on every instance alike: one path, so nothing is
 //! delivered twice. On SQLite there is one instance and events stay
 //! in-process.
+//!
+//! The same listener hears the triggers that say a proxy grant may have
+//! ended (`store::GRANTS_CHANNEL`): the egress proxy keeps grants between
+//! requests only while it listens (`Store::set_grants_watched`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +20,7 @@ use sqlx::postgres::PgListener;
 
 use crate::events::{CredentialEvent, EventBus};
 use crate::flows::{FlowEngine, FlowUpdate};
-use crate::store::{Channel, EventScope, EventSink, Store};
+use crate::store::{Channel, EventScope, EventSink, Store, GRANTS_CHANNEL};
 
 pub const EVENTS_CHANNEL: &str = "sesame_credential_events";
 pub const FLOWS_CHANNEL: &str = "sesame_flow_updates";
@@ -77,6 +81,7 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
     // Read before listening: what commits in between is caught up below.
     let mut last_seq = store.latest_event_id().await.map_err(crate::error::api_to_anyhow)?;
     let mut listener = listen(&store).await?;
+    store.set_grants_watched(true);
     last_seq = catch_up(&store, last_seq).await;
     tokio::spawn(async move {
         loop {
@@ -95,6 +100,7 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
                             }
                             Err(e) => tracing::error!(error = %e, "unreadable credential event notification"),
                         },
+                        GRANTS_CHANNEL => store.grants_changed(),
                         FLOWS_CHANNEL => match serde_json::from_str::<FlowUpdate>(n.payload()) {
                             Ok(update) => flows.publish_notified(update).await,
                             Err(e) => tracing::error!(error = %e, "unreadable flow notification"),
@@ -106,11 +112,16 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
                 Ok(None) => "the connection closed".to_owned(),
                 Err(e) => e.to_string(),
             };
+            // Changes go unheard until it is back: the proxy reads every grant.
+            store.set_grants_watched(false);
             tracing::warn!(error = %lost, "lost the PostgreSQL listener; reconnecting");
             listener = loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 match listen(&store).await {
-                    Ok(fresh) => break fresh,
+                    Ok(fresh) => {
+                        store.set_grants_watched(true);
+                        break fresh;
+                    }
                     Err(e) => tracing::warn!(error = %e, "reconnecting the PostgreSQL listener failed"),
                 }
             };
@@ -123,7 +134,7 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
 async fn listen(store: &Store) -> anyhow::Result<PgListener> {
     let pool = store.postgres_pool();
     let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen_all([EVENTS_CHANNEL, FLOWS_CHANNEL]).await?;
+    listener.listen_all([EVENTS_CHANNEL, FLOWS_CHANNEL, GRANTS_CHANNEL]).await?;
     Ok(listener)
 }
 

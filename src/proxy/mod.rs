@@ -267,9 +267,12 @@ impl Proxy {
             connections: Arc::default(),
             ledger: ledger.clone(),
         });
+        // Grants are kept between requests while changes are heard of
+        // (SQLite: this watcher; PostgreSQL: the relay).
+        let watcher = handle.watch();
         let accept = tokio::spawn(accept_loop(listener, shared));
         let flusher = tokio::spawn(ledger.clone().run(handle.clone()));
-        Running { accept, flusher, ledger, handle }
+        Running { accept, flusher, watcher, ledger, handle }
     }
 }
 
@@ -277,6 +280,7 @@ impl Proxy {
 pub struct Running {
     accept: tokio::task::JoinHandle<()>,
     flusher: tokio::task::JoinHandle<()>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
     ledger: usage::Ledger,
     handle: ProxyHandle,
 }
@@ -290,6 +294,9 @@ impl Running {
             let _ = self.flusher.await;
         })
         .await;
+        if let Some(watcher) = self.watcher {
+            watcher.abort();
+        }
         self.ledger.flush_now(&self.handle).await;
     }
 }

@@ -119,7 +119,7 @@ impl AdminHandle {
             .delete_credentials(&txn, self.actor(), Action::AdminDeletedCredential, vec![row], Some(REMOVED_BY_ADMIN))
             .await?;
         let removed = self.store.record_events(&txn, removed).await?;
-        txn.commit().await?;
+        self.store.commit_ending(txn).await?;
         self.store.revoke_removed(doomed, removed).await;
         Ok(())
     }
@@ -140,7 +140,7 @@ impl AdminHandle {
             .delete_credentials(&txn, self.actor(), Action::AdminDeletedCredential, rows, Some(REMOVED_BY_ADMIN))
             .await?;
         let removed = self.store.record_events(&txn, removed).await?;
-        txn.commit().await?;
+        self.store.commit_ending(txn).await?;
         let n = removed.len();
         self.store.revoke_removed(doomed, removed).await;
         Ok(n)

@@ -321,7 +321,11 @@ impl Store {
         .await?;
         let kind = if replaced { CredentialEventKind::Updated } else { CredentialEventKind::Created };
         let event = self.record_event(&txn, meta.event(kind, None)).await?;
-        txn.commit().await?;
+        if replaced {
+            self.commit_ending(txn).await?;
+        } else {
+            txn.commit().await?;
+        }
         self.publish_all(vec![event]);
         Ok(meta)
     }

@@ -11,6 +11,7 @@ mod credentials;
 pub mod db;
 mod event_log;
 mod flows;
+mod grant_cache;
 mod lifecycle;
 mod operator;
 mod owner;
@@ -37,6 +38,7 @@ pub(crate) use checks::system_key_fingerprint;
 pub use checks::{CheckTarget, SystemKeyCheck};
 pub use credentials::CredentialMeta;
 pub(crate) use credentials::{NewCredential, Origin, StoredSecret};
+pub use grant_cache::CHANNEL as GRANTS_CHANNEL;
 pub use lifecycle::{RefreshOutcome, RefreshReport, ScanReport, EXPIRING_MESSAGE};
 pub use operator::OperatorHandle;
 pub use owner::OwnerHandle;
@@ -92,6 +94,8 @@ struct Inner {
     refreshes: lifecycle::Refreshes,
     /// Files or proxy placeholders, and where the proxy is (`proxy.rs`).
     delivery: OnceLock<proxy::DeliverySettings>,
+    /// The egress proxy's grants between requests (`grant_cache.rs`).
+    grants: grant_cache::GrantCache<proxy::Joined>,
 }
 
 /// Most requests one batch takes (bounds the `IN (…)` lists and the
@@ -180,6 +184,7 @@ impl Store {
                 clock: crate::clock::Clock::system(),
                 refreshes: lifecycle::Refreshes::default(),
                 delivery: OnceLock::new(),
+                grants: grant_cache::GrantCache::default(),
             }),
         }
     }

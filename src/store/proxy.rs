@@ -3,9 +3,12 @@
 //! value behind a live placeholder, answer a refresh with placeholders, and
 //! add to a grant's usage. It is not a principal: what it may reach is
 //! decided by the grant the placeholder names, checked on every request
-//! against the rows every instance shares (so an end is seen at once).
+//! against the rows every instance shares, as last read: a grant read once
+//! is kept until a change that could end it is heard of
+//! (`grant_cache.rs`), so an end is seen at once here and, on other
+//! instances, as soon as PostgreSQL's notification arrives.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -165,8 +168,9 @@ fn joined_sql(backend: sea_orm::DbBackend) -> String {
 
 /// A grant as one query reads it: the grant, its person's `disabled_at`
 /// (None: deleted), its runner token's revocation and expiry (None: no
-/// token row), its credential (None: the system key, or removed).
-struct Joined {
+/// token row), its credential (None: the system key, or removed; sealed).
+/// What the grant cache keeps.
+pub(in crate::store) struct Joined {
     grant: proxy_grant::Model,
     person: Option<Option<DateTime<Utc>>>,
     token: Option<TokenEnds>,
@@ -176,11 +180,11 @@ struct Joined {
 /// A runner token's `revoked_at` and `expires_at`.
 type TokenEnds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
-/// A live grant and the credential row it lends from (None: the system key).
+/// A live grant and the credential row it lends from (`joined.row`; None:
+/// the system key).
 struct Live {
-    grant: proxy_grant::Model,
+    joined: Arc<Joined>,
     view: GrantView,
-    row: Option<credential::Model>,
 }
 
 fn view_of(g: &proxy_grant::Model) -> Result<GrantView, Refusal> {
@@ -200,14 +204,28 @@ impl ProxyHandle {
     /// lease over, credential removed or replaced, person disabled or
     /// deleted, runner token revoked).
     async fn live(&self, id: &GrantId) -> Result<Live, Refusal> {
+        let key = id.hash();
+        let cache = &self.store.inner.grants;
+        let kept = cache.get(&key);
+        crate::metrics::proxy_grant_lookup(kept.is_some());
+        let joined = match kept {
+            Some(hit) => hit,
+            None => {
+                let ticket = cache.ticket();
+                // One read: the grant with its person, runner token and
+                // credential; kept until a change to any of them is heard of.
+                let joined = Arc::new(
+                    self.joined(&key)
+                        .await
+                        .map_err(unavailable)?
+                        .ok_or_else(|| Refusal::new("this placeholder was never issued by this vault"))?,
+                );
+                cache.keep(&key, joined.clone(), ticket);
+                joined
+            }
+        };
         let now = self.store.clock().now();
-        // One read: the grant with its person, runner token and credential
-        // (every request asks, so an end is seen at once on every instance).
-        let Joined { grant, person, token, row } = self
-            .joined(id)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| Refusal::new("this placeholder was never issued by this vault"))?;
+        let Joined { grant, person, token, row } = &*joined;
         if let Some(at) = grant.ended_at {
             let why = grant.end_reason.as_deref().unwrap_or("ended");
             return Err(Refusal::new(format!("this task's credentials ended at {}: {why}", at.format("%F %T UTC"))));
@@ -231,13 +249,13 @@ impl ProxyHandle {
         if grant.credential_id.is_some() && row.is_none() {
             return Err(Refusal::new("the credential was removed"));
         }
-        let view = view_of(&grant)?;
-        Ok(Live { grant, view, row })
+        let view = view_of(grant)?;
+        Ok(Live { joined, view })
     }
 
     /// The grant `id` names, joined in one query with its person (their
     /// `disabled_at`), its runner token (revoked, expiry) and its credential.
-    async fn joined(&self, id: &GrantId) -> Result<Option<Joined>, sea_orm::DbErr> {
+    async fn joined(&self, key: &str) -> Result<Option<Joined>, sea_orm::DbErr> {
         use sea_orm::{DbBackend, FromQueryResult, Statement};
         // The SQL is the same every time but for the id: built once per
         // backend (building it cost as much as running it).
@@ -252,7 +270,7 @@ impl ProxyHandle {
             DbBackend::MySql => &MYSQL,
         }
         .get_or_init(|| joined_sql(backend));
-        let statement = Statement::from_sql_and_values(backend, sql.as_str(), [id.hash().into()]);
+        let statement = Statement::from_sql_and_values(backend, sql.as_str(), [key.into()]);
         let Some(r) = db.query_one(statement).await? else { return Ok(None) };
         let grant = proxy_grant::Model::from_query_result(&r, "A_")?;
         let row = match r.try_get::<Option<String>>("B_", "id")? {
@@ -281,11 +299,16 @@ impl ProxyHandle {
                 "a refresh token is answered by the vault's proxy at the provider's token endpoint, never sent on",
             ));
         }
-        let mut live = self.live(&found.grant).await?;
-        if live.row.as_ref().is_some_and(|r| needs_refresh(r, self.store.clock().now())) {
-            live.row = Some(self.fresh(live.row.take().expect("checked")).await?);
-        }
-        let secret = match (&live.row, found.field) {
+        let live = self.live(&found.grant).await?;
+        let refreshed;
+        let row = match &live.joined.row {
+            Some(row) if needs_refresh(row, self.store.clock().now()) => {
+                refreshed = self.fresh(row.clone()).await?;
+                Some(&refreshed)
+            }
+            row => row.as_ref(),
+        };
+        let secret = match (row, found.field) {
             (None, Field::ApiKey) => match self.store.system_keys().get(live.view.provider) {
                 Some(key) => Zeroizing::new(key.expose().to_owned()),
                 None => return Err(Refusal::new("the system-wide key was unset after this task started")),
@@ -306,8 +329,10 @@ impl ProxyHandle {
                 }
             }
         };
-        if live.grant.first_used_at.is_none() {
+        if live.joined.grant.first_used_at.is_none() {
             self.first_use(&live).await.map_err(unavailable)?;
+            // Read again next time: it is recorded now.
+            self.store.inner.grants.forget(&live.view.key);
         }
         Ok(Loan { grant: live.view, secret })
     }
@@ -315,11 +340,12 @@ impl ProxyHandle {
     /// Audits a task's first use of its credential (once, however many
     /// instances race to it).
     async fn first_use(&self, live: &Live) -> ApiResult<()> {
+        let grant = &live.joined.grant;
         let now = self.store.clock().now();
         let txn = self.store.db().begin().await?;
         let first = proxy_grant::Entity::update_many()
             .col_expr(proxy_grant::Column::FirstUsedAt, Expr::value(now))
-            .filter(proxy_grant::Column::IdHash.eq(live.grant.id_hash.as_str()))
+            .filter(proxy_grant::Column::IdHash.eq(grant.id_hash.as_str()))
             .filter(proxy_grant::Column::FirstUsedAt.is_null())
             .exec(&txn)
             .await?
@@ -331,11 +357,11 @@ impl ProxyHandle {
                 Actor::System,
                 Action::ProxyFirstUse,
                 audit::Entry {
-                    owner_id: Some(&live.grant.owner_id),
-                    credential_id: live.grant.credential_id.as_deref(),
+                    owner_id: Some(&grant.owner_id),
+                    credential_id: grant.credential_id.as_deref(),
                     provider: Some(live.view.provider),
                     agent: Some(live.view.agent),
-                    task_id: Some(&live.grant.task_id),
+                    task_id: Some(&grant.task_id),
                     detail: Some(format!("source {}; first request through the egress proxy", live.view.source)),
                 },
             )
@@ -366,7 +392,10 @@ impl ProxyHandle {
                         return Err(Refusal::new("the provider refused the login; its person must sign in again"))
                     }
                     RefreshOutcome::Transient => break,
-                    RefreshOutcome::Refreshed | RefreshOutcome::Skipped => {}
+                    // The kept rows hold the old token: read them afresh
+                    // (other instances hear it from the trigger).
+                    RefreshOutcome::Refreshed => self.store.grants_changed(),
+                    RefreshOutcome::Skipped => {}
                 }
             }
             let claimed_before = self.store.refreshes().claim_is_live(&row, self.store.clock().now());
@@ -408,10 +437,10 @@ impl ProxyHandle {
         if !crate::providers::spec(live.view.provider).egress.is_token_endpoint(endpoint.0, endpoint.1) {
             return Err(Refusal::new("this task's refresh token is not for this provider's token endpoint"));
         }
-        let Some(row) = live.row else {
+        let Some(row) = &live.joined.row else {
             return Err(Refusal::new("an API key is never refreshed"));
         };
-        let row = self.fresh(row).await?;
+        let row = self.fresh(row.clone()).await?;
         let StoredSecret::Subscription(real) = self.store.open_secret(&row).map_err(unavailable)? else {
             return Err(Refusal::new("this credential is an API key now; the runner must issue credentials again"));
         };
@@ -424,6 +453,58 @@ impl ProxyHandle {
             id_token: placeholders.id_token.as_ref().map(|t| t.expose().to_owned()),
             expires_in: row.expires_at.map(|t| (t - now).num_seconds().max(0)),
         })
+    }
+
+    /// Watches for changes that could end a grant, so the grants read are
+    /// kept between requests (`grant_cache.rs`). SQLite: reads the
+    /// triggers' counter every [`POLL`](super::grant_cache::POLL) until the
+    /// shutdown signal or the store is dropped; while it cannot read, every
+    /// request reads its grant. PostgreSQL: `None`, the relay's LISTEN
+    /// watches.
+    pub fn watch(&self) -> Option<tokio::task::JoinHandle<()>> {
+        if self.store.is_postgres() {
+            return None;
+        }
+        let store = Arc::downgrade(&self.store.inner);
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(super::grant_cache::POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last: Option<i64> = None;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = crate::shutdown::triggered() => break,
+                }
+                let Some(inner) = store.upgrade() else { return };
+                let store = Store { inner };
+                match store.proxy_epoch().await {
+                    Ok(now) if last == Some(now) => {}
+                    Ok(now) => {
+                        if last.is_none() {
+                            store.inner.grants.set_watched(true);
+                        } else {
+                            store.grants_changed();
+                        }
+                        last = Some(now);
+                    }
+                    Err(e) => {
+                        if last.take().is_some() {
+                            tracing::warn!(error = %e, "proxy: cannot read grant changes; every request reads its grant");
+                            store.inner.grants.set_watched(false);
+                        }
+                    }
+                }
+            }
+            if let Some(inner) = store.upgrade() {
+                inner.grants.set_watched(false);
+            }
+        }))
+    }
+
+    /// Whether grants are kept between requests now (a watcher hears of
+    /// every change that could end one).
+    pub fn is_watching(&self) -> bool {
+        self.store.inner.grants.is_watched()
     }
 
     /// Adds `usage` to the grant with key `grant_key`.

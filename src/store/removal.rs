@@ -168,7 +168,7 @@ impl Store {
         let doomed = self.to_revoke(&rows)?;
         let removed = self.delete_credentials(&txn, actor, Action::CredentialRemoved, rows, None).await?;
         let events = self.record_events(&txn, removed).await?;
-        txn.commit().await?;
+        self.commit_ending(txn).await?;
         Ok(self.revoke_removed(doomed, events).await)
     }
 

@@ -23,11 +23,33 @@ const OPENAI_TOKEN: (&str, &str) = ("auth.openai.com", "/oauth/token");
 
 const CA: &str = "-----BEGIN CERTIFICATE-----\nTESTCA\n-----END CERTIFICATE-----\n";
 
+/// An in-process vault with proxy delivery on, its grants kept between
+/// requests (the watcher `serve` starts with the proxy is running).
 async fn vault(dir: &std::path::Path, fake: &FakeProvider) -> App {
     let app = open(dir, fake).await;
     let access = ProxyAccess { url: "http://127.0.0.1:9".into(), ca_cert_pem: CA.into() };
     app.store.set_delivery(DeliverySettings { default: Delivery::Files, proxy: Some(access) });
+    let _watcher = app.store.proxy().watch();
+    watching(&app).await;
     app
+}
+
+/// Waits until `app`'s grants are kept between requests.
+async fn watching(app: &App) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !app.store.proxy().is_watching() {
+        assert!(std::time::Instant::now() < deadline, "the grant watcher never started");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Lends `found` twice: the first use is recorded, the second read is kept,
+/// so what ends it afterwards must reach a kept grant.
+async fn warm(app: &App, found: &Found) {
+    for _ in 0..2 {
+        app.store.proxy().lend(found).await.unwrap_or_else(|r| panic!("not lent: {}", r.0));
+    }
+    assert!(app.store.proxy().lend(found).await.is_ok());
 }
 
 async fn runner(app: &App) -> (RunnerHandle, String) {
@@ -168,30 +190,34 @@ async fn a_placeholder_stops_working_when_its_task_ends_in_any_way() {
 
     // Returned, even with no files.
     let returned = issue("t-returned").await;
-    assert!(proxy.lend(&returned).await.is_ok());
+    warm(&app, &returned).await;
     let back = runner.return_files(&TaskId::parse("t-returned").unwrap(), vec![], app.checker.apis()).await.unwrap();
     assert!(back.is_empty());
     assert!(refusal(proxy.lend(&returned).await).contains("returned"));
 
     // The credential replaced: the placeholder does not follow the new key.
     let replaced = issue("t-replaced").await;
+    warm(&app, &replaced).await;
     owner.set_api_key(ApiKey::parse(Provider::Anthropic, &key(2)).unwrap(), None).await.unwrap();
     assert!(refusal(proxy.lend(&replaced).await).contains("replaced"));
 
     // Its lease over (the store's clock moved past it).
     let lease = issue("t-lease").await;
+    warm(&app, &lease).await;
     app.store.clock().shift_for_tests(Duration::hours(3));
     assert!(refusal(proxy.lend(&lease).await).contains("lease is over"));
     app.store.clock().shift_for_tests(Duration::hours(-3));
 
     // Removed.
     let removed = issue("t-removed").await;
+    warm(&app, &removed).await;
     owner.remove_api_key(Provider::Anthropic).await.unwrap();
     assert!(refusal(proxy.lend(&removed).await).contains("removed"));
     owner.set_api_key(ApiKey::parse(Provider::Anthropic, &key(3)).unwrap(), None).await.unwrap();
 
     // The person disabled (and enabled again: it works again, the task's lease still runs).
     let disabled = issue("t-disabled").await;
+    warm(&app, &disabled).await;
     app.store.operator_unchecked().set_disabled(&user, true).await.unwrap();
     assert!(refusal(proxy.lend(&disabled).await).contains("disabled"));
     app.store.operator_unchecked().set_disabled(&user, false).await.unwrap();
@@ -199,6 +225,7 @@ async fn a_placeholder_stops_working_when_its_task_ends_in_any_way() {
 
     // The runner token revoked.
     let revoked = issue("t-revoked").await;
+    warm(&app, &revoked).await;
     app.store.operator_unchecked().revoke_token(&runner_id).await.unwrap();
     assert!(refusal(proxy.lend(&revoked).await).contains("revoked"));
 
@@ -211,6 +238,7 @@ async fn a_placeholder_stops_working_when_its_task_ends_in_any_way() {
             .unwrap();
         placeholder(&issued.materialized, Field::ApiKey)
     };
+    warm(&app, &deleted).await;
     app.store.operator_unchecked().delete_person(&user).await.unwrap();
     let why = refusal(proxy.lend(&deleted).await);
     assert!(why.contains("deleted") || why.contains("removed"), "{why}");
@@ -318,13 +346,91 @@ async fn instances_on_postgresql_share_grants_ends_and_one_refresh() {
     }))
     .await;
     assert_eq!(fake.state.lock().unwrap().refresh_calls.len(), 1, "one real refresh across instances");
-    // Issued on A, lent by B.
+    // Issued on A, lent by B (kept there: B's relay listens).
     let access = answers.into_iter().next().unwrap().unwrap().access_token;
-    assert!(b.store.proxy().lend(&find_all(&access)[0]).await.is_ok());
-    // Returned on A: B refuses at once.
+    let access = &find_all(&access)[0];
+    for app in [&a, &b] {
+        sesame_vault::relay::start(app.store.clone(), app.flows.clone()).await.unwrap();
+        watching(app).await;
+    }
+    warm(&b, access).await;
+    // Returned on A: A refuses at once, B as soon as PostgreSQL's
+    // notification reaches it.
     runner_a.return_files(&TaskId::parse("pg-0").unwrap(), vec![], a.checker.apis()).await.unwrap();
-    let refused = b.store.proxy().lend(&find_all(&access)[0]).await.err().unwrap();
+    let ended = std::time::Instant::now();
+    assert!(a.store.proxy().lend(access).await.err().unwrap().0.contains("returned"));
+    let refused = loop {
+        match b.store.proxy().lend(access).await {
+            Err(refused) => break refused,
+            Ok(_) => {
+                assert!(ended.elapsed() < std::time::Duration::from_secs(2), "B kept lending a returned task's token");
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    };
     assert!(refused.0.contains("returned"), "{refused:?}");
+    eprintln!("instance B refused {:?} after the return on A", ended.elapsed());
+}
+
+/// The SQLite triggers' count of changes, read over `c`.
+async fn epoch(c: &mut sqlx::SqliteConnection) -> i64 {
+    sqlx::query_scalar("SELECT value FROM proxy_epoch WHERE id = 1").fetch_one(c).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_change_made_outside_this_process_ends_a_kept_grant() {
+    let fake = FakeProvider::start(&[], Reply::Pending).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = vault(dir.path(), &fake).await;
+    let (runner, _) = runner(&app).await;
+    let who = person(&app, "outside@example.com").await;
+    let user = who.user_id().unwrap().to_owned();
+    let key = "sk-ant-api03-TESToutside000000000000000000000000000000000000000000";
+    app.store.owner(&who).unwrap().set_api_key(ApiKey::parse(Provider::Anthropic, key).unwrap(), None).await.unwrap();
+    let issued =
+        runner.issue(&user, Agent::ClaudeCode, None, &TaskId::parse("outside").unwrap(), Some(Delivery::Proxy)).await;
+    let found = placeholder(&issued.unwrap().materialized, Field::ApiKey);
+    warm(&app, &found).await;
+    // Another process on the same file (the operator's CLI would be one).
+    let url = format!("sqlite://{}", dir.path().join("sesame.db").display());
+    let mut other = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    // Counting usage is not a change that could end it.
+    let before = epoch(&mut other).await;
+    sqlx::query("UPDATE proxy_grants SET requests = requests + 1").execute(&mut other).await.unwrap();
+    assert_eq!(epoch(&mut other).await, before, "usage is not watched");
+    assert!(app.store.proxy().lend(&found).await.is_ok());
+    // The person disabled from outside: refused within the watcher's poll.
+    sqlx::query("UPDATE users SET disabled_at = '2026-01-01T00:00:00+00:00' WHERE id = ?")
+        .bind(&user)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    assert!(epoch(&mut other).await > before);
+    let changed = std::time::Instant::now();
+    let refused = loop {
+        match app.store.proxy().lend(&found).await {
+            Err(refused) => break refused,
+            Ok(_) => {
+                assert!(changed.elapsed() < std::time::Duration::from_secs(2), "a kept grant outlived its person");
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+    };
+    assert!(refused.0.contains("disabled"), "{refused:?}");
+    // The credential deleted from outside: never lent from what was kept.
+    sqlx::query("UPDATE users SET disabled_at = NULL WHERE id = ?").bind(&user).execute(&mut other).await.unwrap();
+    sqlx::query("DELETE FROM credentials WHERE owner_id = ?").bind(&user).execute(&mut other).await.unwrap();
+    let changed = std::time::Instant::now();
+    let refused = loop {
+        match app.store.proxy().lend(&found).await {
+            Err(refused) if refused.0.contains("removed") => break refused,
+            _ => {
+                assert!(changed.elapsed() < std::time::Duration::from_secs(2), "a kept grant outlived its credential");
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+    };
+    assert!(refused.0.contains("removed"), "{refused:?}");
 }
 
 #[tokio::test]

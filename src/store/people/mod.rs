@@ -301,7 +301,7 @@ impl Store {
             )
             .await?;
         }
-        txn.commit().await?;
+        self.commit_ending(txn).await?;
         Person::try_from(row)
     }
 
@@ -377,7 +377,7 @@ impl Store {
         user::Entity::delete_by_id(user_id).exec(&txn).await?;
         // Events last, after every row write (see `Store::record_event`).
         let removed = self.record_events(&txn, removed).await?;
-        txn.commit().await?;
+        self.commit_ending(txn).await?;
         let deleted = DeletedPerson {
             id: target.id,
             email: target.email,

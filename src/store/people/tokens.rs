@@ -222,7 +222,7 @@ impl Store {
             },
         )
         .await?;
-        txn.commit().await?;
+        self.commit_ending(txn).await?;
         Ok(())
     }
 
@@ -252,7 +252,7 @@ impl Store {
             )
             .await?;
         }
-        txn.commit().await?;
+        self.commit_ending(txn).await?;
         Ok(updated > 0)
     }
 }

@@ -39,9 +39,12 @@ impl RunnerHandle {
         apis: ProviderApis<'_>,
     ) -> ApiResult<Vec<CredentialMeta>> {
         let now = self.store.clock().now();
-        // Proxy delivery: the task's placeholders stop working now, on every
-        // instance (the proxy reads the grant on each request).
+        // Proxy delivery: the task's placeholders stop working now, here
+        // and on every instance (the grant cache hears of it).
         let ended = self.store.end_grants_of_task(self.store.db(), task.as_str(), self.token_id()).await?;
+        if ended > 0 {
+            self.store.grants_changed();
+        }
         let leases = match self.open_leases(task, now).await {
             Ok(leases) => leases,
             // Issued with PROXY only: its login files hold placeholders (the
