@@ -48,6 +48,38 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     app.serve(serving, proxy).await
 }
 
+/// `proxy`: the egress proxy as its own process, beside the sandboxes, on
+/// the same database as `serve` (the same SQLite file on one host, or
+/// PostgreSQL). It lends through the store's proxy handle exactly as the
+/// proxy inside `serve` does, and hears of every end the same way (the
+/// SQLite watcher, or the relay's LISTEN). `serve` hands tasks its URL
+/// (`SESAME_PROXY__PUBLIC_URL`) and CA certificate.
+pub async fn proxy(config: Config) -> anyhow::Result<()> {
+    if config.proxy.listen.is_none() {
+        anyhow::bail!("`sesame-vault proxy` needs SESAME_PROXY__LISTEN (e.g. 0.0.0.0:8443)");
+    }
+    tokio::spawn(crate::shutdown::listen_for_signals());
+    let proxy = crate::proxy::Proxy::bind(&config.proxy, &config.data_dir).await?.context("the proxy is not on")?;
+    let grace = config.shutdown.grace;
+    let app = tokio::select! {
+        app = App::open(config) => app?,
+        () = crate::shutdown::triggered() => return Ok(()),
+    };
+    if !app.config.is_sqlite() {
+        // Grants are kept between requests only while this listens.
+        crate::relay::start(app.store.clone(), app.flows.clone())
+            .await
+            .context("listening for PostgreSQL notifications")?;
+    }
+    let addr = proxy.addr();
+    let running = proxy.start(app.store.proxy());
+    println!("sesame-vault egress proxy on http://{addr}");
+    tracing::info!(%addr, "egress proxy listening (its own process)");
+    crate::shutdown::triggered().await;
+    running.stopped(grace).await;
+    Ok(())
+}
+
 /// The opened service: store and schema, ready to serve or to run a command.
 pub struct App {
     pub config: Config,
@@ -119,15 +151,21 @@ impl App {
             },
         );
         let addr = serving.addr();
-        // How tasks receive their credentials; PROXY needs the egress proxy.
-        if self.config.tasks.default_delivery == crate::domain::Delivery::Proxy && proxy.is_none() {
+        // How tasks receive their credentials; PROXY needs the egress proxy,
+        // in this process or its own (`sesame-vault proxy`).
+        let access = match &proxy {
+            Some(proxy) => Some(proxy.access()),
+            None => crate::proxy::external_access(&self.config.proxy, &self.config.data_dir)?,
+        };
+        if self.config.tasks.default_delivery == crate::domain::Delivery::Proxy && access.is_none() {
             anyhow::bail!(
-                "SESAME_TASKS__DEFAULT_DELIVERY=PROXY needs the egress proxy: set SESAME_PROXY__LISTEN (e.g. 127.0.0.1:0)"
+                "SESAME_TASKS__DEFAULT_DELIVERY=PROXY needs the egress proxy: set SESAME_PROXY__LISTEN (e.g. 127.0.0.1:0), \
+                 or SESAME_PROXY__PUBLIC_URL where `sesame-vault proxy` runs"
             );
         }
         self.store.set_delivery(crate::store::DeliverySettings {
             default: self.config.tasks.default_delivery,
-            proxy: proxy.as_ref().map(crate::proxy::Proxy::access),
+            proxy: access,
         });
         // A SQLite database has one instance by construction: leases left by
         // its previous run are its own, so pending flows resume at once.

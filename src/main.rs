@@ -25,6 +25,10 @@ struct Cli {
 enum Command {
     /// Run the server (migrates the database first).
     Serve,
+    /// Run the egress proxy as its own process (SESAME_PROXY__LISTEN), on
+    /// the same database as `serve`; `serve` then sets
+    /// SESAME_PROXY__PUBLIC_URL to where tasks reach it.
+    Proxy,
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
@@ -218,6 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Serve => sesame_vault::app::serve(config()?).await?,
+        Command::Proxy => sesame_vault::app::proxy(config()?).await?,
         Command::RotateKey => {
             let app = open_existing(config()?).await?;
             let n = app.store.operator_unchecked().rotate_keys().await.map_err(api_to_anyhow)?;

@@ -57,6 +57,18 @@ impl Ca {
         }
     }
 
+    /// A CA certificate alone (PEM), checked to be one: what `serve` hands
+    /// tasks when the proxy that holds the key runs elsewhere.
+    pub fn public_only(cert: &Path) -> anyhow::Result<String> {
+        let pem = std::fs::read_to_string(cert).with_context(|| format!("reading the proxy CA {}", cert.display()))?;
+        let params = CertificateParams::from_ca_cert_pem(&pem)
+            .with_context(|| format!("{} is not a PEM certificate", cert.display()))?;
+        if !matches!(params.is_ca, IsCa::Ca(_)) {
+            bail!("{} is not a CA certificate (basicConstraints CA:TRUE)", cert.display());
+        }
+        Ok(pem)
+    }
+
     fn load(cert: &Path, key: &Path) -> anyhow::Result<Ca> {
         let pem = std::fs::read_to_string(cert).with_context(|| format!("reading the proxy CA {}", cert.display()))?;
         let key_pem = zeroize::Zeroizing::new(

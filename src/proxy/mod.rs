@@ -276,6 +276,26 @@ impl Proxy {
     }
 }
 
+/// Where tasks reach an egress proxy that runs as its own process
+/// (`sesame-vault proxy`), for `serve` when `SESAME_PROXY__PUBLIC_URL` is
+/// set and `SESAME_PROXY__LISTEN` is not: that URL, and the CA certificate
+/// from `SESAME_PROXY__CA_CERT` or the data directory (generated there if
+/// neither file exists yet, for the proxy process to load). `None`: no proxy
+/// anywhere.
+pub fn external_access(config: &ProxyConfig, data_dir: &Path) -> anyhow::Result<Option<ProxyAccess>> {
+    let (None, Some(url)) = (config.listen, &config.public_url) else { return Ok(None) };
+    let parsed = url::Url::parse(url).with_context(|| format!("SESAME_PROXY__PUBLIC_URL: `{url}` is not a URL"))?;
+    if parsed.scheme() != "http" || parsed.host_str().is_none() {
+        bail!("SESAME_PROXY__PUBLIC_URL: `{url}` must be http://host:port (tasks CONNECT through it)");
+    }
+    let ca_cert_pem = match (&config.ca_cert, &config.ca_key) {
+        // The signing key stays with the proxy process.
+        (Some(cert), None) => ca::Ca::public_only(cert)?,
+        (cert, key) => ca::Ca::load_or_generate(cert.as_deref(), key.as_deref(), data_dir)?.public_pem().to_owned(),
+    };
+    Ok(Some(ProxyAccess { url: url.clone(), ca_cert_pem }))
+}
+
 /// The serving proxy.
 pub struct Running {
     accept: tokio::task::JoinHandle<()>,
@@ -355,6 +375,32 @@ mod tests {
         assert!(parse_upstreams(Some("nothing")).is_err());
         assert!(parse_upstreams(Some("a=ftp://x")).is_err());
         assert!(parse_upstreams(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_proxy_in_its_own_process_is_named_by_its_url_and_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ProxyConfig::default();
+        assert!(external_access(&config, dir.path()).unwrap().is_none(), "no proxy anywhere");
+        config.public_url = Some("http://gw:8443".into());
+        let access = external_access(&config, dir.path()).unwrap().expect("the proxy elsewhere");
+        assert_eq!(access.url, "http://gw:8443");
+        assert!(access.ca_cert_pem.contains("BEGIN CERTIFICATE"));
+        // The certificate alone (the key stays with the proxy): the same CA.
+        config.ca_cert = Some(dir.path().join(ca::CERT_FILE));
+        assert_eq!(external_access(&config, dir.path()).unwrap().unwrap().ca_cert_pem, access.ca_cert_pem);
+        // A file that is not a CA certificate, a URL tasks cannot CONNECT through.
+        let leaf = dir.path().join("not-a-ca.pem");
+        std::fs::write(&leaf, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+        config.ca_cert = Some(leaf);
+        assert!(external_access(&config, dir.path()).is_err());
+        config.ca_cert = None;
+        config.public_url = Some("https://gw:8443".into());
+        assert!(external_access(&config, dir.path()).unwrap_err().to_string().contains("http://host:port"));
+        // With a listener of its own, `serve` names that one instead.
+        config.public_url = Some("http://gw:8443".into());
+        config.listen = Some("127.0.0.1:0".parse().unwrap());
+        assert!(external_access(&config, dir.path()).unwrap().is_none());
     }
 
     #[test]

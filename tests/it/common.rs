@@ -233,3 +233,14 @@ impl Server {
         self.process.proxy_url.clone()
     }
 }
+
+impl Server {
+    /// Starts `sesame-vault proxy` (the egress proxy as its own process) on
+    /// the data directory `dir`, logging to `proxy.log` there; killed when
+    /// dropped. Its URL is the returned process's `url`.
+    pub fn start_proxy_process(dir: &Path, env: &[(&str, &str)]) -> ServerProcess {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        ServerProcess::start_proxy(base_command(dir, &env), dir)
+            .unwrap_or_else(|e| panic!("the proxy process did not start: {e:#}"))
+    }
+}

@@ -533,3 +533,82 @@ async fn an_error_answer_that_quotes_the_real_key_gets_the_placeholder_back() {
         http.post("https://api.anthropic.com/v1/messages").header("x-api-key", &placeholder).send().await.unwrap();
     assert_eq!(res.status(), 200);
 }
+
+// ---- The egress proxy as its own process (`sesame-vault proxy`). ----
+
+#[tokio::test]
+async fn a_proxy_in_its_own_process_lends_counts_and_ends_with_the_vault() {
+    let (up, upstream) = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let upstreams = format!("api.anthropic.com={upstream}");
+    // The proxy first, on the data directory `serve` will use: it migrates
+    // the database and generates the CA there.
+    let process = Server::start_proxy_process(
+        dir.path(),
+        &[("SESAME_PROXY__LISTEN", "127.0.0.1:0"), ("SESAME_PROXY__UPSTREAMS", upstreams.as_str())],
+    );
+    let proxy = process.url.clone();
+    let server = Server::spawn(dir, vec![("SESAME_PROXY__PUBLIC_URL".into(), proxy.clone())], true).await;
+    assert!(server.proxy_url().is_none(), "serve runs no proxy of its own");
+
+    // Issued by `serve`: the task is pointed at the proxy process.
+    let (user, token) = server.create_user("apart@example.com").await;
+    server.api().set_api_key(&token, crate::common::Provider::Anthropic, ANTHROPIC_KEY).await.unwrap();
+    let runner = server.runner_token();
+    let data = server.ok(&runner, ISSUE_PROXY, json!({ "u": user, "t": "task-apart" })).await;
+    let env: Vec<(String, String)> = data["issueTaskCredentials"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_owned(), e["value"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    assert!(!data.to_string().contains(ANTHROPIC_KEY));
+    assert_eq!(env_var(&env, "HTTPS_PROXY"), proxy);
+    let placeholder = env_var(&env, "ANTHROPIC_API_KEY");
+
+    // Lent by the proxy process (twice: the second from the grant it kept).
+    let http = client(&server, &proxy);
+    for _ in 0..2 {
+        let res =
+            http.post("https://api.anthropic.com/v1/messages").header("x-api-key", &placeholder).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!(up.seen().iter().filter(|(_, key)| key == ANTHROPIC_KEY).count(), 2);
+
+    // Returned through `serve`: the proxy process refuses within its
+    // watcher's poll (it hears of the change through the SQLite file).
+    let back = "mutation($t: String!) { returnTaskCredentials(taskId: $t, files: []) { id } }";
+    server.ok(&runner, back, json!({ "t": "task-apart" })).await;
+    let returned = std::time::Instant::now();
+    let mut lent = 2;
+    loop {
+        let res =
+            http.post("https://api.anthropic.com/v1/messages").header("x-api-key", &placeholder).send().await.unwrap();
+        if res.status() == 403 {
+            assert!(res.text().await.unwrap().contains("returned"));
+            break;
+        }
+        assert_eq!(res.status(), 200);
+        lent += 1;
+        assert!(returned.elapsed() < Duration::from_secs(2), "the proxy process kept lending a returned task's key");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(up.seen().len(), lent, "a refused request never reaches the provider");
+    eprintln!("the proxy process refused {:?} after the return", returned.elapsed());
+
+    // The usage it counted is the vault's (flushed every second).
+    let usage = "query($t: String!) { taskUsage(taskId: $t) { requests inputTokens } }";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let data = server.ok(&runner, usage, json!({ "t": "task-apart" })).await;
+        let requests = data["taskUsage"][0]["requests"].as_i64().unwrap_or(0);
+        if requests >= lent as i64 {
+            assert_eq!(data["taskUsage"][0]["inputTokens"].as_i64(), Some(3 * lent as i64));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "usage never reached the vault: {data}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(server.data_dir().join(sesame_test_support::PROXY_LOG_FILE)).unwrap();
+    assert!(log.contains("task-apart") && !log.contains(ANTHROPIC_KEY) && !log.contains(&placeholder));
+}

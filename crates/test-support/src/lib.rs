@@ -23,6 +23,8 @@ pub use client::Client;
 
 /// The file in the data directory that receives the server's log.
 pub const LOG_FILE: &str = "server.log";
+/// The log of `sesame-vault proxy` run as its own process.
+pub const PROXY_LOG_FILE: &str = "proxy.log";
 
 /// How long a server may take to print its URL.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -87,10 +89,24 @@ impl ServerProcess {
     /// Runs `cmd serve` with its log in `log_dir`/[`LOG_FILE`] and waits for
     /// the URL (and the admin token printed before it, if any). An error,
     /// with the end of the log, if it exits or stays silent first.
-    pub fn start(mut cmd: Command, log_dir: &Path) -> Result<ServerProcess> {
-        let log = std::fs::File::create(log_dir.join(LOG_FILE)).context("creating the server log")?;
+    pub fn start(cmd: Command, log_dir: &Path) -> Result<ServerProcess> {
+        ServerProcess::launch(cmd, "serve", log_dir, LOG_FILE, "sesame-vault listening on ")
+    }
+
+    /// Runs `cmd proxy` (the egress proxy as its own process) with its log in
+    /// `log_dir`/[`PROXY_LOG_FILE`] and waits for its URL (`url` and
+    /// `proxy_url` both).
+    pub fn start_proxy(cmd: Command, log_dir: &Path) -> Result<ServerProcess> {
+        let mut process =
+            ServerProcess::launch(cmd, "proxy", log_dir, PROXY_LOG_FILE, "sesame-vault egress proxy on ")?;
+        process.proxy_url = Some(process.url.clone());
+        Ok(process)
+    }
+
+    fn launch(mut cmd: Command, command: &str, log_dir: &Path, log_file: &str, ready: &str) -> Result<ServerProcess> {
+        let log = std::fs::File::create(log_dir.join(log_file)).context("creating the server log")?;
         let mut child = cmd
-            .arg("serve")
+            .arg(command)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -98,6 +114,7 @@ impl ServerProcess {
             .with_context(|| format!("spawning {:?}", cmd.get_program()))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout pipe"))?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let ready = ready.to_owned();
         std::thread::spawn(move || {
             let (mut admin, mut proxy) = (None, None);
             // Reads to the end so the server never blocks on a full pipe.
@@ -105,11 +122,10 @@ impl ServerProcess {
                 if let Some(token) = line.strip_prefix("Admin token (shown once, keep it safe): ") {
                     admin = Some(token.trim().to_owned());
                 }
-                if let Some(url) = line.strip_prefix("sesame-vault egress proxy on ") {
-                    proxy = Some(url.trim().to_owned());
-                }
-                if let Some(url) = line.strip_prefix("sesame-vault listening on ") {
+                if let Some(url) = line.strip_prefix(ready.as_str()) {
                     let _ = tx.send((url.trim().to_owned(), admin.take(), proxy.take()));
+                } else if let Some(url) = line.strip_prefix("sesame-vault egress proxy on ") {
+                    proxy = Some(url.trim().to_owned());
                 }
             }
         });
@@ -121,10 +137,16 @@ impl ServerProcess {
                 Ok(v) => break v,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
                     if let Ok(Some(status)) = process.child.try_wait() {
-                        bail!("the server exited ({status}) before listening; its log:\n{}", log_tail(log_dir, 40));
+                        bail!(
+                            "the {command} process exited ({status}) before listening; its log:\n{}",
+                            tail_of(&log_dir.join(log_file), 40)
+                        );
                     }
                 }
-                Err(_) => bail!("the server did not print its URL within 60 s; its log:\n{}", log_tail(log_dir, 40)),
+                Err(_) => bail!(
+                    "the {command} process did not print its URL within 60 s; its log:\n{}",
+                    tail_of(&log_dir.join(log_file), 40)
+                ),
             }
         };
         process.url = url;
@@ -153,7 +175,12 @@ pub fn read_log(dir: &Path) -> String {
 
 /// The last `lines` lines of the server log in `dir`.
 pub fn log_tail(dir: &Path, lines: usize) -> String {
-    let text = read_log(dir);
+    tail_of(&dir.join(LOG_FILE), lines)
+}
+
+/// The last `lines` lines of the file at `path`.
+fn tail_of(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
