@@ -71,12 +71,25 @@ pub async fn proxy(config: Config) -> anyhow::Result<()> {
             .await
             .context("listening for PostgreSQL notifications")?;
     }
+    // `sesame_proxy_*` and the store's gauges, when SESAME_METRICS__LISTEN is set.
+    let metrics = match app.config.metrics.listen {
+        Some(listen) => {
+            let (_, cap) = crate::edge::connection_caps(&app.config.http, true);
+            let separate_reader = app.config.is_sqlite() && !db::is_in_memory(&app.config.database_url());
+            let store = app.store.clone();
+            Some(crate::ops::metrics_only(listen, &app.config.http, cap, grace, store, separate_reader).await?)
+        }
+        None => None,
+    };
     let addr = proxy.addr();
     let running = proxy.start(app.store.proxy());
     println!("sesame-vault egress proxy on http://{addr}");
     tracing::info!(%addr, "egress proxy listening (its own process)");
     crate::shutdown::triggered().await;
     running.stopped(grace).await;
+    if let Some(metrics) = metrics {
+        let _ = tokio::time::timeout(grace, metrics).await;
+    }
     Ok(())
 }
 

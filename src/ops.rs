@@ -217,6 +217,32 @@ impl Serving {
     }
 }
 
+/// The metrics listener alone, for a process that serves no API (the
+/// egress proxy as its own process, `app::proxy`): `/metrics`, `/ready` and
+/// `/health` over the open `store`, until the shutdown signal.
+pub async fn metrics_only(
+    listen: SocketAddr,
+    http: &HttpConfig,
+    cap: usize,
+    grace: Duration,
+    store: Store,
+    separate_reader: bool,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let (acceptor, addr) = bind(listen, "SESAME_METRICS__LISTEN").await?;
+    let acceptor = GuardedAcceptor::new(acceptor, http, cap, "metrics");
+    let probe = Probe::default();
+    let _ = probe.store.set((store, separate_reader));
+    probe.phase.store(READY, Ordering::Release);
+    let server = tokio::spawn(Server::new_with_acceptor(acceptor).name("metrics").run_with_graceful_shutdown(
+        OpsEndpoint { probe },
+        crate::shutdown::triggered(),
+        Some(grace),
+    ));
+    println!("sesame-vault metrics on http://{addr}/metrics");
+    tracing::info!(%addr, "metrics listening");
+    Ok(server)
+}
+
 impl Serving {
     pub fn addr(&self) -> SocketAddr {
         self.addr

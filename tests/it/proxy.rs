@@ -545,7 +545,11 @@ async fn a_proxy_in_its_own_process_lends_counts_and_ends_with_the_vault() {
     // the database and generates the CA there.
     let process = Server::start_proxy_process(
         dir.path(),
-        &[("SESAME_PROXY__LISTEN", "127.0.0.1:0"), ("SESAME_PROXY__UPSTREAMS", upstreams.as_str())],
+        &[
+            ("SESAME_PROXY__LISTEN", "127.0.0.1:0"),
+            ("SESAME_PROXY__UPSTREAMS", upstreams.as_str()),
+            ("SESAME_METRICS__LISTEN", "127.0.0.1:0"),
+        ],
     );
     let proxy = process.url.clone();
     let server = Server::spawn(dir, vec![("SESAME_PROXY__PUBLIC_URL".into(), proxy.clone())], true).await;
@@ -566,21 +570,42 @@ async fn a_proxy_in_its_own_process_lends_counts_and_ends_with_the_vault() {
     assert_eq!(env_var(&env, "HTTPS_PROXY"), proxy);
     let placeholder = env_var(&env, "ANTHROPIC_API_KEY");
 
-    // Lent by the proxy process (twice: the second from the grant it kept).
+    // Lent by the proxy process (the first use recorded, then the grant read
+    // again and kept, then lent from what it kept).
     let http = client(&server, &proxy);
-    for _ in 0..2 {
+    for _ in 0..3 {
         let res =
             http.post("https://api.anthropic.com/v1/messages").header("x-api-key", &placeholder).send().await.unwrap();
         assert_eq!(res.status(), 200);
     }
-    assert_eq!(up.seen().iter().filter(|(_, key)| key == ANTHROPIC_KEY).count(), 2);
+    assert_eq!(up.seen().iter().filter(|(_, key)| key == ANTHROPIC_KEY).count(), 3);
+    // Its own metrics listener says so.
+    let log_path = server.data_dir().join(sesame_test_support::PROXY_LOG_FILE);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let metrics = log
+        .lines()
+        .filter(|l| l.contains("metrics listening"))
+        .find_map(|l| l.split("addr=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no metrics listener in the proxy's log:\n{log}"))
+        .to_owned();
+    let scraped = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap().text().await.unwrap();
+    let sample = |name: &str| {
+        scraped.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert!(sample("sesame_proxy_grants_kept_total").is_some_and(|n| n >= 1.0), "{scraped}");
+    assert!(sample("sesame_proxy_grants_read_total").is_some_and(|n| n >= 2.0), "{scraped}");
+    assert!(
+        scraped.contains("sesame_proxy_requests_total{provider=\"ANTHROPIC\",outcome=\"forwarded\"} 3"),
+        "{scraped}"
+    );
 
     // Returned through `serve`: the proxy process refuses within its
     // watcher's poll (it hears of the change through the SQLite file).
     let back = "mutation($t: String!) { returnTaskCredentials(taskId: $t, files: []) { id } }";
     server.ok(&runner, back, json!({ "t": "task-apart" })).await;
     let returned = std::time::Instant::now();
-    let mut lent = 2;
+    let mut lent = 3;
     loop {
         let res =
             http.post("https://api.anthropic.com/v1/messages").header("x-api-key", &placeholder).send().await.unwrap();
