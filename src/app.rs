@@ -54,10 +54,12 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
 /// proxy inside `serve` does, and hears of every end the same way (the
 /// SQLite watcher, or the relay's LISTEN). `serve` hands tasks its URL
 /// (`SESAME_PROXY__PUBLIC_URL`) and CA certificate.
-pub async fn proxy(config: Config) -> anyhow::Result<()> {
+pub async fn proxy(mut config: Config) -> anyhow::Result<()> {
     if config.proxy.listen.is_none() {
         anyhow::bail!("`sesame-vault proxy` needs SESAME_PROXY__LISTEN (e.g. 0.0.0.0:8443)");
     }
+    // It lends the system-wide keys too: the same settings as `serve`'s.
+    config.system_keys.check()?;
     tokio::spawn(crate::shutdown::listen_for_signals());
     let proxy = crate::proxy::Proxy::bind(&config.proxy, &config.data_dir).await?.context("the proxy is not on")?;
     let grace = config.shutdown.grace;

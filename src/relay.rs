@@ -81,9 +81,18 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
     // Read before listening: what commits in between is caught up below.
     let mut last_seq = store.latest_event_id().await.map_err(crate::error::api_to_anyhow)?;
     let mut listener = listen(&store).await?;
-    store.set_grants_watched(true);
     last_seq = catch_up(&store, last_seq).await;
+    // Grants are kept only from here (listening, caught up, triggers in
+    // place) until the connection is lost or this task ends, however.
+    store.set_grants_watched(store.grant_triggers_present().await);
     tokio::spawn(async move {
+        struct Unwatch(Store);
+        impl Drop for Unwatch {
+            fn drop(&mut self) {
+                self.0.set_grants_watched(false);
+            }
+        }
+        let _unwatch = Unwatch(store.clone());
         loop {
             // `try_recv` (not `recv`, which reconnects silently) says when the
             // connection was lost: `Ok(None)`.
@@ -118,14 +127,12 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
             listener = loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 match listen(&store).await {
-                    Ok(fresh) => {
-                        store.set_grants_watched(true);
-                        break fresh;
-                    }
+                    Ok(fresh) => break fresh,
                     Err(e) => tracing::warn!(error = %e, "reconnecting the PostgreSQL listener failed"),
                 }
             };
             last_seq = catch_up(&store, last_seq).await;
+            store.set_grants_watched(store.grant_triggers_present().await);
         }
     });
     Ok(())

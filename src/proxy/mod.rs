@@ -278,21 +278,32 @@ impl Proxy {
 
 /// Where tasks reach an egress proxy that runs as its own process
 /// (`sesame-vault proxy`), for `serve` when `SESAME_PROXY__PUBLIC_URL` is
-/// set and `SESAME_PROXY__LISTEN` is not: that URL, and the CA certificate
-/// from `SESAME_PROXY__CA_CERT` or the data directory (generated there if
-/// neither file exists yet, for the proxy process to load). `None`: no proxy
-/// anywhere.
+/// set and `SESAME_PROXY__LISTEN` is not: that URL, and the proxy's CA
+/// certificate from `SESAME_PROXY__CA_CERT` or the data directory (never
+/// generated here: a CA the proxy does not hold would break every task's
+/// TLS, and the signing key stays with the proxy). `None`: no proxy anywhere.
 pub fn external_access(config: &ProxyConfig, data_dir: &Path) -> anyhow::Result<Option<ProxyAccess>> {
     let (None, Some(url)) = (config.listen, &config.public_url) else { return Ok(None) };
     let parsed = url::Url::parse(url).with_context(|| format!("SESAME_PROXY__PUBLIC_URL: `{url}` is not a URL"))?;
     if parsed.scheme() != "http" || parsed.host_str().is_none() {
         bail!("SESAME_PROXY__PUBLIC_URL: `{url}` must be http://host:port (tasks CONNECT through it)");
     }
-    let ca_cert_pem = match (&config.ca_cert, &config.ca_key) {
-        // The signing key stays with the proxy process.
-        (Some(cert), None) => ca::Ca::public_only(cert)?,
-        (cert, key) => ca::Ca::load_or_generate(cert.as_deref(), key.as_deref(), data_dir)?.public_pem().to_owned(),
+    let cert = match &config.ca_cert {
+        Some(cert) => cert.clone(),
+        None => {
+            let cert = data_dir.join(ca::CERT_FILE);
+            if !cert.exists() {
+                bail!(
+                    "SESAME_PROXY__PUBLIC_URL is set without SESAME_PROXY__LISTEN, so tasks go to a proxy run as its \
+                     own process, but its CA certificate {} does not exist: start `sesame-vault proxy` on this data \
+                     directory first (it generates the CA), or set SESAME_PROXY__CA_CERT to the proxy's CA certificate",
+                    cert.display()
+                );
+            }
+            cert
+        }
     };
+    let ca_cert_pem = ca::Ca::public_only(&cert)?;
     Ok(Some(ProxyAccess { url: url.clone(), ca_cert_pem }))
 }
 
@@ -383,17 +394,26 @@ mod tests {
         let mut config = ProxyConfig::default();
         assert!(external_access(&config, dir.path()).unwrap().is_none(), "no proxy anywhere");
         config.public_url = Some("http://gw:8443".into());
+        // Before the proxy generated its CA: refused, saying what to do.
+        let err = external_access(&config, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("sesame-vault proxy") && err.contains("SESAME_PROXY__CA_CERT"), "{err}");
+        assert!(!dir.path().join(ca::KEY_FILE).exists(), "serve never generates the proxy's key");
+        let generated = ca::Ca::load_or_generate(None, None, dir.path()).unwrap();
         let access = external_access(&config, dir.path()).unwrap().expect("the proxy elsewhere");
         assert_eq!(access.url, "http://gw:8443");
-        assert!(access.ca_cert_pem.contains("BEGIN CERTIFICATE"));
-        // The certificate alone (the key stays with the proxy): the same CA.
+        assert_eq!(access.ca_cert_pem, generated.public_pem());
+        // The certificate alone, named (the key stays with the proxy).
         config.ca_cert = Some(dir.path().join(ca::CERT_FILE));
         assert_eq!(external_access(&config, dir.path()).unwrap().unwrap().ca_cert_pem, access.ca_cert_pem);
-        // A file that is not a CA certificate, a URL tasks cannot CONNECT through.
-        let leaf = dir.path().join("not-a-ca.pem");
-        std::fs::write(&leaf, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
-        config.ca_cert = Some(leaf);
-        assert!(external_access(&config, dir.path()).is_err());
+        // A certificate that is not a CA's.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["gw".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let leaf_path = dir.path().join("leaf.pem");
+        std::fs::write(&leaf_path, leaf.pem()).unwrap();
+        config.ca_cert = Some(leaf_path);
+        let err = external_access(&config, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is not a CA certificate"), "{err}");
+        // A URL tasks cannot CONNECT through.
         config.ca_cert = None;
         config.public_url = Some("https://gw:8443".into());
         assert!(external_access(&config, dir.path()).unwrap_err().to_string().contains("http://host:port"));

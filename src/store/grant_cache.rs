@@ -48,6 +48,9 @@ pub const POLL: Duration = Duration::from_millis(20);
 const MAX_AGE: Duration = Duration::from_secs(5);
 /// Grants remembered at most; at the cap the whole cache starts again.
 const CAPACITY: usize = 10_000;
+/// The tables whose triggers announce changes (`<table>_proxy_update`,
+/// `<table>_proxy_delete`; migration `m20261208_000015`).
+const WATCHED_TABLES: [&str; 4] = ["credentials", "users", "access_tokens", "proxy_grants"];
 /// The PostgreSQL channel the triggers notify.
 pub const CHANNEL: &str = "sesame_proxy_grants";
 
@@ -157,6 +160,48 @@ impl Store {
         let sql = "SELECT value FROM proxy_epoch WHERE id = 1";
         let row = self.reader().query_one(Statement::from_string(DbBackend::Sqlite, sql)).await?;
         row.ok_or_else(|| DbErr::RecordNotFound("proxy_epoch".into()))?.try_get("", "value")
+    }
+
+    /// Whether the triggers that announce changes are all in place (a
+    /// migration that rebuilds a table drops its triggers); logs an error
+    /// when not, and then nothing is kept.
+    pub async fn grant_triggers_present(&self) -> bool {
+        let names: Vec<String> = WATCHED_TABLES
+            .iter()
+            .flat_map(|table| [format!("'{table}_proxy_update'"), format!("'{table}_proxy_delete'")])
+            .collect();
+        let (backend, sql) = if self.is_postgres() {
+            (
+                DbBackend::Postgres,
+                format!("SELECT COUNT(*) AS n FROM pg_trigger WHERE tgname IN ({})", names.join(", ")),
+            )
+        } else {
+            (
+                DbBackend::Sqlite,
+                format!(
+                    "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'trigger' AND name IN ({})",
+                    names.join(", ")
+                ),
+            )
+        };
+        let found = match self.reader().query_one(Statement::from_string(backend, sql)).await {
+            Ok(Some(row)) => row.try_get::<i64>("", "n").unwrap_or(0),
+            Ok(None) => 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "proxy: cannot check the grant triggers");
+                return false;
+            }
+        };
+        let present = found == names.len() as i64;
+        if !present {
+            tracing::error!(
+                found,
+                expected = names.len(),
+                "proxy: the triggers that announce grant changes are missing (migration m20261208_000015); \
+                 every request reads its grant"
+            );
+        }
+        present
     }
 
     /// The relay's LISTEN on PostgreSQL connected (`true`) or was lost.

@@ -462,18 +462,29 @@ impl ProxyHandle {
     /// request reads its grant. PostgreSQL: `None`, the relay's LISTEN
     /// watches.
     pub fn watch(&self) -> Option<tokio::task::JoinHandle<()>> {
-        if self.store.is_postgres() {
+        if sea_orm::ConnectionTrait::get_database_backend(self.store.db()) != sea_orm::DbBackend::Sqlite {
             return None;
+        }
+        /// However the watcher ends (the signal, an abort, a panic): nothing
+        /// is kept any more.
+        struct Unwatch(std::sync::Weak<super::Inner>);
+        impl Drop for Unwatch {
+            fn drop(&mut self) {
+                if let Some(inner) = self.0.upgrade() {
+                    inner.grants.set_watched(false);
+                }
+            }
         }
         let store = Arc::downgrade(&self.store.inner);
         Some(tokio::spawn(async move {
+            let _unwatch = Unwatch(store.clone());
             let mut tick = tokio::time::interval(super::grant_cache::POLL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last: Option<i64> = None;
+            let (mut last, mut warned): (Option<i64>, bool) = (None, false);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    () = crate::shutdown::triggered() => break,
+                    () = crate::shutdown::triggered() => return,
                 }
                 let Some(inner) = store.upgrade() else { return };
                 let store = Store { inner };
@@ -481,24 +492,34 @@ impl ProxyHandle {
                     Ok(now) if last == Some(now) => {}
                     Ok(now) => {
                         if last.is_none() {
+                            // Without its triggers the counter never moves.
+                            if !store.grant_triggers_present().await {
+                                return;
+                            }
                             store.inner.grants.set_watched(true);
+                            warned = false;
                         } else {
                             store.grants_changed();
                         }
                         last = Some(now);
                     }
                     Err(e) => {
-                        if last.take().is_some() {
+                        last = None;
+                        store.inner.grants.set_watched(false);
+                        if !std::mem::replace(&mut warned, true) {
                             tracing::warn!(error = %e, "proxy: cannot read grant changes; every request reads its grant");
-                            store.inner.grants.set_watched(false);
                         }
                     }
                 }
             }
-            if let Some(inner) = store.upgrade() {
-                inner.grants.set_watched(false);
-            }
         }))
+    }
+
+    /// Whether the grant of `found` is kept now (for tests: that an end
+    /// reaches a kept grant, not a fresh read).
+    #[doc(hidden)]
+    pub fn is_kept(&self, found: &Found) -> bool {
+        self.store.inner.grants.get(&found.grant.hash()).is_some()
     }
 
     /// Whether grants are kept between requests now (a watcher hears of

@@ -43,13 +43,18 @@ async fn watching(app: &App) {
     }
 }
 
-/// Lends `found` twice: the first use is recorded, the second read is kept,
-/// so what ends it afterwards must reach a kept grant.
+/// Lends `found` until its grant is kept (the first use is recorded, then
+/// it is read again and kept), after the watcher has heard of every earlier
+/// write: what ends it next must reach a kept grant.
 async fn warm(app: &App, found: &Found) {
-    for _ in 0..2 {
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    for _ in 0..10 {
         app.store.proxy().lend(found).await.unwrap_or_else(|r| panic!("not lent: {}", r.0));
+        if app.store.proxy().is_kept(found) {
+            return;
+        }
     }
-    assert!(app.store.proxy().lend(found).await.is_ok());
+    panic!("the grant was never kept");
 }
 
 async fn runner(app: &App) -> (RunnerHandle, String) {
@@ -353,6 +358,7 @@ async fn instances_on_postgresql_share_grants_ends_and_one_refresh() {
         sesame_vault::relay::start(app.store.clone(), app.flows.clone()).await.unwrap();
         watching(app).await;
     }
+    warm(&a, access).await;
     warm(&b, access).await;
     // Returned on A: A refuses at once, B as soon as PostgreSQL's
     // notification reaches it.
@@ -431,6 +437,15 @@ async fn a_change_made_outside_this_process_ends_a_kept_grant() {
         }
     };
     assert!(refused.0.contains("removed"), "{refused:?}");
+
+    // The counter unreadable: nothing is kept any more.
+    sqlx::query("DROP TABLE proxy_epoch").execute(&mut other).await.unwrap();
+    let dropped = std::time::Instant::now();
+    while app.store.proxy().is_watching() {
+        assert!(dropped.elapsed() < std::time::Duration::from_secs(2), "still keeping grants without a watcher");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(!app.store.proxy().is_kept(&found));
 }
 
 #[tokio::test]
