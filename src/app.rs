@@ -69,9 +69,7 @@ pub async fn proxy(mut config: Config) -> anyhow::Result<()> {
     };
     if !app.config.is_sqlite() {
         // Grants are kept between requests only while this listens.
-        crate::relay::start(app.store.clone(), app.flows.clone())
-            .await
-            .context("listening for PostgreSQL notifications")?;
+        crate::relay::start_proxy_grants(app.store.clone()).await.context("listening for PostgreSQL notifications")?;
     }
     // `sesame_proxy_*` and the store's gauges, when SESAME_METRICS__LISTEN is set.
     let metrics = match app.config.metrics.listen {

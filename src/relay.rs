@@ -78,10 +78,26 @@ impl EventSink for EventBus {
 /// event reaches local subscribers once, with no gap. Flow watchers re-read
 /// their flow on silence, so flows need no catch-up.
 pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
+    run(store, Some(flows)).await
+}
+
+/// Starts a listener that hears only the proxy grant changes, for the
+/// egress proxy run as its own process (`app::proxy`): it has no
+/// subscribers and no sign-in flows to hand events on to.
+pub async fn start_proxy_grants(store: Store) -> anyhow::Result<()> {
+    run(store, None).await
+}
+
+async fn run(store: Store, flows: Option<FlowEngine>) -> anyhow::Result<()> {
+    let channels: &'static [&'static str] =
+        if flows.is_some() { &[EVENTS_CHANNEL, FLOWS_CHANNEL, GRANTS_CHANNEL] } else { &[GRANTS_CHANNEL] };
+    let events = flows.is_some();
     // Read before listening: what commits in between is caught up below.
-    let mut last_seq = store.latest_event_id().await.map_err(crate::error::api_to_anyhow)?;
-    let mut listener = listen(&store).await?;
-    last_seq = catch_up(&store, last_seq).await;
+    let mut last_seq = if events { store.latest_event_id().await.map_err(crate::error::api_to_anyhow)? } else { 0 };
+    let mut listener = listen(&store, channels).await?;
+    if events {
+        last_seq = catch_up(&store, last_seq).await;
+    }
     // Grants are kept only from here (listening, caught up, triggers in
     // place) until the connection is lost or this task ends, however.
     store.set_grants_watched(store.grant_triggers_present().await);
@@ -110,9 +126,10 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
                             Err(e) => tracing::error!(error = %e, "unreadable credential event notification"),
                         },
                         GRANTS_CHANNEL => store.grants_changed(),
-                        FLOWS_CHANNEL => match serde_json::from_str::<FlowUpdate>(n.payload()) {
-                            Ok(update) => flows.publish_notified(update).await,
-                            Err(e) => tracing::error!(error = %e, "unreadable flow notification"),
+                        FLOWS_CHANNEL => match (&flows, serde_json::from_str::<FlowUpdate>(n.payload())) {
+                            (Some(flows), Ok(update)) => flows.publish_notified(update).await,
+                            (None, _) => {}
+                            (_, Err(e)) => tracing::error!(error = %e, "unreadable flow notification"),
                         },
                         _ => {}
                     }
@@ -126,22 +143,24 @@ pub async fn start(store: Store, flows: FlowEngine) -> anyhow::Result<()> {
             tracing::warn!(error = %lost, "lost the PostgreSQL listener; reconnecting");
             listener = loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                match listen(&store).await {
+                match listen(&store, channels).await {
                     Ok(fresh) => break fresh,
                     Err(e) => tracing::warn!(error = %e, "reconnecting the PostgreSQL listener failed"),
                 }
             };
-            last_seq = catch_up(&store, last_seq).await;
+            if events {
+                last_seq = catch_up(&store, last_seq).await;
+            }
             store.set_grants_watched(store.grant_triggers_present().await);
         }
     });
     Ok(())
 }
 
-async fn listen(store: &Store) -> anyhow::Result<PgListener> {
+async fn listen(store: &Store, channels: &[&str]) -> anyhow::Result<PgListener> {
     let pool = store.postgres_pool();
     let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen_all([EVENTS_CHANNEL, FLOWS_CHANNEL, GRANTS_CHANNEL]).await?;
+    listener.listen_all(channels.iter().copied()).await?;
     Ok(listener)
 }
 

@@ -19,6 +19,7 @@ mod m20261207_000012_proxy_grants;
 mod m20261207_000013_webhook_upkeep;
 mod m20261207_000014_lease_ends;
 mod m20261208_000015_proxy_grant_watch;
+mod m20261208_000016_proxy_grant_leases;
 
 pub struct Migrator;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000013_webhook_upkeep::Migration),
             Box::new(m20261207_000014_lease_ends::Migration),
             Box::new(m20261208_000015_proxy_grant_watch::Migration),
+            Box::new(m20261208_000016_proxy_grant_leases::Migration),
         ]
     }
 }

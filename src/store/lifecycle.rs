@@ -200,16 +200,20 @@ impl Store {
                 events.push(meta.event(kind, meta.status_message.clone()));
             }
         }
-        let leases_cut = self.cut_leases(&txn, now).await?;
+        let (leases_cut, grants_cut) = self.cut_leases(&txn, now).await?;
         // A credential is in one of the sets at most: one event each.
         let events = self.record_events(&txn, events).await?;
         txn.commit().await?;
+        if grants_cut > 0 {
+            self.grants_changed();
+        }
         self.publish_all(events);
         let revived = revived_expiring.len() + revived_active.len();
-        if revived > 0 || leases_cut > 0 {
+        if revived > 0 || leases_cut > 0 || grants_cut > 0 {
             tracing::warn!(
                 revived,
                 leases_cut,
+                grants_cut,
                 "the clock had run ahead: credentials whose expiry is still to come are usable again, \
                  leases ending after now + SESAME_TASKS__LEASE were cut back to it"
             );
@@ -220,21 +224,31 @@ impl Store {
     /// Cuts back every lease that ends later than `now` + the task lease (no
     /// issuance at or before `now` can have set one: a clock that ran ahead
     /// did). A lease so outlasts `SESAME_TASKS__LEASE` by at most the time
-    /// the clock was ahead. Returns how many task leases were cut.
-    async fn cut_leases<C: sea_orm::ConnectionTrait>(&self, txn: &C, now: DateTime<Utc>) -> ApiResult<u64> {
+    /// the clock was ahead; so does a proxy grant's (its placeholders stop
+    /// then; the trigger on `expires_at` tells every egress proxy). Returns
+    /// how many task leases and proxy grants were cut.
+    async fn cut_leases<C: sea_orm::ConnectionTrait>(&self, txn: &C, now: DateTime<Utc>) -> ApiResult<(u64, u64)> {
         let latest = now + self.task_lease();
         credential::Entity::update_many()
             .col_expr(credential::Column::LeasedUntil, Expr::value(latest))
             .filter(credential::Column::LeasedUntil.gt(latest))
             .exec(txn)
             .await?;
-        Ok(task_lease::Entity::update_many()
+        let grants = crate::entities::proxy_grant::Entity::update_many()
+            .col_expr(crate::entities::proxy_grant::Column::ExpiresAt, Expr::value(latest))
+            .filter(crate::entities::proxy_grant::Column::ExpiresAt.gt(latest))
+            .filter(crate::entities::proxy_grant::Column::EndedAt.is_null())
+            .exec(txn)
+            .await?
+            .rows_affected;
+        let leases = task_lease::Entity::update_many()
             .col_expr(task_lease::Column::ExpiresAt, Expr::value(latest))
             .filter(task_lease::Column::ExpiresAt.gt(latest))
             .filter(task_lease::Column::ReturnedAt.is_null())
             .exec(txn)
             .await?
-            .rows_affected)
+            .rows_affected;
+        Ok((leases, grants))
     }
 
     /// Refreshes OAuth credentials that expire within `before` (or have

@@ -161,7 +161,12 @@ impl Webhooks {
     /// instance takes them at once instead of after the claim runs out.
     pub fn start(&self, store: Store) {
         let hooks = self.clone();
+        // Counted from now until its claims are released: the shutdown
+        // sequence waits for it (entered only after the signal, a busy
+        // machine let the process exit first, claims still held).
+        let running = crate::shutdown::JOBS.enter();
         tokio::spawn(async move {
+            let _running = running;
             let owner = crate::ids::new_id();
             let mut in_flight = tokio::task::JoinSet::new();
             let mut tick = tokio::time::interval(hooks.config.poll);
@@ -184,7 +189,6 @@ impl Webhooks {
                     tracing::warn!(error = ?e, "webhook delivery round failed; trying again");
                 }
             }
-            let _running = crate::shutdown::JOBS.enter();
             in_flight.abort_all();
             while in_flight.join_next().await.is_some() {}
             match store.release_webhook_claims(&owner).await {

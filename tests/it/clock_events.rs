@@ -14,10 +14,11 @@ use sesame_vault::agents::{parse_subscription, SubscriptionInput};
 use sesame_vault::app::App;
 use sesame_vault::auth::Principal;
 use sesame_vault::crypto::{Key, Keyring};
-use sesame_vault::domain::{Agent, CredentialEventKind, Provider};
-use sesame_vault::entities::{credential, credential_event, task_lease};
+use sesame_vault::delivery::ProxyAccess;
+use sesame_vault::domain::{Agent, CredentialEventKind, Delivery, Provider};
+use sesame_vault::entities::{credential, credential_event, proxy_grant, task_lease};
 use sesame_vault::providers::ApiKey;
-use sesame_vault::store::{CredentialMeta, TaskId};
+use sesame_vault::store::{CredentialMeta, DeliverySettings, TaskId};
 
 use crate::common::*;
 use crate::fake_provider::{FakeProvider, Reply};
@@ -197,6 +198,12 @@ async fn a_clock_that_ran_ahead_leaves_no_expired_keys_or_long_leases() {
         .store
         .runner(&Principal::Runner { token_id: "runner-1".into(), name: "r".into(), created_by: "test".into() })
         .unwrap();
+    // A task with proxy delivery too: its grant's lease is cut back like the others.
+    let access = ProxyAccess { url: "http://127.0.0.1:9".into(), ca_cert_pem: "-----BEGIN CERTIFICATE-----\n".into() };
+    app.store.set_delivery(DeliverySettings { default: Delivery::Files, proxy: Some(access) });
+    let proxied = person(&app, "ahead-proxy@example.com").await;
+    let anthropic = ApiKey::parse(Provider::Anthropic, ANTHROPIC_KEY).unwrap();
+    app.store.owner(&proxied).unwrap().set_api_key(anthropic, None).await.unwrap();
 
     // Eleven days ahead: the key expires (and is refused), a task is issued.
     clock.shift_for_tests(Duration::days(11));
@@ -206,6 +213,11 @@ async fn a_clock_that_ran_ahead_leaves_no_expired_keys_or_long_leases() {
     assert!(refused.is_err(), "an expired key is not issued");
     let task = TaskId::parse("while-ahead").unwrap();
     runner.issue(holder.user_id().unwrap(), Agent::Codex, None, &task, None).await.unwrap();
+    let proxy_task = TaskId::parse("while-ahead-proxy").unwrap();
+    runner
+        .issue(proxied.user_id().unwrap(), Agent::ClaudeCode, None, &proxy_task, Some(Delivery::Proxy))
+        .await
+        .unwrap();
 
     // Back to the right time; the scan runs.
     clock.shift_for_tests(Duration::days(-11));
@@ -233,6 +245,13 @@ async fn a_clock_that_ran_ahead_leaves_no_expired_keys_or_long_leases() {
         .unwrap()
         .unwrap();
     assert!(lease.expires_at <= latest, "the task's lease ends at {} (now {now})", lease.expires_at);
+    let grant = proxy_grant::Entity::find()
+        .filter(proxy_grant::Column::TaskId.eq(proxy_task.as_str()))
+        .one(&db(dir.path()).await)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(grant.expires_at <= latest, "the proxy grant ends at {} (now {now})", grant.expires_at);
 }
 
 // --- Item 12: events on PostgreSQL -------------------------------------

@@ -354,8 +354,11 @@ async fn instances_on_postgresql_share_grants_ends_and_one_refresh() {
     // Issued on A, lent by B (kept there: B's relay listens).
     let access = answers.into_iter().next().unwrap().unwrap().access_token;
     let access = &find_all(&access)[0];
+    // A hears everything (as `serve` does), B only the grant changes (as
+    // `sesame-vault proxy` does).
+    sesame_vault::relay::start(a.store.clone(), a.flows.clone()).await.unwrap();
+    sesame_vault::relay::start_proxy_grants(b.store.clone()).await.unwrap();
     for app in [&a, &b] {
-        sesame_vault::relay::start(app.store.clone(), app.flows.clone()).await.unwrap();
         watching(app).await;
     }
     warm(&a, access).await;
